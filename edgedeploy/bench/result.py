@@ -1,0 +1,83 @@
+"""The benchmark result record: raw per-iteration samples plus the environment fingerprint.
+
+This is the one schema every producer writes (local harness, remote Python runner, parsed native tools) and every
+consumer reads (``compare``, reports). Statistics are derived from ``samples_ms`` on every load/dump and never
+trusted from a file.
+
+JSON layout (``schema_version`` 1)::
+
+    {"schema_version": 1, "model": "edgeformer_s", "format": "mnn", "precision": "fp32",
+     "runtime": "mnn", "device": "local", "threads": 2, "iterations": 100, "warmup": 10,
+     "input_shape": [1, 3, 256, 256], "samples_ms": [...],
+     "median_ms": ..., "mean_ms": ..., "p90_ms": ..., "p99_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ...,
+     "load_ms": ..., "first_ms": ..., "status": "complete" | "partial", "source": "python-harness",
+     "artifact": {"path": ..., "sha256": ...}, "warnings": [...], "device_state": {"before": {...}, "after": {...}},
+     "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "..."}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgedeploy.bench.stats import summarize
+
+SCHEMA_VERSION = 1
+
+
+class BenchResult(BaseModel):
+    """One benchmark run of one artifact on one device (see the module docstring for the JSON layout)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    model: str
+    format: str
+    precision: str = "fp32"
+    runtime: str
+    device: str
+    threads: int
+    iterations: int
+    warmup: int
+    input_shape: list[int] = Field(default_factory=list)
+    samples_ms: list[float]
+    median_ms: float = 0.0
+    mean_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    std_ms: float = 0.0
+    min_ms: float = 0.0
+    max_ms: float = 0.0
+    load_ms: float | None = None
+    first_ms: float | None = None
+    status: Literal["complete", "partial"] = "complete"
+    source: str = "python-harness"
+    artifact: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    device_state: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict)
+    timestamp: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    git_commit: str | None = None
+
+    @model_validator(mode="after")
+    def _derive_stats(self) -> BenchResult:
+        if self.samples_ms:
+            for k, v in summarize(self.samples_ms).items():
+                object.__setattr__(self, k, v)
+        return self
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str, int]:
+        """(model, format, precision, runtime, device, threads): what ``compare`` matches runs on."""
+        return (self.model, self.format, self.precision, self.runtime, self.device, self.threads)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchResult:
+        return cls.model_validate(json.loads(Path(path).read_text()))

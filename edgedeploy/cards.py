@@ -1,0 +1,108 @@
+"""Model cards: one YAML file per variant under ``models/``.
+
+A card names the family (which builder in :mod:`edgedeploy.nn` makes the module), the family's
+hyper-parameters, the default input size (square, NCHW, RGB), and the paper's reported figures with their
+source, beside the official implementation the code follows.
+
+Example (``models/edgeformer_s.yaml``)::
+
+    name: edgeformer_s
+    family: edgeformer
+    input_size: 256
+    num_classes: 1000
+    hyper: {...}            # passed to the family builder
+    paper: {params: 5.0e6, macs: 1.7e9, source: "EdgeFormer paper, Table 2", note: ...}
+    official: {repo: hkzhang91/EdgeFormer, config: config/classification/edgeformer/edgeformer_s.yaml,
+               params: 4999728}
+
+Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for a malformed card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgedeploy._paths import find_yaml_files
+from edgedeploy.errors import ConfigError, UnknownModelError
+
+
+class PaperFigures(BaseModel):
+    """Figures as a paper reports them (rounded): counts, not millions."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: float | None = Field(None, description="parameters (count)")
+    macs: float | None = Field(None, description="multiply-accumulates at input_size (count)")
+    top1: float | None = Field(None, description="ImageNet-1k top-1 accuracy (%)")
+    latency_ms: dict[str, float] = Field(default_factory=dict, description="device -> ms, as reported")
+    source: str = Field(..., description="paper and table / section the figures come from")
+    note: str | None = None
+
+
+class OfficialImpl(BaseModel):
+    """The official implementation the code follows and the parameter count it builds."""
+
+    model_config = ConfigDict(extra="forbid")
+    repo: str
+    config: str | None = None
+    params: int | None = Field(None, description="parameter count of the official module (exact integer)")
+    note: str | None = None
+
+
+class ModelCard(BaseModel):
+    """A model variant: see the module docstring for the file layout."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    family: str
+    description: str = ""
+    input_size: int = Field(..., gt=0, description="default square input side (pixels)")
+    num_classes: int = 1000
+    resizable: bool = Field(True, description="whether other input sizes are supported")
+    min_input_multiple: int = Field(32, description="input side must be a multiple of this")
+    hyper: dict[str, Any] = Field(default_factory=dict)
+    paper: PaperFigures | None = None
+    official: OfficialImpl | None = None
+    path: Path | None = Field(None, exclude=True)
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read and validate one card; :class:`ConfigError` names the file and field on failure."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read model card {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"model card {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"model card {path}: expected a mapping at the top level")
+    try:
+        card = ModelCard(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"model card {path}: field '{field}': {err['msg']}") from e
+    card.path = path
+    return card
+
+
+def all_cards() -> dict[str, ModelCard]:
+    """Every card found (see :mod:`edgedeploy._paths` for the search order), keyed by name."""
+    return {stem: load_card(p) for stem, p in find_yaml_files("models").items()}
+
+
+def get_card(name: str) -> ModelCard:
+    """The card called ``name``, or a path to a card file.
+
+    Raises :class:`UnknownModelError` (with close-name suggestions) when there is none.
+    """
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return load_card(name)
+    files = find_yaml_files("models")
+    if name not in files:
+        raise UnknownModelError(name, files)
+    return load_card(files[name])
