@@ -124,7 +124,7 @@ def load_weights(module: nn.Module, path: str | Path, card: ModelCard | None = N
         raise ArtifactError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file to the user
+    except Exception as e:
         raise ArtifactError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from e
     state = obj
     if isinstance(obj, dict):

@@ -1,0 +1,69 @@
+"""The timing harness: warm-up, then N timed batch-1 runs, every raw sample kept.
+
+The clock (``time.perf_counter_ns``, monotonic) wraps the inference call alone; input preparation, result copies
+and progress reporting happen outside the timed region. The harness's own overhead is measured in
+``benchmarks/harness_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgedeploy.errors import ConfigError
+
+
+@dataclass
+class Timing:
+    """Raw timings of one run (all in ms): ``first_ms`` is the first inference after load (not in the samples)."""
+
+    samples_ms: list[float]
+    first_ms: float
+    warmup_ms: list[float] = field(default_factory=list)
+    interrupted: BaseException | None = None
+
+
+def measure(
+    infer: Callable[[], Any],
+    iterations: int = 100,
+    warmup: int = 10,
+    on_sample: Callable[[int, float], None] | None = None,
+) -> Timing:
+    """Time ``infer()``: one first inference, ``warmup`` untimed-for-statistics runs, ``iterations`` timed runs.
+
+    ``on_sample(i, ms)`` is called after each timed run, outside the timed region (progress bars).
+    A ``KeyboardInterrupt`` or an exception raised by ``infer`` during the timed runs stops the loop; the samples
+    measured so far are returned with ``interrupted`` set, so nothing measured is lost.
+
+    Raises :class:`ConfigError` for ``iterations < 1`` or ``warmup < 0``.
+    """
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
+    clock = time.perf_counter_ns
+    t0 = clock()
+    infer()
+    first_ms = (clock() - t0) / 1e6
+    warm: list[float] = []
+    for _ in range(warmup):
+        t0 = clock()
+        infer()
+        warm.append((clock() - t0) / 1e6)
+    samples: list[float] = []
+    try:
+        for i in range(iterations):
+            t0 = clock()
+            infer()
+            t1 = clock()
+            ms = (t1 - t0) / 1e6
+            samples.append(ms)
+            if on_sample is not None:
+                on_sample(i, ms)
+    except (KeyboardInterrupt, Exception) as e:
+        if not samples:
+            raise
+        return Timing(samples, first_ms, warm, interrupted=e)
+    return Timing(samples, first_ms, warm)
