@@ -1,0 +1,226 @@
+"""Device profiles: one YAML file per device under ``devices/`` (or any path given with ``--device``).
+
+Only ``name``, ``transport`` and the transport's address fields are required; everything else defaults or is
+discovered on the device (``edgedeploy devices check NAME`` shows what was found). Example
+(``devices/rpi4.yaml``)::
+
+    name: rpi4
+    description: Raspberry Pi 4 Model B, 4x Cortex-A72 @ 1.8 GHz
+    transport: ssh
+    host: raspberrypi.local
+    user: pi
+    key_file: ~/.ssh/id_ed25519     # default: the SSH agent and ~/.ssh/id_*
+    known_hosts: ~/.ssh/known_hosts # the host key must be in here (trust_on_first_use: true to add it once)
+    arch: aarch64
+    os: linux
+    workdir: /tmp/edgedeploy bench  # created on first use; artifacts cached there by sha256
+    python: python3
+    clusters:
+      - {name: big, cores: [0, 1, 2, 3], core_type: Cortex-A72, max_freq_mhz: 1800}
+    core_mask: "0xf"                 # default: the cluster with the highest max frequency
+    runtimes: [onnxruntime, tflite]  # Python modules the runner may import; default: probe all it knows
+    native_tools: {mnn-benchmark: /home/pi/MNN/build/benchmark.out}
+
+Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for a malformed profile, and
+:class:`~edgedeploy.errors.UnknownDeviceError` (with close-name suggestions) for an unknown profile name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgedeploy._paths import find_yaml_files
+from edgedeploy.errors import ConfigError, UnknownDeviceError
+
+#: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`).
+PYTHON_RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
+#: Native tools whose output :mod:`edgedeploy.devices.native` parses.
+NATIVE_TOOLS = ("mnn-benchmark", "mnn-timeprofile", "tflite-benchmark_model", "onnxruntime_perf_test")
+
+DEFAULT_WORKDIR = {"local": "~/.cache/edgedeploy/device", "ssh": "/tmp/edgedeploy", "adb": "/data/local/tmp/edgedeploy"}
+
+
+class Cluster(BaseModel):
+    """A group of identical cores (big / LITTLE / prime)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., description="big, LITTLE, prime, ...")
+    cores: list[int] = Field(..., min_length=1, description="logical CPU numbers, as in /sys/devices/system/cpu")
+    core_type: str | None = Field(None, description="e.g. Cortex-A17")
+    max_freq_mhz: float | None = Field(None, gt=0, description="maximum frequency (MHz)")
+
+    @field_validator("cores")
+    @classmethod
+    def _non_negative(cls, v: list[int]) -> list[int]:
+        if any(c < 0 for c in v):
+            raise ValueError("core numbers must be >= 0")
+        return v
+
+
+class Cooldown(BaseModel):
+    """Wait before a run until every thermal zone is at or below ``max_temp_c`` (bounded by ``timeout_s``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_temp_c: float = Field(..., description="target temperature (degrees C)")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="give up waiting after this long (s)")
+    poll_s: float = Field(2.0, gt=0, le=60, description="polling period (s)")
+
+
+class DeviceProfile(BaseModel):
+    """One device: how to reach it and what it is. See the module docstring for the file layout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1)
+    transport: Literal["local", "ssh", "adb"]
+    description: str = ""
+    os: Literal["linux", "android"] | None = Field(None, description="default: android for adb, linux otherwise")
+    arch: str | None = Field(None, description="uname -m of the device (armv7l, aarch64, x86_64); discovered if unset")
+    # ssh
+    host: str | None = None
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = Field(None, description="private key; default: the SSH agent and ~/.ssh/id_*")
+    known_hosts: str | None = Field(None, description="known_hosts file; default: ~/.ssh/known_hosts")
+    trust_on_first_use: bool = Field(False, description="accept and record an unknown host key (never a changed one)")
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    # adb
+    serial: str | None = Field(None, description="USB serial or host:port of the device")
+    adb_host: str = Field("127.0.0.1", description="address of the adb server")
+    adb_port: int = Field(5037, ge=1, le=65535, description="port of the adb server")
+    # what runs there
+    workdir: str | None = Field(None, description="folder on the device for runner, artifacts and locks")
+    python: str = Field("python3", description="Python interpreter on the device (for the stdlib-only runner)")
+    clusters: list[Cluster] = Field(default_factory=list)
+    core_mask: str | None = Field(None, description="taskset mask in hex, e.g. 0xf0; default: the fastest cluster")
+    runtimes: list[str] = Field(default_factory=list, description="Python runtimes present; default: probe all")
+    native_tools: dict[str, str] = Field(default_factory=dict, description="tool name -> path on the device")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for commands on the device")
+    fixed_performance: bool = Field(False, description="Android: ask for sustained-performance mode during runs")
+    cooldown: Cooldown | None = None
+    retries: int = Field(2, ge=0, le=10, description="reconnect attempts after a dropped connection")
+    retry_backoff_s: float = Field(1.0, ge=0, le=60, description="first back-off (s); doubles each attempt")
+    path: Path | None = Field(None, exclude=True, description="the file this profile was read from")
+
+    @field_validator("core_mask")
+    @classmethod
+    def _hex_mask(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            n = int(v, 16)
+        except ValueError:
+            raise ValueError(f"core_mask must be hexadecimal like 0xf0 (got {v!r})") from None
+        if n <= 0:
+            raise ValueError("core_mask must select at least one core")
+        return hex(n)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, v: list[str]) -> list[str]:
+        bad = [r for r in v if r not in PYTHON_RUNTIMES]
+        if bad:
+            raise ValueError(f"unknown runtime(s) {bad}; the runner knows {list(PYTHON_RUNTIMES)}")
+        return v
+
+    @field_validator("native_tools")
+    @classmethod
+    def _known_tools(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [t for t in v if t not in NATIVE_TOOLS]
+        if bad:
+            raise ValueError(f"unknown native tool(s) {bad}; known: {list(NATIVE_TOOLS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> DeviceProfile:
+        if self.transport == "ssh" and not self.host:
+            raise ValueError("field 'host' is required for transport ssh")
+        if self.transport == "adb" and not self.serial:
+            raise ValueError("field 'serial' is required for transport adb")
+        if self.os is None:
+            object.__setattr__(self, "os", "android" if self.transport == "adb" else "linux")
+        if self.workdir is None:
+            object.__setattr__(self, "workdir", DEFAULT_WORKDIR[self.transport])
+        return self
+
+    @property
+    def big_cores(self) -> list[int]:
+        """Cores of the fastest cluster (highest ``max_freq_mhz``; the last one listed on a tie), or ``[]``."""
+        if not self.clusters:
+            return []
+        best = max(enumerate(self.clusters), key=lambda ic: (ic[1].max_freq_mhz or 0.0, ic[0]))[1]
+        return sorted(best.cores)
+
+    @property
+    def pin_mask(self) -> str | None:
+        """The taskset mask to pin runs to: ``core_mask``, else the fastest cluster's, else ``None`` (discover)."""
+        if self.core_mask:
+            return self.core_mask
+        cores = self.big_cores
+        return hex(sum(1 << c for c in cores)) if cores else None
+
+    @property
+    def address(self) -> str:
+        """A human-readable address (``user@host:port``, the ADB serial, or ``local``)."""
+        if self.transport == "ssh":
+            return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+        if self.transport == "adb":
+            return f"adb:{self.serial}"
+        return "local"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(x) for x in loc) or "(top level)"
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    """Read and validate one profile file.
+
+    Raises :class:`ConfigError` naming the file (and the field) when it cannot be read, is not YAML, or does
+    not validate.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read device profile {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"device profile {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"device profile {path}: expected a mapping at the top level")
+    try:
+        profile = DeviceProfile(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = _field_path(err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"device profile {path}: field '{field}': {msg}") from e
+    profile.path = path
+    return profile
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """The profile called ``name_or_path``, or the profile in the YAML file at that path.
+
+    Names are looked up with :func:`edgedeploy._paths.find_yaml_files` (``./devices`` first, then the copy in the
+    wheel, then the checkout). Raises :class:`UnknownDeviceError` (with suggestions) for an unknown name and
+    :class:`ConfigError` (naming file and field) for a malformed file.
+    """
+    p = Path(name_or_path).expanduser()
+    if name_or_path.endswith((".yaml", ".yml")) or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"device profile {p}: no such file")
+        return load_profile_file(p)
+    files = find_yaml_files("devices")
+    if name_or_path not in files:
+        raise UnknownDeviceError(name_or_path, files)
+    return load_profile_file(files[name_or_path])
+
+
+def list_profiles() -> list[DeviceProfile]:
+    """Every profile found, sorted by name. A malformed file raises :class:`ConfigError` naming it."""
+    return sorted((load_profile_file(p) for p in find_yaml_files("devices").values()), key=lambda d: d.name)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Build (or reuse) a minimal Debian bookworm ARM root filesystem for the emulated-board tests.
+#
+# Usage: tests/testbed/build_rootfs.sh ARCH CACHE_DIR     (ARCH: armhf | arm64)
+#
+# Produces CACHE_DIR/rootfs-bookworm-ARCH.tar.zst (python3 + python3-numpy, about 65 MB) and
+# CACHE_DIR/wheels-ARCH/ (runtime wheels for the board: ncnn and tflite-runtime on armhf, onnxruntime on arm64,
+# downloaded on the host with `pip download --platform ... --only-binary=:all:`). Both are reused when present,
+# so a second call costs nothing. Needs root, debootstrap, qemu-user-static, zstd and the Debian mirror.
+#
+# Emulation is set up without touching global state: binfmt_misc is mounted inside a private user + mount
+# namespace (kernel >= 6.7 gives each user namespace its own binfmt_misc) and the qemu handler registered there.
+set -euo pipefail
+
+ARCH=${1:?usage: build_rootfs.sh ARCH CACHE_DIR}
+CACHE=${2:?usage: build_rootfs.sh ARCH CACHE_DIR}
+SUITE=bookworm
+MIRROR=${EDGEDEPLOY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+case "$ARCH" in
+  armhf) QEMU=/usr/bin/qemu-arm-static; PLAT=(--platform manylinux_2_17_armv7l --platform manylinux2014_armv7l --platform linux_armv7l --platform manylinux_2_34_armv7l --platform manylinux_2_28_armv7l --platform manylinux_2_31_armv7l --platform manylinux_2_35_armv7l); WHEELS=(ncnn tflite-runtime==2.14.0) ;;
+  arm64) QEMU=/usr/bin/qemu-aarch64-static; PLAT=(--platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64); WHEELS=(onnxruntime==1.31.1) ;;
+  *) echo "unsupported ARCH '$ARCH' (armhf or arm64)" >&2; exit 2 ;;
+esac
+
+[ "$(id -u)" = 0 ] || { echo "build_rootfs.sh needs root (debootstrap, chroot)" >&2; exit 2; }
+for t in debootstrap "$QEMU" zstd unshare; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }; done
+
+mkdir -p "$CACHE"
+TARBALL="$CACHE/rootfs-$SUITE-$ARCH.tar.zst"
+WHEELDIR="$CACHE/wheels-$ARCH"
+
+# 1. runtime wheels, downloaded on the host for the board's platform (Debian bookworm: CPython 3.11, numpy 1.24)
+if [ ! -f "$WHEELDIR/.complete" ]; then
+  rm -rf "$WHEELDIR"; mkdir -p "$WHEELDIR"
+  for w in "${WHEELS[@]}"; do
+    python3 -m pip download --quiet --no-deps --only-binary=:all: "${PLAT[@]}" --python-version 3.11 \
+      --implementation cp --abi cp311 -d "$WHEELDIR" "$w"
+  done
+  touch "$WHEELDIR/.complete"
+fi
+
+if [ -f "$TARBALL" ]; then
+  echo "reusing $TARBALL"; exit 0
+fi
+
+WORK=$(mktemp -d "$CACHE/build-$ARCH.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+ROOT="$WORK/rootfs"
+t0=$(date +%s)
+debootstrap --foreign --variant=minbase --arch="$ARCH" "$SUITE" "$ROOT" "$MIRROR"
+echo "first stage: $(( $(date +%s) - t0 )) s"
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+
+# 2. second stage + packages, under qemu-user in a private binfmt_misc
+MAGIC_armhf='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
+MASK_armhf='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+MAGIC_arm64='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+MASK_arm64='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+eval "MAGIC=\$MAGIC_$ARCH; MASK=\$MASK_$ARCH"
+unshare -U -r -m --propagation private env ROOT="$ROOT" QEMU="$QEMU" MAGIC="$MAGIC" MASK="$MASK" bash -euo pipefail -c '
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  printf ":qemu-board:M::%s:%s:%s:F" "$MAGIC" "$MASK" "$QEMU" > /proc/sys/fs/binfmt_misc/register
+  mount -t proc proc "$ROOT/proc"
+  chroot "$ROOT" /debootstrap/debootstrap --second-stage
+  chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-numpy
+  chroot "$ROOT" apt-get clean
+  umount "$ROOT/proc"
+'
+echo "second stage + packages: $(( $(date +%s) - t0 )) s"
+rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/locale/*
+tar -C "$ROOT" --numeric-owner -cf - . | zstd -q -T2 -10 -o "$TARBALL.tmp"
+mv "$TARBALL.tmp" "$TARBALL"
+echo "built $TARBALL ($(du -h "$TARBALL" | cut -f1)) in $(( $(date +%s) - t0 )) s"
