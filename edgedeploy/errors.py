@@ -143,3 +143,9 @@ class RegressionError(EdgeDeployError):
     """A latency regression was found (used by ``compare`` to exit 1)."""
 
     exit_code = 1
+
+
+class RuntimeUnavailableError(EdgeDeployError):
+    """The runtime exists but cannot run here (e.g. CoreML prediction needs macOS); parity is "not run"."""
+
+    exit_code = 3

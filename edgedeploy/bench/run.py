@@ -1,0 +1,182 @@
+"""``edgedeploy bench``: resolve what to time (model name or artifact file), load it, time it, record it.
+
+A model name is exported first with :func:`~edgedeploy.export.pipeline.cached_export` (or its cached artifact
+reused); a file's format is inferred from its suffix and checked against its manifest when one lies beside it.
+Local runs time the runtime in this process with :func:`~edgedeploy.bench.harness.measure`; other devices go
+through :func:`edgedeploy.devices.remote.bench_on_device`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgedeploy._util import sha256_file
+from edgedeploy.bench.envinfo import local_fingerprint
+from edgedeploy.bench.harness import measure
+from edgedeploy.bench.result import BenchResult
+from edgedeploy.data import real_image
+from edgedeploy.errors import ArtifactError, ConfigError, UnknownModelError
+from edgedeploy.export.base import format_of
+from edgedeploy.export.manifest import read_manifest
+from edgedeploy.runtimes.base import RUNTIMES, default_runtime, get_runtime
+
+DEFAULT_RUNTIME = "mnn"
+
+
+@dataclass
+class BenchTarget:
+    """What will be timed: ``artifact`` is None for the torch runtime (eager module)."""
+
+    model: str
+    format: str
+    precision: str
+    runtime: str
+    artifact: Path | None
+    input_shape: tuple[int, ...]
+    parity_status: str | None = None
+
+
+def _looks_like_file(target: str) -> bool:
+    return Path(target).exists() or Path(target).suffix.lower() in (".onnx", ".mnn", ".tflite", ".mlpackage")
+
+
+def resolve_target(
+    target: str,
+    runtime: str | None,
+    precision: str = "fp32",
+    weights: str | None = None,
+    input_size: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchTarget:
+    """Turn ``MODEL_OR_FILE`` + ``--runtime`` into a :class:`BenchTarget`, exporting (or reusing) as needed.
+
+    Raises :class:`ArtifactError` (missing / corrupt / mismatched file), :class:`ConfigError` (runtime that
+    cannot run the format), :class:`UnknownModelError`, :class:`UnknownRuntimeError`.
+    """
+    if _looks_like_file(target):
+        path = Path(target)
+        if not path.exists():
+            raise ArtifactError(f"model file not found: {path}")
+        fmt = format_of(path)
+        rt_name = runtime or default_runtime(fmt)
+        rt = get_runtime(rt_name)
+        if fmt not in rt.formats:
+            raise ConfigError(f"runtime {rt_name} cannot run {fmt} files (it runs: {', '.join(rt.formats)})")
+        manifest = read_manifest(path, verify=True)
+        if manifest is None:
+            return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, ())
+        return BenchTarget(
+            manifest.model,
+            fmt,
+            manifest.precision,
+            rt_name,
+            path,
+            tuple(manifest.input.shape),
+            manifest.parity.get("status"),
+        )
+    rt_name = runtime or DEFAULT_RUNTIME
+    rt = get_runtime(rt_name)
+    from edgedeploy.cards import get_card
+
+    try:
+        card = get_card(target)
+    except UnknownModelError as e:
+        raise UnknownModelError(target, e.known) from None
+    size = input_size or card.input_size
+    if rt_name == "torch":
+        return BenchTarget(card.name, "torch", "fp32", "torch", None, (1, 3, size, size))
+    from edgedeploy.export.pipeline import cached_export
+
+    fmt = rt.formats[0]
+    outcome = cached_export(card.name, fmt, precision=precision, weights=weights, input_size=size, progress=progress)
+    return BenchTarget(card.name, fmt, precision, rt_name, outcome.artifact, (1, 3, size, size), outcome.parity.status)
+
+
+def bench_local(
+    target: BenchTarget,
+    iterations: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+    weights: str | None = None,
+    on_sample: Callable[[int, float], None] | None = None,
+) -> BenchResult:
+    """Load and time ``target`` in this process; every raw sample kept (see harness.measure).
+
+    An interrupted run (Ctrl-C, runtime error mid-run) returns ``status="partial"`` with the samples measured.
+    """
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
+    threads = threads or os.cpu_count() or 1
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+    rt = get_runtime(target.runtime)
+    t0 = time.perf_counter()
+    if target.artifact is None:
+        from edgedeploy.runtimes.torch_rt import TorchRuntime
+        from edgedeploy.zoo import build_model
+
+        module = build_model(target.model, target.input_shape[-1], weights=weights)
+        session = TorchRuntime.from_module(module, target.input_shape, threads)
+    else:
+        session = rt.load(target.artifact, threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    shape = target.input_shape or session.input_shape
+    if len(shape) != 4:
+        raise ArtifactError(f"cannot tell the input shape of {target.artifact}; export it with edgedeploy")
+    x = real_image(shape[-1]) if shape[1] == 3 else real_image(shape[1]).transpose(0, 2, 3, 1).copy()
+    state_before = _local_state()
+    timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
+    state_after = _local_state()
+    warnings = []
+    if target.parity_status == "failed":
+        warnings.append("this artifact FAILED its parity check; its latency is of a wrong model")
+    if timing.interrupted is not None:
+        warnings.append(
+            f"interrupted after {len(timing.samples_ms)} of {iterations} iterations: "
+            f"{type(timing.interrupted).__name__}: {timing.interrupted}"
+        )
+    env = local_fingerprint({rt.name: rt.version()})
+    env["threads"] = threads
+    return BenchResult(
+        model=target.model,
+        format=target.format,
+        precision=target.precision,
+        runtime=target.runtime,
+        device="local",
+        threads=threads,
+        iterations=iterations,
+        warmup=warmup,
+        input_shape=list(shape),
+        samples_ms=timing.samples_ms,
+        load_ms=load_ms,
+        first_ms=timing.first_ms,
+        status="partial" if timing.interrupted is not None else "complete",
+        artifact=({"path": str(target.artifact), "sha256": sha256_file(target.artifact)} if target.artifact else {}),
+        warnings=warnings,
+        device_state={"before": state_before, "after": state_after},
+        env=env,
+        git_commit=env.get("git_commit"),
+    )
+
+
+def _local_state() -> dict:
+    try:
+        from edgedeploy.devices.state import read_device_state
+        from edgedeploy.devices.transports import LocalTransport  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    try:
+        return read_device_state(LocalTransport())
+    except Exception as e:  # noqa: BLE001 - state readings are best effort and must not cost a measurement
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def known_runtimes() -> list[str]:
+    """Names accepted by ``--runtime``."""
+    from edgedeploy.runtimes.base import RUNTIME_MODULES
+
+    return sorted(set(RUNTIME_MODULES) | set(RUNTIMES))

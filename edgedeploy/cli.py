@@ -1,0 +1,359 @@
+"""The ``edgedeploy`` command line: parse, call the library, print, map errors to exit codes.
+
+Every :class:`~edgedeploy.errors.EdgeDeployError` becomes one line on stderr and its ``exit_code``; ``--debug``
+(or ``EDGEDEPLOY_DEBUG=1``) shows the traceback instead. ``--json`` output goes to stdout alone; progress and
+tables go to stderr in that mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edgedeploy import __version__
+from edgedeploy.errors import EdgeDeployError
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def _si(n: float | None, unit: str = "") -> str:
+    if n is None:
+        return "–"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}{unit}"
+    return f"{n:.3g}{unit}"
+
+
+class EdgeDeployGroup(click.Group):
+    """A click group that turns toolkit errors into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeDeployError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            sys.exit(130)
+
+
+@click.group(cls=EdgeDeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="EDGEDEPLOY_DEBUG", help="Show tracebacks on errors.")
+@click.version_option(__version__, prog_name="edgedeploy")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Export light-weight vision models to edge formats, prove parity, and measure batch-1 latency."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------------- models
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--no-macs", is_flag=True, help="Skip MAC counting (faster).")
+def models_cmd(as_json: bool, no_macs: bool) -> None:
+    """List the zoo: params and MACs counted from the built modules, beside the papers' figures."""
+    from edgedeploy.zoo import build_model, count_macs, count_params, list_models
+
+    try:
+        from edgedeploy.macs import count_macs_paper_convention
+    except ImportError:
+        count_macs_paper_convention = None
+
+    rows = []
+    for card in list_models():
+        module = build_model(card)
+        row: dict[str, Any] = {
+            "name": card.name,
+            "family": card.family,
+            "input_size": card.input_size,
+            "params": count_params(module),
+            "macs": None,
+            "official_params": card.official.params if card.official else None,
+            "paper_params": card.paper.params if card.paper else None,
+            "paper_macs": card.paper.macs if card.paper else None,
+            "paper_source": card.paper.source if card.paper else None,
+        }
+        if not no_macs:
+            macs = count_macs(module, card.input_size)
+            row["macs"] = macs.total
+            row["macs_breakdown"] = {"conv": macs.conv, "linear": macs.linear, "matmul": macs.matmul}
+            if count_macs_paper_convention is not None:
+                row["macs_paper_convention"] = count_macs_paper_convention(module, card.input_size)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="edgedeploy model zoo (batch 1; MACs = conv + linear + matmul)")
+    for col in ("name", "family", "input", "params", "official", "paper params", "MACs", "paper MACs"):
+        table.add_column(col, justify="left" if col in ("name", "family") else "right")
+    for r in rows:
+        match = ""
+        if r["official_params"] is not None:
+            match = " ✓" if r["official_params"] == r["params"] else " ✗"
+        table.add_row(
+            r["name"], r["family"], str(r["input_size"]), f"{r['params']:,}", _si(r["official_params"]) + match,
+            _si(r["paper_params"]), _si(r["macs"]), _si(r["paper_macs"]),
+        )  # fmt: skip
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------------- export
+def _thresholds(precision: str, atol: float | None, min_cosine: float | None, min_top1: float | None) -> Any:
+    from dataclasses import replace
+
+    from edgedeploy.export.parity import DEFAULT_THRESHOLDS
+
+    t = DEFAULT_THRESHOLDS[precision]
+    if atol is not None:
+        t = replace(t, max_abs_error=atol)
+    if min_cosine is not None:
+        t = replace(t, min_cosine=min_cosine)
+    if min_top1 is not None:
+        t = replace(t, min_top1=min_top1)
+    return t
+
+
+@main.command("export")
+@click.argument("model")
+@click.option("--to", "formats", required=True, help="Target format: onnx, mnn, tflite, coreml, or all.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--opset", type=int, default=None, help="ONNX opset (default: 17 for onnx, 13 for mnn).")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
+@click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
+@click.option("--lowering", type=click.Choice(["default", "none"]), default="default", show_default=True)
+@click.option("--atol", type=float, default=None, help="Parity gate: max abs error (fp32 default 1e-3).")
+@click.option("--min-cosine", type=float, default=None, help="Parity gate: min cosine similarity.")
+@click.option("--min-top1", type=float, default=None, help="Parity gate: min top-1 agreement (0..1).")
+@click.option("--no-parity", is_flag=True, help="Skip the parity check (manifest says 'not run').")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export_cmd(
+    model: str, formats: str, out_dir: str, precision: str, opset: int | None, weights: str | None,
+    input_size: int | None, lowering: str, atol: float | None, min_cosine: float | None, min_top1: float | None,
+    no_parity: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Export MODEL to a format, check parity against PyTorch, write the artifact and its manifest.
+
+    Exit codes: 0 parity passed (or not run), 1 parity failed (the artifact is kept, marked failed),
+    2 bad input, 3 missing optional package, 4 export failed.
+    """
+    from edgedeploy.errors import UnknownFormatError
+    from edgedeploy.export.base import FORMAT_MODULES
+    from edgedeploy.export.pipeline import export_model
+
+    fmts = list(FORMAT_MODULES) if formats == "all" else [formats]
+    for f in fmts:
+        if f not in FORMAT_MODULES:
+            raise UnknownFormatError(f, [*FORMAT_MODULES, "all"])
+    if len(fmts) > 1:
+        from edgedeploy.export.multi import export_all  # --to all (issue 4)
+
+        sys.exit(export_all(model, fmts, out_dir, precision, opset, weights, input_size, lowering, as_json))
+    with err_console.status(f"exporting {model} to {fmts[0]}") as status:
+        outcome = export_model(
+            model, fmts[0], out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
+            thresholds=_thresholds(precision, atol, min_cosine, min_top1), lowering=lowering, parity=not no_parity,
+            progress=lambda msg: status.update(msg),
+        )  # fmt: skip
+    p = outcome.parity
+    if as_json:
+        click.echo(json.dumps(outcome.to_json_dict(), indent=2))
+    else:
+        m = outcome.manifest
+        table = Table(title=f"{m.model} → {m.format} ({m.precision})", show_header=False)
+        table.add_row("artifact", str(outcome.artifact))
+        table.add_row("manifest", str(outcome.manifest_path))
+        table.add_row("size", f"{m.size_bytes / 1e6:.2f} MB")
+        table.add_row("exporter", f"{m.exporter} (opset {m.opset})")
+        table.add_row("ops", ", ".join(f"{k}×{v}" for k, v in m.op_census.items()))
+        if p.status == "not run":
+            table.add_row("parity", f"not run: {p.reason}")
+        else:
+            table.add_row(
+                "parity",
+                f"{'[green]passed[/]' if p.passed else '[red]FAILED[/]'}  max abs {p.max_abs_error:.2e}, "
+                f"max rel {p.max_rel_error:.2e}, cosine {p.cosine_similarity:.6f}, top-1 {p.top1_agreement:.2f} "
+                f"({len(p.inputs)} inputs, runtime {p.runtime})",
+            )
+        Console().print(table)
+    if p.status == "failed":
+        err_console.print(f"[bold red]error:[/] parity failed for {outcome.artifact}: {'; '.join(p.failures)}")
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+@main.command("bench")
+@click.argument("target", metavar="MODEL_OR_FILE")
+@click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
+@click.option("--runtime", default=None, help="onnxruntime, mnn, torch, litert (default: mnn for a model name).")
+@click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores / the profile's).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
+@click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stdout).")
+@click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
+              "(one record appended per run).")  # fmt: skip
+@click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+def bench_cmd(
+    target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
+    precision: str, weights: str | None, input_size: int | None, as_json: bool, out: str | None,
+    trust_on_first_use: bool,
+) -> None:  # fmt: skip
+    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
+    from edgedeploy.bench.run import resolve_target
+    from edgedeploy.errors import ConfigError
+    from edgedeploy.runtimes.base import get_runtime
+
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+    if runtime is not None:
+        get_runtime(runtime)  # unknown runtime: fail before any export
+    profile = _load_device(device)
+    if out is not None:
+        _check_out(Path(out))
+    with err_console.status(f"preparing {target}") as status:
+        resolved = resolve_target(
+            target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
+        )
+    if profile is None or profile.transport == "local":
+        result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights)
+    else:
+        from edgedeploy.devices.remote import bench_on_device
+
+        if resolved.artifact is None:
+            raise ConfigError("the torch runtime runs only on the local device")
+        if trust_on_first_use:
+            profile = profile.model_copy(update={"trust_on_first_use": True})
+        err_console.print(f"benchmarking on {profile.name} ({profile.transport}) …")
+        result = bench_on_device(
+            profile, resolved.artifact, runtime=resolved.runtime, iterations=iterations, warmup=warmup,
+            threads=threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
+            input_shape=list(resolved.input_shape),
+        )  # fmt: skip
+    if out is not None:
+        _write_result(result, Path(out))
+    if as_json:
+        click.echo(result.to_json())
+    else:
+        _print_result(result)
+    if result.status == "partial":
+        err_console.print(f"[yellow]warning:[/] partial result: {'; '.join(result.warnings)}")
+        sys.exit(5)
+
+
+def _load_device(device: str) -> Any:
+    try:
+        from edgedeploy.devices.profile import load_profile
+    except ImportError:
+        if device != "local":
+            from edgedeploy.errors import UnknownDeviceError
+
+            raise UnknownDeviceError(device, ["local"]) from None
+        return None
+    return load_profile(device)
+
+
+def _check_out(out: Path) -> None:
+    from edgedeploy.errors import ConfigError
+
+    parent = out if (out.is_dir() or not out.suffix) else out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create output folder {parent}: {e.strerror}") from e
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"output folder {parent} is not writable")
+
+
+def _write_result(result: Any, out: Path) -> None:
+    if out.suffix == ".json" and not out.is_dir():
+        from edgedeploy._util import atomic_write_text
+
+        atomic_write_text(out, result.to_json() + "\n")
+        err_console.print(f"result written to {out}")
+        return
+    try:
+        from edgedeploy.results.store import append_result
+    except ImportError:
+        from edgedeploy._util import atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{result.timestamp.replace(':', '')}-{result.model}-{result.runtime}.json"
+        atomic_write_text(path, result.to_json() + "\n")
+    else:
+        path = append_result(out, result)
+    err_console.print(f"result stored in {path}")
+
+
+def _bench_local_with_progress(resolved: Any, iterations: int, warmup: int, threads: int | None, weights: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgedeploy.bench.run import bench_local
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"{resolved.model} [{resolved.runtime}]", total=iterations)
+        return bench_local(
+            resolved, iterations, warmup, threads, weights, on_sample=lambda i, ms: progress.update(task, advance=1)
+        )
+
+
+def _print_result(r: Any) -> None:
+    table = Table(title=f"{r.model} · {r.format} {r.precision} · {r.runtime} · {r.device} · {r.threads} threads")
+    for col in ("iterations", "median", "mean", "p90", "p99", "std", "min", "max", "load", "first"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "–" if v is None else f"{v:.2f} ms"  # noqa: E731
+    table.add_row(
+        f"{len(r.samples_ms)} (+{r.warmup} warm-up)", fmt(r.median_ms), fmt(r.mean_ms), fmt(r.p90_ms),
+        fmt(r.p99_ms), fmt(r.std_ms), fmt(r.min_ms), fmt(r.max_ms), fmt(r.load_ms), fmt(r.first_ms),
+    )  # fmt: skip
+    Console().print(table)
+    for w in r.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+
+
+# ---------------------------------------------------------------------------------------------------- plug-ins
+def _add_optional_commands() -> None:
+    """Command groups that live beside their library code (devices, results, parity)."""
+    import importlib
+
+    for module, names in (
+        ("edgedeploy.devices.cli", ("devices_group",)),
+        ("edgedeploy.results.cli", ("compare_cmd", "report_cmd", "results_group", "baseline_group")),
+        ("edgedeploy.export.bisect_cli", ("parity_cmd",)),
+    ):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue
+            raise
+        for name in names:
+            cmd = getattr(mod, name, None)
+            if cmd is not None:
+                main.add_command(cmd)
+
+
+_add_optional_commands()
+
+if __name__ == "__main__":
+    main()

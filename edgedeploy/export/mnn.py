@@ -1,0 +1,117 @@
+"""MNN export: PyTorch → ONNX (TorchScript exporter, opset 13 by default) → MNN converter, called in-process.
+
+The converter is the compiled ``_tools.mnnconvert`` entry point shipped in the MNN wheel, called directly. The
+``mnnconvert`` console script and ``MNN.tools`` are never imported: that import path runs
+``pip install -U aliyun-log-python-sdk`` and sends a usage log (TOOLCHAIN_NOTES.md, "MNN"); a test proves the
+installed package set is unchanged and no socket is opened during conversion.
+
+Opset 13 is the default for MNN because LayerNormalization does not exist before opset 17, so LayerNorm reaches
+MNN decomposed into ReduceMean/Sub/Pow/Sqrt/Div, the form the MNN LayerNorm reports point to
+(``benchmarks/lowering_ablation.py`` measures both). Precisions: ``fp32``; ``fp16`` stores fp16 weights
+(``--fp16``, compute stays fp32 on CPU with precision "high").
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgedeploy._util import captured_fd_output
+from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
+from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
+from edgedeploy.export.onnx import torch_to_onnx
+from edgedeploy.runtimes.mnn_rt import import_mnn
+
+DEFAULT_OPSET = 13
+_NOT_SUPPORTED = re.compile(r"(?:not support|unsupported)\w*\W+(?:op\w*\W+)?(?P<op>[A-Za-z_][\w]*)", re.IGNORECASE)
+
+
+def _converter() -> Any:
+    import_mnn()  # raises MissingExtraError naming the [mnn] extra
+    try:
+        with captured_fd_output():
+            import _tools  # the compiled converter inside the MNN wheel; NOT MNN.tools
+    except ImportError as e:
+        raise MissingExtraError("MNN (_tools converter)", "mnn", "MNN conversion") from e
+    return _tools
+
+
+def onnx_to_mnn(onnx_path: Path, mnn_path: Path, extra_args: list[str] | None = None) -> str:
+    """Convert ``onnx_path`` to ``mnn_path`` in-process; returns the converter's log.
+
+    Raises :class:`UnsupportedOpError` (op named from the converter's log) or :class:`ExportError`.
+    """
+    tools = _converter()
+    argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path)]
+    argv += ["--bizCode", "edgedeploy", *(extra_args or [])]
+    log: list[str] = []
+    ok: Any = False
+    with captured_fd_output(log):
+        try:
+            ok = tools.mnnconvert(argv)
+        except Exception as e:  # noqa: BLE001 - the binding raises plain errors from C++
+            log.append(f"\n{type(e).__name__}: {e}")
+    text = "".join(log)
+    if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0 or "Converted Success" not in text:
+        m = _NOT_SUPPORTED.search(text)
+        if m:
+            raise UnsupportedOpError("MNN conversion failed", op=m.group("op"))
+        last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise ExportError(f"MNN conversion failed: {last[0].strip()}")
+    return text
+
+
+def mnn_op_census(path: Path) -> dict[str, int]:
+    """MNN op type -> count, read with ``MNN.expr.load_as_dict`` (includes Const and Input entries)."""
+    mnn = import_mnn()
+    try:
+        with captured_fd_output():
+            variables = mnn.expr.load_as_dict(str(path))
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a readable MNN model ({type(e).__name__})") from e
+    return dict(sorted(Counter(v.op_type for v in variables.values()).items()))
+
+
+@register_exporter
+class MnnExporter(Exporter):
+    """MNN via ONNX (see module docstring)."""
+
+    format = "mnn"
+    suffix = ".mnn"
+    extra = "mnn"
+    precisions = ("fp32", "fp16")
+
+    def export(
+        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
+    ) -> ExportedFile:
+        opset = settings.opset or DEFAULT_OPSET
+        extra_args = ["--fp16"] if settings.precision == "fp16" else []
+        with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-") as tmp:
+            onnx_file = torch_to_onnx(module, example, Path(tmp) / "model.onnx", opset=opset)
+            onnx_to_mnn(onnx_file.path, out_path, extra_args)
+        return ExportedFile(
+            path=out_path,
+            exporter=f"{onnx_file.exporter} -> MNN converter (in-process _tools.mnnconvert"
+            + (", --fp16" if extra_args else "")
+            + ")",
+            opset=opset,
+            input_name=onnx_file.input_name,
+            input_shape=onnx_file.input_shape,
+            output_names=onnx_file.output_names,
+            notes=onnx_file.notes,
+        )
+
+    def op_census(self, path: Path) -> dict[str, int]:
+        return mnn_op_census(path)
+
+    @classmethod
+    def tool_versions(cls) -> dict[str, str]:
+        import onnx
+
+        return {"torch": torch.__version__, "onnx": onnx.__version__, "MNN": import_mnn().version()}

@@ -1,0 +1,138 @@
+"""ONNX export: ``torch.onnx.export`` then onnxsim.
+
+Exporter choice per opset (recorded in the manifest):
+
+* opset ≤ 17 (default 17): the TorchScript-based exporter (``dynamo=False``). LayerNorm becomes
+  LayerNormalization at 17 and is decomposed (ReduceMean/Sub/Pow/Sqrt/Div) at ≤ 16.
+* opset ≥ 18: the ``torch.export``-based exporter (``dynamo=True``), weights inlined into one file.
+
+The graph is then simplified with onnxsim (constant folding, shape inference); a failure to simplify keeps the
+unsimplified graph and says so in the notes. Input ``input`` is ``(1, 3, H, W)`` float32 NCHW, output ``logits``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgedeploy._util import captured_fd_output
+from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
+from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
+
+DEFAULT_OPSET = 17
+_UNSUPPORTED = re.compile(r"[Uu]nsupported.*?(?:operator|op)\W+'?(?P<op>[\w:.]+)'?")
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as e:
+        raise MissingExtraError("onnx", "onnx", "ONNX export") from e
+    return onnx
+
+
+def torch_to_onnx(
+    module: nn.Module, example: torch.Tensor, out_path: Path, opset: int = DEFAULT_OPSET, simplify: bool = True
+) -> ExportedFile:
+    """Export ``module`` on the batch-1 NCHW ``example`` to ``out_path`` (one self-contained ``.onnx`` file).
+
+    Raises :class:`UnsupportedOpError` naming the op (and node where the exporter says), :class:`ExportError`
+    for other failures, :class:`MissingExtraError` without the ``[onnx]`` extra.
+    """
+    onnx = _import_onnx()
+    notes: list[str] = []
+    dynamo = opset >= 18
+    log: list[str] = []
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), captured_fd_output(log):
+            warnings.simplefilter("ignore")
+            if dynamo:
+                program = torch.onnx.export(
+                    module, (example,), dynamo=True, opset_version=opset, input_names=["input"],
+                    output_names=["logits"], verbose=False, optimize=True,
+                )  # fmt: skip
+                program.save(str(out_path), external_data=False)
+            else:
+                torch.onnx.export(
+                    module, (example,), str(out_path), dynamo=False, opset_version=opset, input_names=["input"],
+                    output_names=["logits"], do_constant_folding=True,
+                )  # fmt: skip
+    except Exception as e:
+        text = str(e) + "\n" + "".join(log)
+        m = _UNSUPPORTED.search(text)
+        if m:
+            raise UnsupportedOpError(f"ONNX export at opset {opset} failed", op=m.group("op")) from e
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise ExportError(f"ONNX export at opset {opset} failed: {first}") from e
+    model = onnx.load(str(out_path))
+    if simplify:
+        try:
+            import onnxsim
+
+            with captured_fd_output():
+                simplified, ok = onnxsim.simplify(model)
+            if ok:
+                model = simplified
+                onnx.save(model, str(out_path))
+            else:
+                notes.append("onnxsim check failed; kept the unsimplified graph")
+        except ImportError:
+            notes.append("onnxsim not installed; graph not simplified")
+        except Exception as e:  # noqa: BLE001 - onnxsim raises bare RuntimeErrors from C++
+            notes.append(f"onnxsim failed ({type(e).__name__}); kept the unsimplified graph")
+    onnx.checker.check_model(model)
+    return ExportedFile(
+        path=out_path,
+        exporter=f"torch.onnx.export(dynamo={dynamo})" + (" + onnxsim" if simplify else ""),
+        opset=opset,
+        input_name=model.graph.input[0].name,
+        input_shape=[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim],
+        output_names=[o.name for o in model.graph.output],
+        notes=notes,
+    )
+
+
+def onnx_op_census(path: Path) -> dict[str, int]:
+    """ONNX node op_type -> count (top-level graph)."""
+    onnx = _import_onnx()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a readable ONNX model: {str(e).splitlines()[0]}") from e
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+@register_exporter
+class OnnxExporter(Exporter):
+    """ONNX (see the module docstring); fp32 here, other precisions in :mod:`edgedeploy.export.quantize`."""
+
+    format = "onnx"
+    suffix = ".onnx"
+    extra = "onnx"
+    precisions = ("fp32",)
+
+    def export(
+        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
+    ) -> ExportedFile:
+        return torch_to_onnx(module, example, out_path, opset=settings.opset or DEFAULT_OPSET)
+
+    def op_census(self, path: Path) -> dict[str, int]:
+        return onnx_op_census(path)
+
+    @classmethod
+    def tool_versions(cls) -> dict[str, str]:
+        onnx = _import_onnx()
+        versions = {"torch": torch.__version__, "onnx": onnx.__version__}
+        try:
+            import onnxsim
+
+            versions["onnxsim"] = getattr(onnxsim, "__version__", "?")
+        except ImportError:
+            pass
+        return versions
