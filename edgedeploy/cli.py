@@ -139,11 +139,15 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
 @click.option("--min-cosine", type=float, default=None, help="Parity gate: min cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Parity gate: min top-1 agreement (0..1).")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (manifest says 'not run').")
+@click.option("--calibration", type=click.Path(file_okay=False), default=None,
+              help="int8: folder of calibration images (default: the embedded photo, crops and flips).")  # fmt: skip
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+              help="TFLite input layout.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_cmd(
     model: str, formats: str, out_dir: str, precision: str, opset: int | None, weights: str | None,
     input_size: int | None, lowering: str, atol: float | None, min_cosine: float | None, min_top1: float | None,
-    no_parity: bool, as_json: bool,
+    no_parity: bool, calibration: str | None, layout: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Export MODEL to a format, check parity against PyTorch, write the artifact and its manifest.
 
@@ -158,14 +162,23 @@ def export_cmd(
     for f in fmts:
         if f not in FORMAT_MODULES:
             raise UnknownFormatError(f, [*FORMAT_MODULES, "all"])
+    options: dict[str, Any] = {"layout": layout}
+    if calibration:
+        options["calibration"] = calibration
+    thresholds = _thresholds(precision, atol, min_cosine, min_top1)
     if len(fmts) > 1:
-        from edgedeploy.export.multi import export_all  # --to all (issue 4)
+        from edgedeploy.export.multi import export_all
 
-        sys.exit(export_all(model, fmts, out_dir, precision, opset, weights, input_size, lowering, as_json))
+        sys.exit(
+            export_all(
+                model, fmts, out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
+                lowering=lowering, thresholds=thresholds, parity=not no_parity, options=options, as_json=as_json,
+            )
+        )  # fmt: skip
     with err_console.status(f"exporting {model} to {fmts[0]}") as status:
         outcome = export_model(
             model, fmts[0], out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
-            thresholds=_thresholds(precision, atol, min_cosine, min_top1), lowering=lowering, parity=not no_parity,
+            thresholds=thresholds, lowering=lowering, parity=not no_parity, options=options,
             progress=lambda msg: status.update(msg),
         )  # fmt: skip
     p = outcome.parity

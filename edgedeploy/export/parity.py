@@ -11,7 +11,7 @@ Metrics over all inputs (outputs are ``(1, num_classes)`` logits):
 * ``top1_agreement`` — fraction of inputs whose arg-max class matches.
 
 Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — max abs error
-≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2, cosine ≥ 0.999, top-1 ≥ 0.8;
+≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2, cosine ≥ 0.999, top-1 ≥ 0.8;
 int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only (absolute error is not meaningful after full-integer quantization).
 """
 
@@ -41,7 +41,7 @@ class Thresholds:
 
 
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "fp32": Thresholds(max_abs_error=1e-3, min_cosine=0.9999, min_top1=1.0),
+    "fp32": Thresholds(max_abs_error=1e-3, max_rel_error=1e-3, min_cosine=0.9999, min_top1=1.0),
     "fp16": Thresholds(max_rel_error=1e-2, min_cosine=0.999, min_top1=0.8),
     "int8": Thresholds(min_cosine=0.98, min_top1=0.6),
 }

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,9 +77,18 @@ def artifact_name(card: ModelCard, fmt_suffix: str, precision: str, input_size: 
 
 
 def run_parity(
-    module: nn.Module, artifact: Path, fmt: str, input_shape: tuple[int, ...], thresholds: Thresholds, **load_kw: object
+    module: nn.Module,
+    artifact: Path,
+    fmt: str,
+    input_shape: tuple[int, ...],
+    thresholds: Thresholds,
+    layout: str = "NCHW",
+    **load_kw: object,
 ) -> ParityReport:
-    """Load ``artifact`` in the format's default runtime and compare it with ``module`` (see parity.py)."""
+    """Load ``artifact`` in the format's default runtime and compare it with ``module`` (see parity.py).
+
+    ``layout`` is the artifact's input layout; NHWC artifacts get the NCHW parity inputs transposed.
+    """
     runtime_name = default_runtime(fmt)
     try:
         runtime = get_runtime(runtime_name)
@@ -87,7 +97,8 @@ def run_parity(
         report = ParityReport.not_run(str(e))
         report.runtime = runtime_name
         return report
-    return check_parity(module, session.run, input_shape, thresholds, runtime=runtime_name)
+    to_runtime = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))) if layout == "NHWC" else None
+    return check_parity(module, session.run, input_shape, thresholds, runtime=runtime_name, to_runtime_input=to_runtime)
 
 
 def export_model(
@@ -152,7 +163,9 @@ def export_model(
         say("checking parity against PyTorch fp32")
         t0 = time.perf_counter()
         gates = thresholds or DEFAULT_THRESHOLDS[precision]
-        report = run_parity(module, path, fmt, (1, 3, size, size), gates, **exported.extra.get("load_kw", {}))
+        report = run_parity(
+            module, path, fmt, (1, 3, size, size), gates, exported.input_layout, **exported.extra.get("load_kw", {})
+        )
         timings["parity"] = time.perf_counter() - t0
     else:
         report = ParityReport.not_run("skipped with --no-parity")
