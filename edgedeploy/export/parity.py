@@ -11,8 +11,9 @@ Metrics over all inputs (outputs are ``(1, num_classes)`` logits):
 * ``top1_agreement`` — fraction of inputs whose arg-max class matches.
 
 Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — max abs error
-≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2, cosine ≥ 0.999, top-1 ≥ 0.8;
-int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only (absolute error is not meaningful after full-integer quantization).
+≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2,
+cosine ≥ 0.999, top-1 ≥ 0.8; int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only
+(absolute error is not meaningful after full-integer quantization).
 """
 
 from __future__ import annotations
