@@ -1,0 +1,436 @@
+"""The latency regression rule: compare a baseline and a current set of benchmark results key by key.
+
+Runs are matched on :attr:`BenchResult.key` = (model, format, precision, runtime, device, threads). For each key
+the raw per-iteration samples (ms) of both sides give:
+
+* the medians and the change of the median in % of the baseline median;
+* the Hodges–Lehmann estimate of the shift (median of all pairwise differences ``current_j - baseline_i``, ms) and
+  its distribution-free confidence interval derived from the Mann–Whitney U distribution (Lehmann 1963;
+  Bauer 1972, "Constructing confidence sets using rank statistics", JASA 67; Hollander & Wolfe, *Nonparametric
+  Statistical Methods*, 3rd ed., §4.3), at confidence ``1 - alpha``;
+* the two-sided Mann–Whitney U p-value (``scipy.stats.mannwhitneyu``);
+* a verdict:
+
+  - **regression**: p < alpha AND change > +threshold % AND median difference > +min_abs_ms;
+  - **improvement**: p < alpha AND change < -threshold % AND median difference < -min_abs_ms;
+  - **unchanged**: anything else;
+  - **missing**: the key is on one side only (``note`` says which).
+
+All three conditions are needed: with 100+ samples per side the test alone flags shifts far too small to matter,
+and a threshold alone on single medians cries wolf on noisy devices. The defaults
+(:data:`DEFAULT_THRESHOLD_PCT`, :data:`DEFAULT_ALPHA`, :data:`DEFAULT_MIN_ABS_MS`) were chosen from
+``benchmarks/regression_calibration.py`` on the development machine (results in
+``benchmarks/results/regression_calibration.md``); re-calibrate on the machine or board that runs CI.
+
+Several runs of one key on one side (a baseline saved from several ``bench`` runs, a result folder) are reduced
+to one sample set: only the runs of the most recent git commit are kept, then by default the run with the lowest
+median is used (``aggregate="fastest"``): interference on a shared machine only ever adds time, so the least
+disturbed run is the best estimate of the code's own latency (Chen & Revels 2016, "Robust benchmarking in noisy
+environments", arXiv:1608.04295). ``aggregate="pool"`` pools all samples instead.
+
+``--confirm`` (the ``rerun`` hook of :func:`compare_results`): a flagged regression is re-measured once and kept only
+if the re-run is a regression by the same rule too; this is what removes most false alarms caused by a slow phase of
+a shared host (see the calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy import stats
+
+from edgedeploy.bench.result import BenchResult
+from edgedeploy.errors import ConfigError, EdgeDeployError
+
+#: Relative change of the median (in %) a regression must exceed. Chosen from the calibration (see module doc).
+DEFAULT_THRESHOLD_PCT = 5.0
+#: Significance level of the two-sided Mann–Whitney U test; the shift's confidence interval is at ``1 - alpha``.
+DEFAULT_ALPHA = 0.01
+#: Absolute floor (ms) the median difference must exceed: below it, a tiny model's change is timer and cache noise.
+DEFAULT_MIN_ABS_MS = 0.05
+#: Largest number of pairwise differences computed exactly for Hodges–Lehmann; larger sets are subsampled.
+MAX_PAIRS = 4_000_000
+
+Key = tuple[str, str, str, str, str, int]
+Verdict = Literal["regression", "improvement", "unchanged", "missing"]
+Aggregate = Literal["fastest", "pool"]
+KEY_FIELDS = ("model", "format", "precision", "runtime", "device", "threads")
+
+
+def parse_threshold(text: str | float) -> float:
+    """Parse a threshold such as ``"5%"``, ``"5"`` or ``7.5`` into a percentage (float, ≥ 0).
+
+    A bare number is a percentage too (``"5"`` = 5 %). Raises :class:`ConfigError` for anything else.
+    """
+    s = str(text).strip()
+    if s.endswith("%"):
+        s = s[:-1].strip()
+    try:
+        value = float(s)
+    except ValueError:
+        raise ConfigError(f"--threshold must be a percentage such as 5% (got {text!r})") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"--threshold must be a finite percentage ≥ 0 (got {text!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class RegressionRule:
+    """The rule's parameters: ``threshold_pct`` (%), ``alpha`` (two-sided test level), ``min_abs_ms`` (ms).
+
+    Raises :class:`ConfigError` on values out of range.
+    """
+
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
+    alpha: float = DEFAULT_ALPHA
+    min_abs_ms: float = DEFAULT_MIN_ABS_MS
+    aggregate: Aggregate = "fastest"
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.alpha < 1.0):
+            raise ConfigError(f"--alpha must be between 0 and 1 (got {self.alpha})")
+        if not (math.isfinite(self.threshold_pct) and self.threshold_pct >= 0):
+            raise ConfigError(f"--threshold must be ≥ 0 % (got {self.threshold_pct})")
+        if not (math.isfinite(self.min_abs_ms) and self.min_abs_ms >= 0):
+            raise ConfigError(f"--min-abs-ms must be ≥ 0 (got {self.min_abs_ms})")
+        if self.aggregate not in ("fastest", "pool"):
+            raise ConfigError(f"aggregate must be 'fastest' or 'pool' (got {self.aggregate!r})")
+
+
+@dataclass
+class Shift:
+    """Hodges–Lehmann shift ``current - baseline`` (ms) and its ``confidence`` interval [low_ms, high_ms]."""
+
+    estimate_ms: float
+    low_ms: float
+    high_ms: float
+    confidence: float
+
+
+def hodges_lehmann(
+    baseline_ms: Sequence[float], current_ms: Sequence[float], confidence: float = 0.99, seed: int = 0
+) -> Shift:
+    """Hodges–Lehmann estimate of the location shift ``current - baseline`` (ms) with its Mann–Whitney interval.
+
+    The estimate is the median of all ``n*m`` pairwise differences; the interval is ``[D(k), D(nm-k+1)]`` of the
+    sorted differences with ``k = floor(nm/2 - z_{(1+confidence)/2} * sqrt(nm(n+m+1)/12))`` (normal approximation of
+    the U distribution; Hollander & Wolfe §4.3, Bauer 1972). Above :data:`MAX_PAIRS` differences a seeded uniform
+    subsample of pairs is used. Raises :class:`ValueError` if either side is empty.
+    """
+    x = np.asarray(baseline_ms, dtype=np.float64)
+    y = np.asarray(current_ms, dtype=np.float64)
+    n, m = x.size, y.size
+    if n == 0 or m == 0:
+        raise ValueError("both sample sets must be non-empty")
+    if n * m <= MAX_PAIRS:
+        d = (y[None, :] - x[:, None]).ravel()
+    else:
+        rng = np.random.default_rng(seed)
+        d = y[rng.integers(0, m, MAX_PAIRS)] - x[rng.integers(0, n, MAX_PAIRS)]
+    d.sort()
+    nd = d.size
+    est = float(np.median(d))
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    k = math.floor(n * m / 2.0 - z * math.sqrt(n * m * (n + m + 1) / 12.0))
+    k = round(k * nd / (n * m))  # rescale to the subsample size (identity when exact)
+    if k < 1:
+        lo, hi = float(d[0]), float(d[-1])
+    else:
+        lo, hi = float(d[k - 1]), float(d[nd - k])
+    return Shift(est, lo, hi, confidence)
+
+
+def mann_whitney_p(baseline_ms: Sequence[float], current_ms: Sequence[float]) -> float:
+    """Two-sided Mann–Whitney U p-value (``scipy.stats.mannwhitneyu``, exact for small tie-free sets, else the
+    tie-corrected normal approximation). Returns 1.0 when both sides are constant and equal."""
+    x = np.asarray(baseline_ms, dtype=np.float64)
+    y = np.asarray(current_ms, dtype=np.float64)
+    if np.all(x == x[0]) and np.all(y == x[0]):
+        return 1.0
+    return float(stats.mannwhitneyu(y, x, alternative="two-sided").pvalue)
+
+
+@dataclass
+class KeyComparison:
+    """The comparison of one key. Times in ms, ``change_pct`` in % of the baseline median."""
+
+    key: Key
+    verdict: Verdict
+    baseline_median_ms: float | None = None
+    current_median_ms: float | None = None
+    change_pct: float | None = None
+    diff_ms: float | None = None
+    shift: Shift | None = None
+    p_value: float | None = None
+    n_baseline: int = 0
+    n_current: int = 0
+    runs_baseline: int = 0
+    runs_current: int = 0
+    note: str = ""
+    first_verdict: Verdict | None = None
+    rerun: KeyComparison | None = None
+    baseline_samples_ms: list[float] = field(default_factory=list, repr=False)
+    current_samples_ms: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def model(self) -> str:
+        return self.key[0]
+
+    def label(self) -> str:
+        """``model format/precision runtime@device tN``, the name used in reports."""
+        m, f, p, r, d, t = self.key
+        return f"{m} {f}/{p} {r}@{d} t{t}"
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = dict(zip(KEY_FIELDS, self.key, strict=True))
+        for name in (
+            "verdict",
+            "baseline_median_ms",
+            "current_median_ms",
+            "change_pct",
+            "diff_ms",
+            "p_value",
+            "n_baseline",
+            "n_current",
+            "runs_baseline",
+            "runs_current",
+            "note",
+            "first_verdict",
+        ):
+            out[name] = getattr(self, name)
+        out["shift"] = asdict(self.shift) if self.shift else None
+        out["rerun"] = self.rerun.to_dict(samples) if self.rerun else None
+        if samples:
+            out["baseline_samples_ms"] = self.baseline_samples_ms
+            out["current_samples_ms"] = self.current_samples_ms
+        return out
+
+
+_ORDER = {"regression": 0, "missing": 1, "improvement": 2, "unchanged": 3}
+
+
+@dataclass
+class ComparisonReport:
+    """All keys' comparisons under one :class:`RegressionRule`; ``exit_code`` is 1 if any key regressed else 0."""
+
+    rule: RegressionRule
+    rows: list[KeyComparison]
+    baseline_label: str = "baseline"
+    current_label: str = "current"
+    confirmed: bool = False
+
+    @property
+    def regressions(self) -> list[KeyComparison]:
+        return [r for r in self.rows if r.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[KeyComparison]:
+        return [r for r in self.rows if r.verdict == "improvement"]
+
+    @property
+    def missing(self) -> list[KeyComparison]:
+        return [r for r in self.rows if r.verdict == "missing"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    def sorted_rows(self) -> list[KeyComparison]:
+        """Regressions first (largest change first), then missing, improvements, unchanged."""
+        return sorted(self.rows, key=lambda r: (_ORDER[r.verdict], -(r.change_pct or 0.0), r.key))
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "rule": asdict(self.rule),
+            "baseline": self.baseline_label,
+            "current": self.current_label,
+            "confirmed": self.confirmed,
+            "summary": {
+                "keys": len(self.rows),
+                "regressions": len(self.regressions),
+                "improvements": len(self.improvements),
+                "missing": len(self.missing),
+            },
+            "rows": [r.to_dict(samples) for r in self.sorted_rows()],
+        }
+
+    def to_json(self, indent: int | None = 2, samples: bool = False) -> str:
+        return json.dumps(self.to_dict(samples), indent=indent)
+
+
+def select_samples(results: Iterable[BenchResult], aggregate: Aggregate = "fastest") -> tuple[list[float], int]:
+    """Reduce several runs of ONE key to one sample set (ms) and say how many runs were considered.
+
+    Keeps the runs of the most recent git commit (by timestamp); then ``"fastest"`` takes the run with the lowest
+    median, ``"pool"`` concatenates all samples. Raises :class:`ValueError` on an empty input.
+    """
+    runs = [r for r in results if r.samples_ms]
+    if not runs:
+        raise ValueError("no runs with samples")
+    latest = max(runs, key=lambda r: r.timestamp)
+    if latest.git_commit is not None:
+        runs = [r for r in runs if r.git_commit == latest.git_commit]
+    if aggregate == "pool":
+        return [s for r in runs for s in r.samples_ms], len(runs)
+    best = min(runs, key=lambda r: r.median_ms)
+    return list(best.samples_ms), len(runs)
+
+
+def decide(p_value: float, change_pct: float, diff_ms: float, rule: RegressionRule) -> Verdict:
+    """The verdict from the test's p-value, the median change (%) and the median difference (ms).
+
+    regression: ``p < alpha and change_pct > threshold_pct and diff_ms > min_abs_ms``; improvement: the mirror
+    image; otherwise unchanged. The calibration benchmark calls this very function.
+    """
+    if p_value < rule.alpha:
+        if change_pct > rule.threshold_pct and diff_ms > rule.min_abs_ms:
+            return "regression"
+        if change_pct < -rule.threshold_pct and -diff_ms > rule.min_abs_ms:
+            return "improvement"
+    return "unchanged"
+
+
+def compare_samples(
+    key: Key,
+    baseline_ms: Sequence[float],
+    current_ms: Sequence[float],
+    rule: RegressionRule | None = None,
+    runs: tuple[int, int] = (1, 1),
+) -> KeyComparison:
+    """Apply the rule to one key's raw samples (ms). See the module docstring for the method and its sources.
+
+    Raises :class:`ConfigError` if a side has no samples or non-finite / negative values.
+    """
+    rule = rule or RegressionRule()
+    x = np.asarray(baseline_ms, dtype=np.float64)
+    y = np.asarray(current_ms, dtype=np.float64)
+    for side, a in (("baseline", x), ("current", y)):
+        if a.size == 0:
+            raise ConfigError(f"{side} has no samples for {key}")
+        if not np.all(np.isfinite(a)) or np.any(a < 0):
+            raise ConfigError(f"{side} has non-finite or negative samples for {key}")
+    mx, my = float(np.median(x)), float(np.median(y))
+    diff = my - mx
+    change = (my / mx - 1.0) * 100.0 if mx > 0 else (math.inf if diff > 0 else 0.0)
+    p = mann_whitney_p(x, y)
+    shift = hodges_lehmann(x, y, confidence=1.0 - rule.alpha)
+    verdict = decide(p, change, diff, rule)
+    note = ""
+    if verdict == "unchanged" and p < rule.alpha and abs(change) > 0:
+        note = "significant but within the threshold or the absolute floor"
+    return KeyComparison(
+        key=key,
+        verdict=verdict,
+        baseline_median_ms=mx,
+        current_median_ms=my,
+        change_pct=change,
+        diff_ms=diff,
+        shift=shift,
+        p_value=p,
+        n_baseline=int(x.size),
+        n_current=int(y.size),
+        runs_baseline=runs[0],
+        runs_current=runs[1],
+        note=note,
+        baseline_samples_ms=x.tolist(),
+        current_samples_ms=y.tolist(),
+    )
+
+
+def group_by_key(results: Iterable[BenchResult]) -> dict[Key, list[BenchResult]]:
+    """Group results by :attr:`BenchResult.key`, keeping input order within a key."""
+    out: dict[Key, list[BenchResult]] = {}
+    for r in results:
+        out.setdefault(r.key, []).append(r)
+    return out
+
+
+RerunHook = Callable[[Key], BenchResult]
+
+
+def compare_results(
+    baseline: Sequence[BenchResult],
+    current: Sequence[BenchResult],
+    rule: RegressionRule | None = None,
+    rerun: RerunHook | None = None,
+    baseline_label: str = "baseline",
+    current_label: str = "current",
+) -> ComparisonReport:
+    """Compare two sets of results key by key under ``rule`` (see the module docstring).
+
+    ``rerun(key)``, when given (``--confirm``), is called once for each key that came out as a regression; it must
+    return a fresh :class:`BenchResult` of the same key. The regression stands only if the re-run, compared with the
+    same baseline, is a regression too; otherwise the verdict becomes the re-run's and ``note`` says so. An error
+    raised by the hook propagates (a failed re-run is not a pass).
+
+    Raises :class:`ConfigError` if either side is empty or a re-run returns a different key.
+    """
+    rule = rule or RegressionRule()
+    if not baseline:
+        raise ConfigError(f"{baseline_label}: no benchmark results found")
+    if not current:
+        raise ConfigError(f"{current_label}: no benchmark results found")
+    base_groups = group_by_key(baseline)
+    cur_groups = group_by_key(current)
+    rows: list[KeyComparison] = []
+    for key in sorted(set(base_groups) | set(cur_groups), key=lambda k: tuple(str(v) for v in k)):
+        if key not in cur_groups:
+            b, nb = select_samples(base_groups[key], rule.aggregate)
+            rows.append(
+                KeyComparison(
+                    key,
+                    "missing",
+                    baseline_median_ms=float(np.median(b)),
+                    n_baseline=len(b),
+                    runs_baseline=nb,
+                    note=f"not in {current_label}",
+                    baseline_samples_ms=b,
+                )
+            )
+            continue
+        if key not in base_groups:
+            c, nc = select_samples(cur_groups[key], rule.aggregate)
+            rows.append(
+                KeyComparison(
+                    key,
+                    "missing",
+                    current_median_ms=float(np.median(c)),
+                    n_current=len(c),
+                    runs_current=nc,
+                    note=f"new: not in {baseline_label}",
+                    current_samples_ms=c,
+                )
+            )
+            continue
+        b, nb = select_samples(base_groups[key], rule.aggregate)
+        c, nc = select_samples(cur_groups[key], rule.aggregate)
+        row = compare_samples(key, b, c, rule, runs=(nb, nc))
+        if row.verdict == "regression" and rerun is not None:
+            row = _confirm(row, b, rerun, rule)
+        rows.append(row)
+    return ComparisonReport(rule, rows, baseline_label, current_label, confirmed=rerun is not None)
+
+
+def _confirm(row: KeyComparison, baseline_ms: list[float], rerun: RerunHook, rule: RegressionRule) -> KeyComparison:
+    fresh = rerun(row.key)
+    if not isinstance(fresh, BenchResult):
+        raise EdgeDeployError(f"re-run of {row.label()} did not return a BenchResult")
+    if fresh.key != row.key:
+        raise ConfigError(f"re-run of {row.key} returned results for a different key {fresh.key}")
+    second = compare_samples(row.key, baseline_ms, fresh.samples_ms, rule, runs=(row.runs_baseline, 1))
+    row.rerun = second
+    row.first_verdict = row.verdict
+    if second.verdict == "regression":
+        row.note = f"confirmed on re-run ({second.change_pct:+.1f} %)"
+    else:
+        row.verdict = second.verdict
+        row.note = (
+            f"not confirmed: re-run {second.change_pct:+.1f} % (p = {second.p_value:.2g}), "
+            f"first run {row.change_pct:+.1f} %"
+        )
+    return row

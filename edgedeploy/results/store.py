@@ -1,0 +1,239 @@
+"""The result store: one JSON record per benchmark run in a folder, written atomically; loading results back.
+
+A store is a plain folder (default ``.edgedeploy/results``, or ``$EDGEDEPLOY_RESULTS``). Each run is one file
+``<UTC time>-<run id>.json`` holding a record::
+
+    {"record": "edgedeploy.run", "schema_version": 1, "run_id": "3f2a9c0d1b7e", "created": "2026-11-21T06:00:00+00:00",
+     "git_commit": "a1d7789", "label": "", "results": [<BenchResult>, ...]}
+
+Writes go to a temporary file in the same folder, are flushed and ``fsync``-ed, then renamed over the final name
+with ``os.replace`` (atomic on POSIX and Windows within one file system), and the folder is ``fsync``-ed; a writer
+killed at any point leaves either no file or a complete one, plus at most a hidden ``.*.tmp`` file that readers
+ignore.
+
+:func:`load_source` reads what ``compare`` and ``report`` accept: a ``bench --json`` file (one BenchResult, a list
+of them, or a run record), a folder (a store, or any folder of such files), a stored run id (or unique prefix) in
+the default store, or ``baseline:<branch>`` (see :mod:`edgedeploy.results.baseline`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgedeploy.bench.result import BenchResult
+from edgedeploy.errors import ArtifactError
+
+RECORD_KIND = "edgedeploy.run"
+RECORD_SCHEMA_VERSION = 1
+STORE_ENV = "EDGEDEPLOY_RESULTS"
+DEFAULT_STORE = Path(".edgedeploy") / "results"
+
+
+def default_store() -> Path:
+    """``$EDGEDEPLOY_RESULTS`` if set, else ``./.edgedeploy/results``."""
+    env = os.environ.get(STORE_ENV)
+    return Path(env) if env else DEFAULT_STORE
+
+
+@dataclass
+class StoredRun:
+    """One stored run: its id, file, creation time (ISO 8601, UTC), git commit, label and results."""
+
+    run_id: str
+    path: Path | None
+    created: str
+    git_commit: str | None
+    label: str = ""
+    results: list[BenchResult] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "record": RECORD_KIND,
+            "schema_version": RECORD_SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "created": self.created,
+            "git_commit": self.git_commit,
+            "label": self.label,
+            "results": [json.loads(r.model_dump_json()) for r in self.results],
+        }
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + fsync + ``os.replace`` + folder fsync).
+
+    Creates the parent folder. Raises :class:`OSError` on I/O failure (the temp file is removed).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # directory fsync: not supported everywhere (e.g. Windows)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return path
+
+
+def append_run(
+    results: BenchResult | Sequence[BenchResult],
+    store: str | Path | None = None,
+    label: str = "",
+    run_id: str | None = None,
+) -> StoredRun:
+    """Append one run (one or several results) to the store folder as a new record file, atomically.
+
+    ``git_commit`` of the record is taken from the results (the first one that has it). Returns the
+    :class:`StoredRun` with its file path. Raises :class:`ArtifactError` for an empty run, ``OSError`` on I/O errors.
+    """
+    items = [results] if isinstance(results, BenchResult) else list(results)
+    if not items:
+        raise ArtifactError("nothing to store: the run has no results")
+    now = _dt.datetime.now(_dt.timezone.utc)
+    rid = run_id or uuid.uuid4().hex[:12]
+    commit = next((r.git_commit for r in items if r.git_commit), None)
+    run = StoredRun(rid, None, now.isoformat(timespec="seconds"), commit, label, items)
+    folder = Path(store) if store is not None else default_store()
+    path = folder / f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rid}.json"
+    run.path = atomic_write_text(path, json.dumps(run.to_record(), indent=1))
+    return run
+
+
+def parse_document(data: Any, origin: str) -> StoredRun:
+    """Turn a parsed JSON document into a :class:`StoredRun`.
+
+    Accepts a run record (``{"record": "edgedeploy.run", ...}``), ``{"results": [...]}``, a list of BenchResult
+    objects or a single BenchResult object. Raises :class:`ArtifactError` naming ``origin`` otherwise.
+    """
+    try:
+        if isinstance(data, dict) and "results" in data:
+            if data.get("schema_version", 1) > RECORD_SCHEMA_VERSION:
+                raise ArtifactError(f"{origin}: record schema_version {data['schema_version']} is newer than supported")
+            items = [BenchResult.model_validate(r) for r in data["results"]]
+            return StoredRun(
+                str(data.get("run_id") or Path(origin).stem),
+                None,
+                str(data.get("created") or ""),
+                data.get("git_commit"),
+                str(data.get("label") or ""),
+                items,
+            )
+        if isinstance(data, list):
+            items = [BenchResult.model_validate(r) for r in data]
+        elif isinstance(data, dict):
+            items = [BenchResult.model_validate(data)]
+        else:
+            raise ArtifactError(f"{origin}: not a benchmark result, list of results or run record")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{origin}: not a valid benchmark result ({where}: {first['msg']})") from None
+    created = min((r.timestamp for r in items), default="")
+    commit = next((r.git_commit for r in items if r.git_commit), None)
+    return StoredRun(Path(origin).stem, None, created, commit, "", items)
+
+
+def read_run(path: str | Path) -> StoredRun:
+    """Read one JSON file (run record or ``bench --json`` output). Raises :class:`ArtifactError` if it is missing,
+    unreadable, not JSON or not a benchmark result."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    run = parse_document(data, str(path))
+    run.path = path
+    return run
+
+
+def _is_visible_json(p: Path) -> bool:
+    return p.is_file() and p.suffix == ".json" and not p.name.startswith(".")
+
+
+def list_runs(store: str | Path | None = None) -> list[StoredRun]:
+    """All runs in a folder, oldest first (by creation time, then file name). Hidden temp files are ignored.
+
+    A missing folder gives an empty list. Raises :class:`ArtifactError` for a corrupt or foreign JSON file.
+    """
+    folder = Path(store) if store is not None else default_store()
+    if not folder.is_dir():
+        return []
+    runs = [read_run(p) for p in sorted(folder.iterdir()) if _is_visible_json(p)]
+    return sorted(runs, key=lambda r: (r.created, str(r.path)))
+
+
+def find_run(run_id: str, store: str | Path | None = None) -> StoredRun:
+    """The stored run whose id is ``run_id`` or starts with it. Raises :class:`ArtifactError` if none or several."""
+    runs = list_runs(store)
+    hits = [r for r in runs if r.run_id == run_id] or [r for r in runs if r.run_id.startswith(run_id)]
+    if len(hits) == 1:
+        return hits[0]
+    folder = Path(store) if store is not None else default_store()
+    if not hits:
+        raise ArtifactError(f"'{run_id}' is not a file, a folder or a run id stored in {folder}")
+    raise ArtifactError(f"run id prefix '{run_id}' is ambiguous in {folder}: {', '.join(r.run_id for r in hits)}")
+
+
+def load_source_runs(spec: str | Path, store: str | Path | None = None) -> list[StoredRun]:
+    """The runs named by ``spec``: a JSON file, a folder, ``baseline:<branch>[@<folder>]`` or a stored run id.
+
+    Raises :class:`ArtifactError` when ``spec`` names nothing readable or contains no results.
+    """
+    text = str(spec)
+    path = Path(text)
+    if text.startswith("baseline:") and not path.exists():
+        from edgedeploy.results.baseline import load_baseline
+
+        branch, _, where = text[len("baseline:") :].partition("@")
+        return [load_baseline(branch, where or None)]
+    if path.is_file():
+        return [read_run(path)]
+    if path.is_dir():
+        runs = list_runs(path)
+        if not runs:
+            raise ArtifactError(f"{path}: folder holds no benchmark results (*.json)")
+        return runs
+    if os.sep in text or text.endswith(".json"):
+        raise ArtifactError(f"{text}: no such file or folder")
+    return [find_run(text, store)]
+
+
+def load_source(spec: str | Path, store: str | Path | None = None) -> list[BenchResult]:
+    """All :class:`BenchResult` objects named by ``spec`` (see :func:`load_source_runs`), each stamped with the
+    record's git commit where the result itself has none."""
+    return flatten(load_source_runs(spec, store))
+
+
+def flatten(runs: Iterable[StoredRun]) -> list[BenchResult]:
+    out: list[BenchResult] = []
+    for run in runs:
+        for r in run.results:
+            if r.git_commit is None and run.git_commit:
+                r = r.model_copy(update={"git_commit": run.git_commit})
+            out.append(r)
+    return out
