@@ -1,0 +1,262 @@
+"""EdgeFormer (Zhang et al., "EdgeFormer: Improving Light-weight ConvNets by Learning from Vision Transformers").
+
+Faithful to the official implementation hkzhang91/EdgeFormer (identical code in hkzhang91/ParC-Net):
+``cvnets/models/classification/edgeformer.py`` (network, ``_make_outer_frame_v1``),
+``cvnets/modules/edgeformer_block.py`` (``outer_frame_v1``, ``gcc_ca_mf_block``),
+``cvnets/models/classification/config/edgeformer.py`` (``scale_xs`` / ``scale_s`` / ``scale_h``) and
+``config/classification/edgeformer/edgeformer_{xs,s,h}.yaml`` (``outer_frame_v1``, ``gcc_ca``,
+``interpolation_bilinear``, ``use_pe: True``; fusion ``add`` for XS, ``concat`` for S and H).
+
+Structure (paper Sec. 3.2, "bifurcate" outer frame of MobileViT): EdgeFormer-S keeps MobileViT-S's stem,
+``layer_1``, ``layer_2`` (MobileNetV2 blocks), 1×1 expansion conv and classifier, and replaces the MobileViT blocks
+of ``layer_3``–``layer_5`` with :class:`OuterFrameV1`: a stride-2 :class:`InvertedResidual` followed by
+grouped 3×3 conv + 1×1 conv ("dim adaptive") → ``cf_blocks`` :class:`~edgedeploy.nn.gcc.GCCBlock` on
+``cf_s_channels`` channels (PE only in the first) → BN → grouped 1×1 conv back to ``out_channels`` → fusion with the
+stage input (``concat``: 3×3 conv on ``[global, input]``; ``add``: 3×3 conv on ``input + global``).
+EdgeFormer-H uses a 5×5, 48-channel stem.
+
+State-dict keys equal the official ones except for the official model's ``residual.*`` entries: the official
+``_make_outer_frame_v1`` stores each stage's first InvertedResidual as ``self.residual`` too, so the official
+``state_dict`` repeats ``layer_5.0.*`` under ``residual.*`` (the same tensors; ``parameters()`` counts them once).
+:func:`adapt_official_checkpoint` (registered as the family's checkpoint adapter) drops those aliases after
+checking that they equal ``layer_5.0.*``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from edgedeploy.cards import ModelCard
+from edgedeploy.errors import ConfigError, WeightsError
+from edgedeploy.nn.gcc import GCCBlock
+from edgedeploy.nn.layers import (
+    BifurcateNet,
+    ConvLayer,
+    InvertedResidual,
+    MV2StageSpec,
+    init_weights,
+    mobilenet_stage,
+)
+from edgedeploy.zoo import register_checkpoint_adapter, register_family
+
+
+class GCCStageSpec(BaseModel):
+    """A stage of the official ``outer_frame_v1`` type (``block_type: outer_frame_v1`` in the official config)."""
+
+    model_config = ConfigDict(extra="forbid")
+    block: Literal["gcc"] = "gcc"
+    out_channels: int = Field(..., gt=0)
+    mv_expand_ratio: float = Field(4, gt=0)
+    stride: int = Field(2, ge=1, le=2)
+    cf_s_channels: int = Field(..., gt=0, description="channels the GCC blocks run on (2 × block dim)")
+    cf_ffn_channels: int = Field(..., gt=0, description="hidden width of the GCC blocks' FFN")
+    cf_blocks: int = Field(..., gt=0)
+    meta_kernel_size: int = Field(..., gt=1, description="meta-kernel / meta-PE length (feature side at 256 input)")
+
+
+class EdgeFormerHyper(BaseModel):
+    """``hyper`` of an EdgeFormer card; defaults are the official config's values."""
+
+    model_config = ConfigDict(extra="forbid")
+    stem_channels: int = 16
+    stem_kernel_size: int = 3
+    layers: list[Annotated[MV2StageSpec | GCCStageSpec, Field(discriminator="block")]] = Field(
+        ..., min_length=5, max_length=5
+    )
+    kernel: str = Field("gcc_ca", pattern="^(gcc_ca|gcc)$", description="gcc_ca: with SE channel attention")
+    fusion: str = Field("concat", pattern="^(concat|add)$")
+    instance_kernel: str = Field("interpolation_bilinear", pattern="^interpolation_bilinear$")
+    use_pe: bool = True
+    mid_mix: bool = False
+    bias: bool = False
+    ffn_dropout: float = 0.0
+    dropout: float = 0.1
+    classifier_dropout: float = 0.2
+    last_layer_exp_factor: int = 4
+
+
+class OuterFrameV1(nn.Module):
+    """Official ``outer_frame_v1`` (EdgeFormer paper Fig. 4c, the MobileViT-like bifurcate block).
+
+    ``(N, C, H, W)`` → ``(N, C, H, W)`` with ``C = in_channels``:
+
+    * ``dim_adaptive``: 3×3 conv ``C → S`` with ``groups = gcd(S, C)`` (BN + SiLU), then 1×1 conv ``S → S``
+      (no norm, no act, no bias), ``S = cf_s_channels``;
+    * ``spatial_global_rep``: ``n_blocks`` :class:`GCCBlock` of ``dim = S / 2`` (PE only in block 0), then BN(S);
+    * ``channel_adaptive``: 1×1 conv ``S → C`` with ``groups = gcd(S, C)`` (BN + SiLU);
+    * ``local_global_fusion``: 3×3 conv (BN + SiLU) on ``cat(global, input)`` (``concat``, ``2C → C``) or on
+      ``input + global`` (``add``, ``C → C``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        cf_s_channels: int,
+        n_blocks: int,
+        meta_kernel_size: int,
+        cf_ffn_channels: int,
+        kernel: str = "gcc_ca",
+        fusion: str = "concat",
+        instance_kernel_method: str = "interpolation_bilinear",
+        use_pe: bool = True,
+        mid_mix: bool = False,
+        bias: bool = False,
+        ffn_dropout: float = 0.0,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if fusion not in ("concat", "add"):
+            raise ConfigError(f"EdgeFormer fusion must be 'concat' or 'add', got '{fusion}'")
+        if kernel not in ("gcc_ca", "gcc"):
+            raise ConfigError(f"EdgeFormer kernel must be 'gcc_ca' or 'gcc', got '{kernel}'")
+        if cf_s_channels % 2:
+            raise ConfigError(f"cf_s_channels must be even (split in two GCC halves), got {cf_s_channels}")
+        g = math.gcd(cf_s_channels, in_channels)
+        self.dim_adaptive = nn.Sequential(
+            ConvLayer(in_channels, cf_s_channels, 3, groups=g),
+            ConvLayer(cf_s_channels, cf_s_channels, 1, use_norm=False, use_act=False),
+        )
+        blocks: list[nn.Module] = [
+            GCCBlock(
+                dim=cf_s_channels // 2,
+                meta_kernel_size=meta_kernel_size,
+                instance_kernel_method=instance_kernel_method,
+                use_pe=use_pe and i == 0,
+                mid_mix=mid_mix,
+                bias=bias,
+                ffn_dim=cf_ffn_channels,
+                ffn_dropout=ffn_dropout,
+                dropout=dropout,
+                channel_attention=kernel == "gcc_ca",
+            )
+            for i in range(n_blocks)
+        ]
+        blocks.append(nn.BatchNorm2d(cf_s_channels))
+        self.spatial_global_rep = nn.Sequential(*blocks)
+        self.channel_adaptive = ConvLayer(cf_s_channels, in_channels, 1, groups=g)
+        fusion_in = 2 * in_channels if fusion == "concat" else in_channels
+        self.local_global_fusion = ConvLayer(fusion_in, in_channels, 3)
+        self.fusion_method = fusion
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, C, H, W)``."""
+        res = x
+        x = self.dim_adaptive(x)
+        x = self.spatial_global_rep(x)
+        x = self.channel_adaptive(x)
+        if self.fusion_method == "add":
+            return self.local_global_fusion(res + x)
+        return self.local_global_fusion(torch.cat((x, res), dim=1))
+
+
+def gcc_stage(in_channels: int, spec: GCCStageSpec, hyper: EdgeFormerHyper) -> tuple[nn.Sequential, int]:
+    """Official ``_make_outer_frame_v1``: stride-2 :class:`InvertedResidual` (if stride 2) + :class:`OuterFrameV1`.
+
+    Note: in the official code the InvertedResidual's input width is the stage input, and the outer frame runs
+    on ``out_channels``; a stride-1 stage would feed ``in_channels`` into a frame built for ``out_channels`` (the
+    official code has the same constraint), so that case raises :class:`ConfigError` unless the widths agree.
+    """
+    blocks: list[nn.Module] = []
+    if spec.stride == 2:
+        blocks.append(InvertedResidual(in_channels, spec.out_channels, 2, spec.mv_expand_ratio))
+    elif in_channels != spec.out_channels:
+        raise ConfigError(f"a stride-1 GCC stage needs in_channels == out_channels, got {in_channels}")
+    blocks.append(
+        OuterFrameV1(
+            in_channels=spec.out_channels,
+            cf_s_channels=spec.cf_s_channels,
+            n_blocks=spec.cf_blocks,
+            meta_kernel_size=spec.meta_kernel_size,
+            cf_ffn_channels=spec.cf_ffn_channels,
+            kernel=hyper.kernel,
+            fusion=hyper.fusion,
+            instance_kernel_method=hyper.instance_kernel,
+            use_pe=hyper.use_pe,
+            mid_mix=hyper.mid_mix,
+            bias=hyper.bias,
+            ffn_dropout=hyper.ffn_dropout,
+            dropout=hyper.dropout,
+        )
+    )
+    return nn.Sequential(*blocks), spec.out_channels
+
+
+class EdgeFormer(BifurcateNet):
+    """The EdgeFormer classification network: ``(N, 3, H, W)`` float32 NCHW → ``(N, num_classes)`` logits.
+
+    Any ``H, W`` that are multiples of 32 work (GCC kernels / PEs are interpolated to each stage's feature size).
+    See the module docstring for the sources.
+    """
+
+    def __init__(self, hyper: EdgeFormerHyper, num_classes: int = 1000) -> None:
+        conv_1 = ConvLayer(3, hyper.stem_channels, hyper.stem_kernel_size, stride=2)
+        layers: list[nn.Module] = []
+        c = hyper.stem_channels
+        for spec in hyper.layers:
+            if isinstance(spec, MV2StageSpec):
+                layer, c = mobilenet_stage(c, spec)
+            else:
+                layer, c = gcc_stage(c, spec, hyper)
+            layers.append(layer)
+        super().__init__(conv_1, layers, c, hyper.last_layer_exp_factor, num_classes, hyper.classifier_dropout)
+        init_weights(self)
+
+
+def parse_hyper(card: ModelCard) -> EdgeFormerHyper:
+    """Validate ``card.hyper``; :class:`ConfigError` names the card file and the field."""
+    try:
+        return EdgeFormerHyper(**card.hyper)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"model card {card.path or card.name}: field 'hyper.{field}': {err['msg']}") from e
+
+
+@register_family("edgeformer")
+def build_edgeformer(card: ModelCard, input_size: int) -> nn.Module:
+    """Builder for ``family: edgeformer`` cards. ``input_size`` must be a multiple of 32 (checked by the zoo);
+    the module itself adapts to the input size at run time."""
+    if input_size % 32:
+        raise ConfigError(f"{card.name}: input side must be a multiple of 32, got {input_size}")
+    return EdgeFormer(parse_hyper(card), num_classes=card.num_classes)
+
+
+@register_checkpoint_adapter("edgeformer")
+def adapt_official_checkpoint(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Map an official hkzhang91/EdgeFormer ``state_dict`` onto :class:`EdgeFormer`.
+
+    Strips a DistributedDataParallel ``module.`` prefix when every key has it, and drops the ``residual.*``
+    entries, which in the official model alias ``layer_5.0.*`` (``self.residual`` is re-assigned in every
+    outer-frame stage, the last time for layer 5). Raises :class:`WeightsError` when a ``residual.*`` tensor
+    differs from its ``layer_5.0.*`` twin (the checkpoint is then not an official EdgeFormer one).
+    Returns ``state`` unchanged when it holds no such keys.
+    """
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    aliases = [k for k in state if k.startswith("residual.")]
+    if not aliases:
+        return state
+    out = {k: v for k, v in state.items() if not k.startswith("residual.")}
+    for k in aliases:
+        twin = "layer_5.0." + k[len("residual.") :]
+        if twin in out and not (out[twin].shape == state[k].shape and torch.equal(out[twin], state[k])):
+            raise WeightsError(f"checkpoint key {k} should alias {twin} (official EdgeFormer layout) but differs")
+        if twin not in out:
+            out[twin] = state[k]
+    return out
+
+
+__all__ = [
+    "EdgeFormer",
+    "EdgeFormerHyper",
+    "GCCStageSpec",
+    "OuterFrameV1",
+    "adapt_official_checkpoint",
+    "build_edgeformer",
+    "gcc_stage",
+]
