@@ -30,7 +30,9 @@ def latency(n: int = 200, median: float = 20.0, sigma: float = 0.04, seed: int =
     return x
 
 
-def result(samples: np.ndarray | list[float], model: str = "edgeformer_s", fmt: str = "onnx", **kw: object) -> BenchResult:
+def result(
+    samples: np.ndarray | list[float], model: str = "edgeformer_s", fmt: str = "onnx", **kw: object
+) -> BenchResult:
     fields: dict[str, object] = dict(
         model=model,
         format=fmt,

@@ -118,6 +118,13 @@ def _run_label(r: BenchResult) -> str:
     return f"{c} {r.timestamp[5:16].replace('T', ' ')}".strip()
 
 
+def _horizontal() -> dict[str, Any]:
+    import matplotlib
+
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
 def plot_distributions(groups: dict[Key, list[tuple[str, Sequence[float]]]]) -> str:
     """Box plots (with raw-sample strip) of each named sample set, one panel per key; returns inline SVG."""
     keys = list(groups)[:MAX_KEYS_PLOTTED]
@@ -127,7 +134,7 @@ def plot_distributions(groups: dict[Key, list[tuple[str, Sequence[float]]]]) -> 
     for ax, key in zip(axes, keys, strict=False):
         sets = groups[key][-MAX_RUNS_PER_KEY:]
         data = [np.asarray(s, dtype=np.float64) for _, s in sets]
-        ax.boxplot(data, vert=False, showfliers=False, widths=0.6)
+        ax.boxplot(data, showfliers=False, widths=0.6, **_horizontal())
         for i, d in enumerate(data, start=1):
             ax.scatter(d, i + rng.uniform(-0.18, 0.18, d.size), s=4, alpha=0.35, color="tab:blue", linewidths=0)
         ax.set_yticks(range(1, len(data) + 1), [n for n, _ in sets], fontsize=7)
