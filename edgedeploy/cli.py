@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgedeploy import __version__
@@ -42,7 +43,7 @@ class EdgeDeployGroup(click.Group):
         except EdgeDeployError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True, markup=True, highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
@@ -203,7 +204,10 @@ def export_cmd(
             )
         Console().print(table)
     if p.status == "failed":
-        err_console.print(f"[bold red]error:[/] parity failed for {outcome.artifact}: {'; '.join(p.failures)}")
+        err_console.print(
+            f"[bold red]error:[/] parity failed for {escape(str(outcome.artifact))}: {escape('; '.join(p.failures))}",
+            soft_wrap=True,
+        )
         sys.exit(1)
 
 
@@ -269,7 +273,7 @@ def bench_cmd(
     else:
         _print_result(result)
     if result.status == "partial":
-        err_console.print(f"[yellow]warning:[/] partial result: {'; '.join(result.warnings)}")
+        err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
         sys.exit(5)
 
 
@@ -341,7 +345,7 @@ def _print_result(r: Any) -> None:
     )  # fmt: skip
     Console().print(table)
     for w in r.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------- plug-ins

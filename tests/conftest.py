@@ -1,0 +1,38 @@
+"""Shared test set-up: a private artifact cache, a single torch thread, CLI helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="edgedeploy-test-cache-")
+os.environ.setdefault("EDGEDEPLOY_CACHE", _CACHE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``edgedeploy`` entry point in a child process (stdout and stderr captured as text)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edgedeploy.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture(scope="session")
+def spine_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for artifacts exported once per test session."""
+    return tmp_path_factory.mktemp("artifacts")
