@@ -1,0 +1,467 @@
+"""Remote benchmark orchestration: push, pin, read state, run, parse, retry — one :class:`BenchResult` out.
+
+Steps of :func:`bench_on_device`:
+
+1. take the device's lock (local ``flock`` + ``mkdir`` lock on the device, :mod:`edgedeploy.devices.lock`);
+2. push the runner (cached by its sha256) and the artifact into ``<workdir>/artifacts/<sha256>/`` — pushed once,
+   skipped when the device already has a file with that hash (side files travel along: ncnn's ``.bin``,
+   ONNX external data ``<name>.data``);
+3. optionally cool down (``profile.cooldown``) and, on Android, ask for fixed-performance mode
+   (``profile.fixed_performance``; undone afterwards);
+4. read the device state, pin the run with ``taskset`` to ``profile.pin_mask`` or to the fastest cores found in
+   ``cpuinfo_max_freq``, run the runner (or a native tool), read the state again and flag throttling;
+5. on a dropped connection: reconnect with back-off (``retry_backoff_s``, doubling, ``retries`` times), keep the
+   samples already measured (from the device's progress file or the output received before the drop), measure the
+   remaining iterations, and mark the result ``status: partial`` with a warning saying what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.bench.result import BenchResult
+from edgedeploy.devices import runner as runner_module
+from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
+from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, DeviceProfile
+from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
+from edgedeploy.devices.transport import Transport, connect, sha256_file
+from edgedeploy.errors import (
+    ConfigError,
+    ConnectionDroppedError,
+    DeviceError,
+    RemoteCommandError,
+    UnknownRuntimeError,
+)
+
+RUNTIME_ALIASES = {
+    "onnxruntime": "onnxruntime",
+    "ort": "onnxruntime",
+    "mnn": "mnn",
+    "tflite": "tflite",
+    "litert": "tflite",
+    "ai-edge-litert": "tflite",
+    "tflite_runtime": "tflite",
+    "ncnn": "ncnn",
+}
+
+
+def side_files(artifact: Path) -> list[Path]:
+    """Files that must travel with ``artifact``: ncnn ``x.bin`` beside ``x.param``; ONNX external data files."""
+    out: list[Path] = []
+    if artifact.suffix == ".param":
+        out.append(artifact.with_suffix(".bin"))
+    elif artifact.suffix == ".onnx":
+        for cand in (artifact.with_name(artifact.name + ".data"), artifact.with_suffix(".data")):
+            if cand.is_file():
+                out.append(cand)
+    return out
+
+
+def artifact_digest(files: list[Path]) -> str:
+    """sha256 naming the cache folder: the artifact's own hash, or a hash of all files' hashes and names."""
+    if len(files) == 1:
+        return sha256_file(files[0])
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
+    return h.hexdigest()
+
+
+def push_cached(transport: Transport, files: list[Path], remote_dir: str) -> tuple[list[str], bool]:
+    """Push ``files`` into ``remote_dir`` unless the device has them with the same sha256; returns the remote paths
+    and whether anything was copied. Each file goes to a temporary name first, then ``mv`` (atomic)."""
+    transport.makedirs(remote_dir)
+    paths, pushed = [], False
+    for f in files:
+        dst = f"{remote_dir}/{f.name}"
+        paths.append(dst)
+        if transport.remote_sha256(dst) == sha256_file(f):
+            continue
+        tmp = f"{dst}.part-{uuid.uuid4().hex[:8]}"
+        transport.push(f, tmp)
+        transport.run(["mv", "-f", tmp, dst], timeout=60)
+        pushed = True
+    return paths, pushed
+
+
+def push_runner(transport: Transport, workdir: str) -> str:
+    """The device path of the runner script, pushed if the device lacks this version."""
+    src = Path(runner_module.__file__)
+    digest = sha256_file(src)
+    (path,), _ = push_cached(transport, [src], f"{workdir}/runner/{digest[:16]}")
+    return path
+
+
+def _has(transport: Transport, tool: str) -> bool:
+    return transport.sh(f"command -v {shlex.quote(tool)} >/dev/null 2>&1", check=False, timeout=60).ok
+
+
+def _cool_down(transport: Transport, profile: DeviceProfile, warnings: list[str]) -> dict[str, Any]:
+    cd = profile.cooldown
+    state = read_device_state(transport)
+    if cd is None:
+        return state
+    deadline = time.monotonic() + cd.timeout_s
+    waited = 0.0
+    t0 = time.monotonic()
+    while state.get("max_temp_c") is not None and state["max_temp_c"] > cd.max_temp_c:
+        if time.monotonic() >= deadline:
+            warnings.append(
+                f"cool-down: still {state['max_temp_c']:.1f} C after {cd.timeout_s:g} s (target {cd.max_temp_c:g} C)"
+            )
+            break
+        time.sleep(cd.poll_s)
+        state = read_device_state(transport)
+    waited = time.monotonic() - t0
+    state["cooldown_s"] = round(waited, 3)
+    return state
+
+
+@contextlib.contextmanager
+def _fixed_performance(transport: Transport, profile: DeviceProfile, warnings: list[str]) -> Iterator[bool]:
+    if not (profile.fixed_performance and profile.os == "android"):
+        yield False
+        return
+    on = transport.sh("cmd power set-fixed-performance-mode-enabled true", check=False, timeout=60)
+    if not on.ok:
+        warnings.append(f"fixed-performance mode not available: {(on.stderr or on.stdout).strip()[:200]}")
+    try:
+        yield on.ok
+    finally:
+        if on.ok:
+            with contextlib.suppress(DeviceError):
+                transport.sh("cmd power set-fixed-performance-mode-enabled false", check=False, timeout=60)
+
+
+def _parse_runner_output(text: str) -> tuple[list[float], dict[str, Any] | None]:
+    samples: list[float] = []
+    result = None
+    for line in text.splitlines():
+        if line.startswith("S "):
+            with contextlib.suppress(ValueError):
+                samples.append(float(line[2:]))
+        elif line.startswith("RESULT "):
+            result = json.loads(line[7:])
+    return samples, result
+
+
+def _reconnect(transport: Transport, profile: DeviceProfile, attempt: int, log: list[str]) -> bool:
+    delay = profile.retry_backoff_s * (2**attempt)
+    time.sleep(delay)
+    try:
+        transport.reconnect()
+    except DeviceError as e:
+        log.append(f"reconnect attempt {attempt + 1} after {delay:g} s failed: {e}")
+        return False
+    log.append(f"reconnected after {delay:g} s (attempt {attempt + 1})")
+    return True
+
+
+def probe_device(transport: Transport, profile: DeviceProfile) -> dict[str, Any]:
+    """Run the runner's ``--probe`` on the device: arch, Python version and runtimes importable there.
+
+    Raises :class:`RemoteCommandError` when the device's Python cannot run it.
+    """
+    workdir = transport.expand_path(profile.workdir or ".")
+    runner = push_runner(transport, workdir)
+    r = transport.run([profile.python, runner, "--probe"], timeout=300)
+    _, res = _parse_runner_output(r.stdout)
+    if res is None:
+        raise RemoteCommandError(f"{profile.python} {runner} --probe", r.exit_status, r.stderr or r.stdout)
+    native = {}
+    for tool, path in profile.native_tools.items():
+        native[tool] = path if transport.sh(f"[ -x {shlex.quote(path)} ]", check=False, timeout=60).ok else None
+    res["native_tools"] = native
+    return res
+
+
+def bench_on_device(
+    profile: DeviceProfile,
+    artifact: Path,
+    runtime: str,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    model: str,
+    fmt: str,
+    precision: str,
+    input_shape: list[int],
+    **options: Any,
+) -> BenchResult:
+    """Benchmark ``artifact`` on the device described by ``profile`` and return one :class:`BenchResult`.
+
+    ``runtime`` is a Python runtime the runner imports (``onnxruntime``, ``mnn``, ``tflite``/``litert``, ``ncnn``)
+    or a native tool from ``profile.native_tools`` (``mnn-benchmark``, ``tflite-benchmark_model``,
+    ``onnxruntime_perf_test``; also accepted as ``native:<tool>``). Latencies in ms; ``iterations`` timed runs
+    after ``warmup`` warm-up runs at ``threads`` threads; ``input_shape`` NCHW (the model's own static shape wins
+    where the runtime knows it). Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool,
+    default True), ``state_every`` (iterations between frequency readings, default 10), ``timeout_s`` (per run,
+    default 3600), ``git_commit``.
+
+    Raises :class:`ConfigError` (bad numbers, missing artifact), :class:`UnknownRuntimeError`,
+    :class:`DeviceBusyError`, :class:`DeviceUnreachableError`, :class:`DeviceAuthError`,
+    :class:`RemoteCommandError` (with the device's stderr), and :class:`ConnectionDroppedError` only when the
+    connection was lost before any sample was measured and every retry failed.
+    """
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise ConfigError(f"artifact {artifact}: no such file")
+    if iterations < 1 or warmup < 0 or threads < 1:
+        raise ConfigError(f"need iterations >= 1, warmup >= 0, threads >= 1 (got {iterations}, {warmup}, {threads})")
+    native_tool = runtime[7:] if runtime.startswith("native:") else runtime if runtime in NATIVE_TOOLS else None
+    if native_tool is not None:
+        if native_tool not in profile.native_tools:
+            raise UnknownRuntimeError(runtime, [*PYTHON_RUNTIMES, *(f"native:{t}" for t in profile.native_tools)])
+        py_runtime = None
+    else:
+        if runtime not in RUNTIME_ALIASES:
+            raise UnknownRuntimeError(runtime, [*RUNTIME_ALIASES, *(f"native:{t}" for t in profile.native_tools)])
+        py_runtime = RUNTIME_ALIASES[runtime]
+    files = [artifact, *side_files(artifact)]
+    for f in files[1:]:
+        if not f.is_file():
+            raise ConfigError(f"artifact {artifact} needs {f.name} beside it")
+    warnings: list[str] = []
+    retry_log: list[str] = []
+    local_lock = LocalDeviceLock(profile)
+    local_lock.acquire()
+    try:
+        transport = connect(profile)
+        try:
+            return _bench(
+                transport, profile, files, py_runtime, native_tool, iterations, warmup, threads, model, fmt,
+                precision, input_shape, warnings, retry_log, options,
+            )  # fmt: skip
+        finally:
+            transport.close()
+    finally:
+        local_lock.release()
+
+
+def _bench(
+    transport: Transport,
+    profile: DeviceProfile,
+    files: list[Path],
+    py_runtime: str | None,
+    native_tool: str | None,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    model: str,
+    fmt: str,
+    precision: str,
+    input_shape: list[int],
+    warnings: list[str],
+    retry_log: list[str],
+    options: dict[str, Any],
+) -> BenchResult:
+    workdir = transport.expand_path(profile.workdir or ".")
+    transport.makedirs(workdir)
+    rlock = RemoteDeviceLock(transport, workdir)
+    rlock.acquire()
+    try:
+        digest = artifact_digest(files)
+        t0 = time.monotonic()
+        remote_files, pushed = push_cached(transport, files, f"{workdir}/artifacts/{digest}")
+        push_s = time.monotonic() - t0
+        runner_path = push_runner(transport, workdir) if py_runtime else None
+        before = _cool_down(transport, profile, warnings)
+        mask = options.get("core_mask") or profile.pin_mask
+        if mask is None:
+            cores = fastest_cores(before)
+            mask = hex(sum(1 << c for c in cores)) if cores else None
+        pin = bool(options.get("pin", True)) and mask is not None
+        if pin and not _has(transport, "taskset"):
+            warnings.append("taskset not found on the device: the run is not pinned to a core mask")
+            pin = False
+        if mask is None:
+            warnings.append("no core mask known (profile has no clusters, sysfs has no cpufreq): not pinned")
+        pin_cores = [i for i in range(64) if mask and (int(mask, 16) >> i) & 1]
+        if pin and threads > len(pin_cores):
+            warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
+        prefix = ["taskset", mask] if pin and mask else []
+        with _fixed_performance(transport, profile, warnings) as fixed_perf:
+            if native_tool is not None:
+                from edgedeploy.devices.native import run_native
+
+                run = run_native(
+                    transport, profile, native_tool, remote_files[0], iterations, warmup, threads, precision, prefix
+                )
+                samples, res, status = run["samples_ms"], run, "complete"
+                warnings.extend(run.get("warnings", []))
+            else:
+                samples, res, status = _run_with_retries(
+                    transport, profile, runner_path or "", remote_files[0], py_runtime or "", iterations, warmup,
+                    threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
+                )  # fmt: skip
+        after = read_device_state(transport)
+    finally:
+        with contextlib.suppress(DeviceError):
+            rlock.release()
+    trace = res.get("freq_trace", []) if res else []
+    throttled = throttling(before, after, trace, pin_cores or fastest_cores(before))
+    warnings.extend(throttled)
+    arch = (res or {}).get("arch") or after.get("arch") or profile.arch
+    if profile.arch and arch and arch != profile.arch:
+        warnings.append(f"profile says arch {profile.arch}, the device says {arch}")
+    env = {
+        "device": profile.name,
+        "transport": profile.transport,
+        "address": profile.address,
+        "os": profile.os,
+        "arch": arch,
+        "kernel": after.get("kernel"),
+        "clusters": [c.model_dump() for c in profile.clusters],
+        "core_mask": mask if pin else None,
+        "pinned": pin,
+        "threads": threads,
+        "governor": before.get("governor"),
+        "max_temp_c_before": before.get("max_temp_c"),
+        "max_temp_c_after": after.get("max_temp_c"),
+        "throttled": bool(throttled),
+        "fixed_performance": fixed_perf,
+        "python": (res or {}).get("python"),
+        "runtime_version": (res or {}).get("runtime_version"),
+        "runner_version": (res or {}).get("runner_version"),
+        "cpus_allowed": (res or {}).get("cpus_allowed"),
+        "workdir": workdir,
+        "artifact_pushed": pushed,
+        "push_s": round(push_s, 3),
+    }
+    if retry_log:
+        env["retries"] = retry_log
+    state = {"before": before, "after": after, "freq_trace": trace}
+    extra: dict[str, Any] = {}
+    if res and "output" in res:
+        extra["output_summary"] = res["output"]
+    if native_tool is not None:
+        extra["native"] = {k: v for k, v in res.items() if k not in ("samples_ms", "warnings")}
+    return BenchResult(
+        model=model,
+        format=fmt,
+        precision=precision,
+        runtime=py_runtime or native_tool or "",
+        device=profile.name,
+        threads=threads,
+        iterations=iterations,
+        warmup=warmup,
+        input_shape=list((res or {}).get("input_shape") or input_shape),
+        samples_ms=samples,
+        load_ms=(res or {}).get("load_ms"),
+        first_ms=(res or {}).get("first_ms"),
+        status=status,
+        source=f"native:{native_tool}" if native_tool else "python-runner",
+        artifact={"path": str(files[0]), "sha256": digest, "remote_path": remote_files[0]},
+        warnings=warnings,
+        device_state=state,
+        env=env,
+        git_commit=options.get("git_commit"),
+        **extra,
+    )
+
+
+def _run_with_retries(
+    transport: Transport,
+    profile: DeviceProfile,
+    runner_path: str,
+    remote_artifact: str,
+    runtime: str,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    precision: str,
+    input_shape: list[int],
+    prefix: list[str],
+    workdir: str,
+    options: dict[str, Any],
+    warnings: list[str],
+    retry_log: list[str],
+) -> tuple[list[float], dict[str, Any] | None, str]:
+    """Run the runner until ``iterations`` samples exist or the retries are spent; returns samples, the last
+    runner result (or ``None``) and the status."""
+    kept: list[float] = []
+    last: dict[str, Any] | None = None
+    status = "complete"
+    timeout = float(options.get("timeout_s", 3600))
+    attempt = 0
+    transport.makedirs(f"{workdir}/runs")
+    while len(kept) < iterations:
+        remaining = iterations - len(kept)
+        progress = f"{workdir}/runs/{uuid.uuid4().hex}.samples"
+        argv = [
+            *prefix, profile.python, runner_path, "--artifact", remote_artifact, "--runtime", runtime,
+            "--iterations", str(remaining), "--warmup", str(warmup), "--threads", str(threads),
+            "--precision", precision, "--input-shape", ",".join(str(d) for d in input_shape),
+            "--progress", progress, "--state-every", str(int(options.get("state_every", 10))),
+        ]  # fmt: skip
+        try:
+            r = transport.run(argv, timeout=timeout, check=False)
+        except ConnectionDroppedError as e:
+            status = "partial"
+            got = _recover_samples(transport, profile, progress, e, attempt, retry_log)
+            kept.extend(got[:remaining])
+            warnings.append(
+                f"connection dropped during the run ({e}); {len(got)} samples measured before the drop were kept"
+            )
+            attempt += 1
+            if attempt > profile.retries or not _alive(transport):
+                if not kept:
+                    raise ConnectionDroppedError(
+                        f"{profile.name}: connection lost and not regained after {profile.retries} retries; "
+                        "no sample was measured"
+                    ) from e
+                warnings.append(f"gave up after {attempt} attempt(s): {iterations - len(kept)} iterations not run")
+                break
+            continue
+        if r.exit_status != 0:
+            raise RemoteCommandError(shlex.join(argv), r.exit_status, r.stderr or r.stdout)
+        got, res = _parse_runner_output(r.stdout)
+        if res is None:
+            raise RemoteCommandError(shlex.join(argv), r.exit_status, "runner printed no RESULT line: " + r.stderr)
+        kept.extend(res["samples_ms"])
+        last = res
+        transport.run(["rm", "-f", progress], check=False, timeout=60)
+    if status == "partial" and len(kept) >= iterations:
+        warnings.append(f"samples come from {attempt + 1} runner processes (each re-loaded and warmed up)")
+    return kept, last, status
+
+
+def _alive(transport: Transport) -> bool:
+    try:
+        return transport.sh("true", timeout=30, check=False).ok
+    except DeviceError:
+        return False
+
+
+def _recover_samples(
+    transport: Transport,
+    profile: DeviceProfile,
+    progress: str,
+    err: ConnectionDroppedError,
+    attempt: int,
+    retry_log: list[str],
+) -> list[float]:
+    """Samples of a run whose connection dropped: from the device's progress file after reconnecting (bounded by
+    ``profile.retries`` attempts with doubling back-off), else from the output received before the drop."""
+    partial = getattr(err, "partial_stdout", "") or ""
+    for k in range(attempt, profile.retries + 1):
+        if _reconnect(transport, profile, k, retry_log):
+            # the runner may still be alive on the device for a moment; let it be killed by the hang-up first
+            text = transport.read_text(progress) or ""
+            vals = []
+            for line in text.splitlines():
+                with contextlib.suppress(ValueError):
+                    vals.append(float(line))
+            transport.run(["rm", "-f", progress], check=False, timeout=60)
+            from_stdout = _parse_runner_output(partial)[0]
+            return vals if len(vals) >= len(from_stdout) else from_stdout
+    return _parse_runner_output(partial)[0]
