@@ -269,7 +269,7 @@ class BakedGCCBlock(nn.Module):
     """Export form of :class:`GCCBlock` for one feature size: instance kernels and PEs are constant buffers.
 
     Built by :func:`lower_gcc_block`. Input and output ``(N, 2 * dim, H, W)`` with exactly the recorded ``H, W``
-    (a different size raises ``ValueError`` from :func:`circular_conv`). The submodules (``pre_Norm_*``, ``ffn``,
+    (a different size raises ``ValueError``). The submodules (``pre_Norm_*``, ``ffn``,
     ``ca``, ``mixer``) are those of the original block; GCC biases (if any) are kept as parameters.
     Every GCC stays cat-then-conv: Slice → Concat → Conv(group = dim) with a constant weight.
     """
@@ -298,7 +298,9 @@ class BakedGCCBlock(nn.Module):
                 self.register_buffer(name, t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 2 * dim, H, W)`` at the baked ``H, W`` → same shape."""
+        """``(N, 2 * dim, H, W)`` at the baked ``H, W`` → same shape; ``ValueError`` at another size."""
+        if not _tracing() and tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"GCC block baked for {self.size[0]}x{self.size[1]} features, got {tuple(x.shape)}")
         kernels = (self.k_1_H, self.k_1_W, self.k_2_H, self.k_2_W)
         pes = (self.pe_1_H, self.pe_1_W, self.pe_2_H, self.pe_2_W) if self.use_pe else None
         return gcc_block_forward(self, x, kernels, pes)

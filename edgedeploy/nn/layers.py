@@ -283,7 +283,7 @@ def fill_deterministic_(module: nn.Module) -> nn.Module:
 
     with torch.no_grad():
         for key, t in module.state_dict(keep_vars=True).items():
-            if not torch.is_floating_point(t):
+            if not torch.is_floating_point(t) or t.numel() == 0:
                 continue
             u = _hash_uniform(t.numel(), zlib.crc32(key.encode())).reshape(t.shape)
             leaf = key.rsplit(".", 1)[-1]
