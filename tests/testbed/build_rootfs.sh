@@ -8,8 +8,8 @@
 # downloaded on the host with `pip download --platform ... --only-binary=:all:`). Both are reused when present,
 # so a second call costs nothing. Needs root, debootstrap, qemu-user-static, zstd and the Debian mirror.
 #
-# Emulation is set up without touching global state: binfmt_misc is mounted inside a private user + mount
-# namespace (kernel >= 6.7 gives each user namespace its own binfmt_misc) and the qemu handler registered there.
+# Emulation is set up without touching global state (tests/testbed/armns.sh): binfmt_misc is mounted inside a
+# private user namespace (kernel >= 6.7 gives each one its own binfmt_misc) and the qemu handler registered there.
 set -euo pipefail
 
 ARCH=${1:?usage: build_rootfs.sh ARCH CACHE_DIR}
@@ -45,24 +45,18 @@ if [ -f "$TARBALL" ]; then
 fi
 
 WORK=$(mktemp -d "$CACHE/build-$ARCH.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"' EXIT
 ROOT="$WORK/rootfs"
 t0=$(date +%s)
 debootstrap --foreign --variant=minbase --arch="$ARCH" "$SUITE" "$ROOT" "$MIRROR"
 echo "first stage: $(( $(date +%s) - t0 )) s"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 
-# 2. second stage + packages, under qemu-user in a private binfmt_misc
-MAGIC_armhf='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00'
-MASK_armhf='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-MAGIC_arm64='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
-MASK_arm64='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
-eval "MAGIC=\$MAGIC_$ARCH; MASK=\$MASK_$ARCH"
-unshare -U -r -m --propagation private env ROOT="$ROOT" QEMU="$QEMU" MAGIC="$MAGIC" MASK="$MASK" bash -euo pipefail -c '
-  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  printf ":qemu-board:M::%s:%s:%s:F" "$MAGIC" "$MASK" "$QEMU" > /proc/sys/fs/binfmt_misc/register
+# 2. second stage + packages, under qemu-user in private namespaces (see armns.sh)
+HERE=$(cd "$(dirname "$0")" && pwd)
+"$HERE/armns.sh" "$ARCH" env ROOT="$ROOT" bash -euo pipefail -c '
   mount -t proc proc "$ROOT/proc"
-  chroot "$ROOT" /debootstrap/debootstrap --second-stage
+  chroot "$ROOT" env container=lxc /debootstrap/debootstrap --second-stage
   chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-numpy
   chroot "$ROOT" apt-get clean
   umount "$ROOT/proc"
