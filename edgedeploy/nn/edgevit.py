@@ -294,7 +294,8 @@ class LoweredSelfAttn(nn.Module):
     """:class:`SelfAttn` for one fixed input shape ``(B, C, H, W)``: tensors ≤ 4-D, static shapes, explicit attention.
 
     Shares the original's submodules (same parameter names). Differences from the training-time module: the
-    5-D ``qkv`` reshape/permute becomes a 4-D ``(B, 3·heads, L, head_dim)`` tensor sliced into q, k, v; every
+    5-D ``qkv`` reshape/permute becomes a 4-D ``(B, 3·heads, L, head_dim)`` tensor sliced into q, k, v; tokens
+    are a 2-D ``(B·L, C)`` matrix for the Linear / LayerNorm layers (every Linear exports as one ONNX Gemm); every
     reshape uses constants computed from the recorded shape; the delegate sampling is a strided slice. Only valid
     for the recorded shape.
     """
@@ -322,26 +323,26 @@ class LoweredSelfAttn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W, r, h, w = self.B, self.C, self.H, self.W, self.r, self.h, self.w
-        heads = self.heads
+        heads, L, n = self.heads, H * W, h * w
         x = x + self.pos_embed(x)
-        t = x.reshape(B, C, H * W).transpose(1, 2)  # (B, L, C)
+        # tokens as a 2-D (B·L, C) matrix: each Linear exports as one Gemm
+        t = x.reshape(B, C, L).transpose(1, 2).reshape(B * L, C)
         s = self.norm1(t)
         if r > 1:
-            s = s.transpose(1, 2).reshape(B, C, H, W)[:, :, ::r, ::r]
-            s = s.reshape(B, C, h * w).transpose(1, 2)  # (B, l, C)
-        n = h * w
+            s = s.reshape(B, L, C).transpose(1, 2).reshape(B, C, H, W)[:, :, ::r, ::r]
+            s = s.reshape(B, C, n).transpose(1, 2).reshape(B * n, C)
         qkv = self.attn.qkv(s).reshape(B, n, 3 * heads, self.head_dim).permute(0, 2, 1, 3)  # (B, 3h, l, d)
         q = qkv[:, :heads]
         k = qkv[:, heads : 2 * heads]
         v = qkv[:, 2 * heads :]
         attn = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * self.scale, dim=-1)
-        o = torch.matmul(attn, v).permute(0, 2, 1, 3).reshape(B, n, C)  # (B, l, C)
+        o = torch.matmul(attn, v).permute(0, 2, 1, 3).reshape(B * n, C)
         if r > 1:
-            o = self.attn.LocalProp(o.transpose(1, 2).reshape(B, C, h, w))
-            o = self.attn.norm(o.reshape(B, C, H * W).transpose(1, 2))
+            o = self.attn.LocalProp(o.reshape(B, n, C).transpose(1, 2).reshape(B, C, h, w))
+            o = self.attn.norm(o.reshape(B, C, L).transpose(1, 2).reshape(B * L, C))
         t = t + self.attn.proj(o)
         t = t + self.mlp(self.norm2(t))
-        return t.transpose(1, 2).reshape(B, C, H, W)
+        return t.reshape(B, L, C).transpose(1, 2).reshape(B, C, H, W)
 
 
 @register_lowering(SelfAttn)
