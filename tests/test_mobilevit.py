@@ -1,0 +1,186 @@
+"""MobileViT family (edgedeploy.nn.mobilevit) against facts recorded from the official apple/ml-cvnets code.
+
+Fixtures ``tests/fixtures/official_keys/mobilevit_*.json``: the official module's parameter count, ``state_dict``
+key → shape listing, and logits on a fixed input after :func:`edgedeploy.nn.layers.fill_deterministic_`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgedeploy.cards import get_card
+from edgedeploy.errors import ConfigError, ExportError
+from edgedeploy.export.lowering import LOWERINGS, lower, verify_lowering
+from edgedeploy.nn.layers import _hash_uniform, fill_deterministic_
+from edgedeploy.nn.mobilevit import (
+    MobileViT,
+    MobileViTBlock,
+    MultiHeadAttention,
+    StaticMobileViTBlock,
+    lower_mobilevit_block,
+    parse_hyper,
+)
+from edgedeploy.zoo import build_model, count_macs, count_params
+
+FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
+VARIANTS = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
+#: sum(p.numel() for p in official_model.parameters()), apple/ml-cvnets@7771756
+OFFICIAL_PARAMS = {"mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632}
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def reference_input(size: int) -> torch.Tensor:
+    return _hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_params_equal_official_and_paper(name: str) -> None:
+    card = get_card(name)
+    n = count_params(build_model(name))
+    assert n == OFFICIAL_PARAMS[name] == card.official.params == fixture(name)["params"]
+    assert abs(n - card.paper.params) / card.paper.params < 0.03  # paper: 1.3M / 2.3M / 5.6M (rounded)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_state_dict_matches_official_listing(name: str) -> None:
+    ours = {k: list(v.shape) for k, v in build_model(name).state_dict().items()}
+    assert ours == fixture(name)["state_dict"]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_logits_equal_official_reference(name: str) -> None:
+    model = fill_deterministic_(MobileViT(parse_hyper(get_card(name)))).eval()
+    logits = fixture(name)["reference"]["logits"]
+    for size, ref in logits.items():  # 224 (xxs) exercises the official bilinear resize around unfolding
+        with torch.no_grad():
+            y = model(reference_input(int(size)))[0]
+        ref_t = torch.tensor(ref)
+        assert float((y - ref_t).abs().max()) < 1e-4 * max(1.0, float(ref_t.abs().max())), f"{name} at {size}"
+    a = torch.tensor(logits["256"])
+    if "224" in logits:  # the deterministic weights must not collapse the network
+        assert float((a - torch.tensor(logits["224"])).norm() / a.norm()) > 0.01
+
+
+def unfold_reference(fm: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """patches[b*P + py*pw + px, iy*nw + ix, c] = fm[b, c, iy*ph + py, ix*pw + px], by explicit indexing."""
+    b, c, h, w = fm.shape
+    nh, nw = h // ph, w // pw
+    out = torch.empty(b * ph * pw, nh * nw, c)
+    for bi in range(b):
+        for py in range(ph):
+            for px in range(pw):
+                for iy in range(nh):
+                    for ix in range(nw):
+                        out[bi * ph * pw + py * pw + px, iy * nw + ix] = fm[bi, :, iy * ph + py, ix * pw + px]
+    return out
+
+
+def small_block(patch: int = 2) -> MobileViTBlock:
+    torch.manual_seed(0)
+    blk = MobileViTBlock(8, 16, 32, n_transformer_blocks=2, head_dim=4, patch_h=patch, patch_w=patch)
+    return fill_deterministic_(blk).eval()
+
+
+@pytest.mark.parametrize("hw", [(4, 6), (8, 8)])
+def test_unfolding_layout_and_folding_inverse(hw: tuple[int, int]) -> None:
+    blk = small_block()
+    fm = torch.randn(2, 5, *hw)
+    patches, info = blk.unfolding(fm)
+    torch.testing.assert_close(patches, unfold_reference(fm, 2, 2), atol=0, rtol=0)
+    assert not info["interpolate"]
+    torch.testing.assert_close(blk.folding(patches, info), fm, atol=0, rtol=0)
+
+
+def test_unfolding_resizes_odd_features() -> None:
+    blk = small_block()
+    fm = torch.randn(1, 3, 7, 5)
+    patches, info = blk.unfolding(fm)
+    assert info["interpolate"] and patches.shape == (4, 4 * 3, 3)
+    assert blk.folding(patches, info).shape == fm.shape
+
+
+def test_attention_equals_torch_multihead_attention() -> None:
+    torch.manual_seed(1)
+    ours = fill_deterministic_(MultiHeadAttention(24, 4)).eval()
+    ref = nn.MultiheadAttention(24, 4, bias=True, batch_first=True).eval()
+    with torch.no_grad():  # the fused qkv_proj is torch's in_proj (q, k, v stacked)
+        ref.in_proj_weight.copy_(ours.qkv_proj.weight)
+        ref.in_proj_bias.copy_(ours.qkv_proj.bias)
+        ref.out_proj.weight.copy_(ours.out_proj.weight)
+        ref.out_proj.bias.copy_(ours.out_proj.bias)
+        x = torch.randn(3, 10, 24)
+        torch.testing.assert_close(ours(x), ref(x, x, x, need_weights=False)[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ConfigError):
+        MultiHeadAttention(24, 5)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 7), (6, 10)])
+def test_static_block_equals_original(hw: tuple[int, int]) -> None:
+    blk = small_block()
+    x = torch.randn(1, 8, *hw)
+    static = lower_mobilevit_block(blk, tuple(x.shape), "tflite")
+    assert isinstance(static, StaticMobileViTBlock) and LOWERINGS[MobileViTBlock] is lower_mobilevit_block
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), blk(x), atol=1e-6, rtol=0)
+        with pytest.raises(ValueError, match="built for"):
+            static(torch.randn(2, 8, *hw))
+    with pytest.raises(ExportError):
+        lower_mobilevit_block(blk, (8, 8), "onnx")
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_lowered_equals_original(name: str) -> None:
+    model = fill_deterministic_(build_model(name))
+    example = reference_input(256)
+    lowered, names = lower(model, example, "mnn")
+    assert names == ["layer_3.1", "layer_4.1", "layer_5.1"]
+    assert verify_lowering(model, lowered, example, n_random=1).max_abs_error < 1e-5
+
+
+def test_input_sizes() -> None:
+    assert get_card("mobilevit_s").min_input_multiple == 64
+    with pytest.raises(ConfigError, match="multiple of 64"):
+        build_model("mobilevit_xxs", input_size=224)
+    model = fill_deterministic_(build_model("mobilevit_xxs", input_size=320))
+    x = torch.randn(1, 3, 320, 320)
+    with torch.no_grad():
+        assert model(x).shape == (1, 1000)
+    lowered, _ = lower(model, x, "onnx")
+    assert lowered.layer_5[1].s_patches == (4, 25, 96)
+    assert verify_lowering(model, lowered, x, n_random=0).max_abs_error < 1e-5
+
+
+def test_macs_mobilevit_s_match_paper() -> None:
+    macs = count_macs(MobileViT(parse_hyper(get_card("mobilevit_s"))).eval(), 256)
+    assert macs.total == 2_000_831_488
+    assert abs(macs.total - get_card("mobilevit_s").paper.macs) / 2.0e9 < 0.01  # paper: 2.0G
+
+
+def test_bad_hyper_names_the_field() -> None:
+    card = get_card("mobilevit_xs").model_copy(deep=True)
+    card.hyper["layers"][3]["block"] = "swin"
+    with pytest.raises(ConfigError, match=r"hyper\.layers\.3"):
+        parse_hyper(card)
+
+
+def test_lowered_mobilevit_onnx_graph_is_static_and_4d() -> None:
+    onnx = pytest.importorskip("onnx")
+    model = fill_deterministic_(build_model("mobilevit_xxs"))
+    example = reference_input(256)
+    lowered, _ = lower(model, example, "mnn")
+    buf = io.BytesIO()
+    torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
+    proto = onnx.shape_inference.infer_shapes(onnx.load_from_string(buf.getvalue()))
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"Shape", "Resize", "Gather"}
+    ranks = [len(v.type.tensor_type.shape.dim) for v in [*proto.graph.value_info, *proto.graph.output]]
+    assert ranks and max(ranks) <= 4
