@@ -319,6 +319,8 @@ def test_lowering_is_registered_and_checks_shape() -> None:
     assert isinstance(lower_parc_operator(op, (1, 4, 7, 7), "onnx"), ExportParCOperator)
     with pytest.raises(ConfigError, match="7x7"):
         lower_parc_operator(op, (1, 4, 14, 14), "onnx")
+    with pytest.raises(TypeError, match="expects a ParCOperator"):
+        lower_parc_operator(nn.Identity(), (1, 4, 7, 7), "onnx")
 
 
 @pytest.mark.parametrize(("name", "n_ops"), [("parc_mobilenetv2", 8), ("parc_convnext_xt", 8), ("parc_resnet50", 8)])

@@ -11,8 +11,9 @@ proposed GCC"), and the official code hkzhang91/ParC-Net ``ParC_ConvNets/`` (``P
   embedding ``pe`` of shape ``(1, C, K, 1)`` / ``(1, C, 1, K)`` broadcast over the other axis. Unlike EdgeFormer's
   GCC there is **no** kernel or PE interpolation: ``K`` is the feature-map side at 224×224 input, so these
   models accept only 224×224 (cards say ``resizable: false``; other sizes raise :class:`ConfigError`).
-* Each ParC block splits its hidden channels in two halves (``torch.chunk``): the first half goes through an
-  ``'H'`` operator, the second through a ``'W'`` operator, and the halves are concatenated again.
+* Each ParC block splits its hidden channels in two halves (official ``torch.chunk``; here a split with static
+  sizes, same values): the first half goes through an ``'H'`` operator, the second through a ``'W'`` operator,
+  and the halves are concatenated again.
 * ParC-ResNet50 (``ParC_resnet50.py``: ``parc_res50``): bottlenecks from index 3 of ``layer3`` (K = 14) and from
   index 2 of ``layer4`` (K = 7) replace their 3×3 conv by the ParC pair; the operators are **dense**
   (``groups=1``, as the official file passes the ResNet's ``groups``), every ParC block has a PE.
@@ -26,7 +27,8 @@ proposed GCC"), and the official code hkzhang91/ParC-Net ``ParC_ConvNets/`` (``P
 Attribute names mirror the official ones, so official state_dicts load without renaming (the tests compare
 key-by-key against listings made from the official code). For export, :func:`lower_parc_operator` turns each
 operator into :class:`ExportParCOperator` (PE as a constant buffer, no run-time shape guard); the graph is
-Slice → Concat → Conv, with no Resize.
+Slice → Concat → Conv, with no Resize. The rewrite is thin because the official plug-ins compute nothing at run
+time beyond broadcasting the PE; it is exact (bit-identical outputs).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
 from edgedeploy.export.lowering import register_lowering
 from edgedeploy.nn.baselines import (
-    MOBILENETV2_SETTING,
     Bottleneck,
     ConvBNReLU6,
     ConvNeXt,
@@ -170,7 +171,8 @@ def lower_parc_operator(module: nn.Module, input_shape: tuple[int, ...], target:
     Raises :class:`ConfigError` when ``input_shape`` (the ``(N, C, H, W)`` the operator sees at the export
     resolution) is not ``K×K``.
     """
-    assert isinstance(module, ParCOperator)
+    if not isinstance(module, ParCOperator):
+        raise TypeError(f"lower_parc_operator expects a ParCOperator; got {type(module).__name__}")
     module._check_input(torch.empty(input_shape, device="meta"))
     return ExportParCOperator(module)
 
@@ -356,7 +358,8 @@ def build_parc(card: ModelCard, input_size: int) -> nn.Module:
             return Bottleneck(inplanes, planes, stride, downsample)
 
         layers = hyper_value(card, "layers", [3, 4, 6, 3])
-        assert isinstance(layers, list)
+        if not isinstance(layers, list):
+            raise ConfigError(f"model card {card.path or card.name}: field 'hyper.layers' must be a list of 4 ints")
         return ResNet(layers, num_classes=card.num_classes, make_block=resnet_block)
 
     if arch == "mobilenetv2":
@@ -368,7 +371,6 @@ def build_parc(card: ModelCard, input_size: int) -> nn.Module:
                 return ParCInvertedResidual(inp, oup, t, _kernel(card, ks, stage), use_pe=index == locs[stage])
             return InvertedResidual(inp, oup, stride, t)
 
-        assert len(MOBILENETV2_SETTING) == len(locs)
         width_mult = float(hyper_value(card, "width_mult", 1.0))  # type: ignore[arg-type]
         return MobileNetV2(num_classes=card.num_classes, width_mult=width_mult, make_block=mv2_block)
 
