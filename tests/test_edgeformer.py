@@ -17,7 +17,7 @@ import torch
 from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError, WeightsError
 from edgedeploy.export.lowering import lower, verify_lowering
-from edgedeploy.nn.edgeformer import EdgeFormer, adapt_official_checkpoint, parse_hyper
+from edgedeploy.nn.edgeformer import adapt_official_checkpoint, parse_hyper
 from edgedeploy.nn.gcc import BakedGCCBlock, GCCBlock
 from edgedeploy.nn.layers import _hash_uniform, fill_deterministic_
 from edgedeploy.zoo import CHECKPOINT_ADAPTERS, build_model, count_macs, count_params, load_weights
@@ -170,11 +170,17 @@ def test_bad_hyper_names_the_field() -> None:
         parse_hyper(card)
 
 
-def test_macs_edgeformer_s() -> None:
-    # conv + linear + matmul at 256x256 (the repository's own counter reports 1.74G: it over-counts the SE layer)
-    macs = count_macs(EdgeFormer(parse_hyper(get_card("edgeformer_s"))).eval(), 256)
-    assert macs.total == 1_657_347_584
-    assert macs.matmul == 0 and macs.linear == 640 * 1000
+#: zoo.count_macs totals (conv + linear + matmul) at 256x256, as recorded in the cards
+MACS_256 = {"edgeformer_s": 1_657_347_584, "edgeformer_xs": 944_016_896, "edgeformer_h": 8_544_418_656}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_macs(name: str, models: dict) -> None:
+    # EdgeFormer-S: the repository's own counter reports 1740.55 M, over-counting the SE layer (see the card)
+    macs = count_macs(models[name], 256)
+    assert macs.total == MACS_256[name]
+    assert macs.matmul == 0 and macs.linear == models[name].classifier.fc.weight.numel()
+    assert f"{MACS_256[name]:,}" in (get_card(name).paper.note or "")
 
 
 def _producer(graph: object) -> dict[str, object]:

@@ -159,10 +159,18 @@ def test_input_sizes() -> None:
     assert verify_lowering(model, lowered, x, n_random=0).max_abs_error < 1e-5
 
 
-def test_macs_mobilevit_s_match_paper() -> None:
-    macs = count_macs(MobileViT(parse_hyper(get_card("mobilevit_s"))).eval(), 256)
-    assert macs.total == 2_000_831_488
-    assert abs(macs.total - get_card("mobilevit_s").paper.macs) / 2.0e9 < 0.01  # paper: 2.0G
+#: zoo.count_macs totals (conv + linear + matmul) at 256x256, as recorded in the cards
+MACS_256 = {"mobilevit_xxs": 407_364_096, "mobilevit_xs": 1_025_911_808, "mobilevit_s": 2_000_831_488}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_macs(name: str) -> None:
+    card = get_card(name)
+    macs = count_macs(MobileViT(parse_hyper(card)).eval(), 256)
+    assert macs.total == MACS_256[name] and macs.matmul > 0
+    assert f"{MACS_256[name]:,}" in (card.paper.note or "")
+    if card.paper.macs is not None:  # MobileViT-S: 2.0G
+        assert abs(macs.total - card.paper.macs) / card.paper.macs < 0.01
 
 
 def test_bad_hyper_names_the_field() -> None:
