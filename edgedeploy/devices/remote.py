@@ -345,6 +345,10 @@ def _bench(
         extra["output_summary"] = res["output"]
     if native_tool is not None:
         extra["native"] = {k: v for k, v in res.items() if k not in ("samples_ms", "warnings")}
+        # no raw samples from these tools: carry the statistics they printed (see edgedeploy.devices.native)
+        for k in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "std_ms", "min_ms", "max_ms"):
+            if res.get(k) is not None:
+                extra[k] = res[k]
     return BenchResult(
         model=model,
         format=fmt,
@@ -356,7 +360,7 @@ def _bench(
         warmup=warmup,
         input_shape=list((res or {}).get("input_shape") or input_shape),
         samples_ms=samples,
-        load_ms=(res or {}).get("load_ms"),
+        load_ms=(res or {}).get("load_ms", (res or {}).get("init_ms")),
         first_ms=(res or {}).get("first_ms"),
         status=status,
         source=f"native:{native_tool}" if native_tool else "python-runner",

@@ -26,7 +26,8 @@ RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
 
 
 def _version(mod):
-    return str(getattr(mod, "__version__", getattr(mod, "version", "unknown")))
+    v = getattr(mod, "__version__", None) or getattr(mod, "version", "unknown")
+    return str(v() if callable(v) else v)
 
 
 def probe():

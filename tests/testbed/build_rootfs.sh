@@ -55,11 +55,11 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # 2. second stage + packages, under qemu-user in private namespaces (see armns.sh)
 HERE=$(cd "$(dirname "$0")" && pwd)
 "$HERE/armns.sh" "$ARCH" env ROOT="$ROOT" bash -euo pipefail -c '
-  mount -t proc proc "$ROOT/proc"
   chroot "$ROOT" env container=lxc /debootstrap/debootstrap --second-stage
+  mount -t proc proc "$ROOT/proc"
   chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-numpy
   chroot "$ROOT" apt-get clean
-  umount "$ROOT/proc"
+  umount "$ROOT/proc" 2>/dev/null || true
 '
 echo "second stage + packages: $(( $(date +%s) - t0 )) s"
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/locale/*
