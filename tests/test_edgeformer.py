@@ -19,7 +19,7 @@ from edgedeploy.errors import ConfigError, WeightsError
 from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.nn.edgeformer import adapt_official_checkpoint, parse_hyper
 from edgedeploy.nn.gcc import BakedGCCBlock, GCCBlock
-from edgedeploy.nn.layers import _hash_uniform, fill_deterministic_
+from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.zoo import CHECKPOINT_ADAPTERS, build_model, count_macs, count_params, load_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
@@ -35,7 +35,7 @@ def fixture(name: str) -> dict:
 
 
 def reference_input(size: int) -> torch.Tensor:
-    return _hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
+    return hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
 
 
 @pytest.fixture(scope="module")

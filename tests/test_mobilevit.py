@@ -17,7 +17,7 @@ from torch import nn
 from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export.lowering import LOWERINGS, lower, verify_lowering
-from edgedeploy.nn.layers import _hash_uniform, fill_deterministic_
+from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.nn.mobilevit import (
     MobileViT,
     MobileViTBlock,
@@ -39,7 +39,7 @@ def fixture(name: str) -> dict:
 
 
 def reference_input(size: int) -> torch.Tensor:
-    return _hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
+    return hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -49,7 +49,9 @@ from edgedeploy.export.lowering import register_lowering
 Direction = Literal["H", "W"]
 
 
-def circular_conv(x: torch.Tensor, weight: torch.Tensor, direction: Direction, bias: torch.Tensor | None = None):
+def circular_conv(
+    x: torch.Tensor, weight: torch.Tensor, direction: Direction, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """Depthwise global circular convolution by cat-then-conv.
 
     ``x``: ``(N, C, H, W)``; ``weight``: ``(C, 1, H, 1)`` for ``direction="H"`` (vertical, GCC-V: each output

@@ -256,7 +256,7 @@ class BifurcateNet(nn.Module):
         return self.classifier(self.forward_features(x))
 
 
-def _hash_uniform(n: int, seed: int) -> torch.Tensor:
+def hash_uniform(n: int, seed: int) -> torch.Tensor:
     """``n`` reproducible uniform values in ``[-1, 1)`` (float64) from an integer hash: exact on every platform."""
     h = (torch.arange(n, dtype=torch.int64) + seed * 0x9E3779B1) & 0xFFFFFFFF
     h = h ^ (h >> 16)
@@ -285,7 +285,7 @@ def fill_deterministic_(module: nn.Module) -> nn.Module:
         for key, t in module.state_dict(keep_vars=True).items():
             if not torch.is_floating_point(t) or t.numel() == 0:
                 continue
-            u = _hash_uniform(t.numel(), zlib.crc32(key.encode())).reshape(t.shape)
+            u = hash_uniform(t.numel(), zlib.crc32(key.encode())).reshape(t.shape)
             leaf = key.rsplit(".", 1)[-1]
             if leaf == "running_var":
                 val = 0.75 + 0.25 * u
