@@ -8,7 +8,10 @@ installed package set is unchanged and no socket is opened during conversion.
 Opset 13 is the default for MNN because LayerNormalization does not exist before opset 17, so LayerNorm reaches
 MNN decomposed into ReduceMean/Sub/Pow/Sqrt/Div, the form the MNN LayerNorm reports point to
 (``benchmarks/lowering_ablation.py`` measures both). Precisions: ``fp32``; ``fp16`` stores fp16 weights
-(``--fp16``, compute stays fp32 on CPU with precision "high").
+(``--fp16``, compute stays fp32 on CPU with precision "high"); ``int8`` full integer by default (the compiled
+quantizer ``_tools.mnnquant`` in-process on a calibration set, :func:`edgedeploy.export.quantize.mnn_full_int8`)
+or weight-only with ``options["int8_mode"] = "weight"`` (converter ``--weightQuantBits 8``: int8 weights,
+float compute).
 """
 
 from __future__ import annotations
@@ -85,26 +88,54 @@ class MnnExporter(Exporter):
     format = "mnn"
     suffix = ".mnn"
     extra = "mnn"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
     ) -> ExportedFile:
+        from edgedeploy.export.quantize import int8_mode, mnn_full_int8
+
         opset = settings.opset or DEFAULT_OPSET
-        extra_args = ["--fp16"] if settings.precision == "fp16" else []
+        mode = int8_mode(settings.options) if settings.precision == "int8" else None
+        extra_args = {"fp16": ["--fp16"], "int8": ["--weightQuantBits", "8"] if mode == "weight" else []}.get(
+            settings.precision, []
+        )
+        extra: dict[str, Any] = {}
+        quant_tool = ""
         with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-") as tmp:
             onnx_file = torch_to_onnx(module, example, Path(tmp) / "model.onnx", opset=opset)
-            onnx_to_mnn(onnx_file.path, out_path, extra_args)
+            if mode == "full":
+                from edgedeploy.export.calibration import calibration_set
+
+                fp32 = Path(tmp) / "fp32.mnn"
+                onnx_to_mnn(onnx_file.path, fp32)
+                calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
+                info = mnn_full_int8(fp32, out_path, calib)
+                extra = {"quantization": info, "calibration": info["calibration"]}
+                quant_tool = f" + {info['tool']}"
+            else:
+                onnx_to_mnn(onnx_file.path, out_path, extra_args)
+                if settings.precision == "fp16":
+                    extra = {"quantization": {"method": "fp16 weights, fp32 compute", "tool": "MNN converter --fp16"}}
+                elif mode == "weight":
+                    extra = {
+                        "quantization": {
+                            "method": "int8 weights (weight-only), float compute",
+                            "tool": "MNN converter --weightQuantBits 8",
+                        }
+                    }
         return ExportedFile(
             path=out_path,
             exporter=f"{onnx_file.exporter} -> MNN converter (in-process _tools.mnnconvert"
-            + (", --fp16" if extra_args else "")
-            + ")",
+            + (f", {' '.join(extra_args)}" if extra_args else "")
+            + ")"
+            + quant_tool,
             opset=opset,
             input_name=onnx_file.input_name,
             input_shape=onnx_file.input_shape,
             output_names=onnx_file.output_names,
             notes=onnx_file.notes,
+            extra=extra,
         )
 
     def op_census(self, path: Path) -> dict[str, int]:

@@ -8,11 +8,16 @@ Exporter choice per opset (recorded in the manifest):
 
 The graph is then simplified with onnxsim (constant folding, shape inference); a failure to simplify keeps the
 unsimplified graph and says so in the notes. Input ``input`` is ``(1, 3, H, W)`` float32 NCHW, output ``logits``.
+
+Precisions (:mod:`edgedeploy.export.quantize`, onnxruntime's tools, applied to the fp32 graph): fp16 (weights and
+compute, float32 I/O kept) and int8 — full integer QDQ with a calibration set by default, or weight-only /
+dynamic with ``options["int8_mode"] = "weight"``. Input and output stay float32 in every precision.
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -110,17 +115,35 @@ def onnx_op_census(path: Path) -> dict[str, int]:
 
 @register_exporter
 class OnnxExporter(Exporter):
-    """ONNX (see the module docstring); fp32 here, other precisions in :mod:`edgedeploy.export.quantize`."""
+    """ONNX (see the module docstring); fp16 / int8 through :mod:`edgedeploy.export.quantize`."""
 
     format = "onnx"
     suffix = ".onnx"
     extra = "onnx"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
     ) -> ExportedFile:
-        return torch_to_onnx(module, example, out_path, opset=settings.opset or DEFAULT_OPSET)
+        opset = settings.opset or DEFAULT_OPSET
+        if settings.precision == "fp32":
+            return torch_to_onnx(module, example, out_path, opset=opset)
+        from edgedeploy.export.calibration import calibration_set
+        from edgedeploy.export.quantize import int8_mode, quantize_onnx
+
+        mode = int8_mode(settings.options) if settings.precision == "int8" else "full"
+        calib = None
+        if settings.precision == "int8" and mode == "full":
+            calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
+        with tempfile.TemporaryDirectory(prefix="edgedeploy-onnx-") as tmp:
+            exported = torch_to_onnx(module, example, Path(tmp) / "fp32.onnx", opset=opset)
+            info = quantize_onnx(exported.path, out_path, settings.precision, calib, mode)
+        exported.path = out_path
+        exported.exporter += f" + {info['tool']}"
+        exported.extra["quantization"] = info
+        if "calibration" in info:
+            exported.extra["calibration"] = info["calibration"]
+        return exported
 
     def op_census(self, path: Path) -> dict[str, int]:
         return onnx_op_census(path)

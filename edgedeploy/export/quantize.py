@@ -1,0 +1,224 @@
+"""Reduced precisions per format: fp16 and int8 (weight-only or full-integer with a calibration set).
+
+Each function takes an fp32 artifact written by the format's exporter and writes the reduced-precision artifact;
+it returns a dict for the manifest's ``quantization`` field (method, tool, calibration set). ``mode`` for int8 is
+``"full"`` (weights and activations int8, activation ranges from :mod:`edgedeploy.export.calibration`) or
+``"weight"`` (int8 weights, float activations). Inputs and outputs stay float32 in every case.
+
+* ONNX (onnxruntime.quantization): fp16 — ``onnxruntime.transformers.float16.convert_float_to_float16`` with
+  float32 I/O kept; int8 full — ``quantize_static``, QDQ format, per-channel symmetric int8 weights, uint8
+  activations, MinMax calibration; int8 weight — ``quantize_dynamic`` (int8 weights, activations quantized at run
+  time).
+* MNN: fp16 — converter ``--fp16`` (fp16 weights); int8 weight — converter ``--weightQuantBits 8``; int8 full — the
+  compiled quantizer ``_tools.mnnquant(src, dst, config_json)`` called in-process (KL feature quantization,
+  MAX_ABS weights) on PNG calibration images. ``MNN.tools`` is never imported (it pip-installs a logging SDK and
+  sends a usage log; TOOLCHAIN_NOTES.md).
+* TFLite (ai-edge-quantizer on the fp32 ``.tflite``): fp16 — float casting of weights (compute stays fp32 unless
+  the delegate chooses fp16); int8 weight — weight-only int8 channel-wise (explicit dequantize); int8 full —
+  ``static_wi8_ai8`` with the calibration set.
+* CoreML: see :mod:`edgedeploy.export.coreml` (fp16 compute precision; int8 linear weight quantization).
+
+Errors: :class:`ExportError` when a quantizer fails or writes nothing; :class:`MissingExtraError` for missing tools.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy._util import captured_fd_output
+from edgedeploy.errors import ConfigError, ExportError, MissingExtraError
+from edgedeploy.export.calibration import CalibrationSet
+
+INT8_MODES = ("full", "weight")
+
+
+def int8_mode(options: dict[str, Any]) -> str:
+    """``options["int8_mode"]`` ("full" by default); :class:`ConfigError` for anything else."""
+    mode = str(options.get("int8_mode", "full"))
+    if mode not in INT8_MODES:
+        raise ConfigError(f"int8 mode must be one of {', '.join(INT8_MODES)} (got {mode!r})")
+    return mode
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ------------------------------------------------------------------------------------------------------ ONNX
+def quantize_onnx(
+    src: Path, dst: Path, precision: str, calib: CalibrationSet | None = None, mode: str = "full"
+) -> dict[str, Any]:
+    """fp32 ONNX ``src`` → ``dst`` at ``precision`` ("fp16" or "int8"); see the module docstring."""
+    try:
+        import onnx
+        from onnxruntime import quantization as q
+    except ImportError as e:
+        raise MissingExtraError("onnxruntime", "onnx", "ONNX quantization") from e
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+            onnx.save(model, str(dst))
+        except Exception as e:
+            raise ExportError(f"ONNX fp16 conversion failed: {_first_line(e)}") from e
+        return {"method": "fp16 weights and compute, float32 I/O", "tool": "onnxruntime.transformers.float16"}
+    if precision != "int8":
+        raise ConfigError(f"quantize_onnx: unsupported precision {precision}")
+    logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), captured_fd_output():
+            warnings.simplefilter("ignore")
+            if mode == "weight":
+                q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=True)
+                return {"method": "int8 weights, dynamic int8 activations", "tool": "onnxruntime quantize_dynamic"}
+            if calib is None:
+                raise ConfigError("full-integer ONNX quantization needs a calibration set")
+            name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+
+            class Reader(q.CalibrationDataReader):
+                def __init__(self) -> None:
+                    self.it = iter(calib.arrays("NCHW"))
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    a = next(self.it, None)
+                    return None if a is None else {name: a}
+
+            q.quantize_static(
+                str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+            )  # fmt: skip
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ExportError(f"ONNX int8 quantization failed: {_first_line(e)}") from e
+    return {
+        "method": "full integer: QDQ, per-channel int8 weights, uint8 activations (MinMax)",
+        "tool": "onnxruntime quantize_static",
+        "calibration": calib.describe(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- MNN
+def mnn_full_int8(src: Path, dst: Path, calib: CalibrationSet) -> dict[str, Any]:
+    """fp32 MNN ``src`` → full-integer ``dst`` with the compiled quantizer, in-process (never ``MNN.tools``).
+
+    The calibration images are written as ``size × size`` PNGs; the quantizer's preprocessing
+    ``(pixel - mean) * normal`` with ``mean = 255 · ImageNet mean`` and ``normal = 1 / (255 · ImageNet std)``
+    reproduces :mod:`edgedeploy.data`'s normalisation exactly (no resize happens at that size).
+    """
+    from edgedeploy.data import IMAGENET_MEAN, IMAGENET_STD
+    from edgedeploy.export.mnn import _converter
+
+    tools = _converter()
+    log: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-mnnquant-") as tmp:
+        folder = Path(tmp) / "images"
+        calib.write_images(folder)
+        config = {
+            "format": "RGB",
+            "mean": [float(v) for v in IMAGENET_MEAN * 255.0],
+            "normal": [float(v) for v in 1.0 / (IMAGENET_STD * 255.0)],
+            "width": calib.size,
+            "height": calib.size,
+            "path": str(folder) + "/",
+            "used_image_num": len(calib.images),
+            "feature_quantize_method": "KL",
+            "weight_quantize_method": "MAX_ABS",
+        }
+        cfg = Path(tmp) / "quant.json"
+        cfg.write_text(json.dumps(config))
+        if dst.exists():
+            dst.unlink()
+        with captured_fd_output(log):
+            try:
+                tools.mnnquant(str(src), str(dst), str(cfg))
+            except Exception as e:  # noqa: BLE001 - the binding raises plain errors from C++
+                log.append(f"\n{type(e).__name__}: {e}")
+    if not dst.is_file() or dst.stat().st_size == 0:
+        text = "".join(log).strip().splitlines()
+        raise ExportError(f"MNN int8 quantization failed: {text[-1] if text else 'no output'}")
+    return {
+        "method": "full integer: int8 weights (MAX_ABS) and activations (KL)",
+        "tool": "MNN quantizer (in-process _tools.mnnquant)",
+        "calibration": calib.describe(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- TFLite
+def _aeq() -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from ai_edge_quantizer import quantizer, recipe
+    except ImportError as e:
+        raise MissingExtraError("ai-edge-quantizer", "tflite", "TFLite fp16/int8") from e
+    return quantizer, recipe
+
+
+def quantize_tflite(
+    src: Path,
+    dst: Path,
+    precision: str,
+    calib: CalibrationSet | None = None,
+    mode: str = "full",
+    layout: str = "NCHW",
+) -> dict[str, Any]:
+    """fp32 ``.tflite`` ``src`` → ``dst`` at ``precision`` with ai-edge-quantizer (see the module docstring).
+
+    ``layout`` is the artifact's input layout (the calibration arrays are fed in it).
+    """
+    quantizer, recipe = _aeq()
+    from ai_edge_quantizer import qtyping
+
+    q = quantizer.Quantizer(str(src))
+    if precision == "fp16":
+        q.add_weight_only_config(
+            regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+            algorithm_key="float_casting",
+        )  # fmt: skip
+        info: dict[str, Any] = {"method": "fp16 weights (float casting), float32 compute", "tool": "ai-edge-quantizer"}
+    elif precision == "int8" and mode == "weight":
+        q.load_quantization_recipe(recipe.weight_only_wi8_afp32())
+        info = {"method": "int8 weights (channel-wise), float32 compute", "tool": "ai-edge-quantizer"}
+    elif precision == "int8":
+        if calib is None:
+            raise ConfigError("full-integer TFLite quantization needs a calibration set")
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        info = {
+            "method": "full integer: int8 weights (channel-wise) and activations (min/max), float32 I/O",
+            "tool": "ai-edge-quantizer static_wi8_ai8",
+            "calibration": calib.describe(),
+        }
+    else:
+        raise ConfigError(f"quantize_tflite: unsupported precision {precision}")
+    try:
+        with warnings.catch_warnings(), captured_fd_output():
+            warnings.simplefilter("ignore")
+            result_calib = None
+            if q.need_calibration:
+                from ai_edge_litert.interpreter import Interpreter
+
+                it = Interpreter(model_path=str(src))
+                sig = next(iter(it.get_signature_list()))
+                in_name = it.get_signature_list()[sig]["inputs"][0]
+                data = {sig: [{in_name: a} for a in calib.arrays(layout)]}  # type: ignore[union-attr]
+                result_calib = q.calibrate(data, num_threads=1)
+            result = q.quantize(result_calib, enable_progress_report=False)
+        dst.write_bytes(bytes(result.quantized_model))
+    except (ConfigError, MissingExtraError):
+        raise
+    except Exception as e:
+        raise ExportError(f"TFLite {precision} quantization failed: {_first_line(e)}") from e
+    return info
