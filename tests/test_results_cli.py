@@ -205,3 +205,30 @@ def test_module_entry_point_exit_codes(base: Path, tmp_path: Path) -> None:
     assert subprocess.run([*cmd, str(base), str(base)], capture_output=True, check=False).returncode == 0
     bad = subprocess.run([*cmd, str(base), str(tmp_path / "x.json")], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+def test_default_rerun_command_parses_as_a_bench_invocation(tmp_path: Path) -> None:
+    """The --confirm default must stay in step with the real `edgedeploy bench` options."""
+    from edgedeploy.results.cli import DEFAULT_RERUN_CMD
+
+    cli = pytest.importorskip("edgedeploy.cli")
+    bench = cli.main.commands.get("bench")
+    if bench is None:
+        pytest.skip("edgedeploy bench not wired yet")
+    argv = [
+        tok.format(model="edgeformer_s", format="mnn", precision="fp32", runtime="mnn", device="local", threads=2,
+                   iterations=100, warmup=10, out=str(tmp_path / "r.json"))
+        for tok in shlex.split(DEFAULT_RERUN_CMD)
+    ]  # fmt: skip
+    assert argv[:2] == ["edgedeploy", "bench"]
+    ctx = bench.make_context("bench", argv[2:])
+    assert ctx.params["runtime"] == "mnn" and ctx.params["threads"] == 2 and ctx.params["out"].endswith("r.json")
+
+
+def test_append_result_is_what_bench_out_uses(tmp_path: Path) -> None:
+    from edgedeploy.results import store
+
+    path = store.append_result(
+        tmp_path, store.load_source(write_bench(tmp_path / "b.json", {"emo_5m": samples(19)}))[0]
+    )
+    assert path.parent == tmp_path and store.list_runs(tmp_path)[0].results[0].model == "emo_5m"

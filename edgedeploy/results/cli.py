@@ -48,8 +48,8 @@ from edgedeploy.results.compare import (
 
 #: ``--confirm`` re-runs a flagged key with this command (placeholders filled per key; no shell involved).
 DEFAULT_RERUN_CMD = (
-    "edgedeploy bench {model} --format {format} --precision {precision} --runtime {runtime} --device {device} "
-    "--threads {threads} --iterations {iterations} --warmup {warmup} --json {out}"
+    "edgedeploy bench {model} --runtime {runtime} --precision {precision} --device {device} "
+    "--threads {threads} --iterations {iterations} --warmup {warmup} --out {out}"
 )
 RERUN_TIMEOUT_S = 3600
 

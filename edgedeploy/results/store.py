@@ -120,6 +120,16 @@ def append_run(
     return run
 
 
+def append_result(folder: str | Path, result: BenchResult) -> Path:
+    """Append one result as a new run record in ``folder`` (what ``bench --out DIR`` does); returns the file path.
+
+    Same atomicity and errors as :func:`append_run`.
+    """
+    run = append_run(result, folder)
+    assert run.path is not None
+    return run.path
+
+
 def parse_document(data: Any, origin: str) -> StoredRun:
     """Turn a parsed JSON document into a :class:`StoredRun`.
 
