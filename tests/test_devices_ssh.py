@@ -178,3 +178,23 @@ def test_device_lock(server: SSHServer, tmp_path: Path, tiny_onnx: Path) -> None
     lockdir.rmdir()
     assert _bench(prof_path, tiny_onnx, iterations=3).status == "complete"
     assert not lockdir.exists()  # released
+
+
+@pytest.mark.slow
+def test_cli_bench_edgeformer_over_ssh(server: SSHServer, tmp_path: Path) -> None:
+    """The issue's acceptance check: the real CLI, a fresh sshd on loopback, the profile given as a YAML path."""
+    from tests.conftest import run_cli
+
+    workdir = str(tmp_path / "board work dir")
+    prof = server.profile_yaml(tmp_path / "loopback-board.yaml", workdir, sys.executable)
+    locks = {"EDGEDEPLOY_LOCK_DIR": str(tmp_path / "locks")}
+    p = run_cli("bench", "edgeformer_s", "--device", str(prof), "--runtime", "onnxruntime", "--iterations", "3",
+                "--warmup", "1", "--threads", "1", "--json", env=locks)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert len(res["samples_ms"]) == 3 and res["device"] == "loopback-board" and res["source"] == "python-runner"
+    remote = Path(res["artifact"]["remote_path"])
+    assert remote.is_file() and str(remote).startswith(workdir + "/artifacts/")
+    wrong = server.profile_yaml(tmp_path / "wrong.yaml", workdir, sys.executable, known_hosts=server.wrong_known_hosts)
+    p = run_cli("bench", "edgeformer_s", "--device", str(wrong), "--runtime", "onnxruntime", "--iterations", "1")
+    assert p.returncode == 5 and "host key verification failed" in p.stderr

@@ -190,7 +190,7 @@ def bench_on_device(
     runtime: str,
     iterations: int,
     warmup: int,
-    threads: int,
+    threads: int | None,
     model: str,
     fmt: str,
     precision: str,
@@ -202,10 +202,10 @@ def bench_on_device(
     ``runtime`` is a Python runtime the runner imports (``onnxruntime``, ``mnn``, ``tflite``/``litert``, ``ncnn``)
     or a native tool from ``profile.native_tools`` (``mnn-benchmark``, ``tflite-benchmark_model``,
     ``onnxruntime_perf_test``; also accepted as ``native:<tool>``). Latencies in ms; ``iterations`` timed runs
-    after ``warmup`` warm-up runs at ``threads`` threads; ``input_shape`` NCHW (the model's own static shape wins
-    where the runtime knows it). Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool,
-    default True), ``state_every`` (iterations between frequency readings, default 10), ``timeout_s`` (per run,
-    default 3600), ``git_commit``.
+    after ``warmup`` warm-up runs at ``threads`` threads (``None``: one per pinned core, else one per online
+    core); ``input_shape`` NCHW (the model's own static shape wins where the runtime knows it).
+    Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool, default True), ``state_every``
+    (iterations between frequency readings, default 10), ``timeout_s`` (per run, default 3600), ``git_commit``.
 
     Raises :class:`ConfigError` (bad numbers, missing artifact), :class:`UnknownRuntimeError`,
     :class:`DeviceBusyError`, :class:`DeviceUnreachableError`, :class:`DeviceAuthError`,
@@ -215,7 +215,7 @@ def bench_on_device(
     artifact = Path(artifact)
     if not artifact.is_file():
         raise ConfigError(f"artifact {artifact}: no such file")
-    if iterations < 1 or warmup < 0 or threads < 1:
+    if iterations < 1 or warmup < 0 or (threads is not None and threads < 1):
         raise ConfigError(f"need iterations >= 1, warmup >= 0, threads >= 1 (got {iterations}, {warmup}, {threads})")
     native_tool = runtime[7:] if runtime.startswith("native:") else runtime if runtime in NATIVE_TOOLS else None
     if native_tool is not None:
@@ -255,7 +255,7 @@ def _bench(
     native_tool: str | None,
     iterations: int,
     warmup: int,
-    threads: int,
+    threads: int | None,
     model: str,
     fmt: str,
     precision: str,
@@ -286,6 +286,8 @@ def _bench(
         if mask is None:
             warnings.append("no core mask known (profile has no clusters, sysfs has no cpufreq): not pinned")
         pin_cores = [i for i in range(64) if mask and (int(mask, 16) >> i) & 1]
+        if threads is None:
+            threads = len(pin_cores) if pin and pin_cores else int(before.get("nproc") or 1)
         if pin and threads > len(pin_cores):
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []
