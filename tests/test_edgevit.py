@@ -189,10 +189,13 @@ class _MaxRank(TorchDispatchMode):
         super().__init__()
         self.max_rank = 0
         self.ops: set[str] = set()
+        self.transposed_convs = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         out = func(*args, **(kwargs or {}))
         self.ops.add(str(func.overloadpacket))
+        if func.overloadpacket == torch.ops.aten.convolution and args[6]:  # (input, weight, bias, ..., transposed, …)
+            self.transposed_convs += 1
         for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor):
                 self.max_rank = max(self.max_rank, t.dim())
@@ -216,6 +219,24 @@ def test_lowering_is_exact_and_4d(name: str, size: int) -> None:
         model(x)
     assert mode.max_rank == 5  # the training-time qkv layout is 5-D: the rewrite is doing real work
     assert sorted(lowered.state_dict()) == sorted(model.state_dict())
+
+
+def test_tflite_lowering_replaces_transposed_conv_exactly() -> None:
+    model = build_model("edgevit_xxs")
+    model.load_state_dict(seeded_state(model.state_dict()))
+    x = torch.randn(1, 3, 224, 224)
+    lowered, _ = lower(model, x, target="tflite")
+    with torch.no_grad(), _MaxRank() as mode:
+        y = lowered(x)
+    assert mode.transposed_convs == 0 and mode.max_rank <= 4
+    with torch.no_grad(), _MaxRank() as mode:
+        ref = model(x)
+    assert mode.transposed_convs == 5  # the detector sees the training-time LocalProps
+    assert torch.equal(y, ref)  # bitwise: one product and one bias add per output pixel either way
+    n_up = sum(1 for m in lowered.modules() if isinstance(m, LoweredSelfAttn) and m.upsample_local_prop)
+    assert n_up == 5  # the five blocks with sample rate > 1 (1 + 1 + 3)
+    onnx_lowered, _ = lower(model, x, target="onnx")
+    assert not any(m.upsample_local_prop for m in onnx_lowered.modules() if isinstance(m, LoweredSelfAttn))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -38,6 +38,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy.cards import ModelCard
@@ -300,7 +301,7 @@ class LoweredSelfAttn(nn.Module):
     for the recorded shape.
     """
 
-    def __init__(self, src: SelfAttn, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, src: SelfAttn, input_shape: tuple[int, ...], upsample_local_prop: bool = False) -> None:
         super().__init__()
         B, C, H, W = (int(s) for s in input_shape)
         a = src.attn
@@ -320,6 +321,21 @@ class LoweredSelfAttn(nn.Module):
         self.B, self.C, self.H, self.W, self.r = B, C, H, W, r
         self.h, self.w = H // r, W // r
         self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
+        self.upsample_local_prop = upsample_local_prop and r > 1
+
+    def local_prop(self, o: torch.Tensor) -> torch.Tensor:
+        """LocalProp ``(B, C, h, w) → (B, C, H, W)``; as ``Resize(nearest) · tiled kernel + bias`` when asked.
+
+        With kernel = stride = r the transposed conv writes ``o[c, i, j] · K[c, a, b] + bias[c]`` to pixel
+        ``(r·i + a, r·j + b)``: one product per output, no overlap, so nearest up-sampling times the kernel tiled
+        over the map plus the bias gives bitwise the same values.
+        """
+        lp = self.attn.LocalProp
+        if not self.upsample_local_prop:
+            return lp(o)
+        pattern = lp.weight.reshape(1, self.C, self.r, self.r).repeat(1, 1, self.h, self.w)
+        up = F.interpolate(o, scale_factor=float(self.r), mode="nearest")
+        return up * pattern + lp.bias.reshape(1, self.C, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W, r, h, w = self.B, self.C, self.H, self.W, self.r, self.h, self.w
@@ -338,7 +354,7 @@ class LoweredSelfAttn(nn.Module):
         attn = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * self.scale, dim=-1)
         o = torch.matmul(attn, v).permute(0, 2, 1, 3).reshape(B * n, C)
         if r > 1:
-            o = self.attn.LocalProp(o.reshape(B, n, C).transpose(1, 2).reshape(B, C, h, w))
+            o = self.local_prop(o.reshape(B, n, C).transpose(1, 2).reshape(B, C, h, w))
             o = self.attn.norm(o.reshape(B, C, L).transpose(1, 2).reshape(B * L, C))
         t = t + self.attn.proj(o)
         t = t + self.mlp(self.norm2(t))
@@ -347,8 +363,14 @@ class LoweredSelfAttn(nn.Module):
 
 @register_lowering(SelfAttn)
 def lower_self_attn(module: SelfAttn, input_shape: tuple[int, ...], target: str) -> nn.Module:
-    """Rewrite :class:`SelfAttn` into :class:`LoweredSelfAttn` for ``input_shape`` (every target)."""
-    return LoweredSelfAttn(module, input_shape)
+    """Rewrite :class:`SelfAttn` into :class:`LoweredSelfAttn` for ``input_shape`` (every target).
+
+    For ``tflite`` the depth-wise LocalProp transposed conv is also rewritten as nearest up-sampling × tiled
+    kernel + bias: litert-torch splits a grouped ``ConvTranspose2d`` into one TRANSPOSE_CONV (and SLICE) per
+    channel (540 of each for EdgeViT-XXS at 224, measured with litert-torch 0.10), while ONNX Runtime and MNN
+    run it as one depth-wise deconvolution.
+    """
+    return LoweredSelfAttn(module, input_shape, upsample_local_prop=target == "tflite")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
