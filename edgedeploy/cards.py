@@ -13,7 +13,7 @@ Example (``models/edgeformer_s.yaml``)::
     hyper: {...}            # passed to the family builder
     paper: {params: 5.0e6, macs: 1.7e9, source: "EdgeFormer paper, Table 2", note: ...}
     official: {repo: hkzhang91/EdgeFormer, config: config/classification/edgeformer/edgeformer_s.yaml,
-               params: 4999728}
+               params: 5037088}
 
 Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for a malformed card.
 """
