@@ -121,15 +121,39 @@ def node_module(node_name: str) -> str | None:
     return scope_to_module(segs) if segs else None
 
 
-def map_module_outputs(nodes: list[tuple[str, str]], module_names: set[str]) -> dict[str, str]:
-    """``nodes``: (node name, first output tensor) in graph order → {module name: tensor of its last node}."""
+def _ancestors(mod: str | None) -> list[str]:
+    out = []
+    while mod:
+        out.append(mod)
+        mod = mod.rpartition(".")[0]
+    return out
+
+
+def _inside(mod: str | None, scope: str) -> bool:
+    return bool(mod) and (mod == scope or mod.startswith(scope + "."))  # type: ignore[union-attr]
+
+
+def map_module_outputs(
+    nodes: list[tuple[str, list[str], list[str]]], module_names: set[str], graph_outputs: set[str] = frozenset()
+) -> dict[str, str]:
+    """{module name: the tensor that carries its output} from ``nodes`` = (node name, inputs, outputs) in graph order.
+
+    A module's output is the last tensor produced inside its scope that leaves it: consumed by a node outside the
+    scope, or a graph output. Tensors used only inside the scope (e.g. a transposed key inside an attention) are
+    never taken for the module's output.
+    """
+    consumers: dict[str, list[str | None]] = {}
+    for name, inputs, _ in nodes:
+        for t in inputs:
+            consumers.setdefault(t, []).append(node_module(name))
     last: dict[str, str] = {}
-    for node_name, tensor in nodes:
-        mod = node_module(node_name)
-        while mod:
-            if mod in module_names:
-                last[mod] = tensor
-            mod = mod.rpartition(".")[0]
+    for name, _, outputs in nodes:
+        scopes = [m for m in _ancestors(node_module(name)) if m in module_names]
+        for t in outputs:
+            users = consumers.get(t, [])
+            for scope in scopes:
+                if t in graph_outputs or any(not _inside(u, scope) for u in users):
+                    last[scope] = t
     return last
 
 
@@ -170,8 +194,8 @@ def _onnx_probe(artifact: Path, x: np.ndarray, module_names: set[str]) -> tuple[
     import onnxruntime as ort
 
     model = onnx.load(str(artifact))
-    nodes = [(n.name, n.output[0]) for n in model.graph.node if n.output]
-    mapping = map_module_outputs(nodes, module_names)
+    nodes = [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
+    mapping = map_module_outputs(nodes, module_names, {o.name for o in model.graph.output})
     existing = {o.name for o in model.graph.output}
     wanted = sorted(set(mapping.values()) - existing)
     for t in wanted:
@@ -188,8 +212,21 @@ def _onnx_probe(artifact: Path, x: np.ndarray, module_names: set[str]) -> tuple[
     return mapping, {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}
 
 
-def _mnn_probe(artifact: Path, x: np.ndarray, module_names: set[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+def _mnn_probe(
+    artifact: Path, x: np.ndarray, module_names: set[str], module: nn.Module, opset: int
+) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """The MNN converter keeps ONNX tensor names: map them on a fresh ONNX export of ``module`` at ``opset`` (the
+    graph the MNN file was converted from), then read the surviving ones from the MNN file (fused ones are gone)."""
+    import onnx
+
+    from edgedeploy.export.onnx import torch_to_onnx
     from edgedeploy.runtimes.mnn_rt import import_mnn
+
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-bisect-") as tmp:
+        exported = torch_to_onnx(module, torch.from_numpy(x), Path(tmp) / "ref.onnx", opset=opset)
+        graph = onnx.load(str(exported.path)).graph
+    nodes = [(n.name, list(n.input), list(n.output)) for n in graph.node]
+    onnx_mapping = map_module_outputs(nodes, module_names, {o.name for o in graph.output})
 
     mnn = import_mnn()
     F = mnn.expr
@@ -198,15 +235,15 @@ def _mnn_probe(artifact: Path, x: np.ndarray, module_names: set[str]) -> tuple[d
     inputs = [n for n, v in variables.items() if v.op_type == "Input"]
     if not inputs:
         raise ArtifactError(f"{artifact}: no input variable found")
-    # MNN variable names are the ONNX tensor names "<scope>/<Op>_output_0"; the node name is "<scope>/<Op>"
-    nodes = [(n.rsplit("_output_", 1)[0], n) for n in variables if n.startswith("/")]
-    mapping = map_module_outputs(nodes, module_names)
-    inp = variables[inputs[0]]
+    mapping = {m: t for m, t in onnx_mapping.items() if t in variables}
+    wanted = sorted(set(mapping.values()))
     values: dict[str, np.ndarray] = {}
     with captured_fd_output():
-        inp.write(np.ascontiguousarray(x, dtype=np.float32))
-        for t in set(mapping.values()):
-            v = variables[t]
+        rt = mnn.nn.create_runtime_manager(({"backend": "CPU", "numThread": os.cpu_count() or 1, "precision": "high"},))
+        probe = mnn.nn.load_module_from_file(str(artifact), [inputs[0]], wanted, runtime_manager=rt)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = probe.forward([F.const(x, list(x.shape), F.NCHW)])
+        for t, v in zip(wanted, outs if isinstance(outs, list) else [outs], strict=True):
             if v.data_format == F.NC4HW4:
                 v = F.convert(v, F.NCHW)
             values[t] = np.array(v.read(), dtype=np.float32)
@@ -231,12 +268,14 @@ def bisect_artifact(
     tolerance: float | None = None,
     x: np.ndarray | None = None,
     precision: str = "fp32",
+    opset: int | None = None,
 ) -> BisectReport:
     """Compare every module's output between ``module`` (the module that was exported, i.e. lowered) and
     ``artifact``; name the culprit (module docstring).
 
     ``input_shape`` is NCHW ``(1, 3, H, W)``; ``x`` defaults to the embedded photo at that size. ``tolerance`` is a
-    normwise relative error (default per precision: :data:`DEFAULT_TOLERANCE`). Raises :class:`ConfigError` for
+    normwise relative error (default per precision: :data:`DEFAULT_TOLERANCE`). ``opset``: the ONNX opset an MNN
+    artifact was converted from (its manifest's; default 13). Raises :class:`ConfigError` for
     formats without module scopes (tflite, coreml), :class:`ArtifactError` for unreadable files.
     """
     from edgedeploy.data import real_image
@@ -254,9 +293,11 @@ def bisect_artifact(
         described = f"grace_hopper.jpg at {input_shape[-1]}x{input_shape[-1]}"
     ref, order, _ = torch_module_outputs(module, x)
     types = {n: type(m).__name__ for n, m in module.named_modules()}
-    probe = _onnx_probe if fmt == "onnx" else _mnn_probe
     try:
-        mapping, values = probe(artifact, x, set(order))
+        if fmt == "onnx":
+            mapping, values = _onnx_probe(artifact, x, set(order))
+        else:
+            mapping, values = _mnn_probe(artifact, x, set(order), module, opset or 13)
     except (ConfigError, ArtifactError):
         raise
     except Exception as e:
@@ -281,7 +322,15 @@ def bisect_artifact(
         if not p.bad:
             continue
         first_bad = first_bad or p.module
-        nxt = next((q for q in compared[i + 1 :] if not q.module.startswith(p.module + ".")), None)
+        related = set(_ancestors(p.module))
+        nxt = next(
+            (
+                q
+                for q in compared[i + 1 :]
+                if q.tensor != p.tensor and q.module not in related and not _inside(q.module, p.module)
+            ),
+            None,
+        )
         if nxt is None or nxt.bad:
             culprit = p.module
             break

@@ -79,7 +79,10 @@ def check_artifact(
         if fmt not in BISECT_FORMATS:
             result["bisect_error"] = f"bisection supports {', '.join(BISECT_FORMATS)} artifacts, not {fmt}"
         else:
-            result["bisection"] = bisect_artifact(exported, path, fmt, (1, 3, size, size), tolerance, None, precision)
+            opset = manifest.opset if manifest else None
+            result["bisection"] = bisect_artifact(
+                exported, path, fmt, (1, 3, size, size), tolerance, None, precision, opset
+            )
     return result
 
 

@@ -9,10 +9,10 @@ it returns a dict for the manifest's ``quantization`` field (method, tool, calib
   float32 I/O kept; int8 full — ``quantize_static``, QDQ format, per-channel symmetric int8 weights, uint8
   activations, MinMax calibration; int8 weight — ``quantize_dynamic`` (int8 weights, activations quantized at run
   time).
-* MNN: fp16 — converter ``--fp16`` (fp16 weights); int8 weight — converter ``--weightQuantBits 8``; int8 full — the
-  compiled quantizer ``_tools.mnnquant(src, dst, config_json)`` called in-process (KL feature quantization,
-  MAX_ABS weights) on PNG calibration images. ``MNN.tools`` is never imported (it pip-installs a logging SDK and
-  sends a usage log; TOOLCHAIN_NOTES.md).
+* MNN: fp16 — converter ``--fp16`` (fp16 weights); int8 weight — converter ``--weightQuantBits 8``; int8 full —
+  the compiled quantizer ``_tools.mnnquant(["quantized.out", src, dst, config_json])`` called in-process (KL
+  feature quantization, MAX_ABS weights) on PNG calibration images. ``MNN.tools`` is never imported (it
+  pip-installs a logging SDK and sends a usage log; TOOLCHAIN_NOTES.md).
 * TFLite (ai-edge-quantizer on the fp32 ``.tflite``): fp16 — float casting of weights (compute stays fp32 unless
   the delegate chooses fp16); int8 weight — weight-only int8 channel-wise (explicit dequantize); int8 full —
   ``static_wi8_ai8`` with the calibration set.
@@ -143,7 +143,8 @@ def mnn_full_int8(src: Path, dst: Path, calib: CalibrationSet) -> dict[str, Any]
             dst.unlink()
         with captured_fd_output(log):
             try:
-                tools.mnnquant(str(src), str(dst), str(cfg))
+                # the binding takes an argv list (program name first); three strings abort in C++ (MNN 3.6.1)
+                tools.mnnquant(["quantized.out", str(src), str(dst), str(cfg)])
             except Exception as e:  # noqa: BLE001 - the binding raises plain errors from C++
                 log.append(f"\n{type(e).__name__}: {e}")
     if not dst.is_file() or dst.stat().st_size == 0:
