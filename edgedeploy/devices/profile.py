@@ -39,7 +39,7 @@ from edgedeploy.errors import ConfigError, UnknownDeviceError
 #: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`).
 PYTHON_RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
 #: Native tools whose output :mod:`edgedeploy.devices.native` parses.
-NATIVE_TOOLS = ("mnn-benchmark", "mnn-timeprofile", "tflite-benchmark_model", "onnxruntime_perf_test")
+NATIVE_TOOLS = ("mnn-benchmark", "tflite-benchmark_model", "onnxruntime_perf_test")
 
 DEFAULT_WORKDIR = {"local": "~/.cache/edgedeploy/device", "ssh": "/tmp/edgedeploy", "adb": "/data/local/tmp/edgedeploy"}
 
