@@ -8,7 +8,6 @@ MNN's quantizer runs in-process: a test proves it neither imports ``MNN.tools`` 
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -129,25 +128,59 @@ def test_mnn_int8_uses_a_calibration_folder(tmp_path: Path) -> None:
     assert c["source"] == "folder" and c["images"] == 4 and c["location"] == str(calib.resolve())
 
 
+_GUARD = """
+import socket, sys
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "MNN.tools" or name.startswith("MNN.tools."):
+            raise ImportError("MNN.tools imported (it pip-installs and sends a usage log)")
+        return None
+
+sys.meta_path.insert(0, _Block())
+
+def _no_socket(*a, **k):
+    raise OSError("a socket was opened")
+
+socket.socket = _no_socket
+socket.create_connection = _no_socket
+"""
+
+
 @pytest.mark.slow
-def test_mnn_quantizer_stays_in_process_and_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MNN.tools import (it pip-installs and sends a usage log) and no socket during MNN int8 quantization."""
+def test_mnn_quantizer_stays_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantizer child process imports no MNN.tools and opens no socket; the package set is unchanged."""
+    from importlib.metadata import distributions
+
     from edgedeploy.export.mnn import onnx_to_mnn
     from edgedeploy.export.onnx import torch_to_onnx
     from edgedeploy.export.quantize import mnn_full_int8
 
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(_GUARD)
+    monkeypatch.setenv("PYTHONPATH", str(guard))
+    import subprocess
+
+    probe = subprocess.run([sys.executable, "-c", "import socket; socket.socket()"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "a socket was opened" in probe.stderr  # the guard is active in children
+    before = sorted((d.metadata["Name"], d.version) for d in distributions())
     m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
     torch_to_onnx(m.eval(), torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", opset=13)
     onnx_to_mnn(tmp_path / "m.onnx", tmp_path / "m.mnn")
-
-    def no_socket(*a: object, **k: object) -> None:
-        raise AssertionError("a socket was opened")
-
-    monkeypatch.setattr(socket, "socket", no_socket)
-    monkeypatch.setattr(socket, "create_connection", no_socket)
     info = mnn_full_int8(tmp_path / "m.mnn", tmp_path / "q.mnn", default_calibration_set(32))
-    assert (tmp_path / "q.mnn").stat().st_size > 0 and "in-process" in info["tool"]
+    assert (tmp_path / "q.mnn").stat().st_size > 0 and "not MNN.tools" in info["tool"]
     assert not any(name == "MNN.tools" or name.startswith("MNN.tools.") for name in sys.modules)
+    assert sorted((d.metadata["Name"], d.version) for d in distributions()) == before
+
+
+def test_mnn_quantizer_crash_becomes_an_export_error(tmp_path: Path) -> None:
+    from edgedeploy.errors import ExportError
+    from edgedeploy.export.quantize import mnn_full_int8
+
+    (tmp_path / "bad.mnn").write_bytes(b"not a model" * 100)
+    with pytest.raises(ExportError, match="MNN int8 quantization failed"):
+        mnn_full_int8(tmp_path / "bad.mnn", tmp_path / "q.mnn", default_calibration_set(32))
 
 
 @pytest.mark.slow

@@ -10,9 +10,9 @@ it returns a dict for the manifest's ``quantization`` field (method, tool, calib
   activations, MinMax calibration; int8 weight — ``quantize_dynamic`` (int8 weights, activations quantized at run
   time).
 * MNN: fp16 — converter ``--fp16`` (fp16 weights); int8 weight — converter ``--weightQuantBits 8``; int8 full —
-  the compiled quantizer ``_tools.mnnquant(["quantized.out", src, dst, config_json])`` called in-process (KL
-  feature quantization, MAX_ABS weights) on PNG calibration images. ``MNN.tools`` is never imported (it
-  pip-installs a logging SDK and sends a usage log; TOOLCHAIN_NOTES.md).
+  the compiled quantizer ``_tools.mnnquant(["quantized.out", src, dst, config_json])`` (EMA feature ranges,
+  MAX_ABS weights) on PNG calibration images, in a child process so a C++ crash cannot kill the caller.
+  ``MNN.tools`` is never imported (it pip-installs a logging SDK and sends a usage log; TOOLCHAIN_NOTES.md).
 * TFLite (ai-edge-quantizer on the fp32 ``.tflite``): fp16 — float casting of weights (compute stays fp32 unless
   the delegate chooses fp16); int8 weight — weight-only int8 channel-wise (explicit dequantize); int8 full —
   ``static_wi8_ai8`` with the calibration set.
@@ -111,18 +111,38 @@ def quantize_onnx(
 
 
 # ------------------------------------------------------------------------------------------------------- MNN
-def mnn_full_int8(src: Path, dst: Path, calib: CalibrationSet) -> dict[str, Any]:
-    """fp32 MNN ``src`` → full-integer ``dst`` with the compiled quantizer, in-process (never ``MNN.tools``).
+_MNNQUANT_CHILD = """
+import sys
+import MNN  # the runtime package only; never MNN.tools (pip install + usage log)
+import _tools
+ok = _tools.mnnquant(["quantized.out", sys.argv[1], sys.argv[2], sys.argv[3]])
+sys.exit(0 if ok is None or ok else 1)
+"""
+
+
+def mnn_full_int8(src: Path, dst: Path, calib: CalibrationSet, timeout: float = 1800) -> dict[str, Any]:
+    """fp32 MNN ``src`` → full-integer ``dst`` with the compiled quantizer (never ``MNN.tools``).
 
     The calibration images are written as ``size × size`` PNGs; the quantizer's preprocessing
     ``(pixel - mean) * normal`` with ``mean = 255 · ImageNet mean`` and ``normal = 1 / (255 · ImageNet std)``
-    reproduces :mod:`edgedeploy.data`'s normalisation exactly (no resize happens at that size).
-    """
-    from edgedeploy.data import IMAGENET_MEAN, IMAGENET_STD
-    from edgedeploy.export.mnn import _converter
+    reproduces :mod:`edgedeploy.data`'s normalisation exactly (no resize happens at that size). Feature ranges:
+    EMA (MNN's KL method crashes with SIGSEGV on the transformer models of the zoo in MNN 3.6.1, and MNN itself
+    switches to EMA for any model with a BatchNorm left); weights: MAX_ABS, per channel.
 
-    tools = _converter()
-    log: list[str] = []
+    ``_tools.mnnquant`` is called with an argv list (``["quantized.out", src, dst, config]``; three plain strings
+    abort in C++) in a child Python process that imports only ``MNN`` and ``_tools``: a crash of the C++ tool
+    becomes an :class:`ExportError` instead of killing the caller. ``PIP_NO_INDEX=1`` is set for the child as a
+    second guard; nothing is installed and nothing is sent.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from edgedeploy.data import IMAGENET_MEAN, IMAGENET_STD
+    from edgedeploy.runtimes.mnn_rt import import_mnn
+
+    import_mnn()  # MissingExtraError naming [mnn] when absent
     with tempfile.TemporaryDirectory(prefix="edgedeploy-mnnquant-") as tmp:
         folder = Path(tmp) / "images"
         calib.write_images(folder)
@@ -134,25 +154,30 @@ def mnn_full_int8(src: Path, dst: Path, calib: CalibrationSet) -> dict[str, Any]
             "height": calib.size,
             "path": str(folder) + "/",
             "used_image_num": len(calib.images),
-            "feature_quantize_method": "KL",
+            "feature_quantize_method": "EMA",
             "weight_quantize_method": "MAX_ABS",
         }
         cfg = Path(tmp) / "quant.json"
         cfg.write_text(json.dumps(config))
         if dst.exists():
             dst.unlink()
-        with captured_fd_output(log):
-            try:
-                # the binding takes an argv list (program name first); three strings abort in C++ (MNN 3.6.1)
-                tools.mnnquant(["quantized.out", str(src), str(dst), str(cfg)])
-            except Exception as e:  # noqa: BLE001 - the binding raises plain errors from C++
-                log.append(f"\n{type(e).__name__}: {e}")
-    if not dst.is_file() or dst.stat().st_size == 0:
-        text = "".join(log).strip().splitlines()
-        raise ExportError(f"MNN int8 quantization failed: {text[-1] if text else 'no output'}")
+        env = {**os.environ, "PIP_NO_INDEX": "1"}
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _MNNQUANT_CHILD, str(src), str(dst), str(cfg)],
+                capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as e:
+            raise ExportError(f"MNN int8 quantization did not finish in {timeout:.0f} s") from e
+    if proc.returncode != 0 or not dst.is_file() or dst.stat().st_size == 0:
+        how = f"exit status {proc.returncode}"
+        if proc.returncode < 0:
+            how = f"crashed with {signal.Signals(-proc.returncode).name}"
+        lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
+        raise ExportError(f"MNN int8 quantization failed ({how}): {lines[-1] if lines else 'no output'}")
     return {
-        "method": "full integer: int8 weights (MAX_ABS) and activations (KL)",
-        "tool": "MNN quantizer (in-process _tools.mnnquant)",
+        "method": "full integer: int8 weights (MAX_ABS) and activations (EMA ranges)",
+        "tool": "MNN quantizer (compiled _tools.mnnquant in a child process; not MNN.tools)",
         "calibration": calib.describe(),
     }
 
