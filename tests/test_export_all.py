@@ -102,3 +102,18 @@ def test_cli_to_all_real(tmp_path: Path) -> None:
         assert Path(r["artifact"]).exists() and r["size_bytes"] > 0
         assert (r["status"] == "exported") if r["format"] == "coreml" else (r["status"] == "parity passed")
     assert "export to every format" in proc.stderr
+
+
+def _all_variants() -> list[str]:
+    from edgedeploy.zoo import list_models
+
+    return [c.name for c in list_models()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", _all_variants())
+def test_every_variant_exports_to_onnx_and_mnn_with_parity(model: str, tmp_path: Path) -> None:
+    """Issue 4, item 7: every zoo variant to ONNX and MNN at fp32, parity passing (TFLite: test_tflite.py)."""
+    results = multi.export_each(model, ["onnx", "mnn"], tmp_path)
+    for r in results:
+        assert r.status == "parity passed", (r.format, r.error, r.parity.get("failures"))
