@@ -21,6 +21,10 @@ import platform
 import sys
 import time
 
+# onnxruntime >= 1.29 uploads 1DS telemetry on Linux/Android unless this is set before it is imported
+# (microsoft/onnxruntime#27379); the runner must never phone home from a user's board.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 RUNNER_VERSION = 1
 RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
 
