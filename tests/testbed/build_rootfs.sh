@@ -15,7 +15,15 @@ set -euo pipefail
 ARCH=${1:?usage: build_rootfs.sh ARCH CACHE_DIR}
 CACHE=${2:?usage: build_rootfs.sh ARCH CACHE_DIR}
 SUITE=bookworm
-MIRROR=${EDGEDEPLOY_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian mirror this machine's apt already uses (deb822 sources or the classic sources.list), unless overridden.
+apt_mirror() {
+  local uri
+  uri=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v -- '-security' | head -n1)
+  [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v -- '-security' | head -n1)
+  echo "$uri"
+}
+MIRROR=${EDGEDEPLOY_DEBIAN_MIRROR:-$(apt_mirror)}
+[ -n "$MIRROR" ] || { echo "no Debian mirror found in /etc/apt; set EDGEDEPLOY_DEBIAN_MIRROR" >&2; exit 2; }
 
 case "$ARCH" in
   armhf) QEMU=/usr/bin/qemu-arm-static; PLAT=(--platform manylinux_2_17_armv7l --platform manylinux2014_armv7l --platform linux_armv7l --platform manylinux_2_34_armv7l --platform manylinux_2_28_armv7l --platform manylinux_2_31_armv7l --platform manylinux_2_35_armv7l); WHEELS=(ncnn tflite-runtime==2.14.0) ;;
