@@ -18,7 +18,7 @@ import numpy as np
 from edgedeploy.errors import ArtifactError, MissingExtraError, RuntimeUnavailableError
 from edgedeploy.runtimes.base import Runtime, Session, register_runtime
 
-NEEDS_MACOS = "CoreML prediction needs macOS (coremltools on {system} can convert and save, not run)"
+NEEDS_MACOS = "CoreML prediction needs macOS (this host runs {system})"
 
 
 def import_coremltools() -> Any:
