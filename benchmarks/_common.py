@@ -1,0 +1,89 @@
+"""Shared pieces of the benchmark suites: interleaved A/B timing in short blocks, machine description, tables.
+
+This machine alternates between quiet and slow phases (TOOLCHAIN_NOTES.md, "Timing on this machine"), so suites
+never time A for a minute and then B: they interleave A B A B in short blocks inside one process, report per-block
+paired ratios and overall medians, and count the blocks that ran in a slow phase.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgedeploy.bench.envinfo import local_fingerprint
+from edgedeploy.bench.harness import measure
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU, cores, versions and the load average at the time of the call."""
+    env = local_fingerprint()
+    env["loadavg_1_5_15"] = list(os.getloadavg())
+    env["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return env
+
+
+def interleaved(
+    infers: dict[str, Callable[[], Any]], blocks: int, per_block: int, warmup: int = 2
+) -> dict[str, list[list[float]]]:
+    """Time each callable in turn, ``blocks`` times, ``per_block`` timed iterations each (ms samples per block)."""
+    for infer in infers.values():
+        for _ in range(warmup):
+            infer()
+    out: dict[str, list[list[float]]] = {k: [] for k in infers}
+    for b in range(blocks):
+        order = list(infers) if b % 2 == 0 else list(reversed(infers))  # A B, then B A: no position bias
+        for name in order:
+            out[name].append(measure(infers[name], iterations=per_block, warmup=0).samples_ms)
+    return out
+
+
+def summarize_pair(a: list[list[float]], b: list[list[float]], slow_factor: float = 1.3) -> dict[str, Any]:
+    """Medians of A and B over all samples, per-block ratios B/A, and how many blocks ran slow.
+
+    A block is "slow" when its median exceeds ``slow_factor`` × the fastest block median of the same model.
+    """
+    med_a = [float(np.median(x)) for x in a]
+    med_b = [float(np.median(x)) for x in b]
+    ratios = [mb / ma for ma, mb in zip(med_a, med_b, strict=True)]
+    slow = sum(
+        1 for ma, mb in zip(med_a, med_b, strict=True) if ma > slow_factor * min(med_a) or mb > slow_factor * min(med_b)
+    )
+    quiet = [
+        r
+        for r, ma, mb in zip(ratios, med_a, med_b, strict=True)
+        if ma <= slow_factor * min(med_a) and mb <= slow_factor * min(med_b)
+    ]
+    return {
+        "median_a_ms": float(np.median(np.concatenate(a))),
+        "median_b_ms": float(np.median(np.concatenate(b))),
+        "quiet_median_a_ms": float(np.median([m for m in med_a if m <= slow_factor * min(med_a)])),
+        "quiet_median_b_ms": float(np.median([m for m in med_b if m <= slow_factor * min(med_b)])),
+        "ratio_of_medians": float(np.median(np.concatenate(b)) / np.median(np.concatenate(a))),
+        "median_paired_ratio": float(np.median(ratios)),
+        "median_paired_ratio_quiet": float(np.median(quiet)) if quiet else None,
+        "blocks": len(ratios),
+        "slow_blocks": slow,
+    }
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
+    """Write ``benchmarks/results/<name>.json`` and ``<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def machine_markdown(m: dict[str, Any]) -> str:
+    return (
+        f"Machine: {m['cpu_model']}, {m['cores']} logical cores, {m['platform']}, Python {m['python']}; "
+        f"load average at start {m['loadavg_1_5_15'][0]:.2f}; {m['date']}; edgedeploy {m['edgedeploy']} "
+        f"(commit {str(m.get('package_commit') or '?')[:10]}).\n"
+    )
