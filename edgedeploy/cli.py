@@ -97,16 +97,16 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="edgedeploy model zoo (batch 1; MACs = conv + linear + matmul)")
-    for col in ("name", "family", "input", "params", "official", "paper params", "MACs", "paper MACs"):
-        table.add_column(col, justify="left" if col in ("name", "family") else "right")
+    table = Table(title="edgedeploy model zoo (batch 1; MACs = conv + linear + matmul; ✓ = official params)")
+    for col in ("name", "family", "input", "params", "paper params", "MACs", "MACs (fvcore)", "paper MACs"):
+        table.add_column(col, justify="left" if col in ("name", "family") else "right", no_wrap=col == "name")
     for r in rows:
         match = ""
         if r["official_params"] is not None:
             match = " ✓" if r["official_params"] == r["params"] else " ✗"
         table.add_row(
-            r["name"], r["family"], str(r["input_size"]), f"{r['params']:,}", _si(r["official_params"]) + match,
-            _si(r["paper_params"]), _si(r["macs"]), _si(r["paper_macs"]),
+            r["name"], r["family"], str(r["input_size"]), _si(r["params"]) + match, _si(r["paper_params"]),
+            _si(r["macs"]), _si(r.get("macs_paper_convention")), _si(r["paper_macs"]),
         )  # fmt: skip
     Console().print(table)
 
@@ -336,14 +336,21 @@ def _bench_local_with_progress(resolved: Any, iterations: int, warmup: int, thre
 
 def _print_result(r: Any) -> None:
     table = Table(title=f"{r.model} · {r.format} {r.precision} · {r.runtime} · {r.device} · {r.threads} threads")
-    for col in ("iterations", "median", "mean", "p90", "p99", "std", "min", "max", "load", "first"):
+    table.add_column("latency (ms)", justify="left")
+    for col in ("p50", "p90", "p99", "mean", "std", "min", "max"):
         table.add_column(col, justify="right")
-    fmt = lambda v: "–" if v is None else f"{v:.2f} ms"  # noqa: E731
     table.add_row(
-        f"{len(r.samples_ms)} (+{r.warmup} warm-up)", fmt(r.median_ms), fmt(r.mean_ms), fmt(r.p90_ms),
-        fmt(r.p99_ms), fmt(r.std_ms), fmt(r.min_ms), fmt(r.max_ms), fmt(r.load_ms), fmt(r.first_ms),
+        f"{len(r.samples_ms)} runs (+{r.warmup} warm-up)", *(f"{v:.2f}" for v in (
+            r.median_ms, r.p90_ms, r.p99_ms, r.mean_ms, r.std_ms, r.min_ms, r.max_ms))
     )  # fmt: skip
     Console().print(table)
+    extra = []
+    if r.load_ms is not None:
+        extra.append(f"load {r.load_ms:.1f} ms")
+    if r.first_ms is not None:
+        extra.append(f"first inference {r.first_ms:.1f} ms")
+    if extra:
+        Console().print(", ".join(extra))
     for w in r.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
