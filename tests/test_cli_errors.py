@@ -136,3 +136,31 @@ def test_models_json_lists_required_fields() -> None:
     for r in rows:
         assert {"name", "family", "input_size", "params", "macs"} <= set(r)
         assert r["params"] > 0
+
+
+def test_weights_with_wrong_keys_are_reported(tmp_path: Path) -> None:
+    import torch
+
+    from edgedeploy.zoo import build_model
+
+    state = build_model("mobilevit_xxs").state_dict()
+    first = next(iter(state))
+    state["not.a.layer.weight"] = state.pop(first)
+    last = list(state)[-2]
+    state[last] = torch.zeros(3, 3)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": state}, ckpt)
+    code, _, err = invoke("export", "mobilevit_xxs", "--to", "onnx", "--out", str(tmp_path), "--weights", str(ckpt))
+    assert code == 2
+    line = one_error_line(err)
+    assert "1 missing" in line and first in line
+    assert "1 unexpected" in line and "not.a.layer.weight" in line
+    assert "1 mismatched" in line and last in line
+
+
+def test_corrupt_weights_file(tmp_path: Path) -> None:
+    ckpt = tmp_path / "broken.pt"
+    ckpt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    code, _, err = invoke("bench", "mobilevit_xxs", "--runtime", "torch", "--weights", str(ckpt))
+    assert code == 2
+    assert "cannot read weights file" in one_error_line(err)
