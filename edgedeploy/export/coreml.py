@@ -16,7 +16,11 @@ Precisions:
 * fp16 — ``compute_precision=FLOAT16`` (fp16 weights and compute, float32 I/O; the ANE's native precision —
   the fp16-overflow risk the parity check exists to catch);
 * int8 — fp16 compute with weights compressed by ``ct.optimize.coreml.linear_quantize_weights`` (int8, symmetric,
-  per-channel); activations stay float (Core ML has no calibrated full-integer path for ML programs).
+  per-channel; coremltools' default threshold leaves tensors under 2048 elements in fp16); activations stay float
+  (Core ML has no calibrated full-integer path for ML programs).
+
+Input and output are declared float32 in every precision (with fp16 compute coremltools would otherwise make the
+I/O fp16 on iOS16); the ML program casts at its boundaries.
 
 Validation on any OS: the saved package loads as a spec (``ct.utils.load_spec``), is an ML program with one
 ``main`` function, and its MIL op census is read from that spec. Prediction (parity) needs macOS: elsewhere the
@@ -31,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,8 +69,8 @@ def torch_to_coreml(module: nn.Module, example: torch.Tensor, out_path: Path, pr
                 convert_to="mlprogram",
                 minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
                 compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
-                inputs=[ct.TensorType(name="input", shape=tuple(example.shape))],
-                outputs=[ct.TensorType(name="logits")],
+                inputs=[ct.TensorType(name="input", shape=tuple(example.shape), dtype=np.float32)],
+                outputs=[ct.TensorType(name="logits", dtype=np.float32)],
                 skip_model_load=not can_predict(),
             )
             if precision == "int8":
