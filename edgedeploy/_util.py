@@ -60,12 +60,18 @@ def path_size(path: str | Path) -> int:
     return path.stat().st_size
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace`` (readers never see half)."""
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``, folder fsync.
+
+    Readers never see a half-written file, and a writer killed at any moment leaves either the old or the new
+    content. Creates the parent folder; returns ``path``. Raises :class:`OSError` on I/O failure (the temp file is
+    removed).
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -74,3 +80,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):  # folder fsync: not supported everywhere
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return path

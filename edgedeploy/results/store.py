@@ -18,11 +18,9 @@ the default store, or ``baseline:<branch>`` (see :mod:`edgedeploy.results.baseli
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgedeploy._util import atomic_write_text
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ArtifactError
 
@@ -67,33 +66,6 @@ class StoredRun:
             "label": self.label,
             "results": [json.loads(r.model_dump_json()) for r in self.results],
         }
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder + fsync + ``os.replace`` + folder fsync).
-
-    Creates the parent folder. Raises :class:`OSError` on I/O failure (the temp file is removed).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # directory fsync: not supported everywhere (e.g. Windows)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return path
 
 
 def append_run(
