@@ -7,6 +7,14 @@ shipped inside the wheel (``edgedeploy/_data/<kind>``), and the source checkout'
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgedeploy.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -28,3 +36,29 @@ def find_yaml_files(kind: str) -> dict[str, Path]:
         for p in sorted(d.glob("*.yaml")):
             found.setdefault(p.stem, p)
     return found
+
+
+def load_yaml_config(path: str | Path, schema: type[M], what: str) -> M:
+    """Read one YAML file and validate it with the pydantic ``schema``; ``what`` names it in errors.
+
+    Raises :class:`~edgedeploy.errors.ConfigError` naming the file (and the field) when the file cannot be read,
+    is not YAML, is not a mapping, or does not validate.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a mapping at the top level")
+    try:
+        obj = schema(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{what} {path}: field '{field}': {msg}") from e
+    obj.path = path  # type: ignore[attr-defined]
+    return obj

@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from edgedeploy._paths import find_yaml_files
-from edgedeploy.errors import ConfigError, UnknownModelError
+from edgedeploy._paths import find_yaml_files, load_yaml_config
+from edgedeploy.errors import UnknownModelError
 
 
 class PaperFigures(BaseModel):
@@ -71,23 +70,7 @@ class ModelCard(BaseModel):
 
 def load_card(path: str | Path) -> ModelCard:
     """Read and validate one card; :class:`ConfigError` names the file and field on failure."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read model card {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"model card {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"model card {path}: expected a mapping at the top level")
-    try:
-        card = ModelCard(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"model card {path}: field '{field}': {err['msg']}") from e
-    card.path = path
-    return card
+    return load_yaml_config(path, ModelCard, "model card")
 
 
 def all_cards() -> dict[str, ModelCard]:

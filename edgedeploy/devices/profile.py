@@ -28,12 +28,11 @@ Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgedeploy._paths import find_yaml_files
+from edgedeploy._paths import find_yaml_files, load_yaml_config
 from edgedeploy.errors import ConfigError, UnknownDeviceError
 
 #: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`).
@@ -173,34 +172,13 @@ class DeviceProfile(BaseModel):
         return "local"
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(x) for x in loc) or "(top level)"
-
-
 def load_profile_file(path: str | Path) -> DeviceProfile:
     """Read and validate one profile file.
 
     Raises :class:`ConfigError` naming the file (and the field) when it cannot be read, is not YAML, or does
     not validate.
     """
-    path = Path(path).expanduser()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read device profile {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"device profile {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"device profile {path}: expected a mapping at the top level")
-    try:
-        profile = DeviceProfile(**data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = _field_path(err["loc"])
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"device profile {path}: field '{field}': {msg}") from e
-    profile.path = path
-    return profile
+    return load_yaml_config(path, DeviceProfile, "device profile")
 
 
 def load_profile(name_or_path: str) -> DeviceProfile:
