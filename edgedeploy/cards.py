@@ -21,12 +21,12 @@ Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgedeploy._paths import find_yaml_files, load_yaml_config
-from edgedeploy.errors import UnknownModelError
+from edgedeploy.errors import ConfigError, UnknownModelError
 
 
 class PaperFigures(BaseModel):
@@ -89,3 +89,19 @@ def get_card(name: str) -> ModelCard:
     if name not in files:
         raise UnknownModelError(name, files)
     return load_card(files[name])
+
+
+H = TypeVar("H", bound=BaseModel)
+
+
+def parse_hyper(card: ModelCard, schema: type[H]) -> H:
+    """Validate ``card.hyper`` with a family's pydantic ``schema``.
+
+    Raises :class:`ConfigError` naming the card file and the field (``hyper.<field>``).
+    """
+    try:
+        return schema(**card.hyper)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"model card {card.path or card.name}: field 'hyper.{field}': {err['msg']}") from e

@@ -28,10 +28,11 @@ import math
 from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from edgedeploy.cards import ModelCard
+from edgedeploy.cards import parse_hyper as parse_card_hyper
 from edgedeploy.errors import ConfigError, WeightsError
 from edgedeploy.nn.gcc import GCCBlock
 from edgedeploy.nn.layers import (
@@ -209,12 +210,7 @@ class EdgeFormer(BifurcateNet):
 
 def parse_hyper(card: ModelCard) -> EdgeFormerHyper:
     """Validate ``card.hyper``; :class:`ConfigError` names the card file and the field."""
-    try:
-        return EdgeFormerHyper(**card.hyper)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"model card {card.path or card.name}: field 'hyper.{field}': {err['msg']}") from e
+    return parse_card_hyper(card, EdgeFormerHyper)
 
 
 @register_family("edgeformer")

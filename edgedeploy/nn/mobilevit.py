@@ -30,10 +30,11 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from edgedeploy.cards import ModelCard
+from edgedeploy.cards import parse_hyper as parse_card_hyper
 from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export.lowering import register_lowering
 from edgedeploy.nn.layers import (
@@ -367,12 +368,7 @@ class MobileViT(BifurcateNet):
 
 def parse_hyper(card: ModelCard) -> MobileViTHyper:
     """Validate ``card.hyper``; :class:`ConfigError` names the card file and the field."""
-    try:
-        return MobileViTHyper(**card.hyper)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"model card {card.path or card.name}: field 'hyper.{field}': {err['msg']}") from e
+    return parse_card_hyper(card, MobileViTHyper)
 
 
 @register_family("mobilevit")
