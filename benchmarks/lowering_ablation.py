@@ -1,7 +1,10 @@
 """Lowering ablation: how the export-time form of GCC, attention, LayerNorm and GELU changes batch-1 latency.
 
-Run: ``python benchmarks/lowering_ablation.py [--blocks 6] [--iters 8] [--threads 2] [--quick]``.
-Writes ``benchmarks/results/lowering_ablation.json`` (every raw sample) and ``lowering_ablation.md``.
+Run: ``python benchmarks/lowering_ablation.py [--blocks 6] [--iters 8] [--threads 2] [--quick]
+[--groups gcc,attention,layernorm] [--formats onnx,mnn[,tflite]] [--name lowering_ablation]``.
+Writes ``benchmarks/results/<name>.json`` (every raw sample) and ``<name>.md``. The recorded LiteRT run is
+``--groups gcc,attention --formats tflite --name lowering_ablation_litert`` (the LayerNorm opset question does not
+arise for litert-torch, which converts from PyTorch directly).
 
 Groups (each variant is first checked numerically against PyTorch; a variant that does not export is recorded
 with the error instead of a latency):
@@ -50,6 +53,8 @@ from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.zoo import build_model
 
 RESULTS = Path(__file__).parent / "results"
+RUNTIME_OF = {"onnx": "onnxruntime", "mnn": "mnn", "tflite": "litert"}
+RT_LABEL = {"onnx": "onnxruntime", "mnn": "MNN", "tflite": "LiteRT"}
 
 
 # ------------------------------------------------------------------------------------------------ GCC variants
@@ -103,17 +108,25 @@ def build_variant(
         with torch.no_grad():
             err = float((mod(x) - reference).abs().max())
         onnx_path = folder / f"{model}-{lowering}-{opset}-{form}.onnx"
-        torch_to_onnx(mod, x, onnx_path, opset=opset)
-    census = onnx_op_census(onnx_path)
-    path = onnx_path
+        if fmt == "tflite":
+            from edgedeploy.export.tflite import torch_to_tflite
+            from edgedeploy.runtimes.litert_rt import tflite_op_census
+
+            path = onnx_path.with_suffix(".tflite")
+            torch_to_tflite(mod, x, path)
+            census = tflite_op_census(path)
+        else:
+            torch_to_onnx(mod, x, onnx_path, opset=opset)
+            census = onnx_op_census(onnx_path)
+            path = onnx_path
     if fmt == "mnn":
         path = onnx_path.with_suffix(".mnn")
         onnx_to_mnn(onnx_path, path)
     info = {
         "export_s": round(time.perf_counter() - t0, 2),
         "max_abs_error_vs_torch": err,
-        "onnx_nodes": sum(census.values()),
-        "onnx_ops": census,
+        "graph_nodes": sum(census.values()),
+        "ops": census,
     }
     return path, info
 
@@ -122,7 +135,7 @@ def run_ort_check(path: Path, fmt: str, model: str, threads: int) -> tuple[Calla
     """Load in the format's runtime; returns (timed callable, max abs error vs PyTorch on the photo)."""
     card = get_card(model)
     x = real_image(card.input_size)
-    rt = get_runtime("onnxruntime" if fmt == "onnx" else "mnn")
+    rt = get_runtime(RUNTIME_OF[fmt])
     session = rt.load(path, threads=threads)
     with torch.no_grad():
         ref = build_model(card).eval()(torch.from_numpy(x)).numpy()
@@ -172,17 +185,17 @@ def run_group(
     """Export every variant (recording failures), then time the ones that exported, per runtime."""
     print(f"== {title}", flush=True)
     group: dict[str, Any] = {"title": title, "variants": {}, "timing": {}}
-    fns: dict[str, dict[str, Callable[[], Any]]] = {"onnx": {}, "mnn": {}}
+    fns: dict[str, dict[str, Callable[[], Any]]] = {f: {} for f in args.formats}
     for label, spec in variants:
-        for fmt in ("onnx", "mnn"):
-            key = f"{label} [{'onnxruntime' if fmt == 'onnx' else 'MNN'}]"
+        for fmt in args.formats:
+            key = f"{label} [{RT_LABEL[fmt]}]"
             try:
                 path, info = build_variant(folder=folder, fmt=fmt, **spec)
                 fn, err = run_ort_check(path, fmt, spec["model"], args.threads)
                 info["runtime_max_abs_error_vs_torch"] = err
                 fns[fmt][label] = fn
                 group["variants"][key] = info
-                print(f"   {key}: exported in {info['export_s']} s, {info['onnx_nodes']} ONNX nodes, "
+                print(f"   {key}: exported in {info['export_s']} s, {info['graph_nodes']} graph nodes, "
                       f"runtime error {err:.2e}", flush=True)  # fmt: skip
             except Exception as e:  # noqa: BLE001 - a variant that fails to export is a result too
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -193,7 +206,7 @@ def run_group(
     baseline = variants[0][0]
     for fmt, f in fns.items():
         if baseline in f and len(f) > 1:
-            rt = "onnxruntime" if fmt == "onnx" else "MNN"
+            rt = RT_LABEL[fmt]
             group["timing"][rt] = interleaved(f, baseline, args.blocks, args.iters)
             for n, v in group["timing"][rt]["variants"].items():
                 print(f"   {rt:11s} {n:32s} median {v['median_ms']:8.2f} ms  ratio {v['ratio_vs_baseline']:.3f}",
@@ -208,8 +221,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="One model per group (for a smoke run).")
     ap.add_argument("--groups", default="gcc,attention,layernorm")
+    ap.add_argument("--formats", default="onnx,mnn", help="onnx, mnn, tflite (tflite converts with litert-torch)")
+    ap.add_argument("--name", default="lowering_ablation", help="results file stem under benchmarks/results/")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args()
+    args.formats = args.formats.split(",")
     torch.set_num_threads(args.threads)
     groups = args.groups.split(",")
     started = time.time()
@@ -264,8 +280,8 @@ def main() -> None:
     results["load_average_end"] = os.getloadavg()
     results["wall_s"] = round(time.time() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lowering_ablation.json").write_text(json.dumps(results, indent=1) + "\n")
-    (RESULTS / "lowering_ablation.md").write_text(markdown(results))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(results))
     print(markdown(results))
 
 
@@ -280,7 +296,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
     ]
     for g in results["groups"]:
-        lines += [f"## {g['title']}", "", "| variant | runtime | median ms | ratio | ONNX nodes | export s | error |"]
+        lines += [f"## {g['title']}", "", "| variant | runtime | median ms | ratio | graph nodes | export s | error |"]
         lines.append("|---|---|---:|---:|---:|---:|---|")
         for key, info in g["variants"].items():
             label, rt = key.rsplit(" [", 1)
@@ -292,7 +308,7 @@ def markdown(results: dict[str, Any]) -> str:
             med = f"{t['median_ms']:.2f}" if t else "–"
             ratio = f"{t['ratio_vs_baseline']:.3f}" if t else "–"
             lines.append(
-                f"| {label} | {rt} | {med} | {ratio} | {info['onnx_nodes']} | {info['export_s']} | "
+                f"| {label} | {rt} | {med} | {ratio} | {info['graph_nodes']} | {info['export_s']} | "
                 f"max abs {info['runtime_max_abs_error_vs_torch']:.1e} |"
             )
         for rt, t in g["timing"].items():

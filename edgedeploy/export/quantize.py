@@ -3,7 +3,8 @@
 Each function takes an fp32 artifact written by the format's exporter and writes the reduced-precision artifact;
 it returns a dict for the manifest's ``quantization`` field (method, tool, calibration set). ``mode`` for int8 is
 ``"full"`` (weights and activations int8, activation ranges from :mod:`edgedeploy.export.calibration`) or
-``"weight"`` (int8 weights, float activations). Inputs and outputs stay float32 in every case.
+``"weight"`` (int8 weights, float activations). Inputs and outputs stay float32, except TFLite full integer
+(below).
 
 * ONNX (onnxruntime.quantization): fp16 — ``onnxruntime.transformers.float16.convert_float_to_float16`` with
   float32 I/O kept; int8 full — ``quantize_static``, QDQ format, per-channel symmetric int8 weights, uint8
@@ -15,7 +16,10 @@ it returns a dict for the manifest's ``quantization`` field (method, tool, calib
   ``MNN.tools`` is never imported (it pip-installs a logging SDK and sends a usage log; TOOLCHAIN_NOTES.md).
 * TFLite (ai-edge-quantizer on the fp32 ``.tflite``): fp16 — float casting of weights (compute stays fp32 unless
   the delegate chooses fp16); int8 weight — weight-only int8 channel-wise (explicit dequantize); int8 full —
-  ``static_wi8_ai8`` with the calibration set.
+  ``static_wi8_ai8`` with the calibration set. Full integer may make the model's input and output int8 (when the
+  first / last op is quantized; the quantizer inserts QUANTIZE / DEQUANTIZE otherwise): the info records
+  ``input_dtype`` / ``output_dtype``, and the LiteRT runtime quantizes the float input and dequantizes the output
+  with the tensors' own scale and zero point.
 * CoreML: see :mod:`edgedeploy.export.coreml` (fp16 compute precision; int8 linear weight quantization).
 
 Errors: :class:`ExportError` when a quantizer fails or writes nothing; :class:`MissingExtraError` for missing tools.
@@ -247,4 +251,9 @@ def quantize_tflite(
         raise
     except Exception as e:
         raise ExportError(f"TFLite {precision} quantization failed: {_first_line(e)}") from e
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(dst))
+    info["input_dtype"] = it.get_input_details()[0]["dtype"].__name__
+    info["output_dtype"] = it.get_output_details()[0]["dtype"].__name__
     return info
