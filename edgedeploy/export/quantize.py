@@ -80,12 +80,29 @@ def quantize_onnx(
     if precision != "int8":
         raise ConfigError(f"quantize_onnx: unsupported precision {precision}")
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
+    tmp = tempfile.TemporaryDirectory(prefix="edgedeploy-onnxq-")
+    try:
+        return _quantize_onnx_int8(onnx, q, src, dst, calib, mode, Path(tmp.name))
+    finally:
+        tmp.cleanup()
+
+
+def _quantize_onnx_int8(
+    onnx: Any, q: Any, src: Path, dst: Path, calib: CalibrationSet | None, mode: str, tmp: Path
+) -> dict[str, Any]:
+    src, excluded = _prepare_for_quantization(onnx, src, tmp)
     try:
         with warnings.catch_warnings(), captured_fd_output():
             warnings.simplefilter("ignore")
             if mode == "weight":
-                q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=True)
-                return {"method": "int8 weights, dynamic int8 activations", "tool": "onnxruntime quantize_dynamic"}
+                q.quantize_dynamic(
+                    str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded
+                )
+                return {
+                    "method": "int8 weights, dynamic int8 activations",
+                    "tool": "onnxruntime quantize_dynamic",
+                    "kept_float": excluded,
+                }
             if calib is None:
                 raise ConfigError("full-integer ONNX quantization needs a calibration set")
             name = onnx.load(str(src), load_external_data=False).graph.input[0].name
@@ -101,7 +118,7 @@ def quantize_onnx(
             q.quantize_static(
                 str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                 activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                calibrate_method=q.CalibrationMethod.MinMax,
+                calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=excluded,
             )  # fmt: skip
     except ConfigError:
         raise
@@ -111,7 +128,39 @@ def quantize_onnx(
         "method": "full integer: QDQ, per-channel int8 weights, uint8 activations (MinMax)",
         "tool": "onnxruntime quantize_static",
         "calibration": calib.describe(),
+        "kept_float": excluded,
     }
+
+
+def _prepare_for_quantization(onnx: Any, src: Path, folder: Path) -> tuple[Path, list[str]]:
+    """Turn ``Constant`` nodes into initializers and list the Conv/MatMul/Gemm nodes whose weight is still computed
+    at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). Returns the path
+    of the prepared model (in ``folder``) and the excluded node names."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            arr = numpy_helper.to_array(node.attribute[0].t)
+            graph.initializer.append(numpy_helper.from_array(arr, node.output[0]))
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = {i.name for i in graph.initializer}
+    excluded = [
+        n.name
+        for n in graph.node
+        if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+        and len(n.input) > 1
+        and n.input[1] not in inits
+        and n.op_type != "MatMul"  # activation x activation MatMul (attention) is handled by the quantizer
+    ]
+    prepared = folder / "prepared.onnx"
+    onnx.save(model, str(prepared))
+    return prepared, excluded
 
 
 # ------------------------------------------------------------------------------------------------------- MNN
