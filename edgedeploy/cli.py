@@ -144,11 +144,13 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
               help="int8: folder of calibration images (default: the embedded photo, crops and flips).")  # fmt: skip
 @click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
               help="TFLite input layout.")  # fmt: skip
+@click.option("--int8", "int8_mode", type=click.Choice(["full", "weight"]), default="full", show_default=True,
+              help="int8: full-integer with calibration, or weight-only.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_cmd(
     model: str, formats: str, out_dir: str, precision: str, opset: int | None, weights: str | None,
     input_size: int | None, lowering: str, atol: float | None, min_cosine: float | None, min_top1: float | None,
-    no_parity: bool, calibration: str | None, layout: str, as_json: bool,
+    no_parity: bool, calibration: str | None, layout: str, int8_mode: str, as_json: bool,
 ) -> None:  # fmt: skip
     """Export MODEL to a format, check parity against PyTorch, write the artifact and its manifest.
 
@@ -164,6 +166,8 @@ def export_cmd(
         if f not in FORMAT_MODULES:
             raise UnknownFormatError(f, [*FORMAT_MODULES, "all"])
     options: dict[str, Any] = {"layout": layout}
+    if precision == "int8":
+        options["int8_mode"] = int8_mode
     if calibration:
         options["calibration"] = calibration
     thresholds = _thresholds(precision, atol, min_cosine, min_top1)
@@ -203,6 +207,13 @@ def export_cmd(
                 f"({len(p.inputs)} inputs, runtime {p.runtime})",
             )
         Console().print(table)
+    bisection = outcome.manifest.bisection
+    if p.status == "failed" and bisection and bisection.get("culprit"):
+        err_console.print(
+            f"first module that drifts: [bold]{escape(bisection['culprit'])}[/] "
+            f"({escape(str(bisection['culprit_type']))})",
+            soft_wrap=True,
+        )
     if p.status == "failed":
         err_console.print(
             f"[bold red]error:[/] parity failed for {escape(str(outcome.artifact))}: {escape('; '.join(p.failures))}",
@@ -215,7 +226,8 @@ def export_cmd(
 @main.command("bench")
 @click.argument("target", metavar="MODEL_OR_FILE")
 @click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
-@click.option("--runtime", default=None, help="onnxruntime, mnn, torch, litert (default: mnn for a model name).")
+@click.option("--runtime", default=None,
+              help="onnxruntime, mnn, litert, coreml (macOS), torch (default: mnn for a model name).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores / the profile's).")

@@ -85,7 +85,10 @@ def test_failed_parity_exits_nonzero_and_keeps_the_artifact(tmp_path: Path) -> N
     assert "parity failed" in err
     assert out["parity"]["status"] == "failed" and out["parity"]["passed"] is False
     assert Path(out["artifact"]).is_file()
-    assert json.loads(Path(out["manifest"]).read_text())["status"] == "parity failed"
+    manifest = json.loads(Path(out["manifest"]).read_text())
+    assert manifest["status"] == "parity failed"
+    # a failed gate triggers the bisection; a healthy artifact (only the gate was impossible) has no culprit
+    assert manifest["bisection"] is not None and manifest["bisection"]["culprit"] is None
 
 
 @pytest.mark.slow

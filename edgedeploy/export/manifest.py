@@ -55,6 +55,7 @@ class Manifest(BaseModel):
     model_fingerprint: str | None = None
     weights: str | None = None
     notes: list[str] = Field(default_factory=list)
+    bisection: dict[str, Any] | None = Field(None, description="first drifting module when parity failed")
     timings_s: dict[str, float] = Field(default_factory=dict)
     command_line: str = Field(default_factory=lambda: " ".join(["edgedeploy", *sys.argv[1:]]))
     edgedeploy_version: str = __version__

@@ -33,6 +33,8 @@ from edgedeploy.zoo import build_model, count_params, module_fingerprint
 
 #: the lowering must not change outputs by more than this (max abs, fp32)
 LOWERING_TOLERANCE = 1e-4
+#: threads used to run an artifact for parity
+PARITY_THREADS = 1
 
 
 @dataclass
@@ -92,7 +94,9 @@ def run_parity(
     runtime_name = default_runtime(fmt)
     try:
         runtime = get_runtime(runtime_name)
-        session = runtime.load(artifact, threads=os.cpu_count() or 1, **load_kw)
+        # one thread: parity is about numerics, and a single-threaded run is deterministic (two parity failures
+        # with garbage outputs, cosine 0, were seen with 2 MNN threads on a heavily loaded host and never reproduced)
+        session = runtime.load(artifact, threads=PARITY_THREADS, **load_kw)
     except RuntimeUnavailableError as e:
         report = ParityReport.not_run(str(e))
         report.runtime = runtime_name
@@ -169,6 +173,10 @@ def export_model(
         timings["parity"] = time.perf_counter() - t0
     else:
         report = ParityReport.not_run("skipped with --no-parity")
+    bisection = None
+    if report.status == "failed" and fmt in ("onnx", "mnn"):
+        say("bisecting the parity failure")
+        bisection = _bisect(export_module, path, fmt, size, precision, exported.opset)
     status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
     manifest = Manifest(
         model=card.name,
@@ -196,10 +204,29 @@ def export_model(
         weights=str(weights) if weights else None,
         notes=exported.notes,
         timings_s={k: round(v, 3) for k, v in timings.items()},
+        bisection=bisection,
         **{k: v for k, v in exported.extra.items() if k != "load_kw"},
     )
     manifest_file = write_manifest(manifest, path)
     return ExportOutcome(path, manifest_file, manifest, report)
+
+
+def _bisect(module: nn.Module, path: Path, fmt: str, size: int, precision: str, opset: int | None) -> dict:
+    """Name the first module whose output drifts (see :mod:`edgedeploy.export.bisect`); errors are recorded."""
+    from edgedeploy.errors import EdgeDeployError
+    from edgedeploy.export.bisect import bisect_artifact
+
+    try:
+        b = bisect_artifact(module, path, fmt, (1, 3, size, size), None, None, precision, opset)
+    except EdgeDeployError as e:
+        return {"error": str(e)}
+    return {
+        "culprit": b.culprit,
+        "culprit_type": b.culprit_type,
+        "first_bad": b.first_bad,
+        "tolerance": b.tolerance,
+        "probes": [asdict(p) for p in b.probes if p.bad][:20],
+    }
 
 
 def cache_dir() -> Path:
