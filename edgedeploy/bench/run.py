@@ -132,6 +132,11 @@ def bench_local(
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
     state_after = _local_state()
     warnings = []
+    from edgedeploy.devices.state import throttling
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if state_before and state_after and "error" not in state_before and "error" not in state_after:
+        warnings += throttling(state_before, state_after, [], cores)
     if target.parity_status == "failed":
         warnings.append("this artifact FAILED its parity check; its latency is of a wrong model")
     if timing.interrupted is not None:
@@ -164,11 +169,10 @@ def bench_local(
 
 
 def _local_state() -> dict:
-    try:
-        from edgedeploy.devices.state import read_device_state
-        from edgedeploy.devices.transports import LocalTransport  # type: ignore[attr-defined]
-    except ImportError:
-        return {}
+    """Governor, frequencies, temperatures and load of this machine (best effort; sysfs may say nothing in a VM)."""
+    from edgedeploy.devices.local import LocalTransport
+    from edgedeploy.devices.state import read_device_state
+
     try:
         return read_device_state(LocalTransport())
     except Exception as e:  # noqa: BLE001 - state readings are best effort and must not cost a measurement

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgedeploy._util import sha256_file
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, DeviceProfile
 from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
-from edgedeploy.devices.transport import Transport, connect, sha256_file
+from edgedeploy.devices.transport import Transport, connect
 from edgedeploy.errors import (
     ConfigError,
     ConnectionDroppedError,

@@ -11,7 +11,6 @@ open connection goes away, :class:`RemoteCommandError` (with the command's stder
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -44,15 +43,6 @@ def env_prefix(env: Mapping[str, str] | None) -> str:
     if not env:
         return ""
     return "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " "
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Transport(ABC):
