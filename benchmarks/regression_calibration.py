@@ -424,9 +424,7 @@ def markdown(data: dict[str, Any], ev: dict[str, Any]) -> str:
         f"- CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs, shared VM); {m['platform']}",
         f"- Python {m['python']}, numpy {m['numpy']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}",
         f"- load average at start: {', '.join(f'{v:.2f}' for v in m['loadavg_at_start'])}",
-        "- **Noise caveat**: the 2 cores were shared with other concurrently running jobs (other helpers exporting,",
-        "  testing and benchmarking) while this ran, on top of the host's own quiet/slow phases. The rates below are",
-        "  therefore for a noisy shared machine; a dedicated board is expected to be quieter.",
+        _noise_caveat(m),
         f"- model: {s['model']}, input {s['input']}, {s['runtime']}",
         f"- each run: `harness.measure(infer, iterations={s['iterations']}, warmup={s['warmup']})`;"
         f" {s['rounds']} rounds × ({s['aa_per_round']} unchanged runs + one run per slowdown), shuffled,"
@@ -480,6 +478,21 @@ def markdown(data: dict[str, Any], ev: dict[str, Any]) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _noise_caveat(m: dict) -> str:
+    """What the load average at start says about interference (measured, not assumed)."""
+    load1 = m["loadavg_at_start"][0]
+    cpus = m["logical_cpus"] or 1
+    if load1 > 0.5 * cpus:
+        return (
+            f"- **Noise caveat**: the 1-minute load average at start was {load1:.2f} on {cpus} CPUs: other jobs shared "
+            "the cores while this ran, on top of the host's own quiet/slow phases; the rates are for a loaded machine."
+        )
+    return (
+        f"- Interference: the 1-minute load average at start was {load1:.2f} on {cpus} CPUs (no other job running); "
+        "the slow runs counted below are the host's own quiet/slow phases."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
