@@ -32,7 +32,8 @@ from edgedeploy.export.onnx import torch_to_onnx
 from edgedeploy.runtimes.mnn_rt import import_mnn
 
 DEFAULT_OPSET = 13
-_NOT_SUPPORTED = re.compile(r"(?:not support|unsupported)\w*\W+(?:op\w*\W+)?(?P<op>[A-Za-z_][\w]*)", re.IGNORECASE)
+# the converter prints e.g. "These Op Not Support: ONNX::DFT ONNX::STFT"
+_NOT_SUPPORTED = re.compile(r"Op Not Support:\s*(?P<ops>[^\n]+)", re.IGNORECASE)
 
 
 def _converter() -> Any:
@@ -64,10 +65,24 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, extra_args: list[str] | None = 
     if not ok or not mnn_path.is_file() or mnn_path.stat().st_size == 0 or "Converted Success" not in text:
         m = _NOT_SUPPORTED.search(text)
         if m:
-            raise UnsupportedOpError("MNN conversion failed", op=m.group("op"))
+            ops = [tok.split("::")[-1] for tok in m.group("ops").split()]
+            node = _first_node_of(onnx_path, ops[0]) if ops else None
+            more = f" (unsupported by MNN: {', '.join(ops)})" if len(ops) > 1 else ""
+            raise UnsupportedOpError(f"MNN conversion failed{more}", op=ops[0] if ops else None, node=node)
         last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["no output"]
         raise ExportError(f"MNN conversion failed: {last[0].strip()}")
     return text
+
+
+def _first_node_of(onnx_path: Path, op_type: str) -> str | None:
+    """Name of the first ONNX node of ``op_type`` (the MNN converter names the op, not the node)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - a best-effort hint for the error message
+        return None
+    return next((n.name or n.output[0] for n in graph.node if n.op_type == op_type), None)
 
 
 def mnn_op_census(path: Path) -> dict[str, int]:

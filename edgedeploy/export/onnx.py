@@ -31,7 +31,10 @@ from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, Uns
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
 
 DEFAULT_OPSET = 17
-_UNSUPPORTED = re.compile(r"[Uu]nsupported.*?(?:operator|op)\W+'?(?P<op>[\w:.]+)'?")
+_UNSUPPORTED = re.compile(
+    r"(?:Exporting the operator '(?P<op1>[\w:.]+)' to ONNX opset version \d+ is not supported)"
+    r"|(?:[Uu]nsupported.*?(?:operator|op)\W+'?(?P<op2>[\w:.]+)'?)"
+)
 
 
 def _import_onnx() -> Any:
@@ -72,7 +75,8 @@ def torch_to_onnx(
         text = str(e) + "\n" + "".join(log)
         m = _UNSUPPORTED.search(text)
         if m:
-            raise UnsupportedOpError(f"ONNX export at opset {opset} failed", op=m.group("op")) from e
+            op = m.group("op1") or m.group("op2")
+            raise UnsupportedOpError(f"ONNX export at opset {opset} failed: {op} is not supported", op=op) from e
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ExportError(f"ONNX export at opset {opset} failed: {first}") from e
     model = onnx.load(str(out_path))
