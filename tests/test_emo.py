@@ -278,7 +278,7 @@ def test_lowering_is_exact_and_4d(size: int) -> None:
     model = build_model("emo_1m", input_size=size)
     model.load_state_dict(seeded_state(model.state_dict()))
     x = torch.randn(1, 3, size, size)
-    lowered, names = lower(model, x, target="mnn")
+    lowered, names = lower(model, x, target="tflite")
     attn_blocks = [n for n, m in model.named_modules() if isinstance(m, iRMB) and m.attn_s]
     assert sorted(names) == sorted(attn_blocks) and len(names) == 7 + 2
     assert all(isinstance(lowered.get_submodule(n), LoweredIRMB) for n in names)
@@ -299,7 +299,7 @@ def test_onnx_export_of_lowered_emo_1m(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     model = build_model("emo_1m")
     x = torch.randn(1, 3, 224, 224)
-    lowered, _ = lower(model, x, target="onnx")
+    lowered, _ = lower(model, x, target="coreml")  # the 4-D form, exported to ONNX to check it end to end
     path = tmp_path / "emo_1m.onnx"
     torch.onnx.export(lowered, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
@@ -311,6 +311,15 @@ def test_onnx_export_of_lowered_emo_1m(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = model(x)
     assert torch.allclose(torch.from_numpy(y), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["onnx", "mnn"])
+def test_onnx_and_mnn_keep_the_training_time_windows(target: str) -> None:
+    """Measured faster on onnxruntime (1.47×) and MNN (1.08×): no rewrite for those targets."""
+    model = build_model("emo_1m")
+    lowered, names = lower(model, torch.randn(1, 3, 224, 224), target=target)
+    assert names == []
+    assert not any(isinstance(m, LoweredIRMB) for m in lowered.modules())
 
 
 def test_emo_class_rejects_bad_lists() -> None:
