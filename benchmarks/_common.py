@@ -81,6 +81,13 @@ def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.md").write_text(markdown)
 
 
+def load_note(load_start: float, load_end: float, cpus: int) -> str:
+    """Describe interference from the measured 1-minute load averages (never assumed)."""
+    if max(load_start, load_end) > 0.5 * cpus + 1:
+        return f"load average {load_start:.1f} → {load_end:.1f} on {cpus} CPUs: other jobs shared the host"
+    return f"load average {load_start:.1f} → {load_end:.1f} on {cpus} CPUs: no other heavy job (this run's own load)"
+
+
 def machine_markdown(m: dict[str, Any]) -> str:
     return (
         f"Machine: {m['cpu_model']}, {m['cores']} logical cores, {m['platform']}, Python {m['python']}; "

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import interleaved as interleaved_blocks
+from _common import load_note
 
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
@@ -145,22 +147,12 @@ def run_ort_check(path: Path, fmt: str, model: str, threads: int) -> tuple[Calla
 
 # ------------------------------------------------------------------------------------------------- timing
 def interleaved(fns: dict[str, Callable[[], Any]], baseline: str, blocks: int, iters: int) -> dict[str, Any]:
-    """Time ``fns`` in interleaved blocks; raw samples (ms), medians, paired block ratios vs ``baseline``."""
+    """Time ``fns`` in interleaved blocks (``_common.interleaved``, i.e. the toolkit's harness); raw samples (ms),
+    medians, paired block ratios vs ``baseline``."""
     names = list(fns)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    block_medians: dict[str, list[float]] = {n: [] for n in names}
-    for b in range(blocks):
-        order = names[b % len(names) :] + names[: b % len(names)]
-        for n in order:
-            fn = fns[n]
-            fn()  # warm-up for this block
-            block = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                fn()
-                block.append((time.perf_counter() - t0) * 1e3)
-            samples[n] += block
-            block_medians[n].append(statistics.median(block))
+    per_block = interleaved_blocks(fns, blocks, iters)
+    samples = {n: [ms for block in per_block[n] for ms in block] for n in names}
+    block_medians = {n: [statistics.median(block) for block in per_block[n]] for n in names}
     base = block_medians[baseline]
     fastest = min(base)
     out: dict[str, Any] = {"baseline": baseline, "slow_blocks": sum(1 for v in base if v > 1.3 * fastest)}
@@ -290,9 +282,9 @@ def markdown(results: dict[str, Any]) -> str:
         "# Lowering ablation",
         "",
         f"{results['cpus']} CPUs, {results['threads']} threads, {results['blocks']} interleaved blocks × "
-        f"{results['iters']} iterations per variant; load average at start {results['load_average_start'][0]:.1f}, "
-        f"at end {results['load_average_end'][0]:.1f} (other jobs shared the host). Ratio = median of per-block "
-        "ratios vs the group's first variant.",
+        f"{results['iters']} iterations per variant; "
+        f"{load_note(results['load_average_start'][0], results['load_average_end'][0], results['cpus'])}. "
+        "Ratio = median of per-block ratios vs the group's first variant.",
         "",
     ]
     for g in results["groups"]:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import load_note
 from lowering_ablation import RESULTS, interleaved
 
 from edgedeploy.cards import get_card
@@ -156,7 +157,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"# Precision: {r['model']}",
         "",
         f"{r['cpus']} CPUs, {r['threads']} threads, {r['blocks']} interleaved blocks × {r['iters']} iterations; "
-        f"load average {r['load_average_start'][0]:.1f} → {r['load_average_end'][0]:.1f} (shared host). "
+        f"{load_note(r['load_average_start'][0], r['load_average_end'][0], r['cpus'])}. "
         "Errors vs PyTorch fp32 over the photo + 4 random inputs; verdict with the precision's default gate.",
         "",
         "| runtime | variant | size MB | median ms | ratio vs fp32 | max abs | cosine | top-1 | verdict |",
