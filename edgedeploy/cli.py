@@ -132,7 +132,7 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
 @click.option("--to", "formats", required=True, help="Target format: onnx, mnn, tflite, coreml, or all.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--opset", type=int, default=None, help="ONNX opset (default: 17 for onnx, 13 for mnn).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 18+ uses the torch.export exporter).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
 @click.option("--lowering", type=click.Choice(["default", "none"]), default="default", show_default=True)

@@ -113,6 +113,6 @@ def test_mnn_bisection_on_a_healthy_artifact(tmp_path: Path) -> None:
 
     art = export_model(MODEL, "mnn", tmp_path, parity=False).artifact
     _, lowered = _module_for(MODEL, 256, None, "default", "mnn")
-    report = bisect_artifact(lowered, art, "mnn", (1, 3, 256, 256), opset=13)
+    report = bisect_artifact(lowered, art, "mnn", (1, 3, 256, 256))
     assert report.culprit is None
     assert len([p for p in report.probes if p.rel_error is not None]) > 50

@@ -36,6 +36,7 @@ from torch import nn
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ConfigError
+from edgedeploy.export.mnn import DEFAULT_OPSET as MNN_DEFAULT_OPSET
 
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
 BISECT_FORMATS = ("onnx", "mnn")
@@ -275,7 +276,7 @@ def bisect_artifact(
 
     ``input_shape`` is NCHW ``(1, 3, H, W)``; ``x`` defaults to the embedded photo at that size. ``tolerance`` is a
     normwise relative error (default per precision: :data:`DEFAULT_TOLERANCE`). ``opset``: the ONNX opset an MNN
-    artifact was converted from (its manifest's; default 13). Raises :class:`ConfigError` for
+    artifact was converted from (its manifest's; default: the MNN exporter's default). Raises :class:`ConfigError` for
     formats without module scopes (tflite, coreml), :class:`ArtifactError` for unreadable files.
     """
     from edgedeploy.data import real_image
@@ -297,7 +298,7 @@ def bisect_artifact(
         if fmt == "onnx":
             mapping, values = _onnx_probe(artifact, x, set(order))
         else:
-            mapping, values = _mnn_probe(artifact, x, set(order), module, opset or 13)
+            mapping, values = _mnn_probe(artifact, x, set(order), module, opset or MNN_DEFAULT_OPSET)
     except (ConfigError, ArtifactError):
         raise
     except Exception as e:
