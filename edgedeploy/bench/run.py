@@ -164,7 +164,7 @@ def bench_local(
         warnings=warnings,
         device_state={"before": state_before, "after": state_after},
         env=env,
-        git_commit=env.get("git_commit"),
+        git_commit=env.get("git_commit") or env.get("package_commit"),  # the checkout run from, else edgedeploy's
     )
 
 
