@@ -9,7 +9,6 @@ the state_dict key → shape listing, and the official module's logits for :func
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError
 from edgedeploy.nn.baselines import LayerNorm, build_baseline, make_divisible
 from edgedeploy.zoo import build_model, count_macs, count_params
+from tests.weights import fill_state_dict
 
 torch.set_num_threads(1)
 
@@ -36,32 +36,6 @@ NAMES = sorted(OFFICIAL_PARAMS)
 
 def fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"baseline_{name}.json").read_text())
-
-
-def fill_state_dict(items: list[tuple[str, list[int]]], seed: int) -> dict[str, torch.Tensor]:
-    """Deterministic, well-scaled weights for a key → shape listing (the recipe the fixtures' logits used)."""
-    g = torch.Generator().manual_seed(seed)
-    out: dict[str, torch.Tensor] = {}
-    for name, shape in items:
-        if name.endswith("num_batches_tracked"):
-            out[name] = torch.tensor(0)
-            continue
-        t = torch.randn(shape, generator=g)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf == "running_var":
-            v = torch.exp(0.2 * t)
-        elif leaf == "pe":
-            v = 0.1 * t
-        elif len(shape) >= 2:
-            v = t * math.sqrt(2 / math.prod(shape[1:]))
-        elif leaf == "gamma":
-            v = 0.5 + 0.1 * t
-        elif leaf == "weight":
-            v = 1 + 0.1 * t
-        else:
-            v = 0.1 * t
-        out[name] = v
-    return out
 
 
 @pytest.fixture(scope="module")

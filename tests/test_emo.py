@@ -5,8 +5,6 @@ ONNX export."""
 from __future__ import annotations
 
 import json
-import math
-import zlib
 from pathlib import Path
 
 import pytest
@@ -29,6 +27,7 @@ from edgedeploy.nn.emo import (
     window_partition_4d,
 )
 from edgedeploy.zoo import build_model, count_params
+from tests.weights import seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 
@@ -39,28 +38,6 @@ OFFICIAL_PARAMS = {"emo_1m": 1_361_168, "emo_2m": 2_377_472, "emo_5m": 5_108_848
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
-
-
-def seeded_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Deterministic non-trivial weights, keyed by name (the rule the reference-logit fixtures were made with)."""
-    out = {}
-    for k, v in state.items():
-        if not v.dtype.is_floating_point:
-            out[k] = v.clone()
-            continue
-        g = torch.Generator().manual_seed(zlib.crc32(k.encode()))
-        if k.endswith("running_var"):
-            val = torch.rand(v.shape, generator=g) + 0.5
-        elif k.endswith("running_mean"):
-            val = torch.randn(v.shape, generator=g) * 0.1
-        elif v.dim() == 1 and k.endswith("weight"):
-            val = 1.0 + 0.1 * torch.randn(v.shape, generator=g)
-        elif v.dim() == 1:
-            val = 0.02 * torch.randn(v.shape, generator=g)
-        else:
-            val = torch.randn(v.shape, generator=g) / math.sqrt(math.prod(v.shape[1:]))
-        out[k] = val
-    return out
 
 
 def _attn_block(dim: int = 40, dim_head: int = 10, exp_ratio: float = 3.0, attn_pre: bool = True) -> iRMB:
