@@ -256,14 +256,16 @@ def bench_cmd(
         raise ConfigError(f"--threads must be at least 1 (got {threads})")
     if runtime is not None:
         get_runtime(runtime)  # unknown runtime: fail before any export
-    profile = _load_device(device)
+    from edgedeploy.devices.profile import load_profile
+
+    profile = load_profile(device)
     if out is not None:
         _check_out(Path(out))
     with err_console.status(f"preparing {target}") as status:
         resolved = resolve_target(
             target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
         )
-    if profile is None or profile.transport == "local":
+    if profile.transport == "local":
         result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights)
     else:
         from edgedeploy.devices.remote import bench_on_device
@@ -289,18 +291,6 @@ def bench_cmd(
         sys.exit(5)
 
 
-def _load_device(device: str) -> Any:
-    try:
-        from edgedeploy.devices.profile import load_profile
-    except ImportError:
-        if device != "local":
-            from edgedeploy.errors import UnknownDeviceError
-
-            raise UnknownDeviceError(device, ["local"]) from None
-        return None
-    return load_profile(device)
-
-
 def _check_out(out: Path) -> None:
     from edgedeploy.errors import ConfigError
 
@@ -320,16 +310,9 @@ def _write_result(result: Any, out: Path) -> None:
         atomic_write_text(out, result.to_json() + "\n")
         err_console.print(f"result written to {out}")
         return
-    try:
-        from edgedeploy.results.store import append_result
-    except ImportError:
-        from edgedeploy._util import atomic_write_text
+    from edgedeploy.results.store import append_result
 
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{result.timestamp.replace(':', '')}-{result.model}-{result.runtime}.json"
-        atomic_write_text(path, result.to_json() + "\n")
-    else:
-        path = append_result(out, result)
+    path = append_result(out, result)
     err_console.print(f"result stored in {path}")
 
 
@@ -367,29 +350,18 @@ def _print_result(r: Any) -> None:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
 
-# ---------------------------------------------------------------------------------------------------- plug-ins
-def _add_optional_commands() -> None:
+# ---------------------------------------------------------------------------------------------------- groups
+def _add_command_groups() -> None:
     """Command groups that live beside their library code (devices, results, parity)."""
-    import importlib
+    from edgedeploy.devices.cli import devices_group
+    from edgedeploy.export.bisect_cli import parity_cmd
+    from edgedeploy.results.cli import baseline_group, compare_cmd, report_cmd, results_group
 
-    for module, names in (
-        ("edgedeploy.devices.cli", ("devices_group",)),
-        ("edgedeploy.results.cli", ("compare_cmd", "report_cmd", "results_group", "baseline_group")),
-        ("edgedeploy.export.bisect_cli", ("parity_cmd",)),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name and module.startswith(e.name):
-                continue
-            raise
-        for name in names:
-            cmd = getattr(mod, name, None)
-            if cmd is not None:
-                main.add_command(cmd)
+    for cmd in (devices_group, compare_cmd, report_cmd, results_group, baseline_group, parity_cmd):
+        main.add_command(cmd)
 
 
-_add_optional_commands()
+_add_command_groups()
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,10 @@ from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import measure
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.data import real_image
-from edgedeploy.errors import ArtifactError, ConfigError, UnknownModelError
+from edgedeploy.errors import ArtifactError, ConfigError
 from edgedeploy.export.base import format_of
 from edgedeploy.export.manifest import read_manifest
-from edgedeploy.runtimes.base import RUNTIMES, default_runtime, get_runtime
+from edgedeploy.runtimes.base import default_runtime, get_runtime
 
 DEFAULT_RUNTIME = "mnn"
 
@@ -82,10 +82,7 @@ def resolve_target(
     rt = get_runtime(rt_name)
     from edgedeploy.cards import get_card
 
-    try:
-        card = get_card(target)
-    except UnknownModelError as e:
-        raise UnknownModelError(target, e.known) from None
+    card = get_card(target)
     size = input_size or card.input_size
     if rt_name == "torch":
         return BenchTarget(card.name, "torch", "fp32", "torch", None, (1, 3, size, size))
@@ -177,10 +174,3 @@ def _local_state() -> dict:
         return read_device_state(LocalTransport())
     except Exception as e:  # noqa: BLE001 - state readings are best effort and must not cost a measurement
         return {"error": f"{type(e).__name__}: {e}"}
-
-
-def known_runtimes() -> list[str]:
-    """Names accepted by ``--runtime``."""
-    from edgedeploy.runtimes.base import RUNTIME_MODULES
-
-    return sorted(set(RUNTIME_MODULES) | set(RUNTIMES))

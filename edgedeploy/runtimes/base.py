@@ -42,10 +42,6 @@ class Session(ABC):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one input (float32, the artifact's input shape) and return the first output as float32."""
 
-    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Run one input and return every output by name (default: the first output as ``output``)."""
-        return {"output": self.run(x)}
-
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         """Bind ``x`` and return ``infer()``, running the inference call alone (used by the timing harness)."""
         return lambda: self.run(x)

@@ -39,7 +39,6 @@ class MnnSession(Session):
     def __init__(self, module: Any, info: dict[str, Any], input_shape: tuple[int, ...]) -> None:
         self.module = module
         self.input_name = (info.get("inputNames") or ["input"])[0]
-        self.output_names = list(info.get("outputNames") or ["output"])
         self.input_shape = input_shape
 
     def _var(self, x: np.ndarray) -> Any:
@@ -52,11 +51,6 @@ class MnnSession(Session):
         if isinstance(out, list):
             out = out[0]
         return np.array(out.read(), dtype=np.float32)
-
-    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.module.forward([self._var(x)])
-        outs = outs if isinstance(outs, list) else [outs]
-        return {n: np.array(o.read(), dtype=np.float32) for n, o in zip(self.output_names, outs, strict=False)}
 
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         var = self._var(x)

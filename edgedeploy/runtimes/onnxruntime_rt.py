@@ -23,10 +23,6 @@ class OrtSession(Session):
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.sess.run(self.output_names[:1], {self.input_name: x})[0], dtype=np.float32)
 
-    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.sess.run(None, {self.input_name: x})
-        return dict(zip(self.output_names, outs, strict=False))
-
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
         names = self.output_names[:1]
