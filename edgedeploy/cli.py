@@ -8,7 +8,6 @@ tables go to stderr in that mode.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -244,16 +243,12 @@ def bench_cmd(
     trust_on_first_use: bool,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
+    from edgedeploy.bench.harness import check_run_args
     from edgedeploy.bench.run import resolve_target
     from edgedeploy.errors import ConfigError
     from edgedeploy.runtimes.base import get_runtime
 
-    if iterations < 1:
-        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+    check_run_args(iterations, warmup, threads)  # before any export
     if runtime is not None:
         get_runtime(runtime)  # unknown runtime: fail before any export
     from edgedeploy.devices.profile import load_profile
@@ -292,15 +287,10 @@ def bench_cmd(
 
 
 def _check_out(out: Path) -> None:
-    from edgedeploy.errors import ConfigError
+    """Fail before measuring when ``--out`` (a .json file, or a result folder) cannot be written."""
+    from edgedeploy.export.pipeline import ensure_writable_dir
 
-    parent = out if (out.is_dir() or not out.suffix) else out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create output folder {parent}: {e.strerror}") from e
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"output folder {parent} is not writable")
+    ensure_writable_dir(out if (out.is_dir() or not out.suffix) else out.parent)
 
 
 def _write_result(result: Any, out: Path) -> None:

@@ -25,6 +25,16 @@ class Timing:
     interrupted: BaseException | None = None
 
 
+def check_run_args(iterations: int, warmup: int, threads: int | None = None) -> None:
+    """Raise :class:`ConfigError` for ``iterations < 1``, ``warmup < 0`` or ``threads < 1`` (None: not given)."""
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+
+
 def measure(
     infer: Callable[[], Any],
     iterations: int = 100,
@@ -39,10 +49,7 @@ def measure(
 
     Raises :class:`ConfigError` for ``iterations < 1`` or ``warmup < 0``.
     """
-    if iterations < 1:
-        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
+    check_run_args(iterations, warmup)
     clock = time.perf_counter_ns
     t0 = clock()
     infer()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
-from edgedeploy.bench.harness import measure
+from edgedeploy.bench.harness import check_run_args, measure
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.data import real_image
 from edgedeploy.errors import ArtifactError, ConfigError
@@ -105,11 +105,8 @@ def bench_local(
 
     An interrupted run (Ctrl-C, runtime error mid-run) returns ``status="partial"`` with the samples measured.
     """
-    if iterations < 1:
-        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
+    check_run_args(iterations, warmup, threads)
     threads = threads or os.cpu_count() or 1
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1 (got {threads})")
     rt = get_runtime(target.runtime)
     t0 = time.perf_counter()
     if target.artifact is None:
