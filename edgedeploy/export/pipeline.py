@@ -118,8 +118,11 @@ def export_model(
     parity: bool = True,
     options: dict | None = None,
     progress: Callable[[str], None] | None = None,
+    module: nn.Module | None = None,
 ) -> ExportOutcome:
     """Export one model to one format and precision, check parity, write the manifest.
+
+    ``module``: the model already built from this card at this size with these weights (not built again).
 
     The artifact is kept even when parity fails (its manifest says ``status: "parity failed"``); the caller
     decides the exit code. Raises :class:`UnknownModelError`, :class:`UnknownFormatError`, :class:`ConfigError`
@@ -139,7 +142,8 @@ def export_model(
 
     say(f"building {card.name} at {size}x{size}")
     t0 = time.perf_counter()
-    module = build_model(card, size, weights=weights)
+    if module is None:
+        module = build_model(card, size, weights=weights)
     example = torch.from_numpy(real_image(size))
     lowering_info: dict = {"mode": lowering, "rewritten": []}
     export_module = module
@@ -270,5 +274,5 @@ def cached_export(
             return ExportOutcome(path, path.with_name(path.name + ".json"), manifest, report)
     return export_model(
         card, fmt, folder, precision=precision, opset=opset, weights=weights, input_size=size,
-        lowering=lowering, progress=progress,
+        lowering=lowering, progress=progress, module=module,
     )  # fmt: skip
