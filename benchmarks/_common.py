@@ -18,8 +18,27 @@ import numpy as np
 
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import measure
+from edgedeploy.cards import get_card
+from edgedeploy.data import real_image
+from edgedeploy.export.pipeline import cached_export
+from edgedeploy.runtimes.base import get_runtime
+from edgedeploy.runtimes.torch_rt import TorchRuntime
+from edgedeploy.zoo import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def infer_for(model: str, runtime: str, threads: int) -> Callable[[], Any]:
+    """A zero-argument batch-1 inference on the embedded photo: exported (cached) and parity-checked, or eager."""
+    size = get_card(model).input_size
+    x = real_image(size)
+    if runtime == "torch":
+        return TorchRuntime.from_module(build_model(model), (1, 3, size, size), threads).prepare(x)
+    rt = get_runtime(runtime)
+    outcome = cached_export(model, rt.formats[0])
+    if outcome.parity.status != "passed":
+        raise SystemExit(f"{model} {rt.formats[0]}: parity {outcome.parity.status}; refusing to time a wrong model")
+    return rt.load(outcome.artifact, threads).prepare(x)
 
 
 def machine_description() -> dict[str, Any]:

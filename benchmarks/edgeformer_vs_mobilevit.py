@@ -13,25 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from _common import interleaved, machine_description, machine_markdown, summarize_pair, write_results
-
-from edgedeploy.data import real_image
-from edgedeploy.export.pipeline import cached_export
-from edgedeploy.runtimes.base import get_runtime
-from edgedeploy.runtimes.torch_rt import TorchRuntime
-from edgedeploy.zoo import build_model
+from _common import infer_for, interleaved, machine_description, machine_markdown, summarize_pair, write_results
 
 A, B = "mobilevit_s", "edgeformer_s"
 PAPER_RATIO = 353 / 457
-
-
-def infer_for(model: str, runtime: str, threads: int):
-    x = real_image(256)
-    if runtime == "torch":
-        return TorchRuntime.from_module(build_model(model), (1, 3, 256, 256), threads).prepare(x)
-    rt = get_runtime(runtime)
-    artifact = cached_export(model, rt.formats[0]).artifact
-    return rt.load(artifact, threads).prepare(x)
 
 
 def main() -> None:

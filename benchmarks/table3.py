@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from _common import interleaved, machine_description, machine_markdown, summarize_pair, write_results
+from _common import infer_for, interleaved, machine_description, machine_markdown, summarize_pair, write_results
 
 from edgedeploy.cards import get_card
-from edgedeploy.data import real_image
-from edgedeploy.export.pipeline import cached_export
-from edgedeploy.runtimes.base import get_runtime
-from edgedeploy.runtimes.torch_rt import TorchRuntime
 from edgedeploy.zoo import build_model, count_macs, count_params
 
 PAIRS = [
@@ -28,18 +24,6 @@ PAIRS = [
     ("convnext_xt", "parc_convnext_xt"),
     ("mobilevit_s", "edgeformer_s"),
 ]
-
-
-def infer_for(model: str, runtime: str, threads: int):
-    size = get_card(model).input_size
-    x = real_image(size)
-    if runtime == "torch":
-        return TorchRuntime.from_module(build_model(model), (1, 3, size, size), threads).prepare(x)
-    rt = get_runtime(runtime)
-    outcome = cached_export(model, rt.formats[0])
-    if outcome.parity.status != "passed":
-        raise SystemExit(f"{model} {rt.formats[0]}: parity {outcome.parity.status}; refusing to time a wrong model")
-    return rt.load(outcome.artifact, threads).prepare(x)
 
 
 def main() -> None:
