@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgedeploy import __version__
+from edgedeploy import __version__, registry
 from edgedeploy.errors import EdgeDeployError
 
 err_console = Console(stderr=True, highlight=False)
@@ -128,9 +128,9 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
 
 @main.command("export")
 @click.argument("model")
-@click.option("--to", "formats", required=True, help="Target format: onnx, mnn, tflite, coreml, or all.")
+@click.option("--to", "formats", required=True, help="Target format (see `edgedeploy formats`), or all.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(registry.precision_choices()), default="fp32", show_default=True)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 18+ uses the torch.export exporter).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
@@ -141,7 +141,7 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (manifest says 'not run').")
 @click.option("--calibration", type=click.Path(file_okay=False), default=None,
               help="int8: folder of calibration images (default: the embedded photo, crops and flips).")  # fmt: skip
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+@click.option("--layout", type=click.Choice(registry.LAYOUTS), default="NCHW", show_default=True,
               help="TFLite input layout.")  # fmt: skip
 @click.option("--int8", "int8_mode", type=click.Choice(["full", "weight"]), default="full", show_default=True,
               help="int8: full-integer with calibration, or weight-only.")  # fmt: skip
@@ -157,13 +157,13 @@ def export_cmd(
     2 bad input, 3 missing optional package, 4 export failed.
     """
     from edgedeploy.errors import UnknownFormatError
-    from edgedeploy.export.base import FORMAT_MODULES
     from edgedeploy.export.pipeline import export_model
 
-    fmts = list(FORMAT_MODULES) if formats == "all" else [formats]
+    known = registry.format_names()
+    fmts = known if formats == "all" else [formats]
     for f in fmts:
-        if f not in FORMAT_MODULES:
-            raise UnknownFormatError(f, [*FORMAT_MODULES, "all"])
+        if f not in known:
+            raise UnknownFormatError(f, [*known, "all"])
     options: dict[str, Any] = {"layout": layout}
     if precision == "int8":
         options["int8_mode"] = int8_mode
@@ -226,11 +226,11 @@ def export_cmd(
 @click.argument("target", metavar="MODEL_OR_FILE")
 @click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
 @click.option("--runtime", default=None,
-              help="onnxruntime, mnn, litert, coreml (macOS), torch (default: mnn for a model name).")  # fmt: skip
+              help="See `edgedeploy formats` (default: mnn for a model name, else the format's).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores / the profile's).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(registry.precision_choices()), default="fp32", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stdout).")
@@ -338,6 +338,35 @@ def _print_result(r: Any) -> None:
         Console().print(", ".join(extra))
     for w in r.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------- formats
+@main.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
+def formats_cmd(as_json: bool) -> None:
+    """List the registered formats and runtimes (built-in and from plug-in entry points)."""
+    from dataclasses import asdict
+
+    fmts = [asdict(f) for f in registry.formats().values()]
+    rts = [asdict(r) for r in registry.runtimes().values()]
+    if as_json:
+        click.echo(json.dumps({"formats": fmts, "runtimes": rts}, indent=2))
+        return
+    table = Table(title="formats")
+    for col in ("format", "suffixes", "precisions", "default runtime", "other runtimes", "extra"):
+        table.add_column(col)
+    for f in registry.formats().values():
+        others = [r for r in registry.runtimes_for(f.name) if r != f.default_runtime]
+        table.add_row(f.name, " ".join(f.suffixes), ", ".join(f.precisions), f.default_runtime,
+                      ", ".join(others) or "–", escape(f"[{f.extra}]"))  # fmt: skip
+    Console().print(table)
+    table = Table(title="runtimes")
+    for col in ("runtime", "aliases", "runs", "on boards as", "package", "extra"):
+        table.add_column(col)
+    for r in registry.runtimes().values():
+        table.add_row(r.name, ", ".join(r.aliases) or "–", ", ".join(r.formats), r.device_name or "host only",
+                      r.package, escape(f"[{r.extra}]") if r.extra else "–")  # fmt: skip
+    Console().print(table)
 
 
 # ---------------------------------------------------------------------------------------------------- groups

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import check_run_args, measure
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.data import real_image
-from edgedeploy.errors import ArtifactError, ConfigError
-from edgedeploy.export.base import format_of
+from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
-from edgedeploy.runtimes.base import default_runtime, get_runtime
+from edgedeploy.runtimes.base import get_runtime
 
 DEFAULT_RUNTIME = "mnn"
 
@@ -41,7 +41,7 @@ class BenchTarget:
 
 
 def _looks_like_file(target: str) -> bool:
-    return Path(target).exists() or Path(target).suffix.lower() in (".onnx", ".mnn", ".tflite", ".mlpackage")
+    return Path(target).exists() or registry.is_artifact_path(target)
 
 
 def resolve_target(
@@ -61,11 +61,8 @@ def resolve_target(
         path = Path(target)
         if not path.exists():
             raise ArtifactError(f"model file not found: {path}")
-        fmt = format_of(path)
-        rt_name = runtime or default_runtime(fmt)
-        rt = get_runtime(rt_name)
-        if fmt not in rt.formats:
-            raise ConfigError(f"runtime {rt_name} cannot run {fmt} files (it runs: {', '.join(rt.formats)})")
+        fmt = registry.format_of(path)
+        rt_name = registry.check_runtime_runs(runtime or registry.default_runtime(fmt), fmt).name
         manifest = read_manifest(path, verify=True)
         if manifest is None:
             return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, ())
@@ -78,8 +75,8 @@ def resolve_target(
             tuple(manifest.input.shape),
             manifest.parity.get("status"),
         )
-    rt_name = runtime or DEFAULT_RUNTIME
-    rt = get_runtime(rt_name)
+    rt_spec = registry.runtime_spec(runtime or DEFAULT_RUNTIME)
+    rt_name = rt_spec.name
     from edgedeploy.cards import get_card
 
     card = get_card(target)
@@ -88,7 +85,7 @@ def resolve_target(
         return BenchTarget(card.name, "torch", "fp32", "torch", None, (1, 3, size, size))
     from edgedeploy.export.pipeline import cached_export
 
-    fmt = rt.formats[0]
+    fmt = rt_spec.formats[0]
     outcome = cached_export(card.name, fmt, precision=precision, weights=weights, input_size=size, progress=progress)
     return BenchTarget(card.name, fmt, precision, rt_name, outcome.artifact, (1, 3, size, size), outcome.parity.status)
 

@@ -32,11 +32,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgedeploy import registry
 from edgedeploy._paths import find_yaml_files, load_yaml_config
 from edgedeploy.errors import ConfigError, UnknownDeviceError
 
-#: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`).
-PYTHON_RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
+#: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`), read from the
+#: registry (``RuntimeSpec.device_name``).
+PYTHON_RUNTIMES = tuple(registry.device_runtime_names())
 #: Native tools whose output :mod:`edgedeploy.devices.native` parses.
 NATIVE_TOOLS = ("mnn-benchmark", "tflite-benchmark_model", "onnxruntime_perf_test")
 

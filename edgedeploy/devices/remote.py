@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices import runner as runner_module
@@ -40,17 +41,6 @@ from edgedeploy.errors import (
     RemoteCommandError,
     UnknownRuntimeError,
 )
-
-RUNTIME_ALIASES = {
-    "onnxruntime": "onnxruntime",
-    "ort": "onnxruntime",
-    "mnn": "mnn",
-    "tflite": "tflite",
-    "litert": "tflite",
-    "ai-edge-litert": "tflite",
-    "tflite_runtime": "tflite",
-    "ncnn": "ncnn",
-}
 
 
 def side_files(artifact: Path) -> list[Path]:
@@ -224,9 +214,12 @@ def bench_on_device(
             raise UnknownRuntimeError(runtime, [*PYTHON_RUNTIMES, *(f"native:{t}" for t in profile.native_tools)])
         py_runtime = None
     else:
-        if runtime not in RUNTIME_ALIASES:
-            raise UnknownRuntimeError(runtime, [*RUNTIME_ALIASES, *(f"native:{t}" for t in profile.native_tools)])
-        py_runtime = RUNTIME_ALIASES[runtime]
+        try:
+            py_runtime = registry.device_runtime(runtime)
+        except UnknownRuntimeError:
+            raise UnknownRuntimeError(
+                runtime, [*registry.device_runtime_names(), *(f"native:{t}" for t in profile.native_tools)]
+            ) from None
     files = [artifact, *side_files(artifact)]
     for f in files[1:]:
         if not f.is_file():

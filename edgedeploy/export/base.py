@@ -6,7 +6,6 @@ file and reports how it did so (exporter, opset, input/output names, layout, not
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +14,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from edgedeploy.errors import ConfigError, UnknownFormatError
+from edgedeploy import registry
+from edgedeploy.errors import ConfigError
 
 EXPORTERS: dict[str, type[Exporter]] = {}
-#: format name -> module under edgedeploy.export
-FORMAT_MODULES = {"onnx": "onnx", "mnn": "mnn", "tflite": "tflite", "coreml": "coreml"}
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -51,9 +48,23 @@ class Exporter(ABC):
     """One target format. ``suffix`` is the artifact's file suffix (``.onnx``, ``.mnn`` …)."""
 
     format: ClassVar[str]
-    suffix: ClassVar[str]
-    extra: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    @property
+    def spec(self) -> registry.FormatSpec:
+        """This format's registry entry (suffixes, precisions, extra, default runtime)."""
+        return registry.format_spec(self.format)
+
+    @property
+    def suffix(self) -> str:
+        return self.spec.suffix
+
+    @property
+    def extra(self) -> str:
+        return self.spec.extra
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.spec.precisions
 
     def check_settings(self, settings: ExportSettings) -> None:
         """Raise :class:`ConfigError` for a precision or option this format does not support."""
@@ -86,17 +97,18 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def get_exporter(fmt: str) -> Exporter:
-    """An instance of the exporter for ``fmt`` (raises :class:`UnknownFormatError`)."""
-    if fmt not in FORMAT_MODULES:
-        raise UnknownFormatError(fmt, FORMAT_MODULES)
-    importlib.import_module(f"edgedeploy.export.{FORMAT_MODULES[fmt]}")
+    """An instance of the exporter for ``fmt``, importing the module its registry spec names.
+
+    Raises :class:`~edgedeploy.errors.UnknownFormatError`, or :class:`ConfigError` when the module registers no
+    exporter for the format.
+    """
+    spec = registry.format_spec(fmt)
+    if fmt not in EXPORTERS:
+        registry.import_implementation(spec.module, f"format {fmt}")
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"format {fmt}: module {spec.module} registers no exporter")
     return EXPORTERS[fmt]()
 
 
-def format_of(path: str | Path) -> str:
-    """Infer an artifact's format from its suffix (raises :class:`UnknownFormatError`)."""
-    suffixes = {".onnx": "onnx", ".mnn": "mnn", ".tflite": "tflite", ".mlpackage": "coreml", ".mlmodel": "coreml"}
-    suffix = Path(path).suffix.lower()
-    if suffix not in suffixes:
-        raise UnknownFormatError(suffix or str(path), suffixes.values())
-    return suffixes[suffix]
+#: kept for callers of the old name; the registry is the source
+format_of = registry.format_of

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgedeploy import registry
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ConfigError
 from edgedeploy.export.mnn import DEFAULT_OPSET as MNN_DEFAULT_OPSET
 
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
-BISECT_FORMATS = ("onnx", "mnn")
+BISECT_FORMATS = tuple(f.name for f in registry.formats().values() if f.bisectable)
 
 
 @dataclass

@@ -149,9 +149,6 @@ class CoreMlExporter(Exporter):
     """CoreML ML program (see the module docstring)."""
 
     format = "coreml"
-    suffix = ".mlpackage"
-    extra = "coreml"
-    precisions = ("fp32", "fp16", "int8")
 
     def check_settings(self, settings: ExportSettings) -> None:
         super().check_settings(settings)

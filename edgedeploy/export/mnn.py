@@ -103,9 +103,6 @@ class MnnExporter(Exporter):
     """MNN via ONNX (see module docstring)."""
 
     format = "mnn"
-    suffix = ".mnn"
-    extra = "mnn"
-    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings

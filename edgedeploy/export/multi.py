@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgedeploy import registry
 from edgedeploy.errors import ConfigError, EdgeDeployError, ExportError, MissingExtraError
 from edgedeploy.export.base import get_exporter
 
@@ -67,10 +68,11 @@ def export_each(
             results.append(FormatResult(fmt, precision, "skipped", error=f"{fmt} has no {precision} precision"))
             continue
         opts = dict(kwargs)
-        if fmt not in ("onnx", "mnn"):
+        spec = registry.format_spec(fmt)
+        if not spec.onnx_based:
             opts["opset"] = None  # --opset concerns the ONNX-based formats only
-        if fmt != "tflite" and opts.get("options", {}).get("layout", "NCHW") != "NCHW":
-            opts["options"] = {**opts["options"], "layout": "NCHW"}  # NHWC is a TFLite option
+        if opts.get("options", {}).get("layout", "NCHW") not in spec.layouts:
+            opts["options"] = {**opts["options"], "layout": "NCHW"}  # e.g. NHWC is a TFLite option
         t0 = time.perf_counter()
         try:
             outcome = export_model(model, fmt, out_dir, precision=precision, **opts)

@@ -122,9 +122,6 @@ class OnnxExporter(Exporter):
     """ONNX (see the module docstring); fp16 / int8 through :mod:`edgedeploy.export.quantize`."""
 
     format = "onnx"
-    suffix = ".onnx"
-    extra = "onnx"
-    precisions = ("fp32", "fp16", "int8")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings

@@ -28,7 +28,8 @@ from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity
-from edgedeploy.runtimes.base import default_runtime, get_runtime
+from edgedeploy.registry import default_runtime, format_spec
+from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.zoo import build_model, count_params, module_fingerprint
 
 #: the lowering must not change outputs by more than this (max abs, fp32)
@@ -178,7 +179,7 @@ def export_model(
     else:
         report = ParityReport.not_run("skipped with --no-parity")
     bisection = None
-    if report.status == "failed" and fmt in ("onnx", "mnn"):
+    if report.status == "failed" and format_spec(fmt).bisectable:
         say("bisecting the parity failure")
         bisection = _bisect(export_module, path, fmt, size, precision, exported.opset)
     status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]

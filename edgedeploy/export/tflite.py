@@ -116,9 +116,6 @@ class TfliteExporter(Exporter):
     """TFLite via litert-torch (see the module docstring)."""
 
     format = "tflite"
-    suffix = ".tflite"
-    extra = "tflite"
-    precisions = ("fp32", "fp16", "int8")
 
     def check_settings(self, settings: ExportSettings) -> None:
         super().check_settings(settings)

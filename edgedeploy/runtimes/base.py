@@ -19,17 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgedeploy.errors import MissingExtraError, UnknownRuntimeError
+from edgedeploy import registry
+from edgedeploy.errors import ConfigError, MissingExtraError
 
 RUNTIMES: dict[str, type[Runtime]] = {}
-#: runtime name -> module under edgedeploy.runtimes
-RUNTIME_MODULES = {
-    "onnxruntime": "onnxruntime_rt",
-    "mnn": "mnn_rt",
-    "torch": "torch_rt",
-    "litert": "litert_rt",
-    "coreml": "coreml_rt",
-}
 
 
 class Session(ABC):
@@ -51,17 +44,24 @@ class Runtime(ABC):
     """An inference engine: ``name``, the artifact ``formats`` it runs, the pip ``extra`` that installs it."""
 
     name: ClassVar[str]
-    formats: ClassVar[tuple[str, ...]]
-    extra: ClassVar[str]
-    package: ClassVar[str]
+
+    @classmethod
+    def spec(cls) -> registry.RuntimeSpec:
+        """This runtime's registry entry (formats, extra, package, board-runner name)."""
+        return registry.runtime_spec(cls.name)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return self.spec().formats
 
     @classmethod
     def import_engine(cls) -> Any:
         """Import and return the engine's Python package, or raise :class:`MissingExtraError`."""
+        spec = cls.spec()
         try:
-            return importlib.import_module(cls.package)
+            return importlib.import_module(spec.package)
         except ImportError as e:
-            raise MissingExtraError(cls.package, cls.extra, f"the {cls.name} runtime") from e
+            raise MissingExtraError(spec.package, spec.extra, f"the {cls.name} runtime") from e
 
     @classmethod
     @abstractmethod
@@ -80,13 +80,18 @@ def register_runtime(cls: type[Runtime]) -> type[Runtime]:
 
 
 def get_runtime(name: str) -> Runtime:
-    """An instance of the runtime called ``name`` (raises :class:`UnknownRuntimeError`)."""
-    if name not in RUNTIME_MODULES:
-        raise UnknownRuntimeError(name, RUNTIME_MODULES)
-    importlib.import_module(f"edgedeploy.runtimes.{RUNTIME_MODULES[name]}")
-    return RUNTIMES[name]()
+    """An instance of the runtime called ``name`` or one of its aliases, importing the module its spec names.
+
+    Raises :class:`~edgedeploy.errors.UnknownRuntimeError`, or :class:`ConfigError` when the runtime has no
+    implementation in this process (a board-only runtime) or its module registers none.
+    """
+    spec = registry.runtime_spec(name)
+    if spec.name not in RUNTIMES:
+        registry.import_implementation(spec.module, f"runtime {spec.name}")
+    if spec.name not in RUNTIMES:
+        raise ConfigError(f"runtime {spec.name}: module {spec.module} registers no runtime")
+    return RUNTIMES[spec.name]()
 
 
-def default_runtime(fmt: str) -> str:
-    """The runtime used for parity and benchmarks of a format unless the user picks one."""
-    return {"onnx": "onnxruntime", "mnn": "mnn", "tflite": "litert", "coreml": "coreml", "torch": "torch"}[fmt]
+#: kept for callers of the old name; the registry is the source
+default_runtime = registry.default_runtime

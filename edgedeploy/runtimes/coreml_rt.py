@@ -66,9 +66,6 @@ class CoreMlRuntime(Runtime):
     """Core ML on macOS; ``threads`` is ignored (Core ML schedules its own), ``compute_units`` picks CPU/GPU/ANE."""
 
     name = "coreml"
-    formats = ("coreml",)
-    extra = "coreml"
-    package = "coremltools"
 
     @classmethod
     def version(cls) -> str:

@@ -86,9 +86,6 @@ class LiteRtRuntime(Runtime):
     """LiteRT CPU interpreter (XNNPACK delegate) with ``num_threads = threads``."""
 
     name = "litert"
-    formats = ("tflite",)
-    extra = "tflite"
-    package = "ai_edge_litert"
 
     @classmethod
     def version(cls) -> str:

@@ -64,9 +64,6 @@ class MnnRuntime(Runtime):
     """MNN CPU runtime with ``numThread = threads`` and ``precision = "high"`` (fp32 compute)."""
 
     name = "mnn"
-    formats = ("mnn",)
-    extra = "mnn"
-    package = "MNN"
 
     @classmethod
     def version(cls) -> str:

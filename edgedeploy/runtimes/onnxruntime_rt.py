@@ -35,9 +35,6 @@ class OnnxRuntime(Runtime):
     """onnxruntime ``InferenceSession`` with ``intra_op_num_threads = threads``, sequential execution."""
 
     name = "onnxruntime"
-    formats = ("onnx",)
-    extra = "onnx"
-    package = "onnxruntime"
 
     @classmethod
     def version(cls) -> str:

@@ -38,9 +38,6 @@ class TorchRuntime(Runtime):
     """Eager PyTorch; ``load`` takes a zoo model name (or card path) instead of a file."""
 
     name = "torch"
-    formats = ("torch",)
-    extra = "all"
-    package = "torch"
 
     @classmethod
     def version(cls) -> str:
