@@ -223,8 +223,17 @@ def export_cmd(
 
 # ---------------------------------------------------------------------------------------------------- bench
 @main.command("bench")
-@click.argument("target", metavar="MODEL_OR_FILE")
-@click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
+@click.argument("target", metavar="[MODEL_OR_FILE]", required=False)
+@click.option("--device", default=None, help="Device profile name or path to a YAML file (default: local; with a "
+              "suite: replaces the suite's devices).")  # fmt: skip
+@click.option(
+    "--suite",
+    "suite_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Run a benchmark suite file (default with no model: ./edgedeploy.yaml, else the built-in suite).",
+)
+@click.option("--markdown", type=click.Path(dir_okay=False), default=None, help="Suites: write the table as Markdown.")
 @click.option("--runtime", default=None,
               help="See `edgedeploy formats` (default: mnn for a model name, else the format's).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
@@ -237,12 +246,18 @@ def export_cmd(
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@click.pass_context
 def bench_cmd(
-    target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
-    precision: str, weights: str | None, input_size: int | None, as_json: bool, out: str | None,
-    trust_on_first_use: bool,
+    ctx: click.Context, target: str | None, device: str | None, suite_file: str | None, markdown: str | None,
+    runtime: str | None, iterations: int, warmup: int, threads: int | None, precision: str, weights: str | None,
+    input_size: int | None, as_json: bool, out: str | None, trust_on_first_use: bool,
 ) -> None:  # fmt: skip
-    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
+    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs.
+
+    With --suite FILE, or with no MODEL_OR_FILE (then ./edgedeploy.yaml, else EdgeFormer-S vs MobileViT-S on every
+    runtime the device has), run a suite: every case exported once and benched, one table, one stored run; exit 0
+    only when every case that was not excluded was benchmarked, else 1.
+    """
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.bench.run import resolve_target
     from edgedeploy.errors import ConfigError
@@ -253,7 +268,18 @@ def bench_cmd(
         get_runtime(runtime)  # unknown runtime: fail before any export
     from edgedeploy.devices.profile import load_profile
 
+    if suite_file is not None or target is None:
+        from edgedeploy.suite import find_suite, load_suite
+
+        suite = load_suite(suite_file) if suite_file else find_suite()
+        return _run_suite(ctx, suite, device, out, as_json, markdown, trust_on_first_use)
+    device = device or "local"
     profile = load_profile(device)
+    if profile.transport == "labgrid":  # a farm: one case, on whichever board is free
+        from edgedeploy.suite import Suite
+
+        one = Suite(name=target, models=[target], runtimes=[runtime] if runtime else [], devices=[device])
+        return _run_suite(ctx, one, device, out, as_json, markdown, trust_on_first_use)
     if out is not None:
         _check_out(Path(out))
     with err_console.status(f"preparing {target}") as status:
@@ -284,6 +310,32 @@ def bench_cmd(
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
         sys.exit(5)
+
+
+def _run_suite(
+    ctx: click.Context, suite: Any, device: str | None, out: str | None, as_json: bool, markdown: str | None,
+    trust_on_first_use: bool,
+) -> None:  # fmt: skip
+    """Suite mode: options given on the command line override the suite's (see edgedeploy/bench/suite_cli.py)."""
+    from click.core import ParameterSource
+
+    from edgedeploy.bench.suite_cli import run_suite_command
+
+    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    update: dict[str, Any] = {k: given[k] for k in ("iterations", "warmup", "threads", "input_size") if k in given}
+    if "runtime" in given:
+        update["runtimes"] = [registry.runtime_spec(given["runtime"]).name]
+    if "precision" in given:
+        update["precisions"] = [given["precision"]]
+    if update:
+        suite = type(suite).model_validate({**suite.model_dump(), **update, "path": suite.path})
+    if out is not None:
+        if Path(out).suffix == ".json" and not Path(out).is_dir():
+            from edgedeploy.errors import ConfigError
+
+            raise ConfigError(f"--out {out}: a suite stores one run record in a result folder; give a folder")
+        _check_out(Path(out))
+    run_suite_command(suite, [device] if device else None, out, as_json, markdown, trust_on_first_use, err_console)
 
 
 def _check_out(out: Path) -> None:

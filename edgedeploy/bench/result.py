@@ -12,7 +12,13 @@ JSON layout (``schema_version`` 1)::
      "median_ms": ..., "mean_ms": ..., "p90_ms": ..., "p99_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ...,
      "load_ms": ..., "first_ms": ..., "status": "complete" | "partial", "source": "python-harness",
      "artifact": {"path": ..., "sha256": ...}, "warnings": [...], "device_state": {"before": {...}, "after": {...}},
-     "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "..."}
+     "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "...",
+     "board": "rk3288-a" | null, "started_at": "2026-11-21T06:00:01.250000+00:00" | null, "finished_at": ...}
+
+``board`` (the labgrid place name for a farm run, else ``null``), ``started_at`` and ``finished_at`` (ISO 8601 UTC,
+microseconds, around the timed phase: locally the warm-up and timed iterations, on a board the runner process that
+loads, warms up and times) were added later; files without them load with
+``null``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgedeploy.bench.stats import summarize
 
 SCHEMA_VERSION = 1
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 UTC with microseconds (``started_at`` / ``finished_at``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 class BenchResult(BaseModel):
@@ -62,6 +73,9 @@ class BenchResult(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     timestamp: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     git_commit: str | None = None
+    board: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @model_validator(mode="after")
     def _derive_stats(self) -> BenchResult:

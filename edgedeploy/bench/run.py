@@ -18,7 +18,7 @@ from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import check_run_args, measure
-from edgedeploy.bench.result import BenchResult
+from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.data import real_image
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
@@ -120,7 +120,9 @@ def bench_local(
         raise ArtifactError(f"cannot tell the input shape of {target.artifact}; export it with edgedeploy")
     x = real_image(shape[-1]) if shape[1] == 3 else real_image(shape[1]).transpose(0, 2, 3, 1).copy()
     state_before = _local_state()
+    started_at = utc_now_iso()
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
+    finished_at = utc_now_iso()
     state_after = _local_state()
     warnings = []
     from edgedeploy.devices.state import throttling
@@ -156,6 +158,8 @@ def bench_local(
         device_state={"before": state_before, "after": state_after},
         env=env,
         git_commit=env.get("git_commit") or env.get("package_commit"),  # the checkout run from, else edgedeploy's
+        started_at=started_at,
+        finished_at=finished_at,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
-from edgedeploy.bench.result import BenchResult
+from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, DeviceProfile
@@ -285,6 +285,7 @@ def _bench(
         if pin and threads > len(pin_cores):
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []
+        started_at = utc_now_iso()  # the timed phase: the runner's (or native tool's) warm-up and timed runs
         with _fixed_performance(transport, profile, warnings) as fixed_perf:
             if native_tool is not None:
                 from edgedeploy.devices.native import run_native
@@ -299,6 +300,7 @@ def _bench(
                     transport, profile, runner_path or "", remote_files[0], py_runtime or "", iterations, warmup,
                     threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
                 )  # fmt: skip
+        finished_at = utc_now_iso()
         after = read_device_state(transport)
     finally:
         with contextlib.suppress(DeviceError):
@@ -365,6 +367,8 @@ def _bench(
         device_state=state,
         env=env,
         git_commit=options.get("git_commit"),
+        started_at=started_at,
+        finished_at=finished_at,
         **extra,
     )
 
