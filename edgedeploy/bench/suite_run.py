@@ -112,6 +112,7 @@ class _Board:
     profile: DeviceProfile
     farm_board: bool = False
     dropped: str = ""
+    busy: bool = False
 
 
 @dataclass
@@ -233,9 +234,12 @@ def run_suite(
                     th.join(timeout=0.2)
         except KeyboardInterrupt:
             queue.stop.set()
-            log("interrupted: waiting up to 10 s for the boards' current cases, then releasing them")
+            log("interrupted: releasing the boards")
             for th in threads:
-                th.join(timeout=10 / max(1, len(threads)))
+                th.join(timeout=2 / max(1, len(threads)))
+            for b in boards:  # a worker still mid-case holds its board's lock folder: take it away (ours only)
+                if b.busy:
+                    _release_own_lock(b.profile)
             raise
         for o in outcomes:  # jobs left: every board of the device dropped out
             if o.status == "pending":
@@ -248,6 +252,26 @@ def run_suite(
         suite, outcomes, writer.path, writer.run.run_id, {b.name: b.dropped for b in boards},
         time.monotonic() - t_start,
     )  # fmt: skip
+
+
+def _release_own_lock(profile: DeviceProfile) -> None:
+    """Remove the device-side lock folder of ``profile`` if this process holds it (after Ctrl-C, when a worker
+    thread cannot unwind). Best effort and bounded by the profile's connect timeout."""
+    if profile.transport == "local":
+        return
+    import json
+    import os
+    import shlex
+    import socket
+
+    from edgedeploy.devices.transport import connect
+
+    with contextlib.suppress(Exception):
+        with connect(profile) as t:
+            lock_dir = t.expand_path(profile.workdir or ".").rstrip("/") + "/.lock"
+            owner = json.loads(t.read_text(lock_dir + "/owner") or "{}")
+            if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+                t.sh(f"rm -rf {shlex.quote(lock_dir)}", check=False, timeout=30)
 
 
 def _probe(board: _Board) -> list[str] | None:
@@ -338,6 +362,7 @@ def _worker(
         c = o.case
         log(f"{board.name}: {c.model} {c.format} {c.precision} {c.runtime} (run {run + 1}/{suite.runs})")
         handed_back = False
+        board.busy = True
         try:
             res = _bench_one(board, o, suite, artifacts[(c.model, c.format, c.precision)])
             if board.farm_board:
@@ -359,6 +384,7 @@ def _worker(
         except Exception as e:  # noqa: BLE001 - one broken case must not stop the others
             with lock:
                 o.errors.append(f"{board.name}: {type(e).__name__}: {e}")
+        board.busy = False
         if not handed_back:
             with lock:
                 o.runs_done += 1

@@ -21,6 +21,10 @@ discovered on the device (``edgedeploy devices check NAME`` shows what was found
     runtimes: [onnxruntime, tflite]  # Python modules the runner may import; default: probe all it knows
     native_tools: {mnn-benchmark: /home/pi/MNN/build/benchmark.out}
 
+A ``transport: labgrid`` profile stands for every board of a labgrid farm whose place matches ``tags``: it names the
+``coordinator`` (HOST:PORT) instead of a ``host``, and its ``user``, ``key_file``, ``known_hosts``, ``python`` and
+``workdir`` may contain ``{board}`` (the place name); see :mod:`edgedeploy.devices.farm`.
+
 Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for a malformed profile, and
 :class:`~edgedeploy.errors.UnknownDeviceError` (with close-name suggestions) for an unknown profile name.
 """
