@@ -6,6 +6,7 @@ timing. Root (sshd in a private mount namespace) and labgrid (extra ``farm``) ar
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -191,42 +192,60 @@ def test_cli_farm_json_one_model_and_ctrl_c_releases(farm: Farm, tmp_path: Path)
         assert not (farm.tmp / "work" / board / ".lock").exists(), board
 
 
+def _kill_board(s: SSHServer) -> None:
+    """What a board dying does: its sshd and every open session go away (new connections are refused)."""
+    sessions = s.session_pids()
+    s.stop()
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_killed_board_hands_its_cases_to_the_other(farm: Farm, tmp_path: Path) -> None:
-    """board-b's sshd is killed after its first stored result: every case is still benchmarked (on board-a), and
-    what board-b measured before it died is kept in the store. Runs last in this module: board-b stays dead."""
+    """board-b dies in the middle of its second case (after one result stored, while its runner is timing): every
+    case is still benchmarked, the rest on board-a, and what board-b measured before it died is kept in the store.
+    Runs last in this module: board-b stays dead."""
     suite = Suite(**{**SUITE, "iterations": 80})
     prof = farm.profile(tmp_path / "two.yaml")
     store = tmp_path / "store"
-    killed: list[float] = []
+    runs_b = farm.tmp / "work" / "board-b" / "runs"
+    killed: list[str] = []
 
     def killer() -> None:  # bounded: 300 s
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            for f in store.glob("*.json") if store.is_dir() else []:
-                try:
-                    rs = json.loads(f.read_text())["results"]
-                except (ValueError, KeyError, OSError):
-                    continue
-                if any(r["board"] == "board-b" for r in rs):
-                    farm.boards["board-b"].stop()
-                    killed.append(time.monotonic())
-                    return
-            time.sleep(0.05)
+        stored_b = False
+        while time.monotonic() < deadline:
+            for f in store.glob("*.json") if store.is_dir() and not stored_b else []:
+                with contextlib.suppress(ValueError, KeyError, OSError):
+                    stored_b = any(r["board"] == "board-b" for r in json.loads(f.read_text())["results"])
+            if stored_b:
+                for f in runs_b.glob("*.samples") if runs_b.is_dir() else []:
+                    with contextlib.suppress(OSError):
+                        if len(f.read_text().splitlines()) >= 5:  # board-b's runner is timing its second case
+                            _kill_board(farm.boards["board-b"])
+                            killed.append(f.name)
+                            return
+            time.sleep(0.02)
 
     th = threading.Thread(target=killer, daemon=True)
     th.start()
     report = run_suite(suite, [str(prof)], store)
     th.join(timeout=5)
-    assert killed, "board-b never stored a result"
-    assert report.ok and all(c.status == "benchmarked" for c in report.cases)
+    assert killed, "board-b was never caught timing its second case"
+    assert report.ok and all(c.status == "benchmarked" for c in report.cases), [c.reason for c in report.cases]
     assert report.boards["board-b"], "board-b must be reported as dropped out"
     stored = json.loads(report.record.read_text())["results"]
     on_b = [r for r in stored if r["board"] == "board-b"]
-    assert on_b and any(r["status"] == "complete" for r in on_b)  # what it measured before dying is kept
-    for c in report.cases:  # every case has a complete run; those after the kill ran on board-a
+    assert any(r["status"] == "complete" for r in on_b)  # what it measured before it died is kept
+    partial = [r for r in on_b if len(r["samples_ms"]) < r["iterations"]]
+    assert all(r["status"] == "partial" for r in partial)
+    for c in report.cases:  # every case has a complete run
         assert c.complete, c.case.key
-    later = [r for c in report.cases for r in c.complete if r.board == "board-b"]
-    assert len(later) < 6 and len([r for c in report.cases for r in c.complete if r.board == "board-a"]) >= 1
+    complete_b = [r for c in report.cases for r in c.complete if r.board == "board-b"]
+    complete_a = [r for c in report.cases for r in c.complete if r.board == "board-a"]
+    assert len(complete_a) + len(complete_b) == 6 and len(complete_a) >= 4
+    _no_overlap([r for c in report.cases for r in c.complete])
     _released(farm)
-    print(f"killed board-b: {len(on_b)} result(s) stored from it ({[r['status'] for r in on_b]}); "
-          f"dropped: {report.boards['board-b']}")  # fmt: skip
+    print(f"killed board-b mid-case: {len(complete_b)} complete and {len(partial)} partial result(s) kept from it "
+          f"({[len(r['samples_ms']) for r in partial]} samples), {len(complete_a)} cases on board-a; "
+          f"board-b dropped: {report.boards['board-b']}")  # fmt: skip

@@ -301,7 +301,13 @@ def _bench(
                     threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
                 )  # fmt: skip
         finished_at = utc_now_iso()
-        after = read_device_state(transport)
+        try:
+            after = read_device_state(transport)
+        except DeviceError as e:  # the board went away after the run: keep the samples it measured
+            if status != "partial":
+                raise
+            after = {"error": f"{type(e).__name__}: {e}"}
+            warnings.append(f"device state after the run not read: {e}")
     finally:
         with contextlib.suppress(DeviceError):
             rlock.release()
