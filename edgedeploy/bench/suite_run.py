@@ -13,7 +13,8 @@
    device: one case per board at a time, all boards in parallel. A job that fails (the runtime is missing, the
    runner errors) marks its case ``bench failed`` and the board goes on. A board that drops out (unreachable,
    connection lost for good, refused authentication) hands the job back and stops; the other boards of its device
-   take its remaining jobs, and what it measured before it dropped (a ``partial`` result) is stored.
+   take its remaining jobs, and what it measured before it dropped (a ``partial`` result) is stored. Every run
+   goes through the public API, :func:`edgedeploy.bench`, on the exported artifact.
 4. **Store.** One result-store run (:class:`~edgedeploy.results.store.RunWriter`) holds every result, rewritten
    as each one arrives, plus ``suite`` and ``cases`` (the statuses) as extra record keys.
 
@@ -24,6 +25,7 @@ A case's ``median_ms`` is the median of its fastest run (what ``compare`` keeps 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections import deque
@@ -31,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices.profile import DeviceProfile, load_profile
@@ -110,6 +114,7 @@ class _Board:
     name: str
     device: str
     profile: DeviceProfile
+    spec: str  # what edgedeploy.bench(device=...) takes: the profile's name or a YAML file
     farm_board: bool = False
     dropped: str = ""
     busy: bool = False
@@ -184,20 +189,25 @@ def run_suite(
     """
     log = progress or _noop
     t_start = time.monotonic()
-    profiles = [load_profile(d) for d in (devices or suite.devices)]
+    specs = list(devices or suite.devices)
+    profiles = [load_profile(d) for d in specs]
     if trust_on_first_use:
         profiles = [p.model_copy(update={"trust_on_first_use": True}) for p in profiles]
     writer = RunWriter(store, label=suite.name)
     with contextlib.ExitStack() as stack:
         boards: list[_Board] = []
-        for prof in profiles:
+        for spec, prof in zip(specs, profiles, strict=True):
             if prof.transport == "labgrid":
                 from edgedeploy.devices.farm import LabgridFarm
 
                 farm = stack.enter_context(LabgridFarm(prof, log=log))
-                boards += [_Board(b.name, prof.name, b.profile, farm_board=True) for b in farm.boards]
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgedeploy-farm-")))
+                for b in farm.boards:  # each board's SSH profile as a file, for edgedeploy.bench(device=...)
+                    path = folder / f"{b.name}.yaml"
+                    path.write_text(yaml.safe_dump(b.profile.model_dump(mode="json", exclude={"path"})))
+                    boards.append(_Board(b.name, prof.name, b.profile, str(path), farm_board=True))
             else:
-                boards.append(_Board(prof.name, prof.name, prof))
+                boards.append(_Board(prof.name, prof.name, prof, spec))
         outcomes: list[CaseOutcome] = []
         for prof in profiles:
             rts = suite.runtimes or device_runtimes(prof, _probe(next(b for b in boards if b.device == prof.name)))
@@ -326,19 +336,13 @@ def _export(model: str, fmt: str, precision: str, input_size: int | None, log: P
 
 
 def _bench_one(board: _Board, o: CaseOutcome, suite: Suite, art: _Artifact) -> BenchResult:
+    """One timed run through the public API (:func:`edgedeploy.bench`) of the artifact exported for ``o``."""
+    import edgedeploy
+
     c = o.case
-    if board.profile.transport == "local":
-        from edgedeploy.bench.run import BenchTarget, bench_local
-
-        target = BenchTarget(art.model, c.format, c.precision, c.runtime, art.path, art.input_shape, art.parity_status)
-        return bench_local(target, suite.iterations, suite.warmup, suite.threads)
-    from edgedeploy.devices.remote import bench_on_device
-
-    assert art.path is not None
-    return bench_on_device(
-        board.profile, art.path, runtime=c.runtime, iterations=suite.iterations, warmup=suite.warmup,
-        threads=suite.threads, model=art.model, fmt=c.format, precision=c.precision,
-        input_shape=list(art.input_shape),
+    return edgedeploy.bench(
+        art.path, device=board.spec, runtime=c.runtime, iterations=suite.iterations, warmup=suite.warmup,
+        threads=suite.threads, trust_on_first_use=board.profile.trust_on_first_use,
     )  # fmt: skip
 
 
