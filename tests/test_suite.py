@@ -114,3 +114,62 @@ def test_bench_without_model_runs_edgedeploy_yaml_with_honest_statuses(tmp_path:
     assert [c["status"] for c in stored["cases"]].count("export failed") == 1
     assert "excluded: " not in r.stdout  # --json: stdout is JSON alone; the table went to stderr
     assert "fp16 is not measured here" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------- farm profile, store
+def test_labgrid_profile_fields_and_board_profiles(tmp_path: Path) -> None:
+    from edgedeploy.devices.farm import board_profile
+    from edgedeploy.devices.profile import load_profile_file
+
+    p = _write(tmp_path, {"name": "farm", "transport": "labgrid", "tags": {"device": "rk3288"}}, "farm.yaml")
+    with pytest.raises(ConfigError, match=r"field .*coordinator"):
+        load_profile_file(p)
+    p = _write(tmp_path, {"name": "farm", "transport": "labgrid", "coordinator": "lab:20408", "host": "x"}, "f2.yaml")
+    with pytest.raises(ConfigError, match="'host' is not used"):
+        load_profile_file(p)
+    p = _write(tmp_path, {"name": "b", "transport": "ssh", "host": "x", "coordinator": "lab:1"}, "f3.yaml")
+    with pytest.raises(ConfigError, match="belong to transport labgrid"):
+        load_profile_file(p)
+    farm = load_profile_file(_write(tmp_path, {
+        "name": "farm", "transport": "labgrid", "coordinator": "lab:20408", "tags": {"device": "rk3288"},
+        "known_hosts": "/keys/{board}/known_hosts", "runtimes": ["onnxruntime"],
+    }, "farm.yaml"))  # fmt: skip
+    assert farm.workdir == "/tmp/edgedeploy/{board}" and farm.address == "labgrid:lab:20408[device=rk3288]"
+    b = board_profile(farm, "rk-7", {"address": "10.0.0.7", "port": 2222, "username": "linaro"})
+    assert (b.transport, b.host, b.port, b.user, b.name) == ("ssh", "10.0.0.7", 2222, "linaro", "farm")
+    assert b.workdir == "/tmp/edgedeploy/rk-7" and b.known_hosts == "/keys/rk-7/known_hosts"
+    assert b.runtimes == ["onnxruntime"] and not b.trust_on_first_use
+    from edgedeploy.devices.transport import connect
+
+    with pytest.raises(ConfigError, match="labgrid farm"):
+        connect(farm)
+
+
+def test_result_schema_backward_compatible_and_run_writer(tmp_path: Path) -> None:
+    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.store import RunWriter, list_runs
+
+    old = {"model": "m", "format": "onnx", "runtime": "onnxruntime", "device": "local", "threads": 1,
+           "iterations": 2, "warmup": 0, "samples_ms": [1.0, 3.0]}  # fmt: skip
+    r = BenchResult.model_validate(old)  # a file written before board / started_at existed
+    assert r.board is None and r.started_at is None and r.median_ms == 2.0
+    w = RunWriter(tmp_path / "store", label="s")
+    assert w.path is None and w.update(cases=[]) is None  # nothing written before the first result
+    p1 = w.add(r)
+    p2 = w.add(r.model_copy(update={"board": "rk-1", "started_at": "2026-12-01T20:00:00.000001+00:00"}))
+    w.update(cases=[{"status": "benchmarked"}])
+    assert p1 == p2 and len(list((tmp_path / "store").iterdir())) == 1  # one run, rewritten in place
+    (run,) = list_runs(tmp_path / "store")
+    assert run.run_id == w.run.run_id and [x.board for x in run.results] == [None, "rk-1"]
+    assert json.loads(p1.read_text())["cases"] == [{"status": "benchmarked"}]
+
+
+def test_farm_with_no_coordinator_is_a_device_error(tmp_path: Path) -> None:
+    pytest.importorskip("labgrid")
+    from tests.testbed.sshd import free_port
+
+    p = _write(tmp_path, {"name": "farm", "transport": "labgrid", "coordinator": f"127.0.0.1:{free_port()}",
+                          "connect_timeout_s": 3}, "farm.yaml")  # fmt: skip
+    suite = _write(tmp_path, {"models": ["emo_1m"], "formats": ["onnx"]})
+    r = run_cli("bench", "--suite", str(suite), "--device", str(p), timeout=120)
+    assert r.returncode == 5 and "labgrid coordinator" in r.stderr and "does not answer" in r.stderr
