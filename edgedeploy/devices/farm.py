@@ -18,6 +18,8 @@ board-access fields, in which ``{board}`` stands for the place name::
 ``labgrid-client -p +TOKEN acquire`` do, through labgrid's own client (:class:`labgrid.remote.client.ClientSession`
 over gRPC): one reservation per matching place with the tag filter (labgrid allocates one place per reservation),
 polled until allocated (polling also refreshes it, so it does not time out), then the allocated place acquired.
+Places still busy :data:`GRACE_S` after the first one was acquired are left to their holders (their reservations
+cancelled); a place that cannot be acquired or has no available ``NetworkService`` is skipped.
 Each acquired place's ``NetworkService`` resource (``address``, ``port``, ``username``, published by the exporter of
 the host the board hangs off) becomes an SSH :class:`~edgedeploy.devices.profile.DeviceProfile`. On exit — success,
 error or Ctrl-C — every acquired place is released and every reservation cancelled.
@@ -44,6 +46,8 @@ from edgedeploy.errors import DeviceBusyError, DeviceError, DeviceUnreachableErr
 T = TypeVar("T")
 #: how often a waiting reservation is polled (s); each poll also refreshes it on the coordinator (60 s timeout)
 POLL_S = 0.5
+#: once one board is acquired, how long the other reservations may still wait for a place (s)
+GRACE_S = 5.0
 #: fields of a farm profile that describe the farm itself, not a board
 FARM_FIELDS = ("coordinator", "tags", "max_boards", "reserve_timeout_s")
 
@@ -171,13 +175,22 @@ class LabgridFarm:
         self.log(f"reserved {n} place(s) matching {p.tags} on {p.coordinator}; waiting for allocation")
         deadline = time.monotonic() + p.reserve_timeout_s
         pending = list(self.tokens)
+        skipped: list[str] = []
         while pending:
             for token in list(pending):
                 reply = self._rpc("PollReservation", pb2.PollReservationRequest(token=token))
                 res = Reservation.from_pb2(reply.reservation)
                 if res.state is ReservationState.allocated and res.allocations.get("main"):
-                    self._acquire(res.allocations["main"][0])
+                    place = res.allocations["main"][0]
                     pending.remove(token)
+                    try:
+                        self._acquire(place)
+                    except DeviceError as e:  # this board is broken (exporter gone, no NetworkService): skip it
+                        self.log(f"skipping place {place}: {e}")
+                        skipped.append(f"{place}: {e}")
+                        self._release(place)
+                    if self.boards:  # the others get a short grace, not the whole timeout (they may be busy)
+                        deadline = min(deadline, time.monotonic() + GRACE_S)
                 elif res.state in (ReservationState.expired, ReservationState.invalid):
                     pending.remove(token)
             if not pending or time.monotonic() >= deadline:
@@ -187,6 +200,8 @@ class LabgridFarm:
             with contextlib.suppress(Exception):
                 self._rpc("CancelReservation", pb2.CancelReservationRequest(token=token))
             self.tokens.remove(token)
+        if not self.boards and skipped:
+            raise DeviceError(f"{p.name}: no usable labgrid place: {'; '.join(skipped)}")
         if not self.boards:
             raise DeviceBusyError(
                 f"{p.name}: none of the {len(names)} labgrid place(s) matching {p.tags} was allocated within "
@@ -204,6 +219,15 @@ class LabgridFarm:
         if service is None:
             raise DeviceError(f"{self.profile.name}: labgrid place {place} has no NetworkService resource")
         self.boards.append(Board(place, board_profile(self.profile, place, service), service))
+
+    def _release(self, place: str) -> None:
+        if place in self.acquired:
+            try:
+                self._rpc("ReleasePlace", self._pb2.ReleasePlaceRequest(placename=place), timeout=10)
+                self.log(f"released {place}")
+            except Exception as e:  # noqa: BLE001 - keep releasing the others
+                self.log(f"could not release {place}: {e}")
+            self.acquired.remove(place)
 
     def network_service(self, place: str) -> dict[str, Any] | None:
         """Parameters (``address``, ``port``, ``username`` …) of ``place``'s acquired, available NetworkService, or
@@ -225,12 +249,7 @@ class LabgridFarm:
         s, pb2 = self._session, getattr(self, "_pb2", None)
         if s is not None and pb2 is not None:
             for place in list(self.acquired):
-                try:
-                    self._rpc("ReleasePlace", pb2.ReleasePlaceRequest(placename=place), timeout=10)
-                    self.log(f"released {place}")
-                except Exception as e:  # noqa: BLE001 - keep releasing the others
-                    self.log(f"could not release {place}: {e}")
-                self.acquired.remove(place)
+                self._release(place)
             for token in list(self.tokens):
                 with contextlib.suppress(Exception):
                     self._rpc("CancelReservation", pb2.CancelReservationRequest(token=token), timeout=10)
