@@ -5,7 +5,8 @@
 1. **Devices.** Each suite device is a profile. A ``transport: labgrid`` profile is a farm: its matching places are
    reserved and acquired (:class:`~edgedeploy.devices.farm.LabgridFarm`) and each becomes a *board*; any other
    profile is one board. Runtimes not named by the suite are the device's (:func:`edgedeploy.suite.device_runtimes`;
-   a board without a ``runtimes`` list in its profile is probed once).
+   a board without a ``runtimes`` list in its profile is probed once). A farm is reserved after the export step
+   (so its boards are not held while exporting) unless its runtimes must be probed first.
 2. **Export.** Every (model, format, precision) the non-excluded cases need is exported once (the artifact cache:
    an artifact exported earlier with the same weights and settings is reused) with the parity check. A failed
    export marks its cases ``export failed``, a failed parity check ``parity failed``; neither is benched.
@@ -196,22 +197,33 @@ def run_suite(
     writer = RunWriter(store, label=suite.name)
     with contextlib.ExitStack() as stack:
         boards: list[_Board] = []
-        for spec, prof in zip(specs, profiles, strict=True):
-            if prof.transport == "labgrid":
-                from edgedeploy.devices.farm import LabgridFarm
+        opened: set[int] = set()
 
-                farm = stack.enter_context(LabgridFarm(prof, log=log))
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgedeploy-farm-")))
-                for b in farm.boards:  # each board's SSH profile as a file, for edgedeploy.bench(device=...)
-                    path = folder / f"{b.name}.yaml"
-                    path.write_text(yaml.safe_dump(b.profile.model_dump(mode="json", exclude={"path"})))
-                    boards.append(_Board(b.name, prof.name, b.profile, str(path), farm_board=True))
-            else:
+        def open_boards(i: int) -> None:  # a farm's places are reserved only once its cases are ready to run
+            if i in opened:
+                return
+            opened.add(i)
+            spec, prof = specs[i], profiles[i]
+            if prof.transport != "labgrid":
                 boards.append(_Board(prof.name, prof.name, prof, spec))
+                return
+            from edgedeploy.devices.farm import LabgridFarm
+
+            farm = stack.enter_context(LabgridFarm(prof, log=log))
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgedeploy-farm-")))
+            for b in farm.boards:  # each board's SSH profile as a file, for edgedeploy.bench(device=...)
+                path = folder / f"{b.name}.yaml"
+                path.write_text(yaml.safe_dump(b.profile.model_dump(mode="json", exclude={"path"})))
+                boards.append(_Board(b.name, prof.name, b.profile, str(path), farm_board=True))
+
         outcomes: list[CaseOutcome] = []
-        for prof in profiles:
-            rts = suite.runtimes or device_runtimes(prof, _probe(next(b for b in boards if b.device == prof.name)))
-            outcomes += [CaseOutcome(c) for c in expand(suite, prof.name, rts)]
+        for i, prof in enumerate(profiles):
+            probed = None
+            if not suite.runtimes and not prof.runtimes and prof.transport != "local":
+                open_boards(i)  # the runtimes this device has: ask its (first) board
+                probed = _probe(next(b for b in boards if b.device == prof.name))
+            outcomes += [CaseOutcome(c) for c in expand(suite, prof.name, suite.runtimes or
+                                                        device_runtimes(prof, probed))]  # fmt: skip
         for o in outcomes:
             if o.case.excluded is not None:
                 o.status, o.reason = "excluded", o.case.excluded
@@ -225,6 +237,9 @@ def run_suite(
                 on_case(o)
 
         artifacts = _export_all(suite, [o for o in outcomes if o.status == "pending"], log, finish)
+        for i, prof in enumerate(profiles):
+            if any(o.status == "pending" and o.case.device == prof.name for o in outcomes):
+                open_boards(i)
         queue = _Queue()
         for o in outcomes:
             if o.status == "pending":
