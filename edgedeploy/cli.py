@@ -321,12 +321,8 @@ def _run_suite(
         update["precisions"] = [given["precision"]]
     if update:
         suite = type(suite).model_validate({**suite.model_dump(), **update, "path": suite.path})
-    if out is not None:
-        if Path(out).suffix == ".json" and not Path(out).is_dir():
-            from edgedeploy.errors import ConfigError
-
-            raise ConfigError(f"--out {out}: a suite stores one run record in a result folder; give a folder")
-        api.check_result_out(Path(out))
+    if out is not None:  # a folder: the run record goes there; a .json file: every result as a list (and the
+        api.check_result_out(Path(out))  # run record in the default store)
     run_suite_command(suite, [device] if device else None, out, as_json, markdown, trust_on_first_use, err_console)
 
 

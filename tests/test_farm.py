@@ -164,11 +164,16 @@ def test_cli_farm_json_one_model_and_ctrl_c_releases(farm: Farm, tmp_path: Path)
     assert set(cases[0]) >= {"model", "format", "precision", "runtime", "device", "board", "status", "reason",
                              "median_ms"}  # fmt: skip
     _released(farm)
+    # what `compare --confirm` re-runs: one model on the farm, --out a .json file (a list of BenchResults)
     p = run_cli("bench", "emo_1m", "--device", str(prof), "--runtime", "onnxruntime", "--iterations", "5", "--json",
-                "--out", str(tmp_path / "s2"), env=env)  # fmt: skip
+                "--out", str(tmp_path / "r.json"), env={**env, "EDGEDEPLOY_RESULTS": str(tmp_path / "s2")})  # fmt: skip
     assert p.returncode == 0, p.stderr
     (case,) = json.loads(p.stdout)["cases"]
     assert case["status"] == "benchmarked" and case["board"] in farm.boards
+    from edgedeploy.results.store import load_source
+
+    (res,) = load_source(tmp_path / "r.json")
+    assert res.board == case["board"] and len(res.samples_ms) == 5 and res.device == "testfarm"
     _released(farm)
     # Ctrl-C mid-suite
     store = tmp_path / "s3"

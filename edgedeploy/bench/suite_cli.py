@@ -37,8 +37,9 @@ def run_suite_command(
         def plan(cases: list[CaseOutcome]) -> None:
             bar.update(task, total=len(cases), completed=sum(c.status == "excluded" for c in cases))
 
+        to_file = out is not None and Path(out).suffix == ".json" and not Path(out).is_dir()
         report = run_suite(
-            suite, devices, out, trust_on_first_use=trust_on_first_use,
+            suite, devices, None if to_file else out, trust_on_first_use=trust_on_first_use,
             progress=lambda msg: bar.update(task, note=escape(msg[:100])),
             on_case=lambda c: bar.update(task, advance=1), on_plan=plan,
         )  # fmt: skip
@@ -52,6 +53,12 @@ def run_suite_command(
     for board, why in report.boards.items():
         if why:
             err_console.print(f"[yellow]board {escape(board)} dropped out:[/] {escape(why)}", soft_wrap=True)
+    if to_file:
+        from edgedeploy._util import atomic_write_text
+
+        results = [json.loads(r.model_dump_json()) for c in report.cases for r in c.results]
+        atomic_write_text(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
+        err_console.print(f"{len(results)} result(s) written to {out}")
     if markdown:
         Path(markdown).write_text(suite_markdown(report))
         err_console.print(f"table written to {markdown}")
