@@ -1,7 +1,9 @@
 """The ``edgedeploy`` command line: parse, call the library, print, map errors to exit codes.
 
-Every :class:`~edgedeploy.errors.EdgeDeployError` becomes one line on stderr and its ``exit_code``; ``--debug``
-(or ``EDGEDEPLOY_DEBUG=1``) shows the traceback instead. ``--json`` output goes to stdout alone; progress and
+Every :class:`~edgedeploy.errors.EdgeDeployError` becomes one line on stderr and its ``exit_code``, any other
+exception ``internal error: …`` and exit 70, SIGINT / SIGTERM exit 130 / 143 (:mod:`edgedeploy.clierrors`);
+``--debug`` (or ``EDGEDEPLOY_DEBUG=1``) shows the traceback too. Numeric options are checked by
+:mod:`edgedeploy.limits` before anything runs. ``--json`` output goes to stdout alone; progress and
 tables go to stderr in that mode.
 """
 
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgedeploy import __version__, registry
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.clierrors import ErrorHandlingGroup
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -33,20 +34,9 @@ def _si(n: float | None, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
-class EdgeDeployGroup(click.Group):
-    """A click group that turns toolkit errors into one clear line and an exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeDeployError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
-            sys.exit(130)
+class EdgeDeployGroup(ErrorHandlingGroup):
+    """The top-level group: every error of every sub-command is one line and a documented exit code
+    (:mod:`edgedeploy.clierrors`: toolkit errors, interrupts, and a last-resort ``internal error`` with exit 70)."""
 
 
 @click.group(cls=EdgeDeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,7 +148,9 @@ def export_cmd(
     """
     from edgedeploy.errors import UnknownFormatError
     from edgedeploy.export.pipeline import export_model
+    from edgedeploy.limits import check_export_options
 
+    check_export_options(opset, input_size, atol, min_cosine, min_top1)
     known = registry.format_names()
     fmts = known if formats == "all" else [formats]
     for f in fmts:
@@ -237,31 +229,38 @@ def export_cmd(
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@click.option("--allow-oversubscribe", is_flag=True, help="Allow more --threads than the device has cores "
+              "(up to 4x, with a warning).")  # fmt: skip
 def bench_cmd(
     target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
     precision: str, weights: str | None, input_size: int | None, as_json: bool, out: str | None,
-    trust_on_first_use: bool,
+    trust_on_first_use: bool, allow_oversubscribe: bool,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
-    from edgedeploy.bench.harness import check_run_args
+    from edgedeploy import limits
     from edgedeploy.bench.run import resolve_target
     from edgedeploy.errors import ConfigError
     from edgedeploy.runtimes.base import get_runtime
 
-    check_run_args(iterations, warmup, threads)  # before any export
+    limits.check_run_options(iterations, warmup, threads)  # before anything is loaded
+    limits.check_input_size(input_size)
     if runtime is not None:
         get_runtime(runtime)  # unknown runtime: fail before any export
     from edgedeploy.devices.profile import load_profile
 
     profile = load_profile(device)
+    for w in limits.check_threads(threads, limits.profile_cores(profile), allow_oversubscribe):
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     if out is not None:
         _check_out(Path(out))
     with err_console.status(f"preparing {target}") as status:
         resolved = resolve_target(
             target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
         )
+    if resolved.verified is False:
+        err_console.print(f"[yellow]warning:[/] {escape(resolved.unverified_reason())}", soft_wrap=True)
     if profile.transport == "local":
-        result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights)
+        result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights, allow_oversubscribe)
     else:
         from edgedeploy.devices.remote import bench_on_device
 
@@ -273,17 +272,23 @@ def bench_cmd(
         result = bench_on_device(
             profile, resolved.artifact, runtime=resolved.runtime, iterations=iterations, warmup=warmup,
             threads=threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape),
+            input_shape=list(resolved.input_shape), allow_oversubscribe=allow_oversubscribe,
         )  # fmt: skip
-    if out is not None:
-        _write_result(result, Path(out))
+        if resolved.verified is not None:
+            result = result.model_copy(update={"verified": resolved.verified})
+    # the samples go out (stdout) before any write that can fail; see edgedeploy.bench.keep
     if as_json:
         click.echo(result.to_json())
     else:
         _print_result(result)
+    if out is not None:
+        _write_result(result, Path(out), printed_json=as_json)
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
-        sys.exit(5)
+        from edgedeploy.clierrors import received_signal
+
+        signum = received_signal()
+        sys.exit(128 + signum if signum else 5)
 
 
 def _check_out(out: Path) -> None:
@@ -293,20 +298,22 @@ def _check_out(out: Path) -> None:
     ensure_writable_dir(out if (out.is_dir() or not out.suffix) else out.parent)
 
 
-def _write_result(result: Any, out: Path) -> None:
-    if out.suffix == ".json" and not out.is_dir():
-        from edgedeploy._util import atomic_write_text
+def _write_result(result: Any, out: Path, printed_json: bool = False) -> None:
+    from edgedeploy.bench.keep import save_result
+    from edgedeploy.errors import OutputError
 
-        atomic_write_text(out, result.to_json() + "\n")
-        err_console.print(f"result written to {out}")
-        return
-    from edgedeploy.results.store import append_result
+    try:
+        path = save_result(result, out)
+    except OutputError as e:
+        if getattr(e, "saved", None) is None and not printed_json:
+            click.echo(result.to_json())  # nowhere else to keep the samples
+        raise
+    err_console.print(f"result {'written to' if path == out else 'stored in'} {path}")
 
-    path = append_result(out, result)
-    err_console.print(f"result stored in {path}")
 
-
-def _bench_local_with_progress(resolved: Any, iterations: int, warmup: int, threads: int | None, weights: Any) -> Any:
+def _bench_local_with_progress(
+    resolved: Any, iterations: int, warmup: int, threads: int | None, weights: Any, allow_oversubscribe: bool = False
+) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedeploy.bench.run import bench_local
@@ -315,8 +322,9 @@ def _bench_local_with_progress(resolved: Any, iterations: int, warmup: int, thre
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(f"{resolved.model} [{resolved.runtime}]", total=iterations)
         return bench_local(
-            resolved, iterations, warmup, threads, weights, on_sample=lambda i, ms: progress.update(task, advance=1)
-        )
+            resolved, iterations, warmup, threads, weights, on_sample=lambda i, ms: progress.update(task, advance=1),
+            allow_oversubscribe=allow_oversubscribe,
+        )  # fmt: skip
 
 
 def _print_result(r: Any) -> None:

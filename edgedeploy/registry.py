@@ -59,6 +59,8 @@ class FormatSpec:
     from_onnx: bool = False
     bisectable: bool = False
     description: str = ""
+    #: an artifact may be a directory (CoreML's ``.mlpackage``); a directory given for any other format is refused
+    directory: bool = False
 
     @property
     def suffix(self) -> str:
@@ -324,7 +326,7 @@ for _spec in (
     FormatSpec("tflite", (".tflite",), "edgedeploy.export.tflite", "tflite", PRECISIONS, "litert",
                layouts=LAYOUTS, description="TFLite with litert-torch"),
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
-               description="CoreML ML program with coremltools via torch.export (iOS 16+)"),
+               description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
 ):  # fmt: skip
     register_format(_spec)
 

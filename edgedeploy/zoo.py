@@ -113,6 +113,19 @@ def build_model(
     return module
 
 
+def _torch_load_reason(e: Exception) -> str:
+    """One line for a ``torch.load`` failure (torch's weights-only refusal spans six lines of advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:"):
+            detail = ln.removeprefix("WeightsUnpickler error:").strip().split(". ")[0]
+            return (
+                f"it holds Python objects, not only tensors ({detail}); edgedeploy loads weights with "
+                "torch.load(weights_only=True): save a plain state_dict"
+            )
+    return f"{type(e).__name__}: {lines[0] if lines else 'unreadable'}"
+
+
 def load_weights(module: nn.Module, path: str | Path, card: ModelCard | None = None) -> None:
     """Load a local state_dict strictly; :class:`WeightsError` lists missing / unexpected / mismatched keys.
 
@@ -125,7 +138,7 @@ def load_weights(module: nn.Module, path: str | Path, card: ModelCard | None = N
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ArtifactError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from e
+        raise ArtifactError(f"cannot read weights file {path}: {_torch_load_reason(e)}") from e
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict", "net"):

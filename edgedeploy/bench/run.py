@@ -22,6 +22,7 @@ from edgedeploy.bench.result import BenchResult
 from edgedeploy.data import real_image
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
+from edgedeploy.limits import check_input_size, local_cores
 from edgedeploy.runtimes.base import get_runtime
 
 DEFAULT_RUNTIME = "mnn"
@@ -38,6 +39,15 @@ class BenchTarget:
     artifact: Path | None
     input_shape: tuple[int, ...]
     parity_status: str | None = None
+    #: True: the file matched its manifest's sha256; False: a file with no manifest (unverified); None: no file
+    verified: bool | None = None
+
+    def unverified_reason(self) -> str:
+        """The one-line warning for a file that has no manifest."""
+        return (
+            f"{self.artifact} has no manifest ({self.artifact}.json): unverified, not checked against PyTorch or "
+            "its export settings; timing it as is"
+        )
 
 
 def _looks_like_file(target: str) -> bool:
@@ -62,10 +72,14 @@ def resolve_target(
         if not path.exists():
             raise ArtifactError(f"model file not found: {path}")
         fmt = registry.format_of(path)
+        if path.is_dir() and not registry.format_spec(fmt).directory:
+            raise ArtifactError(f"{path} is a directory, not a {fmt} file")
         rt_name = registry.check_runtime_runs(runtime or registry.default_runtime(fmt), fmt).name
         manifest = read_manifest(path, verify=True)
         if manifest is None:
-            return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, ())
+            return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, (), verified=False)
+        if manifest.format != fmt:
+            raise ArtifactError(f"{path}: its manifest describes a {manifest.format} artifact, not {fmt}")
         return BenchTarget(
             manifest.model,
             fmt,
@@ -74,20 +88,23 @@ def resolve_target(
             path,
             tuple(manifest.input.shape),
             manifest.parity.get("status"),
+            verified=True,
         )
     rt_spec = registry.runtime_spec(runtime or DEFAULT_RUNTIME)
     rt_name = rt_spec.name
     from edgedeploy.cards import get_card
 
     card = get_card(target)
-    size = input_size or card.input_size
+    size = card.input_size if input_size is None else check_input_size(input_size)
     if rt_name == "torch":
         return BenchTarget(card.name, "torch", "fp32", "torch", None, (1, 3, size, size))
     from edgedeploy.export.pipeline import cached_export
 
     fmt = rt_spec.formats[0]
     outcome = cached_export(card.name, fmt, precision=precision, weights=weights, input_size=size, progress=progress)
-    return BenchTarget(card.name, fmt, precision, rt_name, outcome.artifact, (1, 3, size, size), outcome.parity.status)
+    return BenchTarget(
+        card.name, fmt, precision, rt_name, outcome.artifact, (1, 3, size, size), outcome.parity.status, verified=True
+    )
 
 
 def bench_local(
@@ -97,12 +114,15 @@ def bench_local(
     threads: int | None = None,
     weights: str | None = None,
     on_sample: Callable[[int, float], None] | None = None,
+    allow_oversubscribe: bool = False,
 ) -> BenchResult:
     """Load and time ``target`` in this process; every raw sample kept (see harness.measure).
 
     An interrupted run (Ctrl-C, runtime error mid-run) returns ``status="partial"`` with the samples measured.
+    ``threads`` is at most this machine's cores unless ``allow_oversubscribe`` (see :mod:`edgedeploy.limits`).
+    Raises :class:`ArtifactError` when the file's input shape differs from its manifest's.
     """
-    check_run_args(iterations, warmup, threads)
+    oversubscribed = check_run_args(iterations, warmup, threads, local_cores(), allow_oversubscribe)
     threads = threads or os.cpu_count() or 1
     rt = get_runtime(target.runtime)
     t0 = time.perf_counter()
@@ -116,13 +136,20 @@ def bench_local(
         session = rt.load(target.artifact, threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     shape = target.input_shape or session.input_shape
+    if target.input_shape and len(session.input_shape) == 4 and tuple(session.input_shape) != tuple(shape):
+        raise ArtifactError(
+            f"{target.artifact}: its input shape {list(session.input_shape)} differs from its manifest's "
+            f"{list(shape)}: the file or the manifest was replaced; export it again"
+        )
     if len(shape) != 4:
         raise ArtifactError(f"cannot tell the input shape of {target.artifact}; export it with edgedeploy")
     x = real_image(shape[-1]) if shape[1] == 3 else real_image(shape[1]).transpose(0, 2, 3, 1).copy()
     state_before = _local_state()
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
     state_after = _local_state()
-    warnings = []
+    warnings = list(oversubscribed)
+    if target.verified is False:
+        warnings.append(target.unverified_reason())
     from edgedeploy.devices.state import throttling
 
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -156,6 +183,7 @@ def bench_local(
         device_state={"before": state_before, "after": state_after},
         env=env,
         git_commit=env.get("git_commit") or env.get("package_commit"),  # the checkout run from, else edgedeploy's
+        verified=target.verified,
     )
 
 

@@ -7,11 +7,15 @@ the module's weights and every export setting).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +27,12 @@ from edgedeploy import __version__
 from edgedeploy._util import path_size, sha256_file
 from edgedeploy.cards import ModelCard, get_card
 from edgedeploy.data import real_image
-from edgedeploy.errors import ConfigError, ExportError, RuntimeUnavailableError
+from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.lowering import lower, verify_lowering
-from edgedeploy.export.manifest import Manifest, TensorSpec, read_manifest, write_manifest
+from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity
+from edgedeploy.limits import check_input_size, check_opset, check_thresholds_object
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.zoo import build_model, count_params, module_fingerprint
@@ -67,6 +72,70 @@ def ensure_writable_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"output folder {path} is not writable")
     return path
+
+
+STAGING_PREFIX = ".edgedeploy-staging-"
+
+
+@contextlib.contextmanager
+def staged_artifact(final: Path) -> Iterator[Path]:
+    """Yield a path with ``final``'s name inside a new hidden folder beside it; on a normal exit, move what was
+    written there into place (:func:`publish_staged`); always remove the folder.
+
+    An exception, Ctrl-C or SIGTERM inside leaves ``final`` (and its manifest) as they were; a SIGKILL leaves at
+    most the hidden ``.edgedeploy-staging-*`` folder, never a file under the final name.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=final.parent))
+    try:
+        yield staging / final.name
+        publish_staged(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_staged(staging: Path, final: Path) -> None:
+    """Rename the artifact ``staging/<final.name>``, its side files and its manifest into ``final.parent``.
+
+    Order: the manifest first, then side files, the artifact last, each with ``os.replace`` (atomic): at no
+    moment is there an artifact under the final name without the manifest that describes it (an old artifact
+    next to the new manifest fails the sha256 check and is reported, never timed as the new one). Folder
+    artifacts (``.mlpackage``) replace an old folder of the same name. Interrupts are held back meanwhile.
+    """
+    from edgedeploy.clierrors import signals_deferred
+
+    artifact = staging / final.name
+    manifest = manifest_path(artifact)
+    if not artifact.exists():
+        raise ExportError(f"the exporter wrote no {final.name}")
+    others = sorted(p for p in staging.iterdir() if p not in (artifact, manifest))
+    with signals_deferred():
+        for src in ([manifest] if manifest.exists() else []) + others + [artifact]:
+            dst = final.parent / src.name
+            if src.is_dir() and dst.is_dir():
+                old = staging / f".old-{src.name}"
+                os.replace(dst, old)
+            os.replace(src, dst)
+        _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def _output_errors(final: Path) -> Iterator[None]:
+    """Turn a full disk / read-only / permission failure while writing ``final`` into :class:`OutputError`."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise OutputError(f"cannot write {final}: {e.strerror}") from e
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def artifact_name(card: ModelCard, fmt_suffix: str, precision: str, input_size: int) -> str:
@@ -126,9 +195,11 @@ def export_model(
     ``module``: the model already built from this card at this size with these weights (not built again).
 
     The artifact is kept even when parity fails (its manifest says ``status: "parity failed"``); the caller
-    decides the exit code. Raises :class:`UnknownModelError`, :class:`UnknownFormatError`, :class:`ConfigError`
-    (precision, unwritable folder, input size), :class:`ExportError` (op and node where known),
-    :class:`MissingExtraError`, :class:`WeightsError`.
+    decides the exit code. The artifact and its manifest are written under a hidden staging folder and renamed
+    into place only when both are complete (:func:`staged_artifact`). Raises :class:`UnknownModelError`,
+    :class:`UnknownFormatError`, :class:`ConfigError` (precision, unwritable folder, input size, opset or
+    thresholds out of range, see :mod:`edgedeploy.limits`), :class:`OutputError` (full disk, read-only folder),
+    :class:`ExportError` (op and node where known), :class:`MissingExtraError`, :class:`WeightsError`.
     """
     say = progress or (lambda _msg: None)
     exporter = get_exporter(fmt)
@@ -136,9 +207,12 @@ def export_model(
     exporter.check_settings(settings)
     if lowering not in ("default", "none"):
         raise ConfigError(f"--lowering must be 'default' or 'none' (got {lowering!r})")
+    check_opset(opset)
+    check_input_size(input_size)
+    check_thresholds_object(thresholds)
     out_dir = ensure_writable_dir(Path(out_dir))
     card = get_card(model) if isinstance(model, str) else model
-    size = input_size or card.input_size
+    size = card.input_size if input_size is None else input_size
     timings: dict[str, float] = {}
 
     say(f"building {card.name} at {size}x{size}")
@@ -160,60 +234,63 @@ def export_model(
             )
     timings["build_and_lower"] = time.perf_counter() - t0
 
-    path = out_dir / artifact_name(card, exporter.suffix, precision, size)
-    say(f"exporting to {fmt} ({precision})")
-    t0 = time.perf_counter()
-    exported = exporter.export(export_module, example, path, settings)
-    timings["export"] = time.perf_counter() - t0
-    census = exporter.op_census(path)
-
-    report: ParityReport
-    if parity:
-        say("checking parity against PyTorch fp32")
+    final = out_dir / artifact_name(card, exporter.suffix, precision, size)
+    # written under a hidden staging folder beside the final name, renamed into place only once the artifact and
+    # its manifest are complete (see publish_staged): an interrupted export leaves nothing under the final name
+    with staged_artifact(final) as path, _output_errors(final):
+        say(f"exporting to {fmt} ({precision})")
         t0 = time.perf_counter()
-        gates = thresholds or DEFAULT_THRESHOLDS[precision]
-        report = run_parity(
-            module, path, fmt, (1, 3, size, size), gates, exported.input_layout, **exported.extra.get("load_kw", {})
+        exported = exporter.export(export_module, example, path, settings)
+        timings["export"] = time.perf_counter() - t0
+        census = exporter.op_census(path)
+
+        report: ParityReport
+        if parity:
+            say("checking parity against PyTorch fp32")
+            t0 = time.perf_counter()
+            gates = thresholds or DEFAULT_THRESHOLDS[precision]
+            report = run_parity(
+                module, path, fmt, (1, 3, size, size), gates, exported.input_layout, **exported.extra.get("load_kw", {})
+            )
+            timings["parity"] = time.perf_counter() - t0
+        else:
+            report = ParityReport.not_run("skipped with --no-parity")
+        bisection = None
+        if report.status == "failed" and format_spec(fmt).bisectable:
+            say("bisecting the parity failure")
+            bisection = _bisect(export_module, path, fmt, size, precision, exported.opset)
+        status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
+        manifest = Manifest(
+            model=card.name,
+            family=card.family,
+            format=fmt,
+            precision=precision,
+            artifact=path.name,
+            sha256=sha256_file(path),
+            size_bytes=path_size(path),
+            input=TensorSpec(
+                name=exported.input_name,
+                shape=exported.input_shape or [1, 3, size, size],
+                layout=exported.input_layout,
+            ),
+            outputs=exported.output_names,
+            exporter=exported.exporter,
+            opset=exported.opset,
+            lowering=lowering_info,
+            tool_versions=exporter.tool_versions(),
+            op_census=census,
+            parity=report.to_dict(),
+            status=status,
+            params=count_params(module),
+            model_fingerprint=module_fingerprint(module),
+            weights=str(weights) if weights else None,
+            notes=exported.notes,
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            bisection=bisection,
+            **{k: v for k, v in exported.extra.items() if k != "load_kw"},
         )
-        timings["parity"] = time.perf_counter() - t0
-    else:
-        report = ParityReport.not_run("skipped with --no-parity")
-    bisection = None
-    if report.status == "failed" and format_spec(fmt).bisectable:
-        say("bisecting the parity failure")
-        bisection = _bisect(export_module, path, fmt, size, precision, exported.opset)
-    status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
-    manifest = Manifest(
-        model=card.name,
-        family=card.family,
-        format=fmt,
-        precision=precision,
-        artifact=path.name,
-        sha256=sha256_file(path),
-        size_bytes=path_size(path),
-        input=TensorSpec(
-            name=exported.input_name,
-            shape=exported.input_shape or [1, 3, size, size],
-            layout=exported.input_layout,
-        ),
-        outputs=exported.output_names,
-        exporter=exported.exporter,
-        opset=exported.opset,
-        lowering=lowering_info,
-        tool_versions=exporter.tool_versions(),
-        op_census=census,
-        parity=report.to_dict(),
-        status=status,
-        params=count_params(module),
-        model_fingerprint=module_fingerprint(module),
-        weights=str(weights) if weights else None,
-        notes=exported.notes,
-        timings_s={k: round(v, 3) for k, v in timings.items()},
-        bisection=bisection,
-        **{k: v for k, v in exported.extra.items() if k != "load_kw"},
-    )
-    manifest_file = write_manifest(manifest, path)
-    return ExportOutcome(path, manifest_file, manifest, report)
+        write_manifest(manifest, path)
+    return ExportOutcome(final, manifest_path(final), manifest, report)
 
 
 def _bisect(module: nn.Module, path: Path, fmt: str, size: int, precision: str, opset: int | None) -> dict:
@@ -256,7 +333,7 @@ def cached_export(
     is exported again.
     """
     card = get_card(model)
-    size = input_size or card.input_size
+    size = card.input_size if input_size is None else check_input_size(input_size)
     module = build_model(card, size, weights=weights)
     key_src = json.dumps(
         [module_fingerprint(module), fmt, precision, opset, size, lowering, __version__, torch.__version__]
