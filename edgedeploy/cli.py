@@ -249,16 +249,13 @@ def bench_cmd(
     from edgedeploy.devices.profile import load_profile
 
     profile = load_profile(device)
-    for w in limits.check_threads(threads, limits.profile_cores(profile), allow_oversubscribe):
-        err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    limits.check_threads(threads, limits.profile_cores(profile), allow_oversubscribe)  # warnings: in the result
     if out is not None:
         _check_out(Path(out))
     with err_console.status(f"preparing {target}") as status:
         resolved = resolve_target(
             target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
         )
-    if resolved.verified is False:
-        err_console.print(f"[yellow]warning:[/] {escape(resolved.unverified_reason())}", soft_wrap=True)
     if profile.transport == "local":
         result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights, allow_oversubscribe)
     else:
@@ -275,10 +272,13 @@ def bench_cmd(
             input_shape=list(resolved.input_shape), allow_oversubscribe=allow_oversubscribe,
         )  # fmt: skip
         if resolved.verified is not None:
-            result = result.model_copy(update={"verified": resolved.verified})
+            extra = [resolved.unverified_reason()] if resolved.verified is False else []
+            result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})
     # the samples go out (stdout) before any write that can fail; see edgedeploy.bench.keep
     if as_json:
         click.echo(result.to_json())
+        for w in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     else:
         _print_result(result)
     if out is not None:

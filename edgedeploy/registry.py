@@ -212,6 +212,20 @@ def format_of(path: str | Path) -> str:
     return table[suffix]
 
 
+def existing_artifact_format(path: str | Path) -> str:
+    """The format of an artifact that must exist: :class:`~edgedeploy.errors.ArtifactError` when ``path`` is
+    missing, or is a directory for a format whose artifacts are files (everything but CoreML's ``.mlpackage``)."""
+    from edgedeploy.errors import ArtifactError
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"model file not found: {path}")
+    fmt = format_of(path)
+    if path.is_dir() and not format_spec(fmt).directory:
+        raise ArtifactError(f"{path} is a directory, not a {fmt} file")
+    return fmt
+
+
 def is_artifact_path(path: str | Path) -> bool:
     """Whether ``path`` ends in a registered artifact suffix."""
     return Path(path).suffix.lower() in suffix_map()

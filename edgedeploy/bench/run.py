@@ -69,11 +69,7 @@ def resolve_target(
     """
     if _looks_like_file(target):
         path = Path(target)
-        if not path.exists():
-            raise ArtifactError(f"model file not found: {path}")
-        fmt = registry.format_of(path)
-        if path.is_dir() and not registry.format_spec(fmt).directory:
-            raise ArtifactError(f"{path} is a directory, not a {fmt} file")
+        fmt = registry.existing_artifact_format(path)
         rt_name = registry.check_runtime_runs(runtime or registry.default_runtime(fmt), fmt).name
         manifest = read_manifest(path, verify=True)
         if manifest is None:

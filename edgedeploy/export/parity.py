@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from edgedeploy.data import random_inputs, real_image
+from edgedeploy.errors import ArtifactError
 
 Status = Literal["passed", "failed", "not run"]
 
@@ -143,11 +144,23 @@ def check_parity(
     """Run the artifact (``run``: NCHW float32 → logits) and the PyTorch ``module``; compare.
 
     ``to_runtime_input`` converts an NCHW input for artifacts with another layout (e.g. NHWC TFLite).
+    Raises :class:`~edgedeploy.errors.ArtifactError` when the artifact cannot run the input or its outputs have
+    another shape than the model's (a different model).
     """
     inputs = parity_inputs(input_shape)
     reference = torch_reference(module, inputs)
     convert = to_runtime_input or (lambda a: a)
-    candidate = {k: run(convert(v)) for k, v in inputs.items()}
-    report = compare_outputs(reference, candidate, thresholds)
+    try:
+        candidate = {k: run(convert(v)) for k, v in inputs.items()}
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ArtifactError(
+            f"the artifact cannot run the model's {list(input_shape)} input in {runtime or 'its runtime'} "
+            f"(a different or mismatched model?): {first}"
+        ) from e
+    try:
+        report = compare_outputs(reference, candidate, thresholds)
+    except ValueError as e:
+        raise ArtifactError(f"the artifact is not this model: {e}") from e
     report.runtime = runtime
     return report
