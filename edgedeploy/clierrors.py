@@ -8,8 +8,9 @@
   <message> (run with --debug for the traceback)`` and :data:`~edgedeploy.errors.INTERNAL_ERROR_EXIT` (70).
 
 ``--debug`` on the top-level command (or ``EDGEDEPLOY_DEBUG=1``) prints the traceback before the line, for every
-command and sub-command group (devices, results, baseline …). Click's own usage errors keep click's format
-(exit 2).
+command and sub-command group (devices, results, baseline …). Click's own usage errors (an unknown option, a
+value of the wrong type, a path that must be a file) are one line too: ``error: <message> (see <command> --help)``,
+exit 2.
 """
 
 from __future__ import annotations
@@ -116,7 +117,14 @@ def exit_for(exc: BaseException) -> NoReturn:
     sys.exit(INTERNAL_ERROR_EXIT)
 
 
-_CLICK_PASSTHROUGH = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort)
+_CLICK_PASSTHROUGH = (click.exceptions.Exit, click.exceptions.Abort)
+
+
+def _usage_error(e: click.ClickException) -> NoReturn:
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    _echo("error:", "red", one_line(e.format_message()) + hint)
+    sys.exit(e.exit_code)
 
 
 class ErrorHandlingGroup(click.Group):
@@ -128,6 +136,8 @@ class ErrorHandlingGroup(click.Group):
                 return super().invoke(ctx)
             except _CLICK_PASSTHROUGH:
                 raise
+            except click.ClickException as e:
+                _usage_error(e)
             except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last-resort handler, by design
                 exit_for(e)
 
@@ -140,7 +150,7 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _CLICK_PASSTHROUGH:
+        except (*_CLICK_PASSTHROUGH, click.ClickException):
             raise
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last-resort handler, by design
             exit_for(e)
