@@ -4,7 +4,7 @@
 see :mod:`edgedeploy.results.store`) with SIGINT / SIGTERM held back for the length of the write. When the write
 fails (read-only folder, full disk, a file in the way …) the result is written to a fallback file — the first of
 ``$EDGEDEPLOY_CACHE/unsaved-results/`` (``~/.cache/edgedeploy/unsaved-results/``) and the system temp folder
-(``$TMPDIR``, ``/tmp``) that takes it — and :class:`~edgedeploy.errors.OutputError` (exit code 2) is raised naming
+(``$TMPDIR``, else ``/tmp``) that takes it — and :class:`~edgedeploy.errors.OutputError` (exit code 2) is raised naming
 both the failed path and the fallback file. Only when no fallback can be written either does the message say so,
 and the caller prints the result (``bench`` prints it as JSON on stdout before any write, with ``--json``).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ def fallback_dirs() -> list[Path]:
     """Where a result that could not be written goes, in order of preference."""
     from edgedeploy.export.pipeline import cache_dir
 
-    return [cache_dir() / FALLBACK_SUBDIR, Path(tempfile.gettempdir()) / "edgedeploy-unsaved-results"]
+    tmp = os.environ.get("TMPDIR") or "/tmp"  # not tempfile.gettempdir(): it silently skips a full $TMPDIR
+    return [cache_dir() / FALLBACK_SUBDIR, Path(tmp) / "edgedeploy-unsaved-results"]
 
 
 def write_fallback(text: str, stem: str = "bench") -> Path | None:

@@ -367,7 +367,11 @@ def baseline_group() -> None:
 def baseline_save_cmd(results: tuple[str, ...], branch: str, folder: str | None, store: str | None) -> None:
     """Save RESULTS (files, folders, run ids) as BRANCH's baseline, replacing the previous one atomically."""
     loaded = [r for spec in results for r in store_mod.load_source(spec, store)]
-    run = baseline_mod.save_baseline(loaded, branch, folder)
+    try:
+        run = baseline_mod.save_baseline(loaded, branch, folder)
+    except OSError as e:
+        where = baseline_mod.baseline_path(branch, folder)
+        raise OutputError(f"cannot write the baseline {where}: {e.strerror or e}") from e
     click.echo(f"saved baseline '{branch}': {len(loaded)} result(s), {len(group_by_key(loaded))} key(s) -> {run.path}")
 
 
