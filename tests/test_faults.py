@@ -227,7 +227,15 @@ def read_until(master: int, pattern: str, timeout: float) -> tuple[str, re.Match
     return buf, None
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def drain(master: int) -> str:
+    """What is left to read on the terminal, without colour and cursor codes."""
+    return ANSI.sub("", _drain(master))
+
+
+def _drain(master: int) -> str:
     out = ""
     while True:
         try:

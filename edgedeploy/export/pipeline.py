@@ -121,11 +121,19 @@ def publish_staged(staging: Path, final: Path) -> None:
 @contextlib.contextmanager
 def _output_errors(final: Path) -> Iterator[None]:
     """Turn a full disk / read-only / permission failure while writing ``final`` into :class:`OutputError`."""
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
     try:
         yield
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        if e.errno in full:
             raise OutputError(f"cannot write {final}: {e.strerror}") from e
+        raise
+    except ExportError as e:  # an exporter that wrapped the OSError of a full disk: not a failure of the export
+        cause: BaseException | None = e
+        for _ in range(5):  # the OSError may be wrapped by the exporting library too
+            cause = cause.__cause__ or cause.__context__ if cause is not None else None
+            if isinstance(cause, OSError) and cause.errno in full:
+                raise OutputError(f"cannot write {final}: {cause.strerror}") from e
         raise
 
 
