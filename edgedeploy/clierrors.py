@@ -130,6 +130,16 @@ def _usage_error(e: click.ClickException) -> NoReturn:
 class ErrorHandlingGroup(click.Group):
     """A click group whose sub-commands all go through :func:`exit_for` (see the module docstring)."""
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _CLICK_PASSTHROUGH:
+            raise
+        except click.ClickException as e:  # a usage error of this group's own options (``edgedeploy --bogus``)
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context) -> Any:
         with signals_as_interrupts():
             try:

@@ -71,7 +71,11 @@ def list_models() -> list[ModelCard]:
 
 
 def check_input_size(card: ModelCard, input_size: int) -> None:
-    """Raise :class:`ConfigError` when ``input_size`` is not one the architecture supports."""
+    """Raise :class:`ConfigError` when ``input_size`` is not one the architecture supports (or is outside
+    :data:`edgedeploy.limits.INPUT_SIZE`)."""
+    from edgedeploy.limits import check_input_size as check_range
+
+    check_range(input_size)
     if input_size == card.input_size:
         return
     if not card.resizable:
@@ -99,7 +103,7 @@ def build_model(
     Raises :class:`UnknownModelError`, :class:`ConfigError` (bad input size or family), :class:`WeightsError`.
     """
     card = get_card(model) if isinstance(model, str) else model
-    size = input_size or card.input_size
+    size = card.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     check_input_size(card, size)
     _load_families()
     if card.family not in FAMILIES:

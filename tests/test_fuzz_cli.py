@@ -168,6 +168,26 @@ def test_threads_against_cores() -> None:
     assert limits.check_run_options(10, 0, None, 1) == []  # the default is always fine
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus"],
+        ["bench"],
+        ["bench", "x.onnx", "--iterations", "abc"],
+        ["export", "mobilevit_xxs"],
+        ["export", "mobilevit_xxs", "--to", "onnx", "--precision", "fp8"],
+        ["compare", "a.json"],
+        ["devices", "check"],
+        ["baseline", "save"],
+        ["nosuchcommand"],
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str]) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2 and out == ""
+    assert one_line(err).startswith("error: ") and "--help" in err
+
+
 def test_input_size_zero_is_not_the_default(world: dict[str, Path]) -> None:
     code, _, err = invoke("bench", "mobilevit_xxs", "--runtime", "torch", "--input-size", "0", "--iterations", "1")
     assert code == 2 and "--input-size must be between" in one_line(err)
