@@ -15,6 +15,8 @@ option                allowed                                    why
                       with a warning); :data:`MAX_THREADS` when  never more than :data:`MAX_THREADS`
                       the device's cores are unknown
 ``--input-size``      :data:`INPUT_SIZE` = 16 … 2048 px          positive; 2048² is already ~50 MB per input
+``--input-shape``     1,C,H,W: C ≤ :data:`MAX_CHANNELS`,         batch 1; same memory bound
+                      H, W in 1 … 2048
 ``--opset``           :data:`edgedeploy.registry.OPSET_RANGE`    what the exporters accept
 ``--atol``            ≥ 0, finite                                an absolute error bound
 ``--min-cosine``      −1 … 1                                     the range of a cosine
@@ -45,6 +47,8 @@ ITERATIONS = (1, 100_000)
 WARMUP = (0, 10_000)
 #: allowed ``--input-size`` in pixels (inclusive); a model may further require a multiple (its card says)
 INPUT_SIZE = (16, 2048)
+#: at most this many input channels in ``--input-shape``
+MAX_CHANNELS = 64
 #: with ``--allow-oversubscribe``, at most this many threads per core
 OVERSUBSCRIBE_FACTOR = 4
 #: never more threads than this, whatever the device (also the cap when the device's cores are unknown)
@@ -160,6 +164,16 @@ def check_input_size(input_size: Any) -> int | None:
     if input_size is None:
         return None
     return _int_in("--input-size", input_size, *INPUT_SIZE)
+
+
+def check_input_shape_bounds(dims: Any) -> None:
+    """An NCHW shape's channels (1 … :data:`MAX_CHANNELS`) and sides (1 … ``INPUT_SIZE[1]`` px) are bounded."""
+    _, c, h, w = (int(d) for d in dims)
+    if not 1 <= c <= MAX_CHANNELS:
+        raise ConfigError(f"--input-shape channels must be between 1 and {MAX_CHANNELS} (got {c})")
+    for side in (h, w):
+        if not 1 <= side <= INPUT_SIZE[1]:
+            raise ConfigError(f"--input-shape height and width must be between 1 and {INPUT_SIZE[1]} (got {h}x{w})")
 
 
 def check_opset(opset: Any) -> int | None:
