@@ -256,9 +256,15 @@ def _card_source(
     if not p.is_file():
         raise ArtifactError(f"model card not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read model card {p}: {e}") from e
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read model card {p}: {e.strerror or e}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"model card {p} is not valid YAML: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        from edgedeploy._paths import yaml_error_line
+
+        raise ConfigError(f"model card {p} is not valid YAML: {yaml_error_line(e)}") from e
     if isinstance(data, dict) and "entry" in data:
         card: UserModelCard = load_yaml_config(p, UserModelCard, "model card")
         entry = card.entry
