@@ -34,9 +34,35 @@ def _si(n: float | None, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
+#: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
+#: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"
+LAZY_COMMANDS = {
+    "devices": "edgedeploy.devices.cli:devices_group",
+    "compare": "edgedeploy.results.cli:compare_cmd",
+    "report": "edgedeploy.results.cli:report_cmd",
+    "results": "edgedeploy.results.cli:results_group",
+    "baseline": "edgedeploy.results.cli:baseline_group",
+    "parity": "edgedeploy.export.bisect_cli:parity_cmd",
+}
+
+
 class EdgeDeployGroup(ErrorHandlingGroup):
     """The top-level group: every error of every sub-command is one line and a documented exit code
-    (:mod:`edgedeploy.clierrors`: toolkit errors, interrupts, and a last-resort ``internal error`` with exit 70)."""
+    (:mod:`edgedeploy.clierrors`: toolkit errors, interrupts, and a last-resort ``internal error`` with exit 70).
+    The commands of :data:`LAZY_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, cmd_name)
+        return cmd
 
 
 @click.group(cls=EdgeDeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -348,16 +374,10 @@ def formats_cmd(as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------- groups
 def _add_command_groups() -> None:
-    """Command groups that live beside their library code (devices, results, parity)."""
-    from edgedeploy.devices.cli import devices_group
-    from edgedeploy.export.bisect_cli import parity_cmd
-    from edgedeploy.results.cli import baseline_group, compare_cmd, report_cmd, results_group
+    """Add every command group now (the main group also imports them on first use, :data:`LAZY_COMMANDS`)."""
+    for name in LAZY_COMMANDS:
+        main.get_command(click.Context(main), name)
 
-    for cmd in (devices_group, compare_cmd, report_cmd, results_group, baseline_group, parity_cmd):
-        main.add_command(cmd)
-
-
-_add_command_groups()
 
 if __name__ == "__main__":
     main()

@@ -105,7 +105,7 @@ def test_threads_9999_is_refused_in_under_a_second_before_any_runtime(tmp_path: 
     errors = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
     assert proc.returncode == 2
     assert "--threads must be between 1 and 256 (got 9999)" in one_line("\n".join(errors))
-    for engine in ("onnxruntime", "MNN", "torch", "ai_edge_litert", "scipy"):  # nothing heavy, no runtime
+    for engine in ("onnxruntime", "MNN", "torch", "ai_edge_litert", "scipy", "numpy"):  # nothing heavy, no runtime
         assert not any(re.search(rf"\|\s+{engine}$", ln) for ln in imports), engine
     # CPU time is what this process controls; wall time also counts the machine's load (recorded in the message)
     assert cpu < 1.0, f"{cpu:.2f} s CPU (wall {wall:.2f} s, load {os.getloadavg()})"

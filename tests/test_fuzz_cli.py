@@ -420,27 +420,29 @@ def test_unwritable_compare_and_report_outputs_exit_2(world: dict[str, Path], tm
 
 
 # ------------------------------------------------------------------------------------------------ devices, yaml
-def test_bad_yaml_profile_is_skipped_by_devices_and_named_with_its_line(tmp_path: Path) -> None:
+def test_bad_yaml_profile_is_skipped_by_devices_and_named_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        Path("devices").mkdir()
-        Path("devices/broken.yaml").write_text("name: broken\ntransport: ssh\n  host: [oops\n")
-        Path("devices/typo.yaml").write_text("name: typo\ntransport: sssh\n")
-        res = runner.invoke(main, ["devices"])
-        CASES_TRIED.append("devices (bad yaml)")
-        assert res.exit_code == 0, res.stderr
-        warnings = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        assert len(warnings) == 2 and all(w.startswith("warning: skipped") for w in warnings)
-        assert "broken.yaml" in res.stderr and "line 3" in res.stderr and "typo.yaml" in res.stderr
-        assert "rk3288" in res.stdout  # the good, shipped profiles are still listed
-        res = runner.invoke(main, ["devices", "check", "broken"])
-        CASES_TRIED.append("devices check broken")
-        assert res.exit_code == 2
-        line = one_line(res.stderr)
-        assert "broken.yaml" in line and "line 3, column" in line
-        res = runner.invoke(main, ["bench", "x.onnx", "--device", "devices/typo.yaml"])
-        CASES_TRIED.append("bench --device typo.yaml")
-        assert res.exit_code == 2 and "transport" in one_line(res.stderr)
+    monkeypatch.chdir(tmp_path)  # ./devices is searched first
+    Path("devices").mkdir()
+    Path("devices/broken.yaml").write_text("name: broken\ntransport: ssh\n  host: [oops\n")
+    Path("devices/typo.yaml").write_text("name: typo\ntransport: sssh\n")
+    res = runner.invoke(main, ["devices"])
+    CASES_TRIED.append("devices (bad yaml)")
+    assert res.exit_code == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(warnings) == 2 and all(w.startswith("warning: skipped") for w in warnings)
+    assert "broken.yaml" in res.stderr and "line 3" in res.stderr and "typo.yaml" in res.stderr
+    assert "rk3288" in res.stdout  # the good, shipped profiles are still listed
+    res = runner.invoke(main, ["devices", "check", "broken"])
+    CASES_TRIED.append("devices check broken")
+    assert res.exit_code == 2
+    line = one_line(res.stderr)
+    assert "broken.yaml" in line and "line 3, column" in line
+    res = runner.invoke(main, ["bench", "x.onnx", "--device", "devices/typo.yaml"])
+    CASES_TRIED.append("bench --device typo.yaml")
+    assert res.exit_code == 2 and "transport" in one_line(res.stderr)
 
 
 def test_read_only_lock_folder_is_one_line(tmp_path: Path) -> None:
