@@ -165,3 +165,24 @@ def test_bad_onnx_inputs_are_one_line(onnx_files: dict[str, Path], tmp_path: Pat
     proc = run_cli("export", str(onnx_files["dft"]), "--to", "mnn", "--out", str(tmp_path))
     assert proc.returncode == 4
     assert "(op DFT at node spectrum/dft)" in one_line(proc.stderr)
+
+
+def test_op_no_target_supports_names_op_and_node(tmp_path: Path) -> None:
+    """torch.fft.rfft2 in a user's submodule: exit 4, the op and where it is called (module path, file:line)."""
+    proc = run_cli("export", f"{USER_NET}:build_fft", "--input-shape", "1,3,16,16", "--to", "onnx",
+                   "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    line = one_line(proc.stderr)
+    assert "aten::fft_rfft2 is not supported" in line
+    assert "at node spectrum (user_net.py:" in line
+
+
+@pytest.mark.slow
+def test_bench_a_spec_through_the_cli() -> None:
+    """``bench file.py:callable --input-shape``: exported into the cache, timed at the non-square shape."""
+    proc = run_cli("bench", f"{USER_NET}:build", "--input-shape", "1,3,96,160", "--runtime", "onnxruntime",
+                   "--iterations", "5", "--warmup", "1", "--threads", "1", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout)
+    assert r["model"] == "user_net" and r["input_shape"] == [1, 3, 96, 160] and len(r["samples_ms"]) == 5
+    assert r["format"] == "onnx" and r["artifact"]["path"].endswith("user_net.onnx")
