@@ -65,7 +65,10 @@ class UserModelCard(BaseModel):
     @field_validator("input_shape")
     @classmethod
     def _shape(cls, v: list[int]) -> list[int]:
-        return list(check_input_shape(v))
+        try:
+            return list(check_input_shape(v))
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("--input-shape ")) from None
 
     @field_validator("output")
     @classmethod
