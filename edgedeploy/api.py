@@ -44,7 +44,8 @@ class ExportOptions:
     ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
     ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
     (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
-    called at each step.
+    called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
+    keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
     """
 
     precision: str = "fp32"
@@ -61,6 +62,7 @@ class ExportOptions:
     int8_mode: str | None = None
     calibration: str | Path | None = None
     progress: Callable[[str], None] | None = None
+    cache: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
@@ -163,11 +165,22 @@ def export(
     the op and node (4).
     """
     opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
-    from edgedeploy.export.pipeline import export_model
+    from edgedeploy.export.pipeline import cached_export, export_model
     from edgedeploy.limits import check_export_options
 
     check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
 
+    if opts.cache:
+        custom = [f for f in ("thresholds", "atol", "min_cosine", "min_top1", "calibration") if getattr(opts, f)]
+        custom += ["example"] * (example is not None) + ["parity=False"] * (not opts.parity)
+        custom += [f"layout={opts.layout}"] * (opts.layout != "NCHW")
+        custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
+        if custom:
+            raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
+        return cached_export(
+            model, to, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+            lowering=opts.lowering, progress=opts.progress, input_shape=input_shape, name=name,
+        )  # fmt: skip
     return export_model(
         model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
         thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
