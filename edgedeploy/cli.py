@@ -237,19 +237,28 @@ def export_cmd(
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@click.option("--parity", "with_parity", is_flag=True, help="Also run the parity inputs on the device and compare its "
+              "outputs with PyTorch fp32 (result: board_parity; exit 1 when it fails).")  # fmt: skip
 def bench_cmd(
     target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
     precision: str, weights: str | None, input_size: int | None, as_json: bool, out: str | None,
-    trust_on_first_use: bool,
+    trust_on_first_use: bool, with_parity: bool,
 ) -> None:  # fmt: skip
-    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
+    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs.
+
+    Exit codes: 0 done, 1 board-side parity failed (--parity), 2 bad input, 3 missing package, 5 device error or
+    partial result.
+    """
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.bench.run import resolve_target
     from edgedeploy.errors import ConfigError
     from edgedeploy.runtimes.base import get_runtime
 
     check_run_args(iterations, warmup, threads)  # before any export
-    if runtime is not None:
+    from edgedeploy.devices.native import tool_runtime
+
+    native = tool_runtime(runtime)  # native:TOOL -> the runtime whose format the tool runs, else None
+    if runtime is not None and native is None:
         get_runtime(runtime)  # unknown runtime: fail before any export
     from edgedeploy.devices.profile import load_profile
 
@@ -258,10 +267,14 @@ def bench_cmd(
         _check_out(Path(out))
     with err_console.status(f"preparing {target}") as status:
         resolved = resolve_target(
-            target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
+            target, native or runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
         )
+    from edgedeploy.devices import board_parity
+
     if profile.transport == "local":
         result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights)
+        if with_parity:
+            board_parity.attach_local(result, resolved, weights)
     else:
         from edgedeploy.devices.remote import bench_on_device
 
@@ -271,9 +284,10 @@ def bench_cmd(
             profile = profile.model_copy(update={"trust_on_first_use": True})
         err_console.print(f"benchmarking on {profile.name} ({profile.transport}) …")
         result = bench_on_device(
-            profile, resolved.artifact, runtime=resolved.runtime, iterations=iterations, warmup=warmup,
-            threads=threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
+            profile, resolved.artifact, runtime=runtime if native else resolved.runtime, iterations=iterations,
+            warmup=warmup, threads=threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
             input_shape=list(resolved.input_shape),
+            **({"parity": board_parity.prepare(resolved.artifact, resolved.model, weights)} if with_parity else {}),
         )  # fmt: skip
     if out is not None:
         _write_result(result, Path(out))
@@ -281,6 +295,12 @@ def bench_cmd(
         click.echo(result.to_json())
     else:
         _print_result(result)
+        if getattr(result, "board_parity", None):
+            Console().print(f"parity on {result.device}: {escape(board_parity.summary_line(result.board_parity))}")
+    failed = board_parity.verdict_line(result)
+    if failed:
+        err_console.print(f"[bold red]error:[/] {escape(failed)}", soft_wrap=True)
+        sys.exit(1)
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
         sys.exit(5)
