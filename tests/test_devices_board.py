@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from edgedeploy import registry
 from edgedeploy.devices.profile import load_profile
 from edgedeploy.devices.remote import bench_on_device
 from edgedeploy.devices.ssh import SSHTransport
@@ -168,5 +169,5 @@ def test_arm64_board_says_aarch64_with_cortex_a72(arm64: EmulatedBoard, tmp_path
 def test_cli_bench_parity_on_aarch64(arm64: EmulatedBoard, tmp_path: Path, runtime: str, version: str) -> None:
     prof = arm64.profile(tmp_path / "rpi4-emu.yaml")
     res = _cli_bench(prof, MODEL, runtime)
-    assert len(res["samples_ms"]) == 2 and res["runtime"] == runtime
+    assert len(res["samples_ms"]) == 2 and res["runtime"] == registry.device_runtime(runtime)  # litert -> tflite
     _assert_board_parity(res, "aarch64", version)  # for MNN also: no "different outputs on repeated runs" warning
