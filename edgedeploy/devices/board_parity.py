@@ -3,10 +3,11 @@
 A latency measured on a board is only worth something if the board computed the right thing, so
 ``edgedeploy bench … --device PROFILE --parity`` and ``edgedeploy parity ARTIFACT --device PROFILE`` do this:
 
-1. the host builds the reference inputs of :mod:`edgedeploy.export.parity` — the embedded photo and 4 seeded
-   standard-normal tensors, ``(1, 3, H, W)`` float32 NCHW, transposed to ``(1, H, W, 3)`` for an NHWC artifact — and
-   the reference outputs of the original (un-lowered) PyTorch module in fp32 (model, input size, weights, precision
-   and layout from the artifact's manifest, or from the zoo card when the artifact has none);
+1. the host builds the reference inputs of :mod:`edgedeploy.export.parity` — the embedded photo (with the model's
+   mean / std) and 4 seeded standard-normal tensors, ``(1, C, H, W)`` float32 NCHW, transposed to ``(1, H, W, C)``
+   for an NHWC artifact — and the reference outputs: the original (un-lowered) PyTorch module in fp32, or
+   onnxruntime on the source file for an artifact exported from ONNX (model, source, input shape, weights,
+   precision and layout from the artifact's manifest; from the zoo card when the artifact has none);
 2. the inputs travel to the board as ``in-<i>.npy`` files (cached there by sha256, like the artifact); the board's
    runner (:mod:`edgedeploy.devices.runner`, or a native runner printing the same protocol) runs each once and writes
    ``out-<i>.npy``; the host pulls them;
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 @dataclass
 class ParityRequest:
     """What the board must run: ``inputs`` (name → array in the artifact's input layout, float32) in order, the
-    PyTorch fp32 ``reference`` outputs (name → ``(1, num_classes)``) and the gates."""
+    ``reference`` first outputs (name → e.g. ``(1, num_classes)`` logits), the gates, and ``classifier`` (top-1
+    gated: True, by the output's shape: None, not: False; see :func:`edgedeploy.export.parity.compare_outputs`)."""
 
     model: str
     precision: str
@@ -45,6 +47,7 @@ class ParityRequest:
     inputs: dict[str, np.ndarray]
     reference: dict[str, np.ndarray]
     thresholds: Thresholds
+    classifier: bool | None = True
 
     def files(self, folder: Path) -> list[Path]:
         """Write ``in-<i>.npy`` for each input into ``folder``; returns the paths, in input order."""
@@ -62,36 +65,59 @@ def prepare(
     weights: str | None = None,
     thresholds: Thresholds | None = None,
 ) -> ParityRequest:
-    """The reference inputs and PyTorch fp32 outputs for ``artifact`` (see the module docstring).
+    """The reference inputs and outputs for ``artifact`` (see the module docstring).
 
-    Raises :class:`ConfigError` when the artifact has no manifest and no ``model`` is named,
-    :class:`~edgedeploy.errors.ArtifactError` for a manifest that does not match the artifact,
-    :class:`~edgedeploy.errors.UnknownModelError` for a model not in the zoo.
+    The reference comes from the manifest's ``source``: a zoo model or a user's model rebuilt in PyTorch fp32
+    (its mean / std preprocess the photo), or onnxruntime on the source ONNX file. Only the first output is
+    compared (the runner dumps the first output). Raises :class:`ConfigError` when the artifact has no manifest and
+    no ``model`` is named, :class:`~edgedeploy.errors.ArtifactError` for a manifest that does not match the
+    artifact, :class:`~edgedeploy.errors.UnknownModelError` for a model not in the zoo.
     """
-    from edgedeploy.cards import get_card
     from edgedeploy.export.manifest import read_manifest
     from edgedeploy.export.parity import DEFAULT_THRESHOLDS, parity_inputs, torch_reference
-    from edgedeploy.zoo import build_model
+    from edgedeploy.spec import resolve_model, zoo_source
 
     path = Path(artifact)
     manifest = read_manifest(path, verify=True)
     if manifest is None and model is None:
-        raise ConfigError(f"{path} has no manifest beside it; name the model (--model) for board-side parity")
-    name = model or manifest.model  # type: ignore[union-attr]
+        raise ConfigError(
+            f"{path} has no manifest beside it: board-side parity needs the model it was exported from "
+            "(export it with edgedeploy, or name it: edgedeploy parity ARTIFACT --model NAME --device PROFILE)"
+        )
     precision = manifest.precision if manifest else "fp32"
     layout = manifest.input.layout if manifest else "NCHW"
     weights = weights or (manifest.weights if manifest else None)
-    if manifest:
-        shape = manifest.input.shape
-        size = int(shape[2] if layout == "NCHW" else shape[1])
+    info = (getattr(manifest, "source", None) or {}) if model is None else {}
+    if info.get("kind") == "module":
+        raise ConfigError(
+            f"{path} was exported from an in-memory nn.Module ({info.get('spec')}): board-side parity cannot rebuild "
+            "it; export from a zoo name, a card or a file.py:callable spec"
+        )
+    if info.get("kind") not in (None, "zoo"):
+        assert manifest is not None
+        src = resolve_model(info["spec"], input_shape=tuple(info["input_shape"]), name=manifest.model)
     else:
-        size = get_card(name).input_size
-    module = build_model(get_card(name), size, weights=weights)
-    inputs = parity_inputs((1, 3, size, size))
-    reference = torch_reference(module, inputs)
+        name = model or manifest.model  # type: ignore[union-attr]
+        if manifest is not None and model is None:
+            shape = manifest.input.shape
+            size = int(shape[2] if layout == "NCHW" else shape[1])
+        else:
+            size = None
+        src = zoo_source(name, size)
+    shape = tuple(src.input_shape)
+    inputs = parity_inputs(shape, mean=src.mean, std=src.std)
+    if src.kind == "onnx":
+        from edgedeploy.export.onnx_source import reference_runner
+
+        run = reference_runner(src.onnx_path)  # type: ignore[arg-type]
+        reference = {k: np.asarray(run(v)[0]) for k, v in inputs.items()}
+    else:
+        reference = {k: v[0] for k, v in torch_reference(src.build(weights), inputs).items()}
     if layout == "NHWC":
         inputs = {k: np.ascontiguousarray(v.transpose(0, 2, 3, 1)) for k, v in inputs.items()}
-    return ParityRequest(name, precision, layout, inputs, reference, thresholds or DEFAULT_THRESHOLDS[precision])
+    classifier = {"classifier": True, "auto": None}.get(src.output, False)
+    return ParityRequest(src.name, precision, layout, inputs, reference, thresholds or DEFAULT_THRESHOLDS[precision],
+                         classifier)  # fmt: skip
 
 
 def push_inputs(transport: Transport, request: ParityRequest, workdir: str) -> str:
@@ -126,7 +152,7 @@ def collect(
                 local = Path(tmp) / fname
                 transport.pull(f"{remote_out}/{fname}", local)
                 candidate[name] = np.load(local)
-        report = compare_outputs(request.reference, candidate, request.thresholds)
+        report = compare_outputs(request.reference, candidate, request.thresholds, classifier=request.classifier)
     except ValueError as e:
         report = ParityReport(status="failed", passed=False, inputs=names, failures=[str(e)])
     finally:
