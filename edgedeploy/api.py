@@ -105,6 +105,8 @@ class BenchOptions:
 
     ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
     ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    ``parity``: also run the parity inputs on the device and compare its outputs with the reference (PyTorch fp32);
+    the result's ``board_parity`` holds the verdict (:mod:`edgedeploy.devices.board_parity`).
     ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
     result); see :mod:`edgedeploy.limits` for every bound.
     """
@@ -124,6 +126,7 @@ class BenchOptions:
     on_sample: Callable[[int, float], None] | None = None
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
+    parity: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
@@ -226,7 +229,11 @@ def bench(
     say = opts.progress or (lambda _msg: None)
     limits.check_run_options(opts.iterations, opts.warmup, opts.threads)  # before any export or runtime
     limits.check_input_size(opts.input_size)
-    if opts.runtime is not None:
+    from edgedeploy.devices import board_parity
+    from edgedeploy.devices.native import tool_runtime
+
+    native = tool_runtime(opts.runtime)  # "native:TOOL" -> the runtime whose format the tool runs, else None
+    if opts.runtime is not None and native is None:
         get_runtime(opts.runtime)  # unknown runtime: fail before any export
     profile = load_profile(opts.device)
     limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
@@ -236,8 +243,8 @@ def bench(
     if isinstance(target, ExportOutcome):
         target = target.artifact
     resolved = resolve_target(
-        target, opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights), opts.input_size,
-        progress=say, input_shape=opts.input_shape, name=opts.name,
+        target, native or opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights),
+        opts.input_size, progress=say, input_shape=opts.input_shape, name=opts.name,
     )  # fmt: skip
     if profile.transport == "local":
         result = bench_local(
@@ -245,6 +252,8 @@ def bench(
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
             allow_oversubscribe=opts.allow_oversubscribe,
         )  # fmt: skip
+        if opts.parity:
+            board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
     else:
         from edgedeploy.devices.remote import bench_on_device
 
@@ -253,10 +262,16 @@ def bench(
         if opts.trust_on_first_use:
             profile = profile.model_copy(update={"trust_on_first_use": True})
         say(f"benchmarking on {profile.name} ({profile.transport}) …")
+        parity_kw: dict[str, Any] = {}
+        if opts.parity:
+            say("computing the reference outputs for board-side parity")
+            w = None if opts.weights is None else str(opts.weights)
+            parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
         result = bench_on_device(
-            profile, resolved.artifact, runtime=resolved.runtime, iterations=opts.iterations, warmup=opts.warmup,
-            threads=opts.threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape), allow_oversubscribe=opts.allow_oversubscribe,
+            profile, resolved.artifact, runtime=opts.runtime if native else resolved.runtime,
+            iterations=opts.iterations, warmup=opts.warmup, threads=opts.threads, model=resolved.model,
+            fmt=resolved.format, precision=resolved.precision, input_shape=list(resolved.input_shape),
+            allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
         )  # fmt: skip
         if resolved.verified is not None:
             extra = [resolved.unverified_reason()] if resolved.verified is False else []
