@@ -173,3 +173,13 @@ def test_farm_with_no_coordinator_is_a_device_error(tmp_path: Path) -> None:
     suite = _write(tmp_path, {"models": ["emo_1m"], "formats": ["onnx"]})
     r = run_cli("bench", "--suite", str(suite), "--device", str(p), timeout=120)
     assert r.returncode == 5 and "labgrid coordinator" in r.stderr and "does not answer" in r.stderr
+
+
+def test_device_without_any_runtime_is_a_config_error(tmp_path: Path) -> None:
+    """A board with no Python runtime listed and no Python to probe with yields no case: exit 2 saying so, not an
+    empty 'all benchmarked' table."""
+    prof = _write(tmp_path, {"name": "bare", "transport": "ssh", "host": "127.0.0.1", "port": 1, "python": None},
+                  "bare.yaml")  # fmt: skip
+    suite = _write(tmp_path, {"models": ["emo_1m"]})
+    r = run_cli("bench", "--suite", str(suite), "--device", str(prof), timeout=120)
+    assert r.returncode == 2 and "no case for device bare" in r.stderr, r.stderr

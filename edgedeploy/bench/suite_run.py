@@ -40,6 +40,7 @@ import yaml
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices.profile import DeviceProfile, load_profile
 from edgedeploy.errors import (
+    ConfigError,
     ConnectionDroppedError,
     DeviceAuthError,
     DeviceUnreachableError,
@@ -222,8 +223,14 @@ def run_suite(
             if not suite.runtimes and not prof.runtimes and prof.transport != "local":
                 open_boards(i)  # the runtimes this device has: ask its (first) board
                 probed = _probe(next(b for b in boards if b.device == prof.name))
-            outcomes += [CaseOutcome(c) for c in expand(suite, prof.name, suite.runtimes or
-                                                        device_runtimes(prof, probed))]  # fmt: skip
+            cases = expand(suite, prof.name, suite.runtimes or device_runtimes(prof, probed))
+            if not cases:
+                raise ConfigError(
+                    f"suite {suite.name}: no case for device {prof.name} (runtimes "
+                    f"{suite.runtimes or prof.runtimes or probed or 'none found'}); name runtimes the device has "
+                    "in the suite or in the profile's `runtimes`"
+                )
+            outcomes += [CaseOutcome(c) for c in cases]
         for o in outcomes:
             if o.case.excluded is not None:
                 o.status, o.reason = "excluded", o.case.excluded
@@ -302,7 +309,7 @@ def _release_own_lock(profile: DeviceProfile) -> None:
 def _probe(board: _Board) -> list[str] | None:
     """The runner names of the runtimes a board has (``--probe``), unless its profile lists them or it is local."""
     p = board.profile
-    if p.transport == "local" or p.runtimes:
+    if p.transport == "local" or p.runtimes or not p.python:  # no Python on the board: nothing to probe with
         return None
     from edgedeploy.devices.remote import probe_device
     from edgedeploy.devices.transport import connect
