@@ -25,7 +25,7 @@ from edgedeploy.cards import ModelCard, get_card
 from edgedeploy.data import real_image
 from edgedeploy.errors import ConfigError, ExportError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
-from edgedeploy.export.lowering import lower, verify_lowering
+from edgedeploy.export.lowering import lower, lowering_report, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity
 from edgedeploy.registry import default_runtime, format_spec
@@ -152,7 +152,7 @@ def export_model(
         say("lowering for export")
         export_module, rewritten = lower(module, example, target=fmt)
         check = verify_lowering(module, export_module, example)
-        lowering_info.update(rewritten=rewritten, check=asdict(check))
+        lowering_info.update(rewritten=rewritten, check=asdict(check), **lowering_report(export_module))
         if check.max_abs_error > LOWERING_TOLERANCE:
             raise ExportError(
                 f"the export-time lowering changed {card.name}'s outputs (max abs error {check.max_abs_error:.3g} > "
