@@ -115,7 +115,15 @@ def _is_mutating(node: fx.Node, gm: fx.GraphModule) -> bool:
 
 
 class _Tracer(fx.Tracer):
-    """Standard ``torch.nn`` layers are leaves (fx's default); everything else is traced through."""
+    """Standard ``torch.nn`` layers are leaves (fx's default), and so are the modules in ``leaves`` (the export
+    forms made by registered rewrites: chosen per target on purpose, not second-guessed); the rest is traced."""
+
+    def __init__(self, leaves: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return id(m) in self.leaves or super().is_leaf_module(m, module_qualified_name)
 
 
 def _holder(inner: nn.Module, n_args: int) -> nn.Module:
@@ -129,19 +137,19 @@ def _holder(inner: nn.Module, n_args: int) -> nn.Module:
     return holder
 
 
-def trace(module: nn.Module, n_args: int = 1) -> fx.GraphModule:
+def trace(module: nn.Module, n_args: int = 1, leaves: frozenset[int] = frozenset()) -> fx.GraphModule:
     """Symbolically trace ``module`` (raises whatever fx raises when it cannot).
 
     A module with a parameter or submodule named like a GraphModule attribute (``meta``, ``graph``) is traced
     inside a holder taking ``n_args`` positional arguments, so its attributes get an ``inner.`` prefix.
     """
     name = module.__class__.__name__
-    graph = _Tracer().trace(module)
+    graph = _Tracer(leaves).trace(module)
     try:
         return fx.GraphModule(module, graph, name)
     except (TypeError, AttributeError, KeyError):
         holder = _holder(module, n_args)
-        return fx.GraphModule(holder, _Tracer().trace(holder), name)
+        return fx.GraphModule(holder, _Tracer(leaves).trace(holder), name)
 
 
 class _Recorder(fx.Interpreter):
@@ -536,10 +544,80 @@ def _finish(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+class _Scout(torch.overrides.TorchFunctionMode):
+    """One eager forward that notes whether any generic pass could have work: a circular pad, a roll, or a
+    non-view op computing a tensor from parameters / buffers / constants only (what ``fold_constants`` folds)."""
+
+    def __init__(self, static: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.keep = list(static)  # holds references so ids stay unique during the forward
+        self.static = {id(t) for t in static}
+        self.found: list[str] = []
+        self.inside_leaf = 0
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.inside_leaf:
+            return out
+        name = getattr(func, "__name__", str(func))
+        if func in _PAD_FUNCS and (args[2] if len(args) > 2 else kwargs.get("mode")) == "circular":
+            self.found.append("circular pad")
+        elif name == "roll":
+            self.found.append("roll")
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if outs and name not in _VOLATILE_NAMES and all(id(t) in self.static for t in tensors):
+            self.keep += outs
+            self.static.update(id(t) for t in outs)
+            if name.strip("_") not in _VIEW_NAMES:
+                self.found.append(f"{name} of constants")
+        return out
+
+
+def _tensor_attributes(root: nn.Module) -> list[torch.Tensor]:
+    found = [*root.parameters(), *root.buffers()]
+    for m in root.modules():
+        found += [v for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    return found
+
+
+def scout(root: nn.Module, example: torch.Tensor, leaves: frozenset[int] = frozenset()) -> list[str]:
+    """What in one forward of ``root`` on ``example`` a generic pass could rewrite (empty: nothing to do).
+
+    Computations inside the modules in ``leaves`` (ids) are not looked at.
+    """
+    mode = _Scout(_tensor_attributes(root))
+    handles = []
+
+    def enter(*_: Any) -> None:
+        mode.inside_leaf += 1
+
+    def leave(*_: Any) -> None:
+        mode.inside_leaf -= 1
+
+    for m in root.modules():
+        if id(m) in leaves:
+            handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave)]
+    try:
+        with torch.no_grad(), mode:
+            root(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(set(mode.found))
+
+
 def run_passes(
-    root: nn.Module, example: torch.Tensor, passes: Sequence[tuple[str, Pass]] = PASSES
+    root: nn.Module,
+    example: torch.Tensor,
+    passes: Sequence[tuple[str, Pass]] = PASSES,
+    keep: Sequence[nn.Module] = (),
 ) -> tuple[nn.Module, list[PassResult], dict[str, UnitCheck]]:
     """Apply ``passes`` (in order) to ``root``; submodules are replaced in place, the (new) root is returned.
+
+    Modules in ``keep`` (the outputs of registered rewrites) are left exactly as they are: leaves of every trace.
+    If one eager forward (:func:`scout`) sees no circular pad, roll or constant computation, nothing is traced.
 
     Tries the whole model first; a module that cannot be traced or interpreted is replaced by its children.
     Each unit is traced and interpreted once; after every pass that changed it, the unit's graph is checked
@@ -548,6 +626,9 @@ def run_passes(
     results = [PassResult(name) for name, _ in passes]
     checks: dict[str, UnitCheck] = {}
     notes: list[str] = results[0].notes
+    leaves = frozenset(id(m) for m in keep)
+    if not scout(root, example, leaves):  # one eager forward: no circular pad, roll or constant computation
+        return root, results, checks
     pending = [""]
     depth = 0
     while pending and depth < 64:
@@ -561,7 +642,7 @@ def run_passes(
             if not seen:
                 nxt += children
                 continue
-            if _is_torch_leaf(mod) and not _needs_leaf_pass(mod):
+            if id(mod) in leaves or (_is_torch_leaf(mod) and not _needs_leaf_pass(mod)):
                 continue
             reason = None
             if any(_signature(c) != _signature(seen[0]) for c in seen[1:]):
@@ -570,7 +651,7 @@ def run_passes(
                 reason = "is called with keyword arguments"
             else:
                 try:
-                    gm = trace(mod, len(seen[0][0]))
+                    gm = trace(mod, len(seen[0][0]), leaves)
                     rec = _Recorder(gm)
                     with torch.no_grad():
                         rec.run(*seen[0][0])

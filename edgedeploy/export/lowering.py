@@ -103,15 +103,17 @@ def lower(model: nn.Module, example: torch.Tensor, target: str = "onnx") -> tupl
 
     ``example`` is a batch-1 float32 tensor at the export resolution (NCHW for images). Registered rewrites are
     applied outermost-first (a rewritten parent's children are not visited again), then the generic passes of
-    :mod:`edgedeploy.export.generic`. ``rewritten_module_names`` lists the modules replaced by registered rewrites,
-    then those replaced by a generic pass (``"<model>"`` when the whole model was rewritten as one graph).
+    :mod:`edgedeploy.export.generic` on everything else (the registered export forms are left as they are).
+    ``rewritten_module_names`` lists the modules replaced by registered rewrites, then those replaced by a generic
+    pass (``"<model>"`` when the whole model was rewritten as one graph).
     :func:`lowering_report` on the returned module gives what each stage did and its check. Raises
     :class:`ExportError` when a generic pass changes the outputs (an edgedeploy bug).
     """
     lowered = copy.deepcopy(model).eval()
     rewritten, registered = _registered(lowered, example, target)
     report: dict[str, Any] = {"registered": registered, "passes": [], "notes": []}
-    lowered, results, checks = generic.run_passes(lowered, example)
+    keep = [lowered.get_submodule(name) for name in rewritten]  # registered export forms: not traced into
+    lowered, results, checks = generic.run_passes(lowered, example, keep=keep)
     for result in results:
         entry: dict[str, Any] = {"pass": result.name, "rewrites": [r.to_dict() for r in result.records]}
         report["notes"] += result.notes
