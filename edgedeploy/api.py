@@ -44,7 +44,8 @@ class ExportOptions:
     ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
     ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
     (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
-    called at each step.
+    called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
+    keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
     """
 
     precision: str = "fp32"
@@ -61,6 +62,7 @@ class ExportOptions:
     int8_mode: str | None = None
     calibration: str | Path | None = None
     progress: Callable[[str], None] | None = None
+    cache: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
@@ -103,6 +105,10 @@ class BenchOptions:
 
     ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
     ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    ``parity``: also run the parity inputs on the device and compare its outputs with the reference (PyTorch fp32);
+    the result's ``board_parity`` holds the verdict (:mod:`edgedeploy.devices.board_parity`).
+    ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
+    result); see :mod:`edgedeploy.limits` for every bound.
     """
 
     device: str = "local"
@@ -116,9 +122,11 @@ class BenchOptions:
     input_size: int | None = None
     name: str | None = None
     trust_on_first_use: bool = False
+    allow_oversubscribe: bool = False
     on_sample: Callable[[int, float], None] | None = None
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
+    parity: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
@@ -160,8 +168,22 @@ def export(
     the op and node (4).
     """
     opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
-    from edgedeploy.export.pipeline import export_model
+    from edgedeploy.export.pipeline import cached_export, export_model
+    from edgedeploy.limits import check_export_options
 
+    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
+
+    if opts.cache:
+        custom = [f for f in ("thresholds", "atol", "min_cosine", "min_top1", "calibration") if getattr(opts, f)]
+        custom += ["example"] * (example is not None) + ["parity=False"] * (not opts.parity)
+        custom += [f"layout={opts.layout}"] * (opts.layout != "NCHW")
+        custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
+        if custom:
+            raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
+        return cached_export(
+            model, to, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+            lowering=opts.lowering, progress=opts.progress, input_shape=input_shape, name=name,
+        )  # fmt: skip
     return export_model(
         model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
         thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
@@ -189,38 +211,49 @@ def bench(
     progress, out).
 
     Returns a :class:`~edgedeploy.bench.result.BenchResult`: ``samples_ms`` (every timed iteration, ms),
-    ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept). Raises
-    ``ConfigError`` / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``MissingExtraError`` (3),
+    ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept), ``verified`` (False
+    for a file without a manifest). Raises ``ConfigError`` (also: an option out of range, :mod:`edgedeploy.limits`)
+    / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``OutputError`` (2: ``out`` could not be written; the
+    error's ``result`` is the result and ``saved`` the fallback file it was saved to), ``MissingExtraError`` (3),
     ``DeviceError`` (5).
     """
     opts = BenchOptions.from_kwargs(
         device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads, **options
     )
-    from edgedeploy.bench.harness import check_run_args
+    from edgedeploy import limits
     from edgedeploy.bench.run import bench_local, resolve_target
     from edgedeploy.devices.profile import load_profile
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.runtimes.base import get_runtime
 
     say = opts.progress or (lambda _msg: None)
-    check_run_args(opts.iterations, opts.warmup, opts.threads)  # before any export
-    if opts.runtime is not None:
+    limits.check_run_options(opts.iterations, opts.warmup, opts.threads)  # before any export or runtime
+    limits.check_input_size(opts.input_size)
+    from edgedeploy.devices import board_parity
+    from edgedeploy.devices.native import tool_runtime
+
+    native = tool_runtime(opts.runtime)  # "native:TOOL" -> the runtime whose format the tool runs, else None
+    if opts.runtime is not None and native is None:
         get_runtime(opts.runtime)  # unknown runtime: fail before any export
     profile = load_profile(opts.device)
+    limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:
         check_result_out(out)
     if isinstance(target, ExportOutcome):
         target = target.artifact
     resolved = resolve_target(
-        target, opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights), opts.input_size,
-        progress=say, input_shape=opts.input_shape, name=opts.name,
+        target, native or opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights),
+        opts.input_size, progress=say, input_shape=opts.input_shape, name=opts.name,
     )  # fmt: skip
     if profile.transport == "local":
         result = bench_local(
             resolved, opts.iterations, opts.warmup, opts.threads,
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
+            allow_oversubscribe=opts.allow_oversubscribe,
         )  # fmt: skip
+        if opts.parity:
+            board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
     else:
         from edgedeploy.devices.remote import bench_on_device
 
@@ -229,11 +262,20 @@ def bench(
         if opts.trust_on_first_use:
             profile = profile.model_copy(update={"trust_on_first_use": True})
         say(f"benchmarking on {profile.name} ({profile.transport}) …")
+        parity_kw: dict[str, Any] = {}
+        if opts.parity:
+            say("computing the reference outputs for board-side parity")
+            w = None if opts.weights is None else str(opts.weights)
+            parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
         result = bench_on_device(
-            profile, resolved.artifact, runtime=resolved.runtime, iterations=opts.iterations, warmup=opts.warmup,
-            threads=opts.threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape),
+            profile, resolved.artifact, runtime=opts.runtime if native else resolved.runtime,
+            iterations=opts.iterations, warmup=opts.warmup, threads=opts.threads, model=resolved.model,
+            fmt=resolved.format, precision=resolved.precision, input_shape=list(resolved.input_shape),
+            allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
         )  # fmt: skip
+        if resolved.verified is not None:
+            extra = [resolved.unverified_reason()] if resolved.verified is False else []
+            result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})
     if out is not None:
         result_written = write_result(result, out)
         say(f"result {'written to' if result_written.suffix == '.json' else 'stored in'} {result_written}")
@@ -248,15 +290,19 @@ def check_result_out(out: Path) -> None:
 
 
 def write_result(result: BenchResult, out: Path) -> Path:
-    """Write ``result`` to a ``.json`` file, or append it to a result-store folder; returns the file written."""
-    if out.suffix == ".json" and not out.is_dir():
-        from edgedeploy._util import atomic_write_text
+    """Write ``result`` to a ``.json`` file, or append it to a result-store folder; returns the file written.
 
-        atomic_write_text(out, result.to_json() + "\n")
-        return out
-    from edgedeploy.results.store import append_result
+    When that fails the result is saved to a fallback file and :class:`~edgedeploy.errors.OutputError` is raised
+    naming it (its ``saved`` attribute; ``result`` is the result itself): see :mod:`edgedeploy.bench.keep`.
+    """
+    from edgedeploy.bench.keep import save_result
+    from edgedeploy.errors import OutputError
 
-    return append_result(out, result)
+    try:
+        return save_result(result, out)
+    except OutputError as e:
+        e.result = result  # type: ignore[attr-defined]
+        raise
 
 
 def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:

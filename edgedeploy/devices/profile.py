@@ -27,6 +27,7 @@ Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -34,13 +35,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgedeploy import registry
 from edgedeploy._paths import find_yaml_files, load_yaml_config
+from edgedeploy.devices.native import TOOL_FORMAT_RUNTIME
 from edgedeploy.errors import ConfigError, UnknownDeviceError
 
 #: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`), read from the
 #: registry (``RuntimeSpec.device_name``).
 PYTHON_RUNTIMES = tuple(registry.device_runtime_names())
-#: Native tools whose output :mod:`edgedeploy.devices.native` parses.
-NATIVE_TOOLS = ("mnn-benchmark", "tflite-benchmark_model", "onnxruntime_perf_test")
+#: Native tools :mod:`edgedeploy.devices.native` runs: benchmark tools whose output it parses, and ``mnn-runner``
+#: (edgedeploy's own static MNN runner, driven like the Python runner).
+NATIVE_TOOLS = tuple(TOOL_FORMAT_RUNTIME)
+#: Native tools that speak the Python runner's protocol (raw samples, board-side parity), with the runtime they run.
+RUNNER_TOOLS = {"mnn-runner": "mnn"}
 
 DEFAULT_WORKDIR = {"local": "~/.cache/edgedeploy/device", "ssh": "/tmp/edgedeploy", "adb": "/data/local/tmp/edgedeploy"}
 
@@ -95,7 +100,11 @@ class DeviceProfile(BaseModel):
     adb_port: int = Field(5037, ge=1, le=65535, description="port of the adb server")
     # what runs there
     workdir: str | None = Field(None, description="folder on the device for runner, artifacts and locks")
-    python: str = Field("python3", description="Python interpreter on the device (for the stdlib-only runner)")
+    python: str | None = Field(
+        "python3",
+        description="Python interpreter on the device (for the stdlib-only runner); null: none (Android boards: "
+        "the glibc armv7l / aarch64 wheels cannot load on bionic), native tools only",
+    )
     clusters: list[Cluster] = Field(default_factory=list)
     core_mask: str | None = Field(None, description="taskset mask in hex, e.g. 0xf0; default: the fastest cluster")
     runtimes: list[str] = Field(default_factory=list, description="Python runtimes present; default: probe all")
@@ -201,6 +210,18 @@ def load_profile(name_or_path: str) -> DeviceProfile:
     return load_profile_file(files[name_or_path])
 
 
-def list_profiles() -> list[DeviceProfile]:
-    """Every profile found, sorted by name. A malformed file raises :class:`ConfigError` naming it."""
-    return sorted((load_profile_file(p) for p in find_yaml_files("devices").values()), key=lambda d: d.name)
+def list_profiles(on_error: Callable[[ConfigError], None] | None = None) -> list[DeviceProfile]:
+    """Every profile found, sorted by name.
+
+    A malformed file raises :class:`ConfigError` naming it, unless ``on_error`` is given: then it is called with
+    that error and the file is skipped (``edgedeploy devices`` prints it as a warning and lists the others).
+    """
+    profiles = []
+    for p in find_yaml_files("devices").values():
+        try:
+            profiles.append(load_profile_file(p))
+        except ConfigError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+    return sorted(profiles, key=lambda d: d.name)
