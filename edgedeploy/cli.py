@@ -371,12 +371,13 @@ def formats_cmd(as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------- groups
 def _add_command_groups() -> None:
-    """Command groups that live beside their library code (devices, results, parity)."""
+    """Command groups that live beside their library code (devices, results, parity, profile)."""
     from edgedeploy.devices.cli import devices_group
     from edgedeploy.export.bisect_cli import parity_cmd
+    from edgedeploy.profile.cli import profile_cmd
     from edgedeploy.results.cli import baseline_group, compare_cmd, report_cmd, results_group
 
-    for cmd in (devices_group, compare_cmd, report_cmd, results_group, baseline_group, parity_cmd):
+    for cmd in (devices_group, compare_cmd, report_cmd, results_group, baseline_group, parity_cmd, profile_cmd):
         main.add_command(cmd)
 
 
