@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.data import real_image
+from edgedeploy.data import model_input
 from edgedeploy.errors import ConfigError, RuntimeUnavailableError
 from edgedeploy.profile.record import Profile, RawProfile, build_profile
 from edgedeploy.profile.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
@@ -50,16 +50,21 @@ def _op_name(op: object) -> str:
     return getattr(op, "__name__", str(op)).split(".")[0]
 
 
-def module_macs(module: object, input_size: int) -> dict[str, int]:
-    """Inclusive MACs (conv + linear + matmul) per dotted module path of one batch-1 pass, from FlopCounterMode."""
+def module_macs(module: object, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Inclusive MACs (conv + linear + matmul) per dotted module path of one batch-1 NCHW pass, FlopCounterMode.
+
+    Returns {} when the module cannot be counted (an odd forward); MACs are then left out of the tables."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from edgedeploy.zoo import _MAC_OPS
 
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(torch.zeros(1, 3, input_size, input_size))  # type: ignore[operator]
+    try:
+        with torch.no_grad(), counter:
+            module(torch.zeros(*input_shape))  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - MACs are an extra column, never a reason to lose a profile
+        return {}
     out: dict[str, int] = {}
     for key, per_op in counter.get_flop_counts().items():
         if key == "Global":
@@ -143,10 +148,12 @@ def profile_many(
     macs_cache: dict[tuple[str, int], dict[str, int] | None] = {}
     out = []
     for job in jobs:
-        side = int(job.x.shape[-1] if job.x.shape[1] == 3 else job.x.shape[1])
-        key = (job.resolved.model, side)
+        nchw = tuple(job.x.shape)
+        if job.x.shape[1] != 3 and job.x.shape[-1] == 3:
+            nchw = (1, 3, job.x.shape[1], job.x.shape[2])
+        key = (job.resolved.model, tuple(nchw))
         if key not in macs_cache:
-            macs_cache[key] = module_macs(job.module, side) if job.module is not None else None
+            macs_cache[key] = module_macs(job.module, tuple(nchw)) if job.module is not None else None
         out.append(_finish(job, threads, iterations, warmup, macs_cache[key]))
     return out
 
@@ -157,24 +164,20 @@ def _prepare(target: str, rt: str, say: Callable[[str], None]) -> _Job:
     from edgedeploy.zoo import build_model
 
     resolved = resolve_target(target, rt, progress=say)
-    given = tuple(resolved.input_shape)
-    size = (given[1] if given[-1] == 3 and given[1] != 3 else given[-1]) if len(given) == 4 else None
-    try:
-        module = build_model(resolved.model, size)
-    except Exception:  # noqa: BLE001 - an artifact of a model not in the zoo: no MACs, scope names only
-        module = None
     shape = tuple(resolved.input_shape)
-    if not shape:
-        if module is None:
-            raise ConfigError(f"cannot tell the input shape of {target}; export it with edgedeploy")
-        from edgedeploy.cards import get_card
-
-        s = get_card(resolved.model).input_size
-        shape = (1, 3, s, s)
-    nhwc = len(shape) == 4 and shape[-1] == 3 and shape[1] != 3
-    x = real_image(shape[1] if nhwc else shape[-1])
+    nhwc = len(shape) == 4 and shape[1] != 3 and shape[-1] == 3  # TFLite --layout NHWC
+    module = resolved.module
+    if module is None:
+        try:
+            module = build_model(resolved.model, (shape[1] if nhwc else shape[-1]) if len(shape) == 4 else None)
+        except Exception:  # noqa: BLE001 - an artifact of a model not in the zoo: no MACs, the source map's names
+            module = None
+    if len(shape) != 4:
+        raise ConfigError(f"cannot tell the input shape of {target}; export it with edgedeploy")
     if nhwc:
-        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        x = model_input((1, 3, shape[1], shape[2]), resolved.mean, resolved.std).transpose(0, 2, 3, 1).copy()
+    else:
+        x = model_input(shape, resolved.mean, resolved.std)
     sm: SourceMap | None = None
     origin = "module"
     if resolved.artifact is not None:
