@@ -47,7 +47,7 @@ def profile_cmd(
 
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.cli import err_console
-    from edgedeploy.profile.render import compare_table, headline, module_table
+    from edgedeploy.profile.render import compare_table, headline, module_table, op_type_table
     from edgedeploy.profile.run import check_runtime, profile_many
 
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]
@@ -61,6 +61,7 @@ def profile_cmd(
         out.print(module_table(p, 1, top))
         if depth != 1:
             out.print(module_table(p, depth, top))
+    out.print(op_type_table(profiles))
     if len(profiles) > 1:
         out.print(compare_table(profiles, 1, top))
         if depth != 1:

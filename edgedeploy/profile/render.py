@@ -79,6 +79,28 @@ def op_type_rows(p: Profile) -> list[tuple[str, float, int]]:
     return sorted(((k, v[0], int(v[1])) for k, v in acc.items()), key=lambda r: -r[1])
 
 
+def op_type_table(profiles: Sequence[Profile], top: int = 12) -> Any:
+    """A rich Table: time per op type, one column pair (ms, count) per runtime, sorted by the first runtime."""
+    from rich.table import Table
+
+    t = Table(title=f"{profiles[0].model}: time per op type")
+    t.add_column("op type")
+    per = [{k: (ms, n) for k, ms, n in op_type_rows(p)} for p in profiles]
+    for p in profiles:
+        t.add_column(f"{p.runtime} ms", justify="right")
+        t.add_column("n", justify="right")
+    keys: list[str] = []
+    for d in per:
+        keys += [k for k in sorted(d, key=lambda k, d=d: -d[k][0])[:top] if k not in keys]
+    for k in keys:
+        cells = [k]
+        for d in per:
+            ms, n = d.get(k, (None, 0))
+            cells += [f"{ms:.3f}" if ms is not None else "–", str(n) if n else "–"]
+        t.add_row(*cells)
+    return t
+
+
 def compare_rows(profiles: Sequence[Profile], depth: int = 1) -> list[dict[str, Any]]:
     """Side by side: one row per module at ``depth`` with ms per runtime and each runtime's ratio to the first."""
     tables = [{r.module: r for r in module_rows(p, depth)} for p in profiles]

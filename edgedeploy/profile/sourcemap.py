@@ -8,7 +8,8 @@ names. The exporters carry the module hierarchy in the graph:
   are ``<node>_output_<i>``;
 * the ``torch.export`` exporter (opset ≥ 18) names nodes ``node_Conv_12`` and stores the hierarchy in the
   node's ``metadata_props``: ``pkg.torch.onnx.name_scopes`` (``['', 'layer_1', 'layer_1.0', …, 'conv2d_3']``)
-  and ``namespace`` (``: Cls/layer_1: Cls/…``).
+  and ``namespace`` (``: Cls/layer_1: Cls/…``). Its optimizer folds a BatchNorm into the preceding Conv and keeps
+  the BatchNorm's metadata, so such a Conv is placed on the BatchNorm module (a sibling of the conv).
 
 onnxsim folds and fuses nodes; nodes it keeps keep their names, and a node it creates is matched through its
 output tensors against the graph before simplification. A node left without a module (no scope, no metadata)
