@@ -97,6 +97,18 @@ def test_unplaced_nodes_take_their_consumers_module() -> None:
     fill_from_neighbours(graph, assign)
     assert assign["ReorderInput_token_7"] == "stages.1.conv1"  # done for the op that reads it
     assert assign["tail"] == "stages.1.conv1"  # no consumer: its producer
+    # a chain of converter-made ops (MNN splitting a grouped conv: Reshape → Transpose → Unpack) takes the module of
+    # the op it feeds, all along the chain
+    chain = [
+        GraphNode("a", "Conv", ["x"], ["t1"]),
+        GraphNode("Reshape42", "Reshape", ["t1"], ["t2"]),
+        GraphNode("Transpose44", "Transpose", ["t2"], ["t3"]),
+        GraphNode("b", "Conv", ["t3"], ["t4"]),
+    ]
+    placed: dict[str, str | None] = {"a": "stages.0.conv2", "Reshape42": None, "Transpose44": None,
+                                     "b": "stages.1.conv1"}  # fmt: skip
+    fill_from_neighbours(chain, placed)
+    assert placed["Reshape42"] == placed["Transpose44"] == "stages.1.conv1"
     sm = SourceMap(modules=sorted(PATHS), tensors={"/stages/stages.0/Add_output_0": "stages.0"})
     assert sm.lookup("/stages/stages.0/Add_output_0_raster_1") == "stages.0"  # MNN geometry split
     assert sm.lookup("/stages/stages.1/conv1/Conv_output_0_nchwc") == "stages.1.conv1"  # onnxruntime NCHWc

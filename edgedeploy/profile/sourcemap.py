@@ -139,28 +139,36 @@ class GraphNode:
     props: Mapping[str, str] = field(default_factory=dict)
 
 
-def fill_from_neighbours(nodes: Sequence[GraphNode], assign: dict[str, str | None], rounds: int = 16) -> None:
-    """Give every unplaced node (``assign[name] is None``) the common module of its placed consumers, else of its
-    placed producers; repeated until nothing changes (at most ``rounds`` passes). ``assign`` is updated in place."""
+def fill_from_neighbours(nodes: Sequence[GraphNode], assign: dict[str, str | None], rounds: int = 64) -> None:
+    """Give every unplaced node (``assign[name] is None``) the common module of its placed consumers; what is still
+    unplaced then takes the common module of its placed producers. Each phase repeats until nothing changes (at
+    most ``rounds`` passes), so a chain of converter-made ops (Reshape → Transpose → Unpack …) takes the module of
+    the op it feeds, not of the op before it. ``assign`` is updated in place."""
     producer = {t: n.name for n in nodes for t in n.outputs if t}
     consumers: dict[str, list[str]] = {}
     for n in nodes:
         for t in n.inputs:
             if t:
                 consumers.setdefault(t, []).append(n.name)
-    for _ in range(rounds):
-        changed = False
-        for n in nodes:
-            if assign.get(n.name) is not None:
-                continue
-            down = [assign[c] for t in n.outputs for c in consumers.get(t, ()) if assign.get(c) is not None]
-            up = [assign[producer[t]] for t in n.inputs if t in producer and assign.get(producer[t]) is not None]
-            near = down or up
-            if near:
-                assign[n.name] = lca(near)  # type: ignore[arg-type]
-                changed = True
-        if not changed:
-            return
+
+    def down(n: GraphNode) -> list[str]:
+        return [assign[c] for t in n.outputs for c in consumers.get(t, ()) if assign.get(c) is not None]  # type: ignore[misc]
+
+    def up(n: GraphNode) -> list[str]:
+        return [assign[producer[t]] for t in n.inputs if t in producer and assign.get(producer[t]) is not None]  # type: ignore[misc]
+
+    for near in (down, up):
+        for _ in range(rounds):
+            changed = False
+            for n in reversed(nodes) if near is down else nodes:
+                if assign.get(n.name) is not None:
+                    continue
+                found = near(n)
+                if found:
+                    assign[n.name] = lca(found)
+                    changed = True
+            if not changed:
+                break
 
 
 def onnx_graph_nodes(model: Any) -> list[GraphNode]:
