@@ -42,7 +42,10 @@ def profile_cmd(
     threads: int | None, depth: int, top: int, as_json: bool, html_out: str | None,
 ) -> None:  # fmt: skip
     """Per-operator profile of TARGET (a zoo model or an exported artifact) from each runtime's own profiler,
-    rolled up per module and per stage, with the bench median measured in the same process."""
+    rolled up per module and per stage, with the bench median measured in the same process.
+
+    Exit codes: 2 bad input (unknown model / runtime, --device other than local), 3 no op profiler for the runtime
+    (litert) or a missing extra, 4 the export failed."""
     from rich.console import Console
 
     from edgedeploy.bench.harness import check_run_args
