@@ -13,10 +13,16 @@ interleaved run by run. ``overhead["callback_ms_per_run"]`` = median(with callba
 (returning from ``begin``, entering ``end``); it is estimated as the shortest interval seen for any op
 (``overhead["in_interval_us"]``, an upper bound: that op's own work counts in it too) and subtracted from every op
 (clamped at 0).
+
+MNN gives at most two multi-threaded runtimes of a process a share of its CPU thread pool
+(``MNN_THREAD_POOL_MAX_TASKS = 2`` in ``source/backend/cpu/ThreadPool.cpp``); another one runs single-threaded. So
+``edgedeploy profile`` never keeps this session and the bench session alive together: with ``keep_open=False``
+each :meth:`MnnProfiler.run` opens its own session and releases it.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -34,30 +40,56 @@ class MnnProfiler:
     :class:`~edgedeploy.errors.ArtifactError` when MNN cannot open the file.
     """
 
-    def __init__(self, path: Path, x: np.ndarray, threads: int) -> None:
-        from edgedeploy.errors import ArtifactError
+    def __init__(self, path: Path, x: np.ndarray, threads: int, keep_open: bool = True) -> None:
         from edgedeploy.runtimes.mnn_rt import import_mnn
 
-        mnn = import_mnn()
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.mnn = import_mnn()
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.path = path
+        self.threads = threads
+        self.keep_open = keep_open
+        self.interp: Any = None
+        self.per_run: list[tuple[list[str], list[str], list[int]]] = []
+        self.with_cb_ms: list[float] = []
+        self.plain_ms: list[float] = []
+        self.open()
+        if not keep_open:
+            self.close()
+
+    def open(self) -> None:
+        """Create the Interpreter and its session (CPU, ``threads``, precision high)."""
+        from edgedeploy.errors import ArtifactError
+
+        mnn, x = self.mnn, self.x
         with captured_fd_output():
             try:
-                self.interp = mnn.Interpreter(str(path))
-                self.sess = self.interp.createSession({"backend": "CPU", "numThread": threads, "precision": "high"})
+                self.interp = mnn.Interpreter(str(self.path))
+                self.sess = self.interp.createSession(
+                    {"backend": "CPU", "numThread": self.threads, "precision": "high"}
+                )
             except Exception as e:
-                raise ArtifactError(f"MNN cannot open {path}: {type(e).__name__}: {e}") from e
+                raise ArtifactError(f"MNN cannot open {self.path}: {type(e).__name__}: {e}") from e
             self.inp = self.interp.getSessionInput(self.sess)
             if tuple(self.inp.getShape()) != tuple(x.shape):
                 self.interp.resizeTensor(self.inp, tuple(x.shape))
                 self.interp.resizeSession(self.sess)
         self.fresh = mnn.Tensor(list(x.shape), mnn.Halide_Type_Float, x, mnn.Tensor_DimensionType_Caffe)
-        self.path = path
-        self.per_run: list[tuple[list[str], list[str], list[int]]] = []
-        self.with_cb_ms: list[float] = []
-        self.plain_ms: list[float] = []
 
-    def run(self, n: int, timed: bool = True) -> None:
-        """``n`` runs with callbacks, each followed by one run without (for the overhead); fresh input each time."""
+    def close(self) -> None:
+        """Release the session and its runtime (and so its share of MNN's thread pool)."""
+        self.interp = self.sess = self.inp = self.fresh = None
+        gc.collect()
+
+    def run(self, n: int, timed: bool = True, warm: int = 0) -> None:
+        """``warm`` untimed runs, then ``n`` runs with callbacks, each followed by one run without (for the overhead);
+        a fresh input before every run. Without ``keep_open`` the session is opened for this call only."""
+        if self.interp is None:
+            self.open()
+        if warm:
+            with captured_fd_output():
+                for _ in range(warm):
+                    self.inp.copyFrom(self.fresh)
+                    self.interp.runSession(self.sess)
         clock = time.perf_counter_ns
         state: dict[str, Any] = {}
 
@@ -88,6 +120,8 @@ class MnnProfiler:
                     self.per_run.append((state["n"], state["y"], state["d"]))
                     self.with_cb_ms.append((t1 - t0) / 1e6)
                     self.plain_ms.append((t3 - t2) / 1e6)
+        if not self.keep_open:
+            self.close()
 
     def result(self) -> RawProfile:
         from edgedeploy.errors import ArtifactError

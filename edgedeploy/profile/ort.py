@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,54 +24,109 @@ _KERNEL = "_kernel_time"
 
 
 class OrtProfiler:
-    """An onnxruntime session with profiling on; :meth:`run` runs it, :meth:`result` ends profiling and parses.
+    """onnxruntime sessions with profiling on; :meth:`run` runs one, :meth:`result` merges the parsed traces.
 
-    Raises :class:`~edgedeploy.errors.ArtifactError` when onnxruntime cannot load the file,
-    :class:`~edgedeploy.errors.MissingExtraError` without onnxruntime.
+    With ``keep_open`` one session serves every :meth:`run`; without, each :meth:`run` opens a session, ends its
+    profiling, parses the trace and releases it, so no idle profiled session (and its intra-op threads) is alive
+    while the bench session runs. Raises :class:`~edgedeploy.errors.ArtifactError` when onnxruntime cannot load
+    the file, :class:`~edgedeploy.errors.MissingExtraError` without onnxruntime.
     """
 
-    def __init__(self, path: Path, x: np.ndarray, threads: int) -> None:
+    def __init__(self, path: Path, x: np.ndarray, threads: int, keep_open: bool = True) -> None:
+        self.path = path
+        self.threads = threads
+        self.keep_open = keep_open
+        self._x = np.ascontiguousarray(x, dtype=np.float32)
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgedeploy-ortprof-")
+        self._optimized = Path(self._tmp.name) / "optimized.onnx"
+        self.sess: Any = None
+        self.timed: list[bool] = []
+        self.parts: list[RawProfile] = []
+        self.graph: list | None = None
+        self._open()
+        if not keep_open:
+            self._close()
+
+    def _open(self) -> None:
         from edgedeploy.errors import ArtifactError
         from edgedeploy.runtimes.onnxruntime_rt import OnnxRuntime
 
         ort = OnnxRuntime.import_engine()
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgedeploy-ortprof-")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(self._tmp.name) / "ort")
-        self._optimized = Path(self._tmp.name) / "optimized.onnx"
-        opts.optimized_model_filepath = str(self._optimized)
+        opts.profile_file_prefix = str(Path(self._tmp.name) / f"ort{len(self.parts)}")
+        if self.graph is None:
+            opts.optimized_model_filepath = str(self._optimized)
         try:
-            self.sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:
             self._tmp.cleanup()
-            raise ArtifactError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from e
-        self._feed = {self.sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+            raise ArtifactError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+        self._feed = {self.sess.get_inputs()[0].name: self._x}
         self._names = [self.sess.get_outputs()[0].name]
-        self.timed: list[bool] = []
+        self.timed = []
+        if self.graph is None and self._optimized.is_file():
+            import onnx
 
-    def run(self, n: int, timed: bool = True) -> None:
-        """``n`` runs, measured or not (``timed``); every run is a ``model_run`` window of the trace, in order."""
+            self.graph = onnx_graph_nodes(onnx.load(str(self._optimized), load_external_data=False))
+
+    def _close(self) -> None:
+        trace = Path(self.sess.end_profiling())
+        events = json.loads(trace.read_text())
+        trace.unlink()
+        if any(self.timed):
+            self.parts.append(parse_trace(events, self.timed, None))
+        self.sess = None
+
+    def run(self, n: int, timed: bool = True, warm: int = 0) -> None:
+        """``warm`` untimed runs, then ``n`` runs, measured or not (``timed``); every run is a ``model_run`` window
+        of the trace, in order."""
+        if self.sess is None:
+            self._open()
+        for _ in range(warm):
+            self.sess.run(self._names, self._feed)
+        self.timed += [False] * warm
         for _ in range(n):
             self.sess.run(self._names, self._feed)
         self.timed += [timed] * n
+        if not self.keep_open:
+            self._close()
 
     def result(self) -> RawProfile:
         try:
-            trace = Path(self.sess.end_profiling())
-            events = json.loads(trace.read_text())
-            graph = None
-            if self._optimized.is_file():
-                import onnx
-
-                graph = onnx_graph_nodes(onnx.load(str(self._optimized), load_external_data=False))
-            return parse_trace(events, self.timed, graph)
+            if self.sess is not None:
+                self._close()
+            return merge(self.parts, self.graph)
         finally:
             self._tmp.cleanup()
+
+
+def merge(parts: list[RawProfile], graph: list | None) -> RawProfile:
+    """One RawProfile from the parsed traces of several sessions of the same model (runs concatenated)."""
+    from edgedeploy.errors import ArtifactError
+
+    if not parts:
+        raise ArtifactError("onnxruntime's profiler recorded no measured run")
+    first = parts[0]
+    order = list(first.order)
+    op_types = dict(first.op_types)
+    for p in parts[1:]:
+        for n in p.order:
+            if n not in op_types:
+                order.append(n)
+                op_types[n] = p.op_types[n]
+    samples: dict[str, list[float]] = {n: [] for n in order}
+    for p in parts:
+        for n in order:
+            samples[n] += p.samples.get(n, [0.0] * p.runs)
+    return RawProfile(
+        runtime="onnxruntime", op_types=op_types, samples=samples, order=order, calls=first.calls,
+        run_ms=[ms for p in parts for ms in p.run_ms], graph=graph, notes=first.notes,
+    )  # fmt: skip
 
 
 def parse_trace(events: list[dict], timed: list[bool], graph: list | None = None) -> RawProfile:

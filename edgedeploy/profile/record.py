@@ -2,13 +2,13 @@
 
 A runtime profiler (``edgedeploy.profile.ort`` / ``mnn`` / ``torch_prof``) returns a :class:`RawProfile`: per-op
 times of each measured run. :func:`build_profile` joins it to ``nn.Module`` paths (through the source map),
-averages over the interquartile runs (:func:`central_runs`) and rolls it up.
+averages over the runs nearest the median (:func:`central_runs`) and rolls it up.
 
 :class:`Profile` (``to_dict`` is what ``edgedeploy profile --json`` prints)::
 
     {"runtime": "mnn", "model": "edgeformer_s", "artifact": "…/edgeformer_s.mnn", "format": "mnn",
      "threads": 2, "iterations": 50, "warmup": 10,
-     "total_ms": 27.1,             # Σ over ops of the op's mean time per run (ms), interquartile runs
+     "total_ms": 27.1,             # Σ over ops of the op's mean time per run (ms), runs nearest the median
      "bench_median_ms": 26.0,      # median of the bench harness's timed runs, same process, same input (ms)
      "total_vs_bench": 1.04,       # total_ms / bench_median_ms
      "unattributed_ms": 0.3,       # op time on no named module (root module or unplaced ops), ms
@@ -190,7 +190,7 @@ def build_profile(
     macs: Mapping[str, int] | None,
     sourcemap: str,
 ) -> Profile:
-    """Average ``raw`` over its interquartile runs (:func:`central_runs`), place ops on modules with ``resolve``,
+    """Average ``raw`` over its runs nearest the median (:func:`central_runs`), place ops on modules with ``resolve``,
     roll up."""
     where = raw.modules if raw.modules is not None else resolve(raw)
     keep = central_runs(raw)
@@ -208,16 +208,19 @@ def build_profile(
         runtime=raw.runtime, model=model, artifact=artifact, format=fmt, threads=threads, iterations=iterations,
         warmup=warmup, total_ms=total, bench_median_ms=bench_median_ms, unattributed_ms=unattributed,
         run_ms=float(np.median(raw.run_ms)) if raw.run_ms else None, ops=ops, modules=modules, stages=stages,
-        overhead={**raw.overhead, "runs_averaged": len(keep), "runs_measured": raw.runs},
+        overhead={**raw.overhead, "runs_averaged": len(keep), "runs_measured": raw.runs,
+                  "profiled_run_vs_bench": (float(np.median(raw.run_ms)) / bench_median_ms
+                                            if raw.run_ms and bench_median_ms else None)},
         notes=list(raw.notes), sourcemap=sourcemap, env=machine(), macs=macs,
     )  # fmt: skip
 
 
 def central_runs(raw: RawProfile) -> np.ndarray:
-    """Indices of the runs whose op-time total lies between the 25th and 75th percentile of all runs' totals.
+    """Indices of the half of the runs (rounded up) whose op-time totals are nearest the median total.
 
-    The op times are averaged over these runs only: on a shared host, slow phases inflate a plain mean, while the
-    bench figure it is compared with is a median. With fewer than 4 runs all are used.
+    The op times are averaged over these runs only: on a shared host slow phases make the run times bimodal, and a
+    plain or interquartile mean then lands between the modes, while the bench figure it is compared with is a
+    median. With fewer than 4 runs all are used.
     """
     n = raw.runs
     if n < 4:
@@ -225,9 +228,8 @@ def central_runs(raw: RawProfile) -> np.ndarray:
     totals = np.zeros(n)
     for v in raw.samples.values():
         totals[: len(v)] += np.asarray(v)
-    lo, hi = np.percentile(totals, [25, 75])
-    keep = np.flatnonzero((totals >= lo) & (totals <= hi))
-    return keep if keep.size else np.arange(n)
+    nearest = np.argsort(np.abs(totals - np.median(totals)), kind="stable")[: (n + 1) // 2]
+    return np.sort(nearest)
 
 
 def machine() -> dict[str, Any]:

@@ -169,7 +169,7 @@ def plot_stages(profiles: Sequence[Profile]) -> str:
         ax.barh(y + i * h, vals, height=h, label=p.runtime)
     ax.set_yticks(y + h * (len(profiles) - 1) / 2, [r["module"] for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("ms per run (mean of the interquartile runs)", fontsize=8)
+    ax.set_xlabel("ms per run (mean of the runs nearest the median)", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)

@@ -10,6 +10,7 @@ median of all harness samples. Per-module MACs come from ``FlopCounterMode`` on 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ class _Job:
     sourcemap_origin: str
     profiler: Any = None
     bench_infer: Callable[[], object] | None = None
+    reload: bool = False
     bench_ms: list[float] = field(default_factory=list)
 
 
@@ -130,19 +132,25 @@ def profile_many(
     threads = threads or os.cpu_count() or 1
     jobs = [_prepare(target, rt, say) for rt in names]
     for job in jobs:
-        job.profiler = _profiler(job.runtime, job.resolved.artifact, job.module, job.x, threads)
-        job.bench_infer = _bench_session(job.resolved, job.module, threads, job.x)
-        job.profiler.run(1 + warmup, timed=False)
+        # the bench session and the profiler's never live together: MNN's thread pool serves two runtimes only
+        # (edgedeploy.profile.mnn), and an idle onnxruntime session's intra-op threads compete with the active one
+        job.reload = job.runtime in ("mnn", "onnxruntime")
+        job.profiler = _profiler(job.runtime, job.resolved.artifact, job.module, job.x, threads, job.reload)
+        job.profiler.run(0, timed=False, warm=1 + warmup)
+        if not job.reload:
+            job.bench_infer = _bench_session(job.resolved, job.module, threads, job.x)
     say(f"profiling {jobs[0].resolved.model} on {', '.join(names)}: {iterations} runs each, interleaved with bench")
     done = 0
     while done < iterations:
         n = min(BLOCK, iterations - done)
         for job in jobs:
-            assert job.bench_infer is not None
+            infer = job.bench_infer or _bench_session(job.resolved, job.module, threads, job.x)
             # measure() runs one untimed inference first; so does the profiler, after switching sessions
-            job.bench_ms += measure(job.bench_infer, iterations=n, warmup=0 if done else warmup).samples_ms
-            job.profiler.run(1, timed=False)
-            job.profiler.run(n)
+            job.bench_ms += measure(infer, iterations=n, warmup=warmup if not done else int(job.reload)).samples_ms
+            del infer
+            if job.reload:
+                gc.collect()
+            job.profiler.run(n, warm=1)
         done += n
         say(f"profiled {done}/{iterations} runs")
     macs_cache: dict[tuple[str, int], dict[str, int] | None] = {}
@@ -228,17 +236,17 @@ def _bench_session(resolved: object, module: object, threads: int, x: np.ndarray
     return session.prepare(x)
 
 
-def _profiler(rt: str, artifact: Path | None, module: object, x: np.ndarray, threads: int) -> Any:
+def _profiler(rt: str, artifact: Path | None, module: object, x: np.ndarray, threads: int, reload: bool = False) -> Any:
     if rt == "onnxruntime":
         from edgedeploy.profile.ort import OrtProfiler
 
         assert artifact is not None
-        return OrtProfiler(artifact, x, threads)
+        return OrtProfiler(artifact, x, threads, keep_open=not reload)
     if rt == "mnn":
         from edgedeploy.profile.mnn import MnnProfiler
 
         assert artifact is not None
-        return MnnProfiler(artifact, x, threads)
+        return MnnProfiler(artifact, x, threads, keep_open=not reload)
     from edgedeploy.profile.torch_prof import TorchProfiler
 
     if module is None:

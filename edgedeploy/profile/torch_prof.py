@@ -59,13 +59,16 @@ class TorchProfiler:
             handles.append(m.register_forward_hook(post))
         return handles
 
-    def run(self, n: int, timed: bool = True) -> None:
-        """``n`` profiled runs (hooks and profiler only for this block), then one plain run for the overhead."""
+    def run(self, n: int, timed: bool = True, warm: int = 0) -> None:
+        """``warm`` untimed runs, then ``n`` profiled runs (hooks and profiler only for this block), then one plain
+        run for the overhead."""
         from torch.autograd.profiler import record_function
         from torch.profiler import ProfilerActivity, profile
 
         clock = time.perf_counter_ns
         with torch.inference_mode():
+            for _ in range(warm):
+                self.module(self.t)
             if not timed:
                 for _ in range(n):
                     self.module(self.t)
