@@ -11,8 +11,9 @@ A family file registers a rewrite with::
     @register_lowering(MyBlock)
     def lower_my_block(module: MyBlock, input_shape: tuple[int, ...], target: str) -> nn.Module: ...
 
-``target`` is the export format ("onnx", "mnn", "tflite", "coreml"); a rewrite may return ``module`` itself
-when it has nothing to do for that target.
+``target`` is the export format, a name of :func:`edgedeploy.registry.format_names` (:data:`TARGETS`: "onnx",
+"mnn", "tflite", "coreml", "ncnn" and any plug-in format); a rewrite may return ``module`` itself when it has
+nothing to do for that target.
 """
 
 from __future__ import annotations
@@ -24,9 +25,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgedeploy import registry
+from edgedeploy.errors import ConfigError
+
 Rewrite = Callable[[nn.Module, tuple[int, ...], str], nn.Module]
 LOWERINGS: dict[type[nn.Module], Rewrite] = {}
-TARGETS = ("onnx", "mnn", "tflite", "coreml")
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``TARGETS``: the registered formats, read from the registry on each access (plug-ins included)."""
+    if name == "TARGETS":
+        return tuple(registry.format_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_lowering(module_type: type[nn.Module]) -> Callable[[Rewrite], Rewrite]:
@@ -69,8 +79,11 @@ def lower(model: nn.Module, example: torch.Tensor, target: str = "onnx") -> tupl
     """Return ``(lowered_copy, rewritten_module_names)``; ``model`` itself is not modified.
 
     ``example`` is a batch-1 NCHW float32 tensor at the export resolution. Modules whose rewrite returns a new
-    module are replaced outermost-first (a rewritten parent's children are not visited again).
+    module are replaced outermost-first (a rewritten parent's children are not visited again). ``target``: a
+    registered format (:class:`ConfigError` otherwise).
     """
+    if target not in registry.format_names():
+        raise ConfigError(f"lowering target {target!r} is no format (known: {', '.join(registry.format_names())})")
     lowered = copy.deepcopy(model).eval()
     shapes = _record_input_shapes(lowered, example)
     rewritten: list[str] = []
