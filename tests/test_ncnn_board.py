@@ -1,0 +1,58 @@
+"""A zoo model exported to ncnn, benchmarked on the emulated armhf board (sshd + qemu-arm) through the real CLI.
+
+Uses the ``board`` fixture of :mod:`tests.test_devices_board` (Debian bookworm armhf rootfs with the ncnn armv7l
+wheel, needs root and qemu-user-static; skipped with the reason otherwise). Emulated latency means nothing; what
+this proves: the ``.param``/``.bin`` pair travels, the board-side runner loads it in ncnn on armv7l, times it, and
+computes what the host's ncnn computes for the same input.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from tests.test_devices_board import _skip_reason, board  # noqa: F401 - the emulated-board fixture
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+]
+
+MODEL = "mobilenetv2"
+
+
+def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("pnnx", reason="needs the [ncnn] extra")
+    from edgedeploy.runtimes.ncnn_rt import NcnnRuntime
+
+    proc = run_cli("export", MODEL, "--to", "ncnn", "--out", str(tmp_path / "art"), "--json", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["parity"]["passed"] is True  # host parity against PyTorch first
+    artifact = tmp_path / "art" / f"{MODEL}.param"
+    prof = board.profile_yaml(
+        tmp_path / "rk3288-emu.yaml", "/tmp/edgedeploy-ncnn", "python3", arch="armv7l",
+        clusters=[{"name": "big", "cores": [0], "core_type": "Cortex-A17", "max_freq_mhz": 1800}],
+    )  # fmt: skip
+    proc = run_cli(
+        "bench", str(artifact), "--device", str(prof), "--runtime", "ncnn", "--iterations", "3", "--warmup", "1",
+        "--threads", "1", "--json", timeout=1200, env={"EDGEDEPLOY_LOCK_DIR": str(tmp_path / "locks")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["status"] == "complete" and res["env"]["arch"] == "armv7l"
+    assert res["runtime"] == "ncnn" and res["format"] == "ncnn" and res["model"] == MODEL
+    assert len(res["samples_ms"]) == 3 and all(s > 0 for s in res["samples_ms"])
+    assert res["input_shape"] == [1, 3, 224, 224]
+    # the board computed what the host's ncnn computes on the runner's input (linspace over [-1, 1])
+    x = np.linspace(-1.0, 1.0, 3 * 224 * 224, dtype=np.float32).reshape(1, 3, 224, 224)
+    host = NcnnRuntime().load(artifact, threads=1).run(x).reshape(-1)
+    out = res["output_summary"]
+    assert out["shape"] == [1, 1000]
+    scale = max(1.0, float(np.abs(host).max()))
+    assert out["head"] == pytest.approx(host[:5].tolist(), abs=1e-4 * scale)
+    assert out["sum"] == pytest.approx(float(host.sum()), abs=1e-3 * scale)
