@@ -26,7 +26,7 @@ pytestmark = [
 MODEL = "mobilenetv2"
 
 
-def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path) -> None:  # noqa: F811
+def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     pytest.importorskip("pnnx", reason="needs the [ncnn] extra")
     from edgedeploy.runtimes.ncnn_rt import NcnnRuntime
 
@@ -39,7 +39,7 @@ def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path) -> Non
         clusters=[{"name": "big", "cores": [0], "core_type": "Cortex-A17", "max_freq_mhz": 1800}],
     )  # fmt: skip
     proc = run_cli(
-        "bench", str(artifact), "--device", str(prof), "--runtime", "ncnn", "--iterations", "3", "--warmup", "1",
+        "bench", str(artifact), "--device", str(prof), "--runtime", "ncnn", "--iterations", "3", "--warmup", "0",
         "--threads", "1", "--json", timeout=1200, env={"EDGEDEPLOY_LOCK_DIR": str(tmp_path / "locks")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -56,3 +56,10 @@ def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path) -> Non
     scale = max(1.0, float(np.abs(host).max()))
     assert out["head"] == pytest.approx(host[:5].tolist(), abs=1e-4 * scale)
     assert out["sum"] == pytest.approx(float(host.sum()), abs=1e-3 * scale)
+    head_err = float(np.abs(np.asarray(out["head"]) - host[:5]).max())
+    with capsys.disabled():
+        print(
+            f"\nncnn {MODEL} on emulated armv7l: load {res['load_ms']:.0f} ms, first {res['first_ms']:.0f} ms, "
+            f"samples {[round(v) for v in res['samples_ms']]} ms; |board - host|: head {head_err:.2e}, "
+            f"sum {abs(out['sum'] - float(host.sum())):.2e}"
+        )
