@@ -23,7 +23,9 @@ pytestmark = [
     pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
 ]
 
-MODEL = "mobilenetv2"
+#: EMO-1M: exported through its 4-D window-attention lowering (the training-time 6-D form does not load in ncnn),
+#: and its random-init logits are O(1) on the runner's input (mobilenetv2's are ~1e-9: a comparison would be empty)
+MODEL = "emo_1m"
 
 
 def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
@@ -39,23 +41,24 @@ def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path, capsys
         clusters=[{"name": "big", "cores": [0], "core_type": "Cortex-A17", "max_freq_mhz": 1800}],
     )  # fmt: skip
     proc = run_cli(
-        "bench", str(artifact), "--device", str(prof), "--runtime", "ncnn", "--iterations", "3", "--warmup", "0",
+        "bench", str(artifact), "--device", str(prof), "--runtime", "ncnn", "--iterations", "2", "--warmup", "0",
         "--threads", "1", "--json", timeout=1200, env={"EDGEDEPLOY_LOCK_DIR": str(tmp_path / "locks")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["status"] == "complete" and res["env"]["arch"] == "armv7l"
     assert res["runtime"] == "ncnn" and res["format"] == "ncnn" and res["model"] == MODEL
-    assert len(res["samples_ms"]) == 3 and all(s > 0 for s in res["samples_ms"])
+    assert len(res["samples_ms"]) == 2 and all(s > 0 for s in res["samples_ms"])
     assert res["input_shape"] == [1, 3, 224, 224]
     # the board computed what the host's ncnn computes on the runner's input (linspace over [-1, 1])
     x = np.linspace(-1.0, 1.0, 3 * 224 * 224, dtype=np.float32).reshape(1, 3, 224, 224)
     host = NcnnRuntime().load(artifact, threads=1).run(x).reshape(-1)
     out = res["output_summary"]
     assert out["shape"] == [1, 1000]
-    scale = max(1.0, float(np.abs(host).max()))
-    assert out["head"] == pytest.approx(host[:5].tolist(), abs=1e-4 * scale)
-    assert out["sum"] == pytest.approx(float(host.sum()), abs=1e-3 * scale)
+    scale = float(np.abs(host).max())
+    assert scale > 0.1  # a comparison of near-zero outputs would prove nothing
+    assert out["head"] == pytest.approx(host[:5].tolist(), abs=1e-5 * scale)
+    assert out["sum"] == pytest.approx(float(host.sum()), abs=1e-4 * scale)
     head_err = float(np.abs(np.asarray(out["head"]) - host[:5]).max())
     with capsys.disabled():
         print(

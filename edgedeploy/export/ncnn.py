@@ -24,6 +24,10 @@ Input blob ``in0``: ``(1, 3, H, W)`` float32 NCHW (ncnn drops the batch axis: ``
 blob ``out0``: the logits. Precisions: ``fp32`` (pnnx ``fp16=0``: fp32 weights; the runtime turns every
 reduced-precision option off) and ``fp16`` (pnnx ``fp16=1``: fp16 weights; ncnn's fp16 storage and arithmetic
 on where the CPU has them). ncnn's int8 needs its ``ncnn2table`` / ``ncnn2int8`` tools, which the wheels lack.
+
+Every zoo model converts with the default lowering, parity within 1.4e-6 relative error (pnnx 20261020, ncnn
+1.0.20261020). pnnx itself takes 1–5 s for the small variants and ~14 s for ResNet50-sized ones (measured on a
+shared 2-vCPU host, load average ~15).
 """
 
 from __future__ import annotations
