@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 import click
@@ -111,29 +110,16 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- export
-def _thresholds(precision: str, atol: float | None, min_cosine: float | None, min_top1: float | None) -> Any:
-    from dataclasses import replace
-
-    from edgedeploy.export.parity import DEFAULT_THRESHOLDS
-
-    t = DEFAULT_THRESHOLDS[precision]
-    if atol is not None:
-        t = replace(t, max_abs_error=atol)
-    if min_cosine is not None:
-        t = replace(t, min_cosine=min_cosine)
-    if min_top1 is not None:
-        t = replace(t, min_top1=min_top1)
-    return t
-
-
 @main.command("export")
-@click.argument("model")
+@click.argument("model", metavar="MODEL_SPEC")
 @click.option("--to", "formats", required=True, help="Target format (see `edgedeploy formats`), or all.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
 @click.option("--precision", type=click.Choice(registry.precision_choices()), default="fp32", show_default=True)
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 18+ uses the torch.export exporter).")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
+@click.option("--input-shape", default=None, help="Input shape N,C,H,W, e.g. 1,3,96,160 (non-square allowed).")
+@click.option("--name", default=None, help="Artifact / model name (default: the card's, callable's or file's).")
 @click.option("--lowering", type=click.Choice(["default", "none"]), default="default", show_default=True)
 @click.option("--atol", type=float, default=None, help="Parity gate: max abs error (fp32 default 1e-3).")
 @click.option("--min-cosine", type=float, default=None, help="Parity gate: min cosine similarity.")
@@ -148,42 +134,47 @@ def _thresholds(precision: str, atol: float | None, min_cosine: float | None, mi
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_cmd(
     model: str, formats: str, out_dir: str, precision: str, opset: int | None, weights: str | None,
-    input_size: int | None, lowering: str, atol: float | None, min_cosine: float | None, min_top1: float | None,
-    no_parity: bool, calibration: str | None, layout: str, int8_mode: str, as_json: bool,
+    input_size: int | None, input_shape: str | None, name: str | None, lowering: str, atol: float | None,
+    min_cosine: float | None, min_top1: float | None, no_parity: bool, calibration: str | None, layout: str,
+    int8_mode: str, as_json: bool,
 ) -> None:  # fmt: skip
-    """Export MODEL to a format, check parity against PyTorch, write the artifact and its manifest.
+    """Export MODEL_SPEC to a format, check parity, write the artifact and its manifest.
+
+    MODEL_SPEC: a zoo name, path/to/file.py:callable or package.module:callable (returns an nn.Module; needs
+    --input-shape unless a card gives it), a model card (.yaml), or an .onnx file (parity against onnxruntime).
 
     Exit codes: 0 parity passed (or not run), 1 parity failed (the artifact is kept, marked failed),
     2 bad input, 3 missing optional package, 4 export failed.
     """
+    from edgedeploy import api
     from edgedeploy.errors import UnknownFormatError
-    from edgedeploy.export.pipeline import export_model
 
     known = registry.format_names()
     fmts = known if formats == "all" else [formats]
     for f in fmts:
         if f not in known:
             raise UnknownFormatError(f, [*known, "all"])
-    options: dict[str, Any] = {"layout": layout}
-    if precision == "int8":
-        options["int8_mode"] = int8_mode
-    if calibration:
-        options["calibration"] = calibration
-    thresholds = _thresholds(precision, atol, min_cosine, min_top1)
+    opts = api.ExportOptions(
+        precision=precision, parity=not no_parity, opset=opset, weights=weights, input_size=input_size,
+        lowering=lowering, atol=atol, min_cosine=min_cosine, min_top1=min_top1, layout=layout,
+        int8_mode=int8_mode, calibration=calibration,
+    )  # fmt: skip
     if len(fmts) > 1:
         from edgedeploy.export.multi import export_all
 
         sys.exit(
             export_all(
                 model, fmts, out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
-                lowering=lowering, thresholds=thresholds, parity=not no_parity, options=options, as_json=as_json,
+                lowering=lowering, thresholds=opts.gates(), parity=not no_parity, options=opts.format_options(),
+                as_json=as_json, input_shape=input_shape, name=name,
             )
         )  # fmt: skip
     with err_console.status(f"exporting {model} to {fmts[0]}") as status:
-        outcome = export_model(
-            model, fmts[0], out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
-            thresholds=thresholds, lowering=lowering, parity=not no_parity, options=options,
-            progress=lambda msg: status.update(msg),
+        kwargs = {f: getattr(opts, f) for f in ("opset", "weights", "input_size", "lowering", "atol", "min_cosine",
+                                                 "min_top1", "layout", "int8_mode", "calibration")}  # fmt: skip
+        outcome = api.export(
+            model, fmts[0], out=out_dir, precision=precision, parity=not no_parity, input_shape=input_shape,
+            name=name, progress=lambda msg: status.update(msg), **kwargs,
         )  # fmt: skip
     p = outcome.parity
     if as_json:
@@ -193,18 +184,18 @@ def export_cmd(
         table = Table(title=f"{m.model} → {m.format} ({m.precision})", show_header=False)
         table.add_row("artifact", str(outcome.artifact))
         table.add_row("manifest", str(outcome.manifest_path))
+        source = getattr(m, "source", None) or {}
+        if source.get("kind") not in (None, "zoo"):
+            table.add_row("source", f"{source['kind']}: {source['spec']} (input {'x'.join(map(str, m.input.shape))})")
         table.add_row("size", f"{m.size_bytes / 1e6:.2f} MB")
         table.add_row("exporter", f"{m.exporter} (opset {m.opset})")
         table.add_row("ops", ", ".join(f"{k}×{v}" for k, v in m.op_census.items()))
         if p.status == "not run":
             table.add_row("parity", f"not run: {p.reason}")
         else:
-            table.add_row(
-                "parity",
-                f"{'[green]passed[/]' if p.passed else '[red]FAILED[/]'}  max abs {p.max_abs_error:.2e}, "
-                f"max rel {p.max_rel_error:.2e}, cosine {p.cosine_similarity:.6f}, top-1 {p.top1_agreement:.2f} "
-                f"({len(p.inputs)} inputs, runtime {p.runtime})",
-            )
+            verdict = "[green]passed[/]" if p.passed else "[red]FAILED[/]"
+            against = f" vs {p.reference}" if p.reference and p.reference != "pytorch fp32" else ""
+            table.add_row("parity", f"{verdict}  {escape(p.summary())}{escape(against)}")
         Console().print(table)
     bisection = outcome.manifest.bisection
     if p.status == "failed" and bisection and bisection.get("culprit"):
@@ -223,60 +214,56 @@ def export_cmd(
 
 # ---------------------------------------------------------------------------------------------------- bench
 @main.command("bench")
-@click.argument("target", metavar="MODEL_OR_FILE")
+@click.argument("target", metavar="MODEL_SPEC_OR_FILE")
 @click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
 @click.option("--runtime", default=None,
-              help="See `edgedeploy formats` (default: mnn for a model name, else the format's).")  # fmt: skip
+              help="See `edgedeploy formats` (default: mnn for a model, else the file format's).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores / the profile's).")
 @click.option("--precision", type=click.Choice(registry.precision_choices()), default="fp32", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
+@click.option("--input-shape", default=None, help="Input shape N,C,H,W for a model spec, e.g. 1,3,96,160.")
+@click.option("--name", default=None, help="Model name for a spec (default: the card's, callable's or file's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (stdout).")
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
 def bench_cmd(
     target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
-    precision: str, weights: str | None, input_size: int | None, as_json: bool, out: str | None,
-    trust_on_first_use: bool,
+    precision: str, weights: str | None, input_size: int | None, input_shape: str | None, name: str | None,
+    as_json: bool, out: str | None, trust_on_first_use: bool,
 ) -> None:  # fmt: skip
-    """Time batch-1 inference of MODEL_OR_FILE: load, first inference, warm-up, then N timed runs."""
-    from edgedeploy.bench.harness import check_run_args
-    from edgedeploy.bench.run import resolve_target
-    from edgedeploy.errors import ConfigError
-    from edgedeploy.runtimes.base import get_runtime
+    """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
 
-    check_run_args(iterations, warmup, threads)  # before any export
-    if runtime is not None:
-        get_runtime(runtime)  # unknown runtime: fail before any export
-    from edgedeploy.devices.profile import load_profile
+    An artifact file is timed as it is; anything `export` takes is exported first (or its cached artifact reused).
+    Exit codes: 0 done, 2 bad input, 3 missing optional package, 5 device problem or partial result.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    profile = load_profile(device)
-    if out is not None:
-        _check_out(Path(out))
-    with err_console.status(f"preparing {target}") as status:
-        resolved = resolve_target(
-            target, runtime, precision, weights, input_size, progress=lambda msg: status.update(msg)
-        )
-    if profile.transport == "local":
-        result = _bench_local_with_progress(resolved, iterations, warmup, threads, weights)
-    else:
-        from edgedeploy.devices.remote import bench_on_device
+    from edgedeploy import api
 
-        if resolved.artifact is None:
-            raise ConfigError("the torch runtime runs only on the local device")
-        if trust_on_first_use:
-            profile = profile.model_copy(update={"trust_on_first_use": True})
-        err_console.print(f"benchmarking on {profile.name} ({profile.transport}) …")
-        result = bench_on_device(
-            profile, resolved.artifact, runtime=resolved.runtime, iterations=iterations, warmup=warmup,
-            threads=threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(f"preparing {target}", total=iterations)
+
+        def say(msg: str) -> None:
+            if msg.startswith("benchmarking on ") or msg.startswith("result "):
+                progress.console.print(msg, soft_wrap=True, highlight=False)
+            else:
+                progress.update(task, description=msg)
+
+        def on_sample(i: int, ms: float) -> None:
+            if i == 0:
+                progress.update(task, description=f"timing {target}")
+            progress.update(task, advance=1)
+
+        result = api.bench(
+            target, device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads,
+            precision=precision, weights=weights, input_size=input_size, input_shape=input_shape, name=name,
+            trust_on_first_use=trust_on_first_use, out=out, progress=say, on_sample=on_sample,
         )  # fmt: skip
-    if out is not None:
-        _write_result(result, Path(out))
     if as_json:
         click.echo(result.to_json())
     else:
@@ -284,39 +271,6 @@ def bench_cmd(
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
         sys.exit(5)
-
-
-def _check_out(out: Path) -> None:
-    """Fail before measuring when ``--out`` (a .json file, or a result folder) cannot be written."""
-    from edgedeploy.export.pipeline import ensure_writable_dir
-
-    ensure_writable_dir(out if (out.is_dir() or not out.suffix) else out.parent)
-
-
-def _write_result(result: Any, out: Path) -> None:
-    if out.suffix == ".json" and not out.is_dir():
-        from edgedeploy._util import atomic_write_text
-
-        atomic_write_text(out, result.to_json() + "\n")
-        err_console.print(f"result written to {out}")
-        return
-    from edgedeploy.results.store import append_result
-
-    path = append_result(out, result)
-    err_console.print(f"result stored in {path}")
-
-
-def _bench_local_with_progress(resolved: Any, iterations: int, warmup: int, threads: int | None, weights: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from edgedeploy.bench.run import bench_local
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(f"{resolved.model} [{resolved.runtime}]", total=iterations)
-        return bench_local(
-            resolved, iterations, warmup, threads, weights, on_sample=lambda i, ms: progress.update(task, advance=1)
-        )
 
 
 def _print_result(r: Any) -> None:

@@ -8,6 +8,7 @@ downloaded). Preprocessing follows the ImageNet evaluation convention: resize th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +28,55 @@ def sample_image_path() -> Path:
     return path
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Load an RGB image as a ``(1, 3, size, size)`` float32 NCHW array, ImageNet-normalised (module docstring)."""
+def load_image(
+    path: str | Path,
+    size: int | tuple[int, int],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Load an RGB image as a ``(1, 3, H, W)`` float32 NCHW array, normalised (module docstring).
+
+    ``size`` is the square side or ``(H, W)``: the image is resized (bilinear) to cover
+    ``round(H / 0.875) × round(W / 0.875)`` and centre-cropped to ``H × W``. ``mean`` / ``std`` are per-channel on
+    the [0, 1] pixel scale (default ImageNet's).
+    """
     from PIL import Image
 
+    h_out, w_out = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     with Image.open(path) as im:
         im = im.convert("RGB")
         w, h = im.size
-        short = round(size / CROP_RATIO)
-        scale = short / min(w, h)
-        im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
+        th, tw = round(h_out / CROP_RATIO), round(w_out / CROP_RATIO)
+        scale = max(tw / w, th / h)
+        im = im.resize((max(tw, round(w * scale)), max(th, round(h * scale))), Image.BILINEAR)
         w, h = im.size
-        left, top = (w - size) // 2, (h - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+        left, top = (w - w_out) // 2, (h - h_out) // 2
+        im = im.crop((left, top, left + w_out, top + h_out))
         arr = np.asarray(im, dtype=np.float32) / 255.0
-    arr = (arr - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])
+    m = IMAGENET_MEAN if mean is None else np.asarray(mean, dtype=np.float32)
+    s = IMAGENET_STD if std is None else np.asarray(std, dtype=np.float32)
+    arr = (arr - m) / s
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None].astype(np.float32))
 
 
-def real_image(size: int) -> np.ndarray:
-    """The embedded photo at ``size``: ``(1, 3, size, size)`` float32 NCHW."""
-    return load_image(sample_image_path(), size)
+def real_image(
+    size: int | tuple[int, int], mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+    """The embedded photo at ``size`` (side or ``(H, W)``): ``(1, 3, H, W)`` float32 NCHW."""
+    return load_image(sample_image_path(), size, mean, std)
+
+
+def model_input(
+    shape: Sequence[int], mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+    """The photo for an NCHW ``shape`` ``(1, C, H, W)``: RGB when C == 3, its grey mean repeated otherwise."""
+    _, c, h, w = (int(d) for d in shape)
+    if c == 3:
+        return real_image((h, w), mean, std)
+    grey = real_image((h, w), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).mean(axis=1, keepdims=True)
+    m = np.asarray(mean if mean is not None else [0.5], dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std if std is not None else [0.25], dtype=np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(((np.repeat(grey, c, axis=1) - m) / s).astype(np.float32))
 
 
 def random_inputs(shape: tuple[int, ...] | list[int], count: int = 4, seed: int = 0) -> list[np.ndarray]:

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import check_run_args, measure
 from edgedeploy.bench.result import BenchResult
-from edgedeploy.data import real_image
+from edgedeploy.data import model_input
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
 from edgedeploy.runtimes.base import get_runtime
@@ -29,7 +30,10 @@ DEFAULT_RUNTIME = "mnn"
 
 @dataclass
 class BenchTarget:
-    """What will be timed: ``artifact`` is None for the torch runtime (eager module)."""
+    """What will be timed: ``artifact`` is None for the torch runtime (eager ``module``, or the zoo ``model``).
+
+    ``mean`` / ``std`` preprocess the photo that is timed (None: ImageNet's).
+    """
 
     model: str
     format: str
@@ -38,26 +42,39 @@ class BenchTarget:
     artifact: Path | None
     input_shape: tuple[int, ...]
     parity_status: str | None = None
+    module: Any = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
-def _looks_like_file(target: str) -> bool:
-    return Path(target).exists() or registry.is_artifact_path(target)
+def _is_artifact(target: Any, runtime: str | None) -> bool:
+    """An artifact file to time as it is (not a model spec to export first)."""
+    if not isinstance(target, (str, Path)) or not registry.is_artifact_path(target):
+        return False
+    if runtime is None:
+        return True
+    fmt = registry.format_of(target)
+    return fmt in registry.runtime_spec(runtime).formats or not Path(target).is_file() or fmt != "onnx"
 
 
 def resolve_target(
-    target: str,
+    target: Any,
     runtime: str | None,
     precision: str = "fp32",
     weights: str | None = None,
     input_size: int | None = None,
     progress: Callable[[str], None] | None = None,
+    input_shape: Any = None,
+    name: str | None = None,
 ) -> BenchTarget:
     """Turn ``MODEL_OR_FILE`` + ``--runtime`` into a :class:`BenchTarget`, exporting (or reusing) as needed.
 
-    Raises :class:`ArtifactError` (missing / corrupt / mismatched file), :class:`ConfigError` (runtime that
-    cannot run the format), :class:`UnknownModelError`, :class:`UnknownRuntimeError`.
+    ``target`` is an artifact file, or anything :func:`edgedeploy.spec.resolve_model` takes (zoo name, card,
+    callable spec, ``nn.Module``, ``.onnx`` file with a runtime that does not run ONNX). Raises
+    :class:`ArtifactError` (missing / corrupt / mismatched file), :class:`ConfigError` (runtime that cannot run
+    the format, bad spec), :class:`UnknownModelError`, :class:`UnknownRuntimeError`.
     """
-    if _looks_like_file(target):
+    if _is_artifact(target, runtime):
         path = Path(target)
         if not path.exists():
             raise ArtifactError(f"model file not found: {path}")
@@ -66,6 +83,7 @@ def resolve_target(
         manifest = read_manifest(path, verify=True)
         if manifest is None:
             return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, ())
+        source = getattr(manifest, "source", None) or {}
         return BenchTarget(
             manifest.model,
             fmt,
@@ -74,20 +92,25 @@ def resolve_target(
             path,
             tuple(manifest.input.shape),
             manifest.parity.get("status"),
+            mean=tuple(source["mean"]) if source.get("mean") else None,
+            std=tuple(source["std"]) if source.get("std") else None,
         )
+    from edgedeploy.spec import resolve_model
+
     rt_spec = registry.runtime_spec(runtime or DEFAULT_RUNTIME)
     rt_name = rt_spec.name
-    from edgedeploy.cards import get_card
-
-    card = get_card(target)
-    size = input_size or card.input_size
+    src = resolve_model(target, input_shape=input_shape, name=name, input_size=input_size)
+    mean, std = (None, None) if src.is_zoo else (src.mean, src.std)
     if rt_name == "torch":
-        return BenchTarget(card.name, "torch", "fp32", "torch", None, (1, 3, size, size))
+        module = src.build(weights)
+        return BenchTarget(src.name, "torch", "fp32", "torch", None, tuple(src.input_shape), module=module,
+                           mean=mean, std=std)  # fmt: skip
     from edgedeploy.export.pipeline import cached_export
 
     fmt = rt_spec.formats[0]
-    outcome = cached_export(card.name, fmt, precision=precision, weights=weights, input_size=size, progress=progress)
-    return BenchTarget(card.name, fmt, precision, rt_name, outcome.artifact, (1, 3, size, size), outcome.parity.status)
+    outcome = cached_export(src, fmt, precision=precision, weights=weights, progress=progress)
+    return BenchTarget(src.name, fmt, precision, rt_name, outcome.artifact, tuple(src.input_shape),
+                       outcome.parity.status, mean=mean, std=std)  # fmt: skip
 
 
 def bench_local(
@@ -108,9 +131,12 @@ def bench_local(
     t0 = time.perf_counter()
     if target.artifact is None:
         from edgedeploy.runtimes.torch_rt import TorchRuntime
-        from edgedeploy.zoo import build_model
 
-        module = build_model(target.model, target.input_shape[-1], weights=weights)
+        module = target.module
+        if module is None:
+            from edgedeploy.zoo import build_model
+
+            module = build_model(target.model, target.input_shape[-1], weights=weights)
         session = TorchRuntime.from_module(module, target.input_shape, threads)
     else:
         session = rt.load(target.artifact, threads)
@@ -118,7 +144,10 @@ def bench_local(
     shape = target.input_shape or session.input_shape
     if len(shape) != 4:
         raise ArtifactError(f"cannot tell the input shape of {target.artifact}; export it with edgedeploy")
-    x = real_image(shape[-1]) if shape[1] == 3 else real_image(shape[1]).transpose(0, 2, 3, 1).copy()
+    if shape[1] != 3 and shape[-1] == 3:  # NHWC (TFLite --layout NHWC)
+        x = model_input((1, 3, shape[1], shape[2]), target.mean, target.std).transpose(0, 2, 3, 1).copy()
+    else:
+        x = model_input(shape, target.mean, target.std)
     state_before = _local_state()
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
     state_after = _local_state()

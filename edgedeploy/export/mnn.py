@@ -117,7 +117,13 @@ class MnnExporter(Exporter):
         extra: dict[str, Any] = {}
         quant_tool = ""
         with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-") as tmp:
-            onnx_file = torch_to_onnx(module, example, Path(tmp) / "model.onnx", opset=opset)
+            onnx_file = torch_to_onnx(
+                module,
+                example,
+                Path(tmp) / "model.onnx",
+                opset=opset,
+                output_names=settings.options.get("output_names"),
+            )
             if mode == "full":
                 from edgedeploy.export.calibration import calibration_set
 

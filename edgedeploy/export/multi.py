@@ -46,7 +46,7 @@ class FormatResult:
 
 
 def export_each(
-    model: str,
+    model: Any,
     fmts: Sequence[str],
     out_dir: str | Path,
     precision: str = "fp32",
@@ -136,7 +136,8 @@ def _status_cell(r: FormatResult) -> str:
 def _metrics_cell(p: dict[str, Any]) -> str:
     if not p or p.get("status") == "not run" or p.get("cosine_similarity") is None:
         return "–"
-    return f"abs {p['max_abs_error']:.1e} · cos {p['cosine_similarity']:.5f} · top-1 {p['top1_agreement']:.2f}"
+    top1 = "n/a" if p.get("top1_agreement") is None else f"{p['top1_agreement']:.2f}"
+    return f"abs {p['max_abs_error']:.1e} · cos {p['cosine_similarity']:.5f} · top-1 {top1}"
 
 
 def render_table(model: str, results: Sequence[FormatResult]) -> Any:
@@ -154,7 +155,7 @@ def render_table(model: str, results: Sequence[FormatResult]) -> Any:
 
 
 def export_all(
-    model: str,
+    model: Any,
     fmts: Sequence[str],
     out_dir: str | Path,
     precision: str = "fp32",
@@ -166,21 +167,34 @@ def export_all(
     parity: bool = True,
     options: dict[str, Any] | None = None,
     as_json: bool = False,
+    input_shape: Any = None,
+    name: str | None = None,
 ) -> int:
     """The ``--to all`` command body: export each format with a progress line, print the table (or JSON list to
     stdout with ``as_json``; the table then goes to stderr), and return the exit code (module docstring)."""
     import click
     from rich.console import Console
 
+    from edgedeploy.spec import is_spec, resolve_model
+
     err = Console(stderr=True, highlight=False)
+    source: Any = model
+    extra: dict[str, Any] = {}
+    if not isinstance(model, str) or is_spec(model):
+        # resolve once: a bad spec or input shape is one error for the whole request; a user's module is built once
+        source = resolve_model(model, input_shape=input_shape, name=name, input_size=input_size)
+        model = source.name
+    else:
+        extra = {"input_shape": input_shape, "name": name}
     with err.status(f"exporting {model}") as status:
 
         def progress(msg: str) -> None:
             status.update(f"{model}: {msg}")
 
         results = export_each(
-            model, fmts, out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
+            source, fmts, out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
             lowering=lowering, thresholds=thresholds, parity=parity, options=dict(options or {}), progress=progress,
+            **extra,
         )  # fmt: skip
     table = render_table(model, results)
     if as_json:

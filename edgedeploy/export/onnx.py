@@ -46,9 +46,16 @@ def _import_onnx() -> Any:
 
 
 def torch_to_onnx(
-    module: nn.Module, example: torch.Tensor, out_path: Path, opset: int = DEFAULT_OPSET, simplify: bool = True
+    module: nn.Module,
+    example: torch.Tensor,
+    out_path: Path,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    output_names: list[str] | None = None,
 ) -> ExportedFile:
     """Export ``module`` on the batch-1 NCHW ``example`` to ``out_path`` (one self-contained ``.onnx`` file).
+
+    ``output_names``: the graph's output names (default ``["logits"]``, the zoo's single output).
 
     Raises :class:`UnsupportedOpError` naming the op (and node where the exporter says), :class:`ExportError`
     for other failures, :class:`MissingExtraError` without the ``[onnx]`` extra.
@@ -56,6 +63,7 @@ def torch_to_onnx(
     onnx = _import_onnx()
     notes: list[str] = []
     dynamo = opset >= 18
+    names = list(output_names or ["logits"])
     log: list[str] = []
     try:
         with warnings.catch_warnings(), torch.no_grad(), captured_fd_output(log):
@@ -63,13 +71,13 @@ def torch_to_onnx(
             if dynamo:
                 program = torch.onnx.export(
                     module, (example,), dynamo=True, opset_version=opset, input_names=["input"],
-                    output_names=["logits"], verbose=False, optimize=True,
+                    output_names=names, verbose=False, optimize=True,
                 )  # fmt: skip
                 program.save(str(out_path), external_data=False)
             else:
                 torch.onnx.export(
                     module, (example,), str(out_path), dynamo=False, opset_version=opset, input_names=["input"],
-                    output_names=["logits"], do_constant_folding=True,
+                    output_names=names, do_constant_folding=True,
                 )  # fmt: skip
     except Exception as e:
         text = str(e) + "\n" + "".join(log)
@@ -128,7 +136,9 @@ class OnnxExporter(Exporter):
     ) -> ExportedFile:
         opset = settings.opset or DEFAULT_OPSET
         if settings.precision == "fp32":
-            return torch_to_onnx(module, example, out_path, opset=opset)
+            return torch_to_onnx(
+                module, example, out_path, opset=opset, output_names=settings.options.get("output_names")
+            )
         from edgedeploy.export.calibration import calibration_set
         from edgedeploy.export.quantize import int8_mode, quantize_onnx
 
@@ -137,7 +147,9 @@ class OnnxExporter(Exporter):
         if settings.precision == "int8" and mode == "full":
             calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
         with tempfile.TemporaryDirectory(prefix="edgedeploy-onnx-") as tmp:
-            exported = torch_to_onnx(module, example, Path(tmp) / "fp32.onnx", opset=opset)
+            exported = torch_to_onnx(
+                module, example, Path(tmp) / "fp32.onnx", opset=opset, output_names=settings.options.get("output_names")
+            )
             info = quantize_onnx(exported.path, out_path, settings.precision, calib, mode)
         exported.path = out_path
         exported.exporter += f" + {info['tool']}"

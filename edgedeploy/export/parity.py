@@ -1,14 +1,18 @@
 """Parity: does an artifact compute what the PyTorch fp32 model computes?
 
-Inputs: the embedded real photo (ImageNet-preprocessed, :mod:`edgedeploy.data`) and 4 seeded standard-normal
-tensors, all ``(1, 3, H, W)`` float32 NCHW. The reference is the original (un-lowered) PyTorch module in fp32.
+Inputs: the embedded real photo (preprocessed with the model's mean / std, ImageNet's by default,
+:mod:`edgedeploy.data`) and 4 seeded standard-normal tensors, all ``(1, C, H, W)`` float32 NCHW (H ≠ W allowed).
+The reference is the original (un-lowered) PyTorch module in fp32 (or, for an ONNX file brought by the user,
+onnxruntime running that file).
 
-Metrics over all inputs (outputs are ``(1, num_classes)`` logits):
+Metrics over all inputs and every output (a model may return one tensor, or a tuple / list / dict of them; each
+output is compared on its own and the report gives each one and the worst):
 
 * ``max_abs_error`` — max |artifact − reference| over every element;
 * ``max_rel_error`` — normwise: per input max|artifact − reference| / max|reference|, the largest over inputs;
 * ``cosine_similarity`` — the smallest per-input cosine similarity of the flattened outputs;
-* ``top1_agreement`` — fraction of inputs whose arg-max class matches.
+* ``top1_agreement`` — fraction of inputs whose arg-max class matches, for outputs that are class scores (2-D
+  ``(1, N)``, or as the model card says); "n/a" and not gated otherwise (dense maps, features, boxes).
 
 Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — max abs error
 ≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2,
@@ -18,7 +22,7 @@ cosine ≥ 0.999, top-1 ≥ 0.8; int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedeploy.data import random_inputs, real_image
+from edgedeploy.data import model_input, random_inputs
 
 Status = Literal["passed", "failed", "not run"]
 
@@ -50,7 +54,12 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
 
 @dataclass
 class ParityReport:
-    """The verdict and the metrics (see the module docstring); ``passed`` is None when not run."""
+    """The verdict and the metrics (see the module docstring); ``passed`` is None when not run.
+
+    The top-level metrics are the worst over every output; ``outputs`` has them per output (name, shape and the
+    same four metrics). ``top1_agreement`` is None ("n/a", not gated) when no output is class scores.
+    ``reference`` says what the artifact was compared with (PyTorch fp32, or onnxruntime on a source file).
+    """
 
     status: Status
     passed: bool | None
@@ -63,6 +72,8 @@ class ParityReport:
     failures: list[str] = field(default_factory=list)
     runtime: str | None = None
     reason: str | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,37 +82,102 @@ class ParityReport:
     def not_run(cls, reason: str) -> ParityReport:
         return cls(status="not run", passed=None, reason=reason)
 
+    @property
+    def top1_text(self) -> str:
+        """``"1.00"`` or ``"n/a"`` (not class scores)."""
+        return "n/a" if self.top1_agreement is None else f"{self.top1_agreement:.2f}"
 
-def parity_inputs(input_shape: tuple[int, ...], n_random: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """``{"grace_hopper.jpg": photo, "random[0]": ..., ...}`` for an NCHW ``input_shape`` ``(1, 3, H, W)``."""
-    _, _, h, w = input_shape
-    if h != w:
-        raise ValueError("parity inputs are square")
-    inputs = {"grace_hopper.jpg": real_image(h)}
+    def summary(self) -> str:
+        """One line: the metrics, the inputs and the runtime."""
+        text = (
+            f"max abs {self.max_abs_error:.2e}, max rel {self.max_rel_error:.2e}, cosine "
+            f"{self.cosine_similarity:.6f}, top-1 {self.top1_text} ({len(self.inputs)} inputs, runtime {self.runtime}"
+        )
+        if len(self.outputs) > 1:
+            text += f", {len(self.outputs)} outputs"
+        return text + ")"
+
+
+def parity_inputs(
+    input_shape: tuple[int, ...],
+    n_random: int = 4,
+    seed: int = 0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """``{"grace_hopper.jpg": photo, "random[0]": ..., ...}`` for an NCHW ``input_shape`` ``(1, C, H, W)``.
+
+    The photo is preprocessed with ``mean`` / ``std`` (ImageNet's by default); H and W may differ.
+    """
+    inputs = {"grace_hopper.jpg": model_input(input_shape, mean, std)}
     for i, x in enumerate(random_inputs(input_shape, n_random, seed)):
         inputs[f"random[{i}]"] = x
     return inputs
 
 
+Outputs = np.ndarray | Sequence[np.ndarray]
+
+
+def _as_list(out: Outputs) -> list[np.ndarray]:
+    if isinstance(out, np.ndarray):
+        return [out]
+    return [np.asarray(o) for o in out]
+
+
+def is_class_scores(shape: Sequence[int]) -> bool:
+    """Whether an output of ``shape`` looks like class scores: 2-D ``(1, N)`` with N > 1."""
+    return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
+
+
 def compare_outputs(
-    reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], thresholds: Thresholds
+    reference: dict[str, Outputs],
+    candidate: dict[str, Outputs],
+    thresholds: Thresholds,
+    classifier: bool | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> ParityReport:
-    """Metrics and verdict for paired outputs keyed by input name."""
-    max_abs = max_rel = 0.0
-    min_cos = 1.0
-    agree = 0
-    for name, ref in reference.items():
-        ref = ref.astype(np.float64).reshape(-1)
-        out = np.asarray(candidate[name], dtype=np.float64).reshape(-1)
-        if out.shape != ref.shape:
-            raise ValueError(f"output shape mismatch on {name}: {out.shape} vs reference {ref.shape}")
-        diff = np.abs(out - ref)
-        max_abs = max(max_abs, float(diff.max()))
-        max_rel = max(max_rel, float(diff.max() / max(float(np.abs(ref).max()), 1e-12)))
-        denom = float(np.linalg.norm(out) * np.linalg.norm(ref))
-        min_cos = min(min_cos, float(out @ ref / denom) if denom > 0 else float(np.array_equal(out, ref)))
-        agree += int(np.argmax(out) == np.argmax(ref))
-    top1 = agree / len(reference)
+    """Metrics and verdict for paired outputs keyed by input name (each one array or a list, one per output).
+
+    ``classifier``: True — top-1 agreement on every 2-D output; False — not class scores, top-1 "n/a";
+    None — decide from the shapes (:func:`is_class_scores`). Raises ``ValueError`` on a shape or count mismatch.
+    """
+    first = _as_list(next(iter(reference.values())))
+    n_out = len(first)
+    names = list(output_names or [])[:n_out]
+    names += [f"output[{i}]" for i in range(len(names), n_out)]
+    top1_on = [
+        (is_class_scores(o.shape) if classifier is None else bool(classifier) and o.ndim == 2 and o.shape[-1] > 1)
+        for o in first
+    ]
+    per = [{"name": names[i], "shape": list(first[i].shape), "max_abs_error": 0.0, "max_rel_error": 0.0,
+            "cosine_similarity": 1.0, "agree": 0} for i in range(n_out)]  # fmt: skip
+    for name, refs in reference.items():
+        refs_l, outs_l = _as_list(refs), _as_list(candidate[name])
+        if len(outs_l) != len(refs_l):
+            raise ValueError(f"{len(outs_l)} outputs on {name}, the reference has {len(refs_l)}")
+        for i, (ref, out) in enumerate(zip(refs_l, outs_l, strict=True)):
+            ref = ref.astype(np.float64).reshape(-1)
+            out = np.asarray(out, dtype=np.float64).reshape(-1)
+            if out.shape != ref.shape:
+                raise ValueError(f"output {names[i]} shape mismatch on {name}: {out.shape} vs reference {ref.shape}")
+            row = per[i]
+            diff = np.abs(out - ref)
+            row["max_abs_error"] = max(row["max_abs_error"], float(diff.max()) if diff.size else 0.0)
+            scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
+            row["max_rel_error"] = max(row["max_rel_error"], (float(diff.max()) if diff.size else 0.0) / scale)
+            denom = float(np.linalg.norm(out) * np.linalg.norm(ref))
+            cos = float(out @ ref / denom) if denom > 0 else float(np.array_equal(out, ref))
+            row["cosine_similarity"] = min(row["cosine_similarity"], cos)
+            if top1_on[i]:
+                row["agree"] += int(np.argmax(out) == np.argmax(ref))
+    for i, row in enumerate(per):
+        agree = row.pop("agree")
+        row["top1_agreement"] = agree / len(reference) if top1_on[i] else None
+    max_abs = max(r["max_abs_error"] for r in per)
+    max_rel = max(r["max_rel_error"] for r in per)
+    min_cos = min(r["cosine_similarity"] for r in per)
+    top1s = [r["top1_agreement"] for r in per if r["top1_agreement"] is not None]
+    top1 = min(top1s) if top1s else None
     failures = []
     t = thresholds
     if t.max_abs_error is not None and not max_abs <= t.max_abs_error:
@@ -110,8 +186,11 @@ def compare_outputs(
         failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g}")
     if t.min_cosine is not None and not min_cos >= t.min_cosine:
         failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g}")
-    if t.min_top1 is not None and not top1 >= t.min_top1:
+    if t.min_top1 is not None and top1 is not None and not top1 >= t.min_top1:
         failures.append(f"top-1 agreement {top1:.2f} < {t.min_top1:g}")
+    if n_out > 1 and failures:
+        worst = max(per, key=lambda r: (r["max_rel_error"], -r["cosine_similarity"]))
+        failures.append(f"worst output: {worst['name']}")
     return ParityReport(
         status="failed" if failures else "passed",
         passed=not failures,
@@ -122,32 +201,61 @@ def compare_outputs(
         inputs=list(reference),
         thresholds=asdict(thresholds),
         failures=failures,
+        outputs=per,
     )
 
 
-def torch_reference(module: nn.Module, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of the PyTorch module in fp32 eval mode for each input."""
+def flatten_outputs(out: Any) -> list[torch.Tensor]:
+    """A module's output as a flat list of tensors: a tensor, or nested tuples / lists / dicts (values in order)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in flatten_outputs(v)]
+    if hasattr(out, "to_tuple"):  # e.g. transformers' ModelOutput
+        return flatten_outputs(out.to_tuple())
+    raise TypeError(f"model output of type {type(out).__name__} is not a tensor, tuple, list or dict of tensors")
+
+
+def torch_reference(module: nn.Module, inputs: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Outputs of the PyTorch module in fp32 eval mode for each input (one array per output, flattened)."""
     module = module.eval()
     with torch.inference_mode():
-        return {k: module(torch.from_numpy(v)).float().numpy() for k, v in inputs.items()}
+        return {k: [t.float().numpy() for t in flatten_outputs(module(torch.from_numpy(v)))] for k, v in inputs.items()}
+
+
+Reference = nn.Module | Callable[[np.ndarray], Outputs]
 
 
 def check_parity(
-    module: nn.Module,
-    run: Callable[[np.ndarray], np.ndarray],
+    module: Reference,
+    run: Callable[[np.ndarray], Outputs],
     input_shape: tuple[int, ...],
     thresholds: Thresholds,
     runtime: str | None = None,
     to_runtime_input: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    classifier: bool | None = None,
+    output_names: Sequence[str] | None = None,
+    reference: str = "pytorch fp32",
 ) -> ParityReport:
-    """Run the artifact (``run``: NCHW float32 → logits) and the PyTorch ``module``; compare.
+    """Run the artifact (``run``: NCHW float32 → one output or a list) and the reference; compare.
 
-    ``to_runtime_input`` converts an NCHW input for artifacts with another layout (e.g. NHWC TFLite).
+    ``module`` is the PyTorch module, or any callable NCHW float32 → outputs (e.g. onnxruntime on a source ONNX
+    file). ``to_runtime_input`` converts an NCHW input for artifacts with another layout (e.g. NHWC TFLite).
+    ``mean`` / ``std`` preprocess the photo; ``classifier`` see :func:`compare_outputs`.
     """
-    inputs = parity_inputs(input_shape)
-    reference = torch_reference(module, inputs)
+    inputs = parity_inputs(input_shape, mean=mean, std=std)
+    if isinstance(module, nn.Module):
+        ref = torch_reference(module, inputs)
+    else:
+        ref = {k: _as_list(module(v)) for k, v in inputs.items()}
     convert = to_runtime_input or (lambda a: a)
     candidate = {k: run(convert(v)) for k, v in inputs.items()}
-    report = compare_outputs(reference, candidate, thresholds)
+    report = compare_outputs(ref, candidate, thresholds, classifier=classifier, output_names=output_names)
     report.runtime = runtime
+    report.reference = reference
     return report

@@ -1,4 +1,7 @@
-"""The export pipeline: model card → module → lowering → artifact → op census → parity → manifest.
+"""The export pipeline: model source → module → lowering → artifact → op census → parity → manifest.
+
+A source is anything :func:`edgedeploy.spec.resolve_model` resolves: a zoo card, a user card, a callable spec, an
+``nn.Module`` or an ONNX file (which skips the PyTorch steps, :mod:`edgedeploy.export.onnx_source`).
 
 :func:`export_model` is what ``edgedeploy export`` calls; :func:`cached_export` is what ``edgedeploy bench MODEL``
 calls (artifacts cached under ``$EDGEDEPLOY_CACHE`` or ``~/.cache/edgedeploy/artifacts``, keyed by a sha256 of
@@ -11,9 +14,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,16 +25,16 @@ from torch import nn
 
 from edgedeploy import __version__
 from edgedeploy._util import path_size, sha256_file
-from edgedeploy.cards import ModelCard, get_card
-from edgedeploy.data import real_image
+from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError, ExportError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, read_manifest, write_manifest
-from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity
+from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity, flatten_outputs
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
-from edgedeploy.zoo import build_model, count_params, module_fingerprint
+from edgedeploy.spec import ModelSource, resolve_model, zoo_source
+from edgedeploy.zoo import count_params, module_fingerprint
 
 #: the lowering must not change outputs by more than this (max abs, fp32)
 LOWERING_TOLERANCE = 1e-4
@@ -79,18 +83,32 @@ def artifact_name(card: ModelCard, fmt_suffix: str, precision: str, input_size: 
     return ".".join(parts) + fmt_suffix
 
 
+def source_artifact_name(src: ModelSource, fmt_suffix: str, precision: str) -> str:
+    """Zoo: :func:`artifact_name`; other sources ``<name>[.fp16]<suffix>`` (``user_net.mnn``)."""
+    if src.card is not None:
+        return artifact_name(src.card, fmt_suffix, precision, src.input_size)
+    return ".".join([src.name] + ([precision] if precision != "fp32" else [])) + fmt_suffix
+
+
 def run_parity(
-    module: nn.Module,
+    module: nn.Module | Callable[[np.ndarray], Any],
     artifact: Path,
     fmt: str,
     input_shape: tuple[int, ...],
     thresholds: Thresholds,
     layout: str = "NCHW",
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    classifier: bool | None = True,
+    output_names: Sequence[str] | None = None,
+    reference: str = "pytorch fp32",
     **load_kw: object,
 ) -> ParityReport:
     """Load ``artifact`` in the format's default runtime and compare it with ``module`` (see parity.py).
 
-    ``layout`` is the artifact's input layout; NHWC artifacts get the NCHW parity inputs transposed.
+    ``module`` is the PyTorch module or a callable reference (onnxruntime on a source ONNX file). ``layout`` is
+    the artifact's input layout; NHWC artifacts get the NCHW parity inputs transposed. Every output is compared.
     """
     runtime_name = default_runtime(fmt)
     try:
@@ -103,11 +121,39 @@ def run_parity(
         report.runtime = runtime_name
         return report
     to_runtime = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))) if layout == "NHWC" else None
-    return check_parity(module, session.run, input_shape, thresholds, runtime=runtime_name, to_runtime_input=to_runtime)
+    return check_parity(
+        module, session.run_outputs, input_shape, thresholds, runtime=runtime_name, to_runtime_input=to_runtime,
+        mean=mean, std=std, classifier=classifier, output_names=output_names, reference=reference,
+    )  # fmt: skip
+
+
+def output_names_of(module: nn.Module, example: torch.Tensor) -> list[str]:
+    """Graph output names for a user's module: a dict's keys, ``output_<i>`` for a tuple, else ``["output"]``."""
+    with torch.no_grad():
+        out = module(example)
+    n = len(flatten_outputs(out))
+    if isinstance(out, dict) and all(isinstance(v, torch.Tensor) for v in out.values()):
+        return [str(k) for k in out]
+    return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+
+
+class _Flat(nn.Module):
+    """``module`` with its outputs (tensor, tuple, list or dict) flattened and concatenated into one 1-D tensor."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.reshape(-1).float() for t in flatten_outputs(self.inner(x))])
+
+
+def _classifier(src: ModelSource) -> bool | None:
+    return {"classifier": True, "auto": None}.get(src.output, False)
 
 
 def export_model(
-    model: str | ModelCard,
+    model: str | ModelCard | ModelSource | nn.Module,
     fmt: str,
     out_dir: str | Path = "artifacts",
     precision: str = "fp32",
@@ -120,15 +166,21 @@ def export_model(
     options: dict | None = None,
     progress: Callable[[str], None] | None = None,
     module: nn.Module | None = None,
+    input_shape: Sequence[int] | str | None = None,
+    example: torch.Tensor | None = None,
+    name: str | None = None,
 ) -> ExportOutcome:
     """Export one model to one format and precision, check parity, write the manifest.
 
-    ``module``: the model already built from this card at this size with these weights (not built again).
+    ``model`` is anything :func:`edgedeploy.spec.resolve_model` takes (zoo name or card, user card, callable spec,
+    ``nn.Module``, ``.onnx`` file) or a resolved :class:`~edgedeploy.spec.ModelSource`. ``input_shape`` ``(1, C,
+    H, W)`` (or ``example``) is needed for a bare module or a callable without a card. ``module``: the model
+    already built from this source at this size with these weights (not built again).
 
     The artifact is kept even when parity fails (its manifest says ``status: "parity failed"``); the caller
     decides the exit code. Raises :class:`UnknownModelError`, :class:`UnknownFormatError`, :class:`ConfigError`
-    (precision, unwritable folder, input size), :class:`ExportError` (op and node where known),
-    :class:`MissingExtraError`, :class:`WeightsError`.
+    (precision, unwritable folder, input shape, bad spec), :class:`ArtifactError` (spec file not found),
+    :class:`ExportError` (op and node where known), :class:`MissingExtraError`, :class:`WeightsError`.
     """
     say = progress or (lambda _msg: None)
     exporter = get_exporter(fmt)
@@ -136,31 +188,40 @@ def export_model(
     exporter.check_settings(settings)
     if lowering not in ("default", "none"):
         raise ConfigError(f"--lowering must be 'default' or 'none' (got {lowering!r})")
+    if isinstance(model, ModelCard):
+        src = zoo_source(model, input_size)
+    else:
+        src = resolve_model(model, input_shape=input_shape, example=example, name=name, input_size=input_size)
     out_dir = ensure_writable_dir(Path(out_dir))
-    card = get_card(model) if isinstance(model, str) else model
-    size = input_size or card.input_size
+    if src.kind == "onnx":
+        return _export_onnx_source(src, fmt, out_dir, settings, thresholds, parity, say)
+    shape = tuple(src.input_shape)
+    _check_calibration_shape(shape, settings)
     timings: dict[str, float] = {}
 
-    say(f"building {card.name} at {size}x{size}")
+    say(f"building {src.name} at {'x'.join(map(str, shape[2:]))}")
     t0 = time.perf_counter()
     if module is None:
-        module = build_model(card, size, weights=weights)
-    example = torch.from_numpy(real_image(size))
+        module = src.build(weights)
+    if example is None:
+        example = src.example()
     lowering_info: dict = {"mode": lowering, "rewritten": []}
     export_module = module
     if lowering == "default":
         say("lowering for export")
         export_module, rewritten = lower(module, example, target=fmt)
-        check = verify_lowering(module, export_module, example)
+        check = verify_lowering(_Flat(module), _Flat(export_module), example)
         lowering_info.update(rewritten=rewritten, check=asdict(check))
         if check.max_abs_error > LOWERING_TOLERANCE:
             raise ExportError(
-                f"the export-time lowering changed {card.name}'s outputs (max abs error {check.max_abs_error:.3g} > "
+                f"the export-time lowering changed {src.name}'s outputs (max abs error {check.max_abs_error:.3g} > "
                 f"{LOWERING_TOLERANCE:g}); this is a bug in edgedeploy"
             )
     timings["build_and_lower"] = time.perf_counter() - t0
 
-    path = out_dir / artifact_name(card, exporter.suffix, precision, size)
+    if not src.is_zoo and "output_names" not in settings.options:
+        settings.options["output_names"] = output_names_of(module, example)
+    path = out_dir / source_artifact_name(src, exporter.suffix, precision)
     say(f"exporting to {fmt} ({precision})")
     t0 = time.perf_counter()
     exported = exporter.export(export_module, example, path, settings)
@@ -173,19 +234,20 @@ def export_model(
         t0 = time.perf_counter()
         gates = thresholds or DEFAULT_THRESHOLDS[precision]
         report = run_parity(
-            module, path, fmt, (1, 3, size, size), gates, exported.input_layout, **exported.extra.get("load_kw", {})
-        )
+            module, path, fmt, shape, gates, exported.input_layout, mean=src.mean, std=src.std,
+            classifier=_classifier(src), output_names=exported.output_names, **exported.extra.get("load_kw", {})
+        )  # fmt: skip
         timings["parity"] = time.perf_counter() - t0
     else:
         report = ParityReport.not_run("skipped with --no-parity")
     bisection = None
     if report.status == "failed" and format_spec(fmt).bisectable:
         say("bisecting the parity failure")
-        bisection = _bisect(export_module, path, fmt, size, precision, exported.opset)
+        bisection = _bisect(export_module, path, fmt, shape, precision, exported.opset, example.numpy())
     status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
     manifest = Manifest(
-        model=card.name,
-        family=card.family,
+        model=src.name,
+        family=src.family,
         format=fmt,
         precision=precision,
         artifact=path.name,
@@ -193,7 +255,7 @@ def export_model(
         size_bytes=path_size(path) + sum(path_size(path.with_name(n)) for n in exported.extra.get("side_files", {})),
         input=TensorSpec(
             name=exported.input_name,
-            shape=exported.input_shape or [1, 3, size, size],
+            shape=exported.input_shape or list(shape),
             layout=exported.input_layout,
         ),
         outputs=exported.output_names,
@@ -210,19 +272,97 @@ def export_model(
         notes=exported.notes,
         timings_s={k: round(v, 3) for k, v in timings.items()},
         bisection=bisection,
+        source=src.describe(),
         **{k: v for k, v in exported.extra.items() if k != "load_kw"},
     )
     manifest_file = write_manifest(manifest, path)
     return ExportOutcome(path, manifest_file, manifest, report)
 
 
-def _bisect(module: nn.Module, path: Path, fmt: str, size: int, precision: str, opset: int | None) -> dict:
+def _check_calibration_shape(shape: tuple[int, ...], settings: ExportSettings) -> None:
+    """int8 full-integer calibration images are square RGB crops: other inputs need weight-only int8."""
+    if settings.precision == "int8" and settings.options.get("int8_mode", "full") == "full":
+        if shape[1] != 3 or shape[2] != shape[3]:
+            shown = ",".join(map(str, shape))
+            raise ConfigError(
+                f"int8 full-integer calibration needs a square RGB input (got {shown}); use --int8 weight"
+            )
+
+
+def _export_onnx_source(
+    src: ModelSource,
+    fmt: str,
+    out_dir: Path,
+    settings: ExportSettings,
+    thresholds: Thresholds | None,
+    parity: bool,
+    say: Callable[[str], None],
+) -> ExportOutcome:
+    """An ONNX file in (:mod:`edgedeploy.export.onnx_source`): parity against onnxruntime on the source file."""
+    from edgedeploy.export.onnx_source import check_can_start_from_onnx, export_onnx_file, reference_runner
+
+    check_can_start_from_onnx(fmt)
+    assert src.onnx_path is not None
+    exporter = get_exporter(fmt)
+    shape = tuple(src.input_shape)
+    path = out_dir / source_artifact_name(src, exporter.suffix, settings.precision)
+    timings: dict[str, float] = {}
+    say(f"converting {src.onnx_path.name} to {fmt} ({settings.precision})")
+    t0 = time.perf_counter()
+    exported = export_onnx_file(src.onnx_path, shape, fmt, path, settings)
+    timings["export"] = time.perf_counter() - t0
+    census = exporter.op_census(path)
+    reference = "onnxruntime on the source ONNX file"
+    if parity:
+        say(f"checking parity against {reference}")
+        t0 = time.perf_counter()
+        report = run_parity(
+            reference_runner(src.onnx_path), path, fmt, shape, thresholds or DEFAULT_THRESHOLDS[settings.precision],
+            exported.input_layout, mean=src.mean, std=src.std, classifier=None, output_names=exported.output_names,
+            reference=reference,
+        )  # fmt: skip
+        timings["parity"] = time.perf_counter() - t0
+    else:
+        report = ParityReport.not_run("skipped with --no-parity")
+    status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
+    extra = dict(exported.extra)
+    manifest = Manifest(
+        model=src.name,
+        format=fmt,
+        precision=settings.precision,
+        artifact=path.name,
+        sha256=sha256_file(path),
+        size_bytes=path_size(path),
+        input=TensorSpec(name=exported.input_name, shape=list(shape), layout=exported.input_layout),
+        outputs=exported.output_names,
+        exporter=exported.exporter,
+        opset=exported.opset,
+        lowering=extra.pop("lowering", {}),
+        tool_versions=exporter.tool_versions(),
+        op_census=census,
+        parity=report.to_dict(),
+        status=status,
+        model_fingerprint=src.describe().get("sha256"),
+        notes=exported.notes,
+        timings_s={k: round(v, 3) for k, v in timings.items()},
+        source=src.describe(),
+        parity_reference=reference,
+        **extra,
+    )
+    manifest_file = write_manifest(manifest, path)
+    return ExportOutcome(path, manifest_file, manifest, report)
+
+
+def _bisect(
+    module: nn.Module, path: Path, fmt: str, shape: tuple[int, ...], precision: str, opset: int | None,
+    x: np.ndarray | None = None,
+) -> dict:  # fmt: skip
     """Name the first module whose output drifts (see :mod:`edgedeploy.export.bisect`); errors are recorded."""
     from edgedeploy.errors import EdgeDeployError
     from edgedeploy.export.bisect import bisect_artifact
 
     try:
-        b = bisect_artifact(module, path, fmt, (1, 3, size, size), None, None, precision, opset)
+        b = bisect_artifact(module, path, fmt, shape, None, x, precision, opset)
     except EdgeDeployError as e:
         return {"error": str(e)}
     return {
@@ -239,8 +379,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEDEPLOY_CACHE") or Path.home() / ".cache" / "edgedeploy")
 
 
+def cache_key(src: ModelSource, module: nn.Module | None, fmt: str, precision: str, opset: int | None,
+              lowering: str) -> str:  # fmt: skip
+    """20 hex digits of a sha256 over the weights (or the ONNX file), the export settings and the versions.
+
+    Zoo keys are unchanged from before user models existed; other sources add their description (kind, spec,
+    input shape, mean / std) and the sha256 of a ``file.py`` spec's source.
+    """
+    fingerprint = module_fingerprint(module) if module is not None else src.describe().get("sha256")
+    parts: list = [fingerprint, fmt, precision, opset, src.input_size, lowering, __version__, torch.__version__]
+    if not src.is_zoo:
+        desc = src.describe()
+        target = src.spec.rsplit(":", 1)[0] if src.kind == "callable" else None
+        if target and target.endswith(".py") and Path(target).is_file():
+            desc["file_sha256"] = sha256_file(Path(target))
+        parts.append(desc)
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
 def cached_export(
-    model: str,
+    model: str | ModelSource | nn.Module,
     fmt: str,
     precision: str = "fp32",
     opset: int | None = None,
@@ -248,23 +406,21 @@ def cached_export(
     input_size: int | None = None,
     lowering: str = "default",
     progress: Callable[[str], None] | None = None,
+    input_shape: Sequence[int] | str | None = None,
+    name: str | None = None,
 ) -> ExportOutcome:
     """Reuse an artifact exported with the same weights and settings, or export it into the cache.
 
-    The key is a sha256 over the module's state_dict (names, shapes, bytes), the format, precision, opset, input
-    size, lowering mode, edgedeploy and torch versions. A cached file whose sha256 no longer matches its manifest
-    is exported again.
+    ``model`` is anything :func:`export_model` takes. The key (:func:`cache_key`) is a sha256 over the module's
+    state_dict (names, shapes, bytes) or the ONNX file, the format, precision, opset, input size, lowering mode,
+    edgedeploy and torch versions. A cached file whose sha256 no longer matches its manifest is exported again.
     """
-    card = get_card(model)
-    size = input_size or card.input_size
-    module = build_model(card, size, weights=weights)
-    key_src = json.dumps(
-        [module_fingerprint(module), fmt, precision, opset, size, lowering, __version__, torch.__version__]
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
-    folder = cache_dir() / "artifacts" / f"{card.name}-{key}"
+    src = resolve_model(model, input_shape=input_shape, name=name, input_size=input_size)
+    module = None if src.kind == "onnx" else src.build(weights)
+    key = cache_key(src, module, fmt, precision, opset, lowering)
+    folder = cache_dir() / "artifacts" / f"{src.name}-{key}"
     exporter = get_exporter(fmt)
-    path = folder / artifact_name(card, exporter.suffix, precision, size)
+    path = folder / source_artifact_name(src, exporter.suffix, precision)
     if path.exists():
         try:
             manifest = read_manifest(path, verify=True)
@@ -274,6 +430,6 @@ def cached_export(
             report = ParityReport(**manifest.parity) if manifest.parity else ParityReport.not_run("unknown")
             return ExportOutcome(path, path.with_name(path.name + ".json"), manifest, report)
     return export_model(
-        card, fmt, folder, precision=precision, opset=opset, weights=weights, input_size=size,
-        lowering=lowering, progress=progress, module=module,
+        src, fmt, folder, precision=precision, opset=opset, weights=weights, lowering=lowering, progress=progress,
+        module=module,
     )  # fmt: skip

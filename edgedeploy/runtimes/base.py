@@ -35,6 +35,16 @@ class Session(ABC):
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run one input (float32, the artifact's input shape) and return the first output as float32."""
 
+    def run_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one input and return every output (float32), in the artifact's output order.
+
+        Engines with a ``run_all`` returning ``{name: array}`` give its values; otherwise the first output alone.
+        """
+        run_all = getattr(self, "run_all", None)
+        if run_all is not None:
+            return [np.asarray(v, dtype=np.float32) for v in run_all(x).values()]
+        return [self.run(x)]
+
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         """Bind ``x`` and return ``infer()``, running the inference call alone (used by the timing harness)."""
         return lambda: self.run(x)

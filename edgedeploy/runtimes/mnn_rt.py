@@ -52,6 +52,11 @@ class MnnSession(Session):
             out = out[0]
         return np.array(out.read(), dtype=np.float32)
 
+    def run_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self.module.forward([self._var(x)])  # a list in: every output, in the file's outputNames order
+        outs = out if isinstance(out, list) else [out]
+        return [np.array(o.read(), dtype=np.float32) for o in outs]
+
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         var = self._var(x)
         forward = self.module.forward

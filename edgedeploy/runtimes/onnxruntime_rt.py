@@ -23,6 +23,9 @@ class OrtSession(Session):
     def run(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.sess.run(self.output_names[:1], {self.input_name: x})[0], dtype=np.float32)
 
+    def run_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(y, dtype=np.float32) for y in self.sess.run(self.output_names, {self.input_name: x})]
+
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
         names = self.output_names[:1]

@@ -1,0 +1,307 @@
+"""The public Python API: :func:`export`, :func:`bench`, :func:`compare` (re-exported as ``edgedeploy.export`` …).
+
+The command line is a thin layer over these three. Heavy modules (torch, onnx, the runtimes) are imported inside
+the functions, so ``import edgedeploy`` stays cheap.
+
+Example::
+
+    import torch.nn as nn
+    import edgedeploy
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    outcome = edgedeploy.export(net, "onnx", input_shape=(1, 3, 96, 160), out="artifacts")
+    assert outcome.parity.passed
+    result = edgedeploy.bench(outcome, iterations=20)
+    print(result.median_ms, len(result.samples_ms))        # ms, 20
+
+``model`` may be an ``nn.Module``, a zoo name (``"edgeformer_s"``), a user model card (YAML with ``entry:``),
+``"path/to/file.py:callable"``, ``"package.module:callable"`` or an ``.onnx`` file (:mod:`edgedeploy.spec`).
+Errors are :class:`~edgedeploy.errors.EdgeDeployError` subclasses with the CLI's exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedeploy.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.export.parity import Thresholds
+    from edgedeploy.export.pipeline import ExportOutcome
+    from edgedeploy.results.compare import ComparisonReport
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything :func:`export` takes besides the model and the format (``**options`` of :func:`export`).
+
+    ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
+    ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
+    (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
+    called at each step.
+    """
+
+    precision: str = "fp32"
+    parity: bool = True
+    opset: int | None = None
+    weights: str | Path | None = None
+    input_size: int | None = None
+    lowering: str = "default"
+    thresholds: Any = None
+    atol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    layout: str = "NCHW"
+    int8_mode: str | None = None
+    calibration: str | Path | None = None
+    progress: Callable[[str], None] | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
+        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
+        return _from_kwargs(cls, "export", kwargs)
+
+    def gates(self) -> Thresholds:
+        """The parity thresholds: the precision's defaults, then ``thresholds``, then single overrides."""
+        from dataclasses import replace
+
+        from edgedeploy.export.parity import DEFAULT_THRESHOLDS, Thresholds
+
+        if self.precision not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"unknown precision {self.precision!r} (known: {', '.join(DEFAULT_THRESHOLDS)})")
+        t = DEFAULT_THRESHOLDS[self.precision]
+        if isinstance(self.thresholds, Thresholds):
+            t = self.thresholds
+        elif isinstance(self.thresholds, dict):
+            t = replace(t, **self.thresholds)
+        elif self.thresholds is not None:
+            raise ConfigError(f"thresholds must be a Thresholds or a dict (got {type(self.thresholds).__name__})")
+        for name, value in (("max_abs_error", self.atol), ("min_cosine", self.min_cosine), ("min_top1", self.min_top1)):
+            if value is not None:
+                t = replace(t, **{name: value})
+        return t
+
+    def format_options(self) -> dict[str, Any]:
+        """The exporter's ``settings.options``."""
+        opts: dict[str, Any] = {"layout": self.layout}
+        if self.precision == "int8":
+            opts["int8_mode"] = self.int8_mode or "full"
+        if self.calibration:
+            opts["calibration"] = str(self.calibration)
+        return opts
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything :func:`bench` takes besides the target (see there).
+
+    ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
+    ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    """
+
+    device: str = "local"
+    runtime: str | None = None
+    iterations: int = 100
+    warmup: int = 10
+    threads: int | None = None
+    precision: str = "fp32"
+    weights: str | Path | None = None
+    input_shape: Any = None
+    input_size: int | None = None
+    name: str | None = None
+    trust_on_first_use: bool = False
+    on_sample: Callable[[int, float], None] | None = None
+    progress: Callable[[str], None] | None = None
+    out: str | Path | None = None
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
+        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
+        return _from_kwargs(cls, "bench", kwargs)
+
+
+def _from_kwargs(cls: type, what: str, kwargs: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**kwargs)
+
+
+def export(
+    model: Any,
+    to: str,
+    *,
+    input_shape: Sequence[int] | str | None = None,
+    example: torch.Tensor | None = None,
+    out: str | Path = "artifacts",
+    name: str | None = None,
+    precision: str = "fp32",
+    parity: bool = True,
+    **options: Any,
+) -> ExportOutcome:
+    """Export ``model`` to format ``to``, check parity, write the artifact and its manifest into ``out``.
+
+    ``model``: ``nn.Module`` / zoo name / user card / ``file.py:callable`` / ``package.module:callable`` /
+    ``.onnx`` file. ``input_shape`` ``(1, C, H, W)`` (H ≠ W allowed) or ``example`` (a tensor of that shape) is
+    required for a bare module or a callable without a card; it overrides a card's shape. ``name`` names the
+    artifact (default: the card's, the callable's or the file's name). ``options``: see :class:`ExportOptions`.
+
+    Returns an :class:`~edgedeploy.export.pipeline.ExportOutcome`: ``.artifact`` (path), ``.manifest``,
+    ``.parity`` (``.passed`` True / False / None when not run). A failed parity does not raise: the artifact is
+    kept and marked failed. Raises :class:`~edgedeploy.errors.ConfigError` / ``ArtifactError`` /
+    ``UnknownModelError`` / ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming
+    the op and node (4).
+    """
+    opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
+    from edgedeploy.export.pipeline import export_model
+
+    return export_model(
+        model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+        thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
+        progress=opts.progress, input_shape=input_shape, example=example, name=name,
+    )  # fmt: skip
+
+
+def bench(
+    target: Any,
+    *,
+    device: str = "local",
+    runtime: str | None = None,
+    iterations: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+    **options: Any,
+) -> BenchResult:
+    """Time batch-1 inference of ``target`` on ``device``: load, first inference, ``warmup`` runs, ``iterations``.
+
+    ``target``: an artifact path, an :class:`~edgedeploy.export.pipeline.ExportOutcome`, or anything
+    :func:`export` takes (exported first into the cache, or its cached artifact reused; ``runtime`` picks the
+    format, default MNN; ``runtime="torch"`` times the eager module). ``device``: ``"local"``, a device profile
+    name or a YAML path (SSH / ADB boards). ``threads``: intra-op threads (default: all cores / the profile's).
+    ``options``: see :class:`BenchOptions` (precision, weights, input_shape, trust_on_first_use, on_sample,
+    progress, out).
+
+    Returns a :class:`~edgedeploy.bench.result.BenchResult`: ``samples_ms`` (every timed iteration, ms),
+    ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept). Raises
+    ``ConfigError`` / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``MissingExtraError`` (3),
+    ``DeviceError`` (5).
+    """
+    opts = BenchOptions.from_kwargs(
+        device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads, **options
+    )
+    from edgedeploy.bench.harness import check_run_args
+    from edgedeploy.bench.run import bench_local, resolve_target
+    from edgedeploy.devices.profile import load_profile
+    from edgedeploy.export.pipeline import ExportOutcome
+    from edgedeploy.runtimes.base import get_runtime
+
+    say = opts.progress or (lambda _msg: None)
+    check_run_args(opts.iterations, opts.warmup, opts.threads)  # before any export
+    if opts.runtime is not None:
+        get_runtime(opts.runtime)  # unknown runtime: fail before any export
+    profile = load_profile(opts.device)
+    out = Path(opts.out) if opts.out is not None else None
+    if out is not None:
+        check_result_out(out)
+    if isinstance(target, ExportOutcome):
+        target = target.artifact
+    resolved = resolve_target(
+        target, opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights), opts.input_size,
+        progress=say, input_shape=opts.input_shape, name=opts.name,
+    )  # fmt: skip
+    if profile.transport == "local":
+        result = bench_local(
+            resolved, opts.iterations, opts.warmup, opts.threads,
+            None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
+        )  # fmt: skip
+    else:
+        from edgedeploy.devices.remote import bench_on_device
+
+        if resolved.artifact is None:
+            raise ConfigError("the torch runtime runs only on the local device")
+        if opts.trust_on_first_use:
+            profile = profile.model_copy(update={"trust_on_first_use": True})
+        say(f"benchmarking on {profile.name} ({profile.transport}) …")
+        result = bench_on_device(
+            profile, resolved.artifact, runtime=resolved.runtime, iterations=opts.iterations, warmup=opts.warmup,
+            threads=opts.threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
+            input_shape=list(resolved.input_shape),
+        )  # fmt: skip
+    if out is not None:
+        result_written = write_result(result, out)
+        say(f"result {'written to' if result_written.suffix == '.json' else 'stored in'} {result_written}")
+    return result
+
+
+def check_result_out(out: Path) -> None:
+    """Fail before measuring when ``out`` (a .json file, or a result folder) cannot be written."""
+    from edgedeploy.export.pipeline import ensure_writable_dir
+
+    ensure_writable_dir(out if (out.is_dir() or not out.suffix) else out.parent)
+
+
+def write_result(result: BenchResult, out: Path) -> Path:
+    """Write ``result`` to a ``.json`` file, or append it to a result-store folder; returns the file written."""
+    if out.suffix == ".json" and not out.is_dir():
+        from edgedeploy._util import atomic_write_text
+
+        atomic_write_text(out, result.to_json() + "\n")
+        return out
+    from edgedeploy.results.store import append_result
+
+    return append_result(out, result)
+
+
+def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
+    """Compare ``current`` benchmark results against ``baseline``, key by key, under the regression rule.
+
+    Each side is a result file or folder, a stored run id, ``baseline:<branch>`` (strings or paths), a
+    :class:`~edgedeploy.bench.result.BenchResult`, or a list of them. ``rule``: ``threshold`` (% or "10%"),
+    ``alpha``, ``min_abs_ms`` (ms), ``aggregate`` ("fastest" / "pool"), ``store`` (the result store for run
+    ids), ``rerun`` (a hook re-measuring a flagged key, see :func:`edgedeploy.results.compare.compare_results`).
+    Returns a :class:`~edgedeploy.results.compare.ComparisonReport` (``.regressions``, ``.exit_code`` …).
+    Raises :class:`ConfigError` for bad rule values or an empty side.
+    """
+    from edgedeploy.results.compare import (
+        DEFAULT_ALPHA,
+        DEFAULT_MIN_ABS_MS,
+        DEFAULT_THRESHOLD_PCT,
+        RegressionRule,
+        compare_results,
+        parse_threshold,
+    )
+
+    known = {"threshold", "alpha", "min_abs_ms", "aggregate", "store", "rerun"}
+    unknown = sorted(set(rule) - known)
+    if unknown:
+        raise ConfigError(f"unknown compare option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    r = RegressionRule(
+        parse_threshold(rule.get("threshold", DEFAULT_THRESHOLD_PCT)),
+        float(rule.get("alpha", DEFAULT_ALPHA)),
+        float(rule.get("min_abs_ms", DEFAULT_MIN_ABS_MS)),
+        rule.get("aggregate", "fastest"),
+    )
+    store = rule.get("store")
+    base, base_label = _results(baseline, store, "baseline")
+    cur, cur_label = _results(current, store, "current")
+    return compare_results(base, cur, r, rerun=rule.get("rerun"), baseline_label=base_label, current_label=cur_label)
+
+
+def _results(side: Any, store: Any, label: str) -> tuple[list[BenchResult], str]:
+    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.store import load_source
+
+    if isinstance(side, BenchResult):
+        return [side], label
+    if isinstance(side, (str, Path)):
+        return list(load_source(side, store)), str(side)
+    if isinstance(side, Sequence) and all(isinstance(r, BenchResult) for r in side):
+        return list(side), label
+    raise ConfigError(f"{label}: give a result file / folder / run id, a BenchResult or a list of them")

@@ -1,0 +1,391 @@
+"""What a user means by "a model": one resolver for every form ``export`` / ``bench`` accept.
+
+:func:`resolve_model` turns any of these into a :class:`ModelSource`:
+
+* an ``nn.Module`` (``input_shape`` or ``example`` required);
+* a zoo name (``edgeformer_s``: a card under ``models/``) or a path to a zoo card (YAML with ``family:``);
+* a user model card: YAML with ``entry:`` (a callable spec, relative paths resolved against the card's folder),
+  ``input_shape`` ``[1, 3, H, W]``, optional ``mean`` / ``std`` (per-channel, on the [0, 1] pixel scale;
+  ImageNet's by default), ``output`` (``classifier`` — class scores, top-1 gated in parity — or ``dense`` /
+  ``features`` / ``detection`` / ``other``), ``name``, ``description``, ``kwargs`` (passed to the callable).
+  A user card under ``models/`` is found by name like a zoo card (one model registry);
+* ``path/to/file.py:callable`` or ``package.module:callable`` — the callable (no arguments, or the card's
+  ``kwargs``) returns an ``nn.Module``;
+* an ``.onnx`` file (input shape from the file, or ``input_shape`` when its dims are dynamic).
+
+Input shapes are NCHW ``(1, C, H, W)``; H and W may differ. Errors are one line: :class:`ArtifactError` (file not
+found), :class:`ConfigError` (bad spec, missing / bad input shape, callable raised or returned no module,
+dynamic ONNX dims), :class:`UnknownModelError` (a name that is neither a zoo model nor a spec).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgedeploy.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgedeploy.cards import ModelCard
+
+Kind = Literal["zoo", "card", "callable", "module", "onnx"]
+OUTPUT_KINDS = ("classifier", "dense", "features", "detection", "other", "auto")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_CALLABLE = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
+_DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class UserModelCard(BaseModel):
+    """A user's model card (see the module docstring): a callable spec plus what export needs to know."""
+
+    model_config = ConfigDict(extra="forbid")
+    entry: str = Field(..., description="file.py:callable or package.module:callable returning an nn.Module")
+    name: str | None = None
+    description: str = ""
+    input_shape: list[int] = Field(..., description="NCHW, batch 1: [1, C, H, W]")
+    mean: list[float] | None = Field(None, description="per-channel mean on the [0, 1] pixel scale")
+    std: list[float] | None = Field(None, description="per-channel std on the [0, 1] pixel scale")
+    output: str = Field("auto", description="classifier | dense | features | detection | other | auto")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the callable")
+    path: Path | None = Field(None, exclude=True)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _shape(cls, v: list[int]) -> list[int]:
+        return list(check_input_shape(v))
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        if v not in OUTPUT_KINDS:
+            raise ValueError(f"must be one of {', '.join(OUTPUT_KINDS)} (got {v!r})")
+        return v
+
+
+@dataclass
+class ModelSource:
+    """A resolved model: where it comes from, how to build it, and what its input looks like.
+
+    ``input_shape`` is NCHW ``(1, C, H, W)``. ``output`` is the output kind (``auto``: class scores when the
+    single output is 2-D ``(1, N)``). ``mean`` / ``std`` preprocess the real photo used for parity and timing.
+    ``card`` is the zoo card (``kind == "zoo"``); ``onnx_path`` the source file (``kind == "onnx"``).
+    """
+
+    name: str
+    kind: Kind
+    spec: str
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    output: str = "auto"
+    family: str | None = None
+    card: ModelCard | None = None
+    onnx_path: Path | None = None
+    factory: Callable[[], nn.Module] | None = field(default=None, repr=False)
+    module: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def input_size(self) -> int:
+        """The square side (zoo models), or the height for non-square inputs."""
+        return int(self.input_shape[2])
+
+    @property
+    def is_zoo(self) -> bool:
+        return self.kind == "zoo"
+
+    def build(self, weights: str | Path | None = None) -> nn.Module:
+        """The ``nn.Module`` in eval mode (zoo: seeded build at the input size; else the user's, built once).
+
+        ``weights`` loads a local state_dict strictly (:func:`edgedeploy.zoo.load_weights`). Raises
+        :class:`ConfigError` for an ONNX source (there is no module).
+        """
+        from edgedeploy.zoo import build_model, load_weights
+
+        if self.kind == "onnx":
+            raise ConfigError(f"{self.spec} is an ONNX file: there is no PyTorch module to build")
+        if self.kind == "zoo":
+            assert self.card is not None
+            return build_model(self.card, self.input_size, weights=weights)
+        if self.module is None:
+            assert self.factory is not None
+            self.module = _check_module(self.factory(), self.spec)
+        module = self.module.eval()
+        if weights is not None:
+            load_weights(module, weights)
+        return module
+
+    def example(self) -> torch.Tensor:
+        """The real photo at the input shape, with this model's mean / std: ``(1, C, H, W)`` float32."""
+        import torch
+
+        from edgedeploy.data import model_input
+
+        return torch.from_numpy(model_input(self.input_shape, self.mean, self.std))
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records under ``source``."""
+        out: dict[str, Any] = {"kind": self.kind, "spec": self.spec, "input_shape": list(self.input_shape)}
+        if self.kind != "zoo":
+            out.update(mean=list(self.mean), std=list(self.std), output=self.output)
+        if self.onnx_path is not None:
+            out["sha256"] = _sha256(self.onnx_path)
+        return out
+
+
+def parse_input_shape(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``"1,3,96,160"`` (or ``1x3x96x160``, or a sequence) → ``(1, 3, 96, 160)``; :class:`ConfigError` otherwise."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = [p for p in re.split(r"[,x×\s]+", text.strip().strip("()[]")) if p]
+        try:
+            dims = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"--input-shape must be 4 integers N,C,H,W such as 1,3,224,224 (got {text!r})") from None
+        return check_input_shape(dims)
+    return check_input_shape(list(text))
+
+
+def check_input_shape(dims: Sequence[int]) -> tuple[int, ...]:
+    """An NCHW batch-1 shape ``(1, C, H, W)`` with positive dims, or :class:`ConfigError` saying what is wrong."""
+    dims = [int(d) for d in dims]
+    shown = ",".join(str(d) for d in dims)
+    if len(dims) != 4:
+        raise ConfigError(f"--input-shape must have 4 dims N,C,H,W (got {len(dims)}: {shown})")
+    if any(d <= 0 for d in dims):
+        raise ConfigError(f"--input-shape dims must be positive (got {shown})")
+    if dims[0] != 1:
+        raise ConfigError(f"--input-shape must have batch 1 (got {shown}); edgedeploy exports batch-1 models")
+    return tuple(dims)
+
+
+def is_spec(text: str) -> bool:
+    """Whether ``text`` names something other than a zoo model (a file, or a ``module:callable``)."""
+    return text.endswith((".onnx", ".yaml", ".yml", ".py")) or bool(_CALLABLE.match(text)) or Path(text).exists()
+
+
+def resolve_model(
+    model: Any,
+    *,
+    input_shape: str | Sequence[int] | None = None,
+    example: torch.Tensor | None = None,
+    name: str | None = None,
+    input_size: int | None = None,
+) -> ModelSource:
+    """The :class:`ModelSource` for any accepted ``model`` (see the module docstring).
+
+    ``input_shape`` overrides a card's; ``example`` (a ``(1, C, H, W)`` tensor) gives the shape of a bare module;
+    ``input_size`` is the zoo's square side. Raises the errors listed in the module docstring.
+    """
+    shape = parse_input_shape(input_shape)
+    if example is not None:
+        ex_shape = check_input_shape(tuple(example.shape))
+        if shape is not None and shape != ex_shape:
+            raise ConfigError(f"input_shape {shape} differs from the example's shape {ex_shape}")
+        shape = ex_shape
+    if isinstance(model, ModelSource):
+        return model
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        if shape is None:
+            raise ConfigError("a bare nn.Module needs input_shape=(1, C, H, W) or example=<tensor>")
+        label = name or _snake(type(model).__name__)
+        return ModelSource(label, "module", f"<{type(model).__module__}.{type(model).__qualname__}>", shape,
+                           module=model.eval())  # fmt: skip
+    if isinstance(model, Path):
+        model = str(model)
+    if not isinstance(model, str):
+        raise ConfigError(f"cannot export a {type(model).__name__}: give an nn.Module, a zoo name, a spec or a file")
+    if model.endswith(".onnx"):
+        return _onnx_source(model, shape, name)
+    if model.endswith((".yaml", ".yml")):
+        return _card_source(model, shape, name, input_size)
+    m = _CALLABLE.match(model)
+    if m and (m.group("target").endswith(".py") or _DOTTED.match(m.group("target"))):
+        if shape is None:
+            raise ConfigError(f"{model}: --input-shape 1,C,H,W is required for a callable without a model card")
+        factory = callable_factory(model)
+        label = name or _snake(m.group("attr").split(".")[-1] if m.group("attr") not in ("build", "main", "model",
+                                                                                         "create", "get_model")
+                               else Path(m.group("target")).stem.split(".")[-1])  # fmt: skip
+        return ModelSource(label, "callable", model, shape, factory=factory)
+    if model.endswith(".py") or ":" in model:
+        raise ConfigError(f"model spec {model!r} must be path/to/file.py:callable or package.module:callable")
+    return _registry_source(model, shape, name, input_size)
+
+
+def _registry_source(model: str, shape: tuple[int, ...] | None, name: str | None, size: int | None) -> ModelSource:
+    """A name in the one model registry: zoo cards and user cards under ``models/``."""
+    from edgedeploy._paths import find_yaml_files
+    from edgedeploy.errors import UnknownModelError
+
+    files = find_yaml_files("models")
+    if model not in files:
+        if Path(model).exists():
+            raise ConfigError(f"{model}: not a model spec (expected .onnx, .yaml, or file.py:callable)")
+        raise UnknownModelError(model, files)
+    return _card_source(str(files[model]), shape, name, size, spec=model)
+
+
+def _card_source(
+    path: str, shape: tuple[int, ...] | None, name: str | None, size: int | None, spec: str | None = None
+) -> ModelSource:
+    import yaml
+
+    from edgedeploy._paths import load_yaml_config
+    from edgedeploy.cards import load_card
+
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"model card not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read model card {p}: {e}") from e
+    if isinstance(data, dict) and "entry" in data:
+        card: UserModelCard = load_yaml_config(p, UserModelCard, "model card")
+        entry = card.entry
+        m = _CALLABLE.match(entry)
+        if m and m.group("target").endswith(".py") and not Path(m.group("target")).is_absolute():
+            entry = f"{(p.parent / m.group('target')).resolve()}:{m.group('attr')}"
+        factory = callable_factory(entry, card.kwargs, where=f"model card {p}: field 'entry'")
+        ch = check_input_shape(card.input_shape)
+        final = shape or ch
+        nch = final[1]
+        mean = tuple(card.mean) if card.mean is not None else IMAGENET_MEAN
+        std = tuple(card.std) if card.std is not None else IMAGENET_STD
+        for label, v in (("mean", mean), ("std", std)):
+            if len(v) not in (1, nch):
+                raise ConfigError(f"model card {p}: field '{label}': {len(v)} values for {nch} input channels")
+        if any(s <= 0 for s in std):
+            raise ConfigError(f"model card {p}: field 'std': values must be positive")
+        return ModelSource(name or card.name or p.stem, "card", spec or str(p), final, mean, std, card.output,
+                           factory=factory)  # fmt: skip
+    zoo = load_card(p)
+    return _zoo_source(zoo, shape, name, size, spec or (zoo.name if spec is None and p.parent.name == "models"
+                                                        else str(p)))  # fmt: skip
+
+
+def _zoo_source(card: ModelCard, shape: tuple[int, ...] | None, name: str | None, size: int | None,
+                spec: str) -> ModelSource:  # fmt: skip
+    if shape is not None:
+        if shape[1] != 3 or shape[2] != shape[3]:
+            raise ConfigError(f"{card.name} takes square RGB input (1,3,S,S); got --input-shape "
+                              f"{','.join(map(str, shape))}")  # fmt: skip
+        if size is not None and size != shape[2]:
+            raise ConfigError(f"--input-size {size} and --input-shape {','.join(map(str, shape))} disagree")
+        size = shape[2]
+    side = size or card.input_size
+    from edgedeploy.zoo import check_input_size
+
+    check_input_size(card, side)
+    return ModelSource(name or card.name, "zoo", spec, (1, 3, side, side), output="classifier", family=card.family,
+                       card=card)  # fmt: skip
+
+
+def zoo_source(card: ModelCard | str, input_size: int | None = None) -> ModelSource:
+    """The :class:`ModelSource` of a zoo card (or name) at ``input_size`` (default: the card's)."""
+    from edgedeploy.cards import get_card
+
+    c = get_card(card) if isinstance(card, str) else card
+    return _zoo_source(c, None, None, input_size, c.name)
+
+
+def _onnx_source(path: str, shape: tuple[int, ...] | None, name: str | None) -> ModelSource:
+    from edgedeploy.export.onnx_source import onnx_input_shape
+
+    p = Path(path)
+    if not p.is_file():
+        raise ArtifactError(f"ONNX file not found: {p}")
+    final = onnx_input_shape(p, shape)
+    return ModelSource(name or p.name.split(".")[0], "onnx", str(p), final, onnx_path=p.resolve())
+
+
+def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str | None = None) -> Callable[[], Any]:
+    """A zero-argument function calling ``file.py:callable`` / ``package.module:callable`` (imported now).
+
+    Raises :class:`ArtifactError` when the file is missing, :class:`ConfigError` when the module cannot be
+    imported or has no such attribute, or the attribute is not callable.
+    """
+    what = where or spec
+    m = _CALLABLE.match(spec)
+    if not m:
+        raise ConfigError(f"{what}: {spec!r} is not file.py:callable or package.module:callable")
+    target, attr = m.group("target"), m.group("attr")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ArtifactError(f"{what}: model file not found: {path}")
+        mod_name = "edgedeploy_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        module = sys.modules.get(mod_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ConfigError(f"{what}: cannot import {path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[mod_name] = module
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as e:
+                sys.modules.pop(mod_name, None)
+                raise ConfigError(f"{what}: importing {path} raised {type(e).__name__}: {_first_line(e)}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"{what}: module {target!r} not found ({e.name} is not importable)") from e
+        except Exception as e:
+            raise ConfigError(f"{what}: importing {target} raised {type(e).__name__}: {_first_line(e)}") from e
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{what}: {target} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{what}: {attr} in {target} is not callable")
+    fn, kw = obj, dict(kwargs or {})
+
+    def factory() -> Any:
+        try:
+            return fn(**kw)
+        except Exception as e:
+            raise ConfigError(f"{spec}: calling {attr}() raised {type(e).__name__}: {_first_line(e)}") from e
+
+    return factory
+
+
+def _check_module(obj: Any, spec: str) -> nn.Module:
+    from torch import nn
+
+    if not isinstance(obj, nn.Module):
+        raise ConfigError(f"{spec}: the callable returned {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().strip("_") or "model"
+
+
+def _sha256(path: Path) -> str:
+    from edgedeploy._util import sha256_file
+
+    return sha256_file(path)
