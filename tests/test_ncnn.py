@@ -185,6 +185,41 @@ def test_emo_and_edgevit_lowerings_apply_to_ncnn_exactly() -> None:
         assert torch.equal(lowered(x), lowering.lower(vit, x, target="mnn")[0](x))  # pool(1, r) == ::r, bitwise
 
 
+def test_circular_convs_become_explicit_wrap_around_exactly() -> None:
+    from edgedeploy.export.ncnn import explicit_circular_padding
+
+    m = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, (3, 5), stride=2, padding=(1, 2), padding_mode="circular"),
+        torch.nn.Conv2d(8, 8, (1, 7), padding=(0, 3), padding_mode="circular", groups=8),
+        torch.nn.Conv2d(8, 4, 3, padding=1),
+    ).eval()
+    rewritten, names = explicit_circular_padding(m)
+    assert names == ["0", "1"] and rewritten is not m and m[0].padding_mode == "circular"  # the original is kept
+    x = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(rewritten(x), m(x))
+    assert explicit_circular_padding(m[2]) == (m[2], [])
+
+
+def test_a_user_module_with_two_heads_and_a_circular_conv(tmp_path: Path) -> None:
+    """Non-square input, dict outputs (two blobs, in order) and a circular conv, which pnnx alone gets wrong."""
+    _needs_pnnx()
+    import edgedeploy
+
+    sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "byom"))
+    try:
+        import user_net
+    finally:
+        sys.path.pop(0)
+    out = edgedeploy.export(user_net.build_two_heads(), "ncnn", input_shape=(1, 3, 96, 160), out=tmp_path, name="two")
+    assert out.parity.passed, out.parity.failures
+    assert out.manifest.outputs == ["out0", "out1"] and out.manifest.input.shape == [1, 3, 96, 160]
+    assert any("circular" in n for n in out.manifest.notes)
+    session = NcnnRuntime().load(out.artifact, threads=1)
+    dense, logits = session.run_outputs(np.zeros((1, 3, 96, 160), np.float32))
+    assert dense.shape == (1, 8, 24, 40) and logits.shape == (1, 10)
+
+
 # ------------------------------------------------------------------------------------------------ slow: pnnx
 @pytest.mark.slow
 def test_every_supported_family_exports_with_parity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -32,6 +32,7 @@ shared 2-vCPU host, load average ~15).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -41,6 +42,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy._util import sha256_file
@@ -105,7 +107,8 @@ def torch_to_ncnn(
     import time
 
     exe = pnnx_executable()
-    module = module.eval()
+    module, circular = explicit_circular_padding(module.eval())
+    module = _TupleOutputs(module).eval()
     shape = ",".join(str(int(d)) for d in example.shape)
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix=".edgedeploy-ncnn-", dir=out_path.parent) as tmp_dir:
@@ -143,7 +146,67 @@ def torch_to_ncnn(
         os.replace(weights, bin_path(out_path))
         os.replace(param, out_path)
     notes = [f"pnnx optlevel={PNNX_OPTLEVEL}, weights stored {'fp16' if precision == 'fp16' else 'fp32'}"]
+    if circular:
+        notes.append(f"{len(circular)} circular-padded conv(s) exported as explicit wrap-around + unpadded conv")
     return notes, pnnx_s
+
+
+class _CircularPadConv(nn.Module):
+    """A ``padding_mode="circular"`` :class:`nn.Conv2d` as an explicit wrap-around (slices + concat) and an unpadded
+    conv sharing the original's weight and bias: the same numbers, bitwise. pnnx (20261020) folds a circular conv's
+    padding into the ncnn ``Convolution`` as zero padding — a silently wrong model (max abs error 1.1 on a random
+    3×3 depth-wise conv) — while slices and concat convert exactly (``Crop`` + ``Concat``)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.left, self.right, self.top, self.bottom = (int(p) for p in conv._reversed_padding_repeated_twice)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.left or self.right:
+            parts = [x[:, :, :, -self.left :]] if self.left else []
+            x = torch.cat([*parts, x, *([x[:, :, :, : self.right]] if self.right else [])], dim=3)
+        if self.top or self.bottom:
+            parts = [x[:, :, -self.top :, :]] if self.top else []
+            x = torch.cat([*parts, x, *([x[:, :, : self.bottom, :]] if self.bottom else [])], dim=2)
+        c = self.conv
+        return F.conv2d(x, c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+def explicit_circular_padding(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """``(module or a copy, names)``: every circular-padded ``nn.Conv2d`` replaced by :class:`_CircularPadConv`.
+
+    ``module`` itself is never modified (a deep copy is made when there is something to replace).
+    """
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and m.padding_mode == "circular"]
+    if not names:
+        return module, []
+    module = copy.deepcopy(module)
+    if names == [""]:  # the module is the conv itself
+        return _CircularPadConv(module), names  # type: ignore[arg-type]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        conv = getattr(parent, child)
+        setattr(parent, child, _CircularPadConv(conv))
+    return module, names
+
+
+class _TupleOutputs(nn.Module):
+    """``module`` with a dict / nested output flattened into a tuple (TorchScript tracing and pnnx want tensors);
+    a single tensor stays a tensor. The order is that of :func:`edgedeploy.export.parity.flatten_outputs`."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        from edgedeploy.export.parity import flatten_outputs
+
+        out = self.inner(x)
+        if isinstance(out, torch.Tensor):
+            return out
+        return tuple(flatten_outputs(out))
 
 
 def check_ncnn(param: Path, precision: str = "fp32") -> None:

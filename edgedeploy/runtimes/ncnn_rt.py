@@ -3,8 +3,8 @@ protocol.
 
 An ncnn artifact is a pair: ``x.param`` (text: the layers and blobs) and ``x.bin`` (the weights) beside it; the
 ``.param`` path is the artifact, the ``.bin`` its side file (``FormatSpec.side_suffixes``). The input blob is the
-output of the ``Input`` layer (``in0`` in pnnx's files), the output blob the first blob no layer consumes
-(``out0``); both are read from the ``.param``.
+output of the ``Input`` layer (``in0`` in pnnx's files), the output blobs those no layer consumes (``out0``,
+``out1``, … in the model's output order); both are read from the ``.param``.
 
 Input: batch-1 NCHW float32 ``(1, C, H, W)``. ncnn has no batch axis: the input is copied into an ncnn-owned
 ``Mat(w=W, h=H, c=C)`` (wrapping numpy memory is unsafe on armv7l, TOOLCHAIN_NOTES.md), and the output ``Mat``
@@ -24,6 +24,7 @@ Vulkan is never used (``use_vulkan_compute = False``): CPU only. ``import ncnn``
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from edgedeploy.runtimes.base import Runtime, Session, register_runtime
 #: the first line of every ncnn text ``.param`` file
 PARAM_MAGIC = "7767517"
 NCNN_PRECISIONS = ("fp32", "fp16")
+_OUT_BLOB = re.compile(r"out\d+")
 
 
 @dataclass
@@ -90,6 +92,8 @@ def read_param(path: str | Path) -> NcnnGraph:
     consumed = {b for layer in layers for b in layer.inputs}
     inputs = [b for layer in layers if layer.type == "Input" for b in layer.outputs]
     outputs = [b for layer in layers for b in layer.outputs if b not in consumed]
+    if all(_OUT_BLOB.fullmatch(b) for b in outputs):  # pnnx's out0, out1, … follow the model's output order
+        outputs.sort(key=lambda b: int(b[3:]))
     return NcnnGraph(layers, inputs, outputs)
 
 
@@ -127,13 +131,20 @@ def set_precision(opt: Any, precision: str) -> dict[str, bool]:
 
 
 class NcnnSession(Session):
-    """A loaded ``ncnn.Net``; every run uses a fresh extractor (ncnn's own benchmark does the same)."""
+    """A loaded ``ncnn.Net``; every run uses a fresh extractor (ncnn's own benchmark does the same).
 
-    def __init__(self, ncnn: Any, net: Any, input_name: str, output_name: str, input_shape: tuple[int, ...]) -> None:
+    ``output_names``: the output blobs, the model's output order (pnnx's ``out0``, ``out1``, …); :meth:`run`
+    returns the first, :meth:`run_all` every one. Each output gets the batch axis back: ``(1, *mat_shape)``.
+    """
+
+    def __init__(
+        self, ncnn: Any, net: Any, input_name: str, output_names: list[str], input_shape: tuple[int, ...]
+    ) -> None:
         self.ncnn = ncnn
         self.net = net
         self.input_name = input_name
-        self.output_name = output_name
+        self.output_names = output_names
+        self.output_name = output_names[0]
         self.input_shape = input_shape
 
     def _mat(self, x: np.ndarray) -> Any:
@@ -147,23 +158,30 @@ class NcnnSession(Session):
         np.array(mat, copy=False)[...] = x[0]
         return mat
 
-    def _extract(self, mat: Any) -> Any:
+    def _extract(self, mat: Any, names: list[str]) -> list[Any]:
         ex = self.net.create_extractor()
         ex.input(self.input_name, mat)
-        ret, out = ex.extract(self.output_name)
-        if ret != 0:
-            raise RuntimeError(f"ncnn extract({self.output_name!r}) failed with code {ret}")
-        return out
+        outs = []
+        for name in names:
+            ret, out = ex.extract(name)
+            if ret != 0:
+                raise RuntimeError(f"ncnn extract({name!r}) failed with code {ret}")
+            outs.append(out)
+        return outs
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        out = self._extract(self._mat(x))
+        (out,) = self._extract(self._mat(x), [self.output_name])
         return np.array(out, dtype=np.float32)[None, ...]
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self._extract(self._mat(x), self.output_names)
+        return {n: np.array(o, dtype=np.float32)[None, ...] for n, o in zip(self.output_names, outs, strict=True)}
 
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
         mat = self._mat(x)
-        extract = self._extract
+        extract, names = self._extract, [self.output_name]
         # extract() returns when the output blob is computed (ncnn runs synchronously on the calling thread pool)
-        return lambda: extract(mat)
+        return lambda: extract(mat, names)[0]
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -211,8 +229,9 @@ class NcnnRuntime(Runtime):
         """Load ``path`` (``.param``) and the ``.bin`` beside it.
 
         ``precision``: ``fp32`` / ``fp16`` (default: the manifest's, else fp32). ``input_name`` / ``output_name``:
-        blob names (default: read from the ``.param``). Raises :class:`ArtifactError` for a missing ``.bin``, a
-        file ncnn rejects (e.g. a layer type it does not have) or an unknown blob name.
+        blob names (default: the ``Input`` layer's blob and every unconsumed blob, read from the ``.param``).
+        Raises :class:`ArtifactError` for a missing ``.bin``, a file ncnn rejects (e.g. a layer type it does not
+        have) or an unknown blob name.
         """
         ncnn = self.import_engine()
         path = Path(path)
@@ -222,8 +241,8 @@ class NcnnRuntime(Runtime):
             raise ArtifactError(f"ncnn weights {weights.name} not found beside {path}")
         precision = precision or manifest_precision(path)
         input_name = input_name or (graph.inputs[0] if graph.inputs else None)
-        output_name = output_name or (graph.outputs[0] if graph.outputs else None)
-        if not input_name or not output_name:
+        outputs = [output_name] if output_name else graph.outputs
+        if not input_name or not outputs:
             raise ArtifactError(f"{path}: no input layer or no output blob")
         net = ncnn.Net()
         set_precision(net.opt, precision)
@@ -237,7 +256,7 @@ class NcnnRuntime(Runtime):
             what = path.name if rc_param != 0 else weights.name
             raise ArtifactError(f"ncnn cannot load {what}: {said}")
         blobs = {b for layer in graph.layers for b in layer.outputs}
-        for name in (input_name, output_name):
+        for name in (input_name, *outputs):
             if name not in blobs:
                 raise ArtifactError(f"{path}: no blob named {name!r}")
-        return NcnnSession(ncnn, net, input_name, output_name, manifest_input_shape(path))
+        return NcnnSession(ncnn, net, input_name, outputs, manifest_input_shape(path))
