@@ -1,21 +1,43 @@
 """A zoo model exported to ncnn, benchmarked on the emulated armhf board (sshd + qemu-arm) through the real CLI.
 
-Uses the ``board`` fixture of :mod:`tests.test_devices_board` (Debian bookworm armhf rootfs with the ncnn armv7l
-wheel, needs root and qemu-user-static; skipped with the reason otherwise). Emulated latency means nothing; what
-this proves: the ``.param``/``.bin`` pair travels, the board-side runner loads it in ncnn on armv7l, times it, and
-computes what the host's ncnn computes for the same input.
+The board: the cached Debian bookworm armhf rootfs (``tests/testbed/build_rootfs.sh armhf CACHE``) with the ncnn
+armv7l wheel unpacked into it, behind :class:`tests.testbed.sshd.SSHServer`; needs root and qemu-user-static,
+skipped with the reason otherwise. Emulated latency means nothing; what this proves: the ``.param``/``.bin`` pair
+travels, the board-side runner loads it in ncnn on armv7l, times it, and computes what the host's ncnn computes
+for the same input.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
 
-from tests.test_devices_board import _skip_reason, board  # noqa: F401 - the emulated-board fixture
+from tests.testbed.sshd import SSHServer
+from tests.testbed.sshd import skip_reason as sshd_skip
+
+CACHE = Path(os.environ.get("EDGEDEPLOY_TESTBED_CACHE", "/var/cache/edgedeploy-testbed"))
+TARBALL = CACHE / "rootfs-bookworm-armhf.tar.zst"
+WHEELS = CACHE / "wheels-armhf"
+
+
+def _skip_reason() -> str | None:
+    if sshd_skip():
+        return sshd_skip()
+    if not Path("/usr/bin/qemu-arm-static").exists():
+        return "needs qemu-user-static"
+    if not TARBALL.is_file() or not list(WHEELS.glob("ncnn-*.whl")):
+        return f"no armhf rootfs with the ncnn wheel cached: run tests/testbed/build_rootfs.sh armhf {CACHE}"
+    return None
+
 
 pytestmark = [
     pytest.mark.root,
@@ -23,12 +45,36 @@ pytestmark = [
     pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
 ]
 
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    base = tmp_path_factory.mktemp("ncnn-board")
+    root = base / "rootfs"
+    root.mkdir()
+    subprocess.run(["tar", "--zstd", "--numeric-owner", "-xpf", str(TARBALL), "-C", str(root)], check=True)
+    site = root / "usr/local/lib/python3.11/dist-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    for whl in sorted(WHEELS.glob("ncnn-*.whl")):  # a wheel is a zip file: unpack it into the board's site-packages
+        with zipfile.ZipFile(whl) as z:
+            z.extractall(site)
+    for so in site.rglob("*.so*"):
+        so.chmod(0o755)
+    server = SSHServer(base / "ssh", rootfs=root, arch="armhf")
+    server.tmp.mkdir()
+    server.start(timeout=30)
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 #: EMO-1M: exported through its 4-D window-attention lowering (the training-time 6-D form does not load in ncnn),
 #: and its random-init logits are O(1) on the runner's input (mobilenetv2's are ~1e-9: a comparison would be empty)
 MODEL = "emo_1m"
 
 
-def test_bench_a_zoo_ncnn_model_on_the_armhf_board(board, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+def test_bench_a_zoo_ncnn_model_on_the_armhf_board(
+    board: SSHServer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     pytest.importorskip("pnnx", reason="needs the [ncnn] extra")
     from edgedeploy.runtimes.ncnn_rt import NcnnRuntime
 
