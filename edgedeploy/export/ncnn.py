@@ -12,22 +12,27 @@ ncnn test script (``_ncnn.py``). Here:
   complete;
 * pnnx's Python wrapper (``pnnx.export`` / ``pnnx.convert``) is not used: it imports and runs the generated
   ``_pnnx.py``. Only ``pnnx.EXEC_PATH`` (the executable's location) is read from it. The executable makes no
-  network call and starts no other program (checked with strace in ``tests/test_ncnn.py``); it writes only
-  into its working folder;
+  network call (checked with strace in ``tests/test_ncnn.py``); traced here, it started no other program and
+  wrote only into its working folder;
+* pnnx (20261020) folds a ``padding_mode="circular"`` conv's padding into ncnn's ``Convolution`` as *zero*
+  padding, a silently wrong model: such convs are exported as an explicit wrap-around (slices + concat) and an
+  unpadded conv (:func:`explicit_circular_padding`, bitwise the same in PyTorch). A dict or nested output is
+  traced as a flat tuple (the order of :func:`edgedeploy.export.parity.flatten_outputs`);
 * pnnx leaves an operator it cannot map to an ncnn layer in the ``.param`` under its PyTorch name
   (``Tensor.reshape`` for a 6-D reshape, ``torch.unbind``, ``Tensor.slice`` with a step), which ncnn refuses to
   load. Such a file is refused: :class:`UnsupportedOpError` names each op type, how many layers, the first layer
   name, and pnnx's own reason when it gave one. The zoo's lowerings avoid them for ``target="ncnn"`` (EMO's 4-D
   window attention, EdgeViT's pooled delegate sampling).
 
-Input blob ``in0``: ``(1, 3, H, W)`` float32 NCHW (ncnn drops the batch axis: ``Mat(w=W, h=H, c=3)``); output
-blob ``out0``: the logits. Precisions: ``fp32`` (pnnx ``fp16=0``: fp32 weights; the runtime turns every
-reduced-precision option off) and ``fp16`` (pnnx ``fp16=1``: fp16 weights; ncnn's fp16 storage and arithmetic
-on where the CPU has them). ncnn's int8 needs its ``ncnn2table`` / ``ncnn2int8`` tools, which the wheels lack.
+Input blob ``in0``: ``(1, C, H, W)`` float32 NCHW (ncnn drops the batch axis: ``Mat(w=W, h=H, c=C)``); output
+blobs ``out0``, ``out1``, … in the model's output order (the zoo's: ``out0``, the logits). Precisions: ``fp32``
+(pnnx ``fp16=0``: fp32 weights; the runtime turns every reduced-precision option off) and ``fp16`` (pnnx
+``fp16=1``: fp16 weights; ncnn's fp16 storage and arithmetic on where the CPU has them). ncnn's int8 needs its
+``ncnn2table`` / ``ncnn2int8`` tools, which the wheels lack.
 
-Every zoo model converts with the default lowering, parity within 1.4e-6 relative error (pnnx 20261020, ncnn
-1.0.20261020). pnnx itself takes 1–5 s for the small variants and ~14 s for ResNet50-sized ones (measured on a
-shared 2-vCPU host, load average ~15).
+All 19 zoo models convert with the default lowering, parity within 1.4e-6 relative error (pnnx 20261020, ncnn
+1.0.20261020). The pnnx step took 1.2–5 s for the smallest variants and up to 53 s for the larger ones on a shared
+2-vCPU host under load average 12–25 (so: load, not model size, dominated the spread).
 """
 
 from __future__ import annotations
