@@ -225,12 +225,12 @@ def test_a_user_module_with_two_heads_and_a_circular_conv(tmp_path: Path) -> Non
 def test_every_supported_family_exports_with_parity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """One variant per family through the real pipeline: pnnx, op census, manifest, parity on the ncnn wheel."""
     _needs_pnnx()
-    from edgedeploy.export.pipeline import export_model
+    import edgedeploy
 
     rows = []
     for family, model in SUPPORTED.items():
         t0 = time.perf_counter()
-        outcome = export_model(model, "ncnn", tmp_path)
+        outcome = edgedeploy.export(model, "ncnn", out=tmp_path)
         total = time.perf_counter() - t0
         m = outcome.manifest
         assert outcome.parity.passed, (model, outcome.parity.failures)
@@ -274,10 +274,10 @@ def test_unlowered_emo_is_refused_naming_the_ops(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_unlowered_edgevit_is_refused_naming_the_strided_slice(tmp_path: Path) -> None:
     _needs_pnnx()
-    from edgedeploy.export.pipeline import export_model
+    import edgedeploy
 
     with pytest.raises(UnsupportedOpError) as info:
-        export_model("edgevit_xxs", "ncnn", tmp_path, lowering="none")
+        edgedeploy.export("edgevit_xxs", "ncnn", out=tmp_path, lowering="none")
     assert set(str(info.value.op).split(", ")) == set(UNLOWERED_LEFTOVERS["edgevit_xxs"])
     assert "slice with step 2 is not supported" in str(info.value)
     assert list(tmp_path.iterdir()) == []
@@ -286,12 +286,12 @@ def test_unlowered_edgevit_is_refused_naming_the_strided_slice(tmp_path: Path) -
 @pytest.mark.slow
 def test_fp16_export_and_a_changed_bin_is_caught(tmp_path: Path) -> None:
     _needs_pnnx()
-    from edgedeploy.export.pipeline import export_model
+    import edgedeploy
 
-    out = export_model("mobilenetv2", "ncnn", tmp_path, precision="fp16")
+    out = edgedeploy.export("mobilenetv2", "ncnn", out=tmp_path, precision="fp16")
     assert out.artifact.name == "mobilenetv2.fp16.param" and out.parity.passed, out.parity.failures
     assert out.manifest.precision == "fp16" and out.manifest.ncnn["options"]["use_fp16_storage"]  # type: ignore[attr-defined]
-    fp32 = export_model("mobilenetv2", "ncnn", tmp_path, parity=False)
+    fp32 = edgedeploy.export("mobilenetv2", "ncnn", out=tmp_path, parity=False)
     ratio = (tmp_path / "mobilenetv2.fp16.bin").stat().st_size / (tmp_path / "mobilenetv2.bin").stat().st_size
     assert 0.45 < ratio < 0.6  # fp16 weights
     assert fp32.manifest.precision == "fp32"
