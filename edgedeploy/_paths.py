@@ -38,6 +38,15 @@ def find_yaml_files(kind: str) -> dict[str, Path]:
     return found
 
 
+def yaml_error_line(e: yaml.YAMLError) -> str:
+    """``line 3, column 7: mapping values are not allowed here`` — one line, 1-based, from PyYAML's marks."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = " ".join(str(getattr(e, "problem", None) or getattr(e, "context", None) or e).split())
+    if mark is None:
+        return what
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
 def load_yaml_config(path: str | Path, schema: type[M], what: str) -> M:
     """Read one YAML file and validate it with the pydantic ``schema``; ``what`` names it in errors.
 
@@ -49,8 +58,10 @@ def load_yaml_config(path: str | Path, schema: type[M], what: str) -> M:
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not valid YAML: not UTF-8 text") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from e
+        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_line(e)}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path}: expected a mapping at the top level")
     try:

@@ -60,17 +60,33 @@ def path_size(path: str | Path) -> int:
     return path.stat().st_size
 
 
+def current_umask() -> int:
+    """This process's umask, read from ``/proc/self/status`` where possible (setting it to read it is not
+    thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``, folder fsync.
 
     Readers never see a half-written file, and a writer killed at any moment leaves either the old or the new
-    content. Creates the parent folder; returns ``path``. Raises :class:`OSError` on I/O failure (the temp file is
+    content. The file's mode is ``0666 & ~umask``, as for ``open()`` (0644 under umask 022). Creates the parent
+    folder; returns ``path``. Raises :class:`OSError` on I/O failure (the temp file is
     removed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a file we write honours the umask like open()
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

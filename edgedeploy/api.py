@@ -103,6 +103,8 @@ class BenchOptions:
 
     ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
     ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
+    result); see :mod:`edgedeploy.limits` for every bound.
     """
 
     device: str = "local"
@@ -116,6 +118,7 @@ class BenchOptions:
     input_size: int | None = None
     name: str | None = None
     trust_on_first_use: bool = False
+    allow_oversubscribe: bool = False
     on_sample: Callable[[int, float], None] | None = None
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
@@ -161,6 +164,9 @@ def export(
     """
     opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
     from edgedeploy.export.pipeline import export_model
+    from edgedeploy.limits import check_export_options
+
+    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
 
     return export_model(
         model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
@@ -189,24 +195,28 @@ def bench(
     progress, out).
 
     Returns a :class:`~edgedeploy.bench.result.BenchResult`: ``samples_ms`` (every timed iteration, ms),
-    ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept). Raises
-    ``ConfigError`` / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``MissingExtraError`` (3),
+    ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept), ``verified`` (False
+    for a file without a manifest). Raises ``ConfigError`` (also: an option out of range, :mod:`edgedeploy.limits`)
+    / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``OutputError`` (2: ``out`` could not be written; the
+    error's ``result`` is the result and ``saved`` the fallback file it was saved to), ``MissingExtraError`` (3),
     ``DeviceError`` (5).
     """
     opts = BenchOptions.from_kwargs(
         device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads, **options
     )
-    from edgedeploy.bench.harness import check_run_args
+    from edgedeploy import limits
     from edgedeploy.bench.run import bench_local, resolve_target
     from edgedeploy.devices.profile import load_profile
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.runtimes.base import get_runtime
 
     say = opts.progress or (lambda _msg: None)
-    check_run_args(opts.iterations, opts.warmup, opts.threads)  # before any export
+    limits.check_run_options(opts.iterations, opts.warmup, opts.threads)  # before any export or runtime
+    limits.check_input_size(opts.input_size)
     if opts.runtime is not None:
         get_runtime(opts.runtime)  # unknown runtime: fail before any export
     profile = load_profile(opts.device)
+    limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:
         check_result_out(out)
@@ -220,6 +230,7 @@ def bench(
         result = bench_local(
             resolved, opts.iterations, opts.warmup, opts.threads,
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
+            allow_oversubscribe=opts.allow_oversubscribe,
         )  # fmt: skip
     else:
         from edgedeploy.devices.remote import bench_on_device
@@ -232,8 +243,11 @@ def bench(
         result = bench_on_device(
             profile, resolved.artifact, runtime=resolved.runtime, iterations=opts.iterations, warmup=opts.warmup,
             threads=opts.threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape),
+            input_shape=list(resolved.input_shape), allow_oversubscribe=opts.allow_oversubscribe,
         )  # fmt: skip
+        if resolved.verified is not None:
+            extra = [resolved.unverified_reason()] if resolved.verified is False else []
+            result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})
     if out is not None:
         result_written = write_result(result, out)
         say(f"result {'written to' if result_written.suffix == '.json' else 'stored in'} {result_written}")
@@ -248,15 +262,19 @@ def check_result_out(out: Path) -> None:
 
 
 def write_result(result: BenchResult, out: Path) -> Path:
-    """Write ``result`` to a ``.json`` file, or append it to a result-store folder; returns the file written."""
-    if out.suffix == ".json" and not out.is_dir():
-        from edgedeploy._util import atomic_write_text
+    """Write ``result`` to a ``.json`` file, or append it to a result-store folder; returns the file written.
 
-        atomic_write_text(out, result.to_json() + "\n")
-        return out
-    from edgedeploy.results.store import append_result
+    When that fails the result is saved to a fallback file and :class:`~edgedeploy.errors.OutputError` is raised
+    naming it (its ``saved`` attribute; ``result`` is the result itself): see :mod:`edgedeploy.bench.keep`.
+    """
+    from edgedeploy.bench.keep import save_result
+    from edgedeploy.errors import OutputError
 
-    return append_result(out, result)
+    try:
+        return save_result(result, out)
+    except OutputError as e:
+        e.result = result  # type: ignore[attr-defined]
+        raise
 
 
 def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:

@@ -1,7 +1,9 @@
 """The ``edgedeploy`` command line: parse, call the library, print, map errors to exit codes.
 
-Every :class:`~edgedeploy.errors.EdgeDeployError` becomes one line on stderr and its ``exit_code``; ``--debug``
-(or ``EDGEDEPLOY_DEBUG=1``) shows the traceback instead. ``--json`` output goes to stdout alone; progress and
+Every :class:`~edgedeploy.errors.EdgeDeployError` becomes one line on stderr and its ``exit_code``, any other
+exception ``internal error: …`` and exit 70, SIGINT / SIGTERM exit 130 / 143 (:mod:`edgedeploy.clierrors`);
+``--debug`` (or ``EDGEDEPLOY_DEBUG=1``) shows the traceback too. Numeric options are checked by
+:mod:`edgedeploy.limits` before anything runs. ``--json`` output goes to stdout alone; progress and
 tables go to stderr in that mode.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgedeploy import __version__, registry
-from edgedeploy.errors import EdgeDeployError
+from edgedeploy.clierrors import ErrorHandlingGroup
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -32,20 +34,35 @@ def _si(n: float | None, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
-class EdgeDeployGroup(click.Group):
-    """A click group that turns toolkit errors into one clear line and an exit code."""
+#: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
+#: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"
+LAZY_COMMANDS = {
+    "devices": "edgedeploy.devices.cli:devices_group",
+    "compare": "edgedeploy.results.cli:compare_cmd",
+    "report": "edgedeploy.results.cli:report_cmd",
+    "results": "edgedeploy.results.cli:results_group",
+    "baseline": "edgedeploy.results.cli:baseline_group",
+    "parity": "edgedeploy.export.bisect_cli:parity_cmd",
+}
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgeDeployError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
-            sys.exit(130)
+
+class EdgeDeployGroup(ErrorHandlingGroup):
+    """The top-level group: every error of every sub-command is one line and a documented exit code
+    (:mod:`edgedeploy.clierrors`: toolkit errors, interrupts, and a last-resort ``internal error`` with exit 70).
+    The commands of :data:`LAZY_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, cmd_name)
+        return cmd
 
 
 @click.group(cls=EdgeDeployGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,7 +165,9 @@ def export_cmd(
     """
     from edgedeploy import api
     from edgedeploy.errors import UnknownFormatError
+    from edgedeploy.limits import check_export_options
 
+    check_export_options(opset, input_size, atol, min_cosine, min_top1)
     known = registry.format_names()
     fmts = known if formats == "all" else [formats]
     for f in fmts:
@@ -230,19 +249,27 @@ def export_cmd(
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@click.option("--allow-oversubscribe", is_flag=True, help="Allow more --threads than the device has cores "
+              "(up to 4x, with a warning).")  # fmt: skip
 def bench_cmd(
     target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
     precision: str, weights: str | None, input_size: int | None, input_shape: str | None, name: str | None,
-    as_json: bool, out: str | None, trust_on_first_use: bool,
+    as_json: bool, out: str | None, trust_on_first_use: bool, allow_oversubscribe: bool,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
 
     An artifact file is timed as it is; anything `export` takes is exported first (or its cached artifact reused).
-    Exit codes: 0 done, 2 bad input, 3 missing optional package, 5 device problem or partial result.
+    Exit codes: 0 done, 2 bad input (also: --out could not be written; the message names the file the samples
+    were saved to instead), 3 missing optional package, 5 device problem or partial result, 130 / 143 interrupted
+    (the samples measured so far are printed and stored first).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from edgedeploy import api
+    from edgedeploy import api, limits
+
+    limits.check_run_options(iterations, warmup, threads)  # before anything is loaded or started
+    if out is not None:
+        api.check_result_out(Path(out))  # fails before measuring; the result is written after it is printed
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
@@ -262,15 +289,37 @@ def bench_cmd(
         result = api.bench(
             target, device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads,
             precision=precision, weights=weights, input_size=input_size, input_shape=input_shape, name=name,
-            trust_on_first_use=trust_on_first_use, out=out, progress=say, on_sample=on_sample,
+            trust_on_first_use=trust_on_first_use, progress=say, on_sample=on_sample,
+            allow_oversubscribe=allow_oversubscribe,
         )  # fmt: skip
+    # the samples go out (stdout) before any write that can fail; see edgedeploy.bench.keep
     if as_json:
         click.echo(result.to_json())
+        for w in result.warnings:
+            err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     else:
         _print_result(result)
+    if out is not None:
+        _write_result(result, Path(out), printed_json=as_json)
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
-        sys.exit(5)
+        from edgedeploy.clierrors import received_signal
+
+        signum = received_signal()
+        sys.exit(128 + signum if signum else 5)
+
+
+def _write_result(result: Any, out: Path, printed_json: bool = False) -> None:
+    from edgedeploy.bench.keep import save_result
+    from edgedeploy.errors import OutputError
+
+    try:
+        path = save_result(result, out)
+    except OutputError as e:
+        if getattr(e, "saved", None) is None and not printed_json:
+            click.echo(result.to_json())  # nowhere else to keep the samples
+        raise
+    err_console.print(f"result {'written to' if path == out else 'stored in'} {path}")
 
 
 def _print_result(r: Any) -> None:
@@ -325,16 +374,10 @@ def formats_cmd(as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------------- groups
 def _add_command_groups() -> None:
-    """Command groups that live beside their library code (devices, results, parity)."""
-    from edgedeploy.devices.cli import devices_group
-    from edgedeploy.export.bisect_cli import parity_cmd
-    from edgedeploy.results.cli import baseline_group, compare_cmd, report_cmd, results_group
+    """Add every command group now (the main group also imports them on first use, :data:`LAZY_COMMANDS`)."""
+    for name in LAZY_COMMANDS:
+        main.get_command(click.Context(main), name)
 
-    for cmd in (devices_group, compare_cmd, report_cmd, results_group, baseline_group, parity_cmd):
-        main.add_command(cmd)
-
-
-_add_command_groups()
 
 if __name__ == "__main__":
     main()

@@ -9,13 +9,23 @@ Exit codes (stable, scripts may rely on them):
 * 2 — bad input: unknown model / format / runtime / device, bad configuration, corrupt or mismatched file;
 * 3 — a missing optional package (the message names the extra to install);
 * 4 — an export failed (the message names the op and node where known);
-* 5 — a device problem: unreachable, authentication, dropped connection, failed remote command.
+* 5 — a device problem: unreachable, authentication, dropped connection, failed remote command;
+* 70 — an internal error: an exception the toolkit did not foresee (a bug). The CLI prints
+  ``internal error: <type>: <message> (run with --debug for the traceback)``; see :mod:`edgedeploy.clierrors`;
+* 130 / 143 — interrupted by SIGINT (Ctrl-C) / SIGTERM (128 + the signal number). A benchmark interrupted while
+  timing prints / stores the samples measured so far first.
+
+A bad or unwritable output path is exit code 2 (:class:`OutputError`); when a benchmark's result cannot be
+written, the message says where its samples were saved instead.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+#: exit code of an unexpected exception (BSD ``EX_SOFTWARE``)
+INTERNAL_ERROR_EXIT = 70
 
 
 class EdgeDeployError(Exception):
@@ -72,6 +82,10 @@ class MissingExtraError(EdgeDeployError):
         )
         self.package = package
         self.extra = extra
+
+
+class OutputError(EdgeDeployError):
+    """An output file or folder cannot be written (read-only, full disk, a file in the way)."""
 
 
 class ArtifactError(EdgeDeployError):

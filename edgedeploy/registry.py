@@ -59,6 +59,8 @@ class FormatSpec:
     from_onnx: bool = False
     bisectable: bool = False
     description: str = ""
+    #: an artifact may be a directory (CoreML's ``.mlpackage``); a directory given for any other format is refused
+    directory: bool = False
 
     @property
     def suffix(self) -> str:
@@ -210,6 +212,20 @@ def format_of(path: str | Path) -> str:
     return table[suffix]
 
 
+def existing_artifact_format(path: str | Path) -> str:
+    """The format of an artifact that must exist: :class:`~edgedeploy.errors.ArtifactError` when ``path`` is
+    missing, or is a directory for a format whose artifacts are files (everything but CoreML's ``.mlpackage``)."""
+    from edgedeploy.errors import ArtifactError
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"model file not found: {path}")
+    fmt = format_of(path)
+    if path.is_dir() and not format_spec(fmt).directory:
+        raise ArtifactError(f"{path} is a directory, not a {fmt} file")
+    return fmt
+
+
 def is_artifact_path(path: str | Path) -> bool:
     """Whether ``path`` ends in a registered artifact suffix."""
     return Path(path).suffix.lower() in suffix_map()
@@ -324,7 +340,7 @@ for _spec in (
     FormatSpec("tflite", (".tflite",), "edgedeploy.export.tflite", "tflite", PRECISIONS, "litert",
                layouts=LAYOUTS, description="TFLite with litert-torch"),
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
-               description="CoreML ML program with coremltools via torch.export (iOS 16+)"),
+               description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
                side_suffixes=(".bin",), description="ncnn .param + .bin pair with pnnx from TorchScript"),
 ):  # fmt: skip

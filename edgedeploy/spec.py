@@ -169,6 +169,9 @@ def check_input_shape(dims: Sequence[int]) -> tuple[int, ...]:
         raise ConfigError(f"--input-shape dims must be positive (got {shown})")
     if dims[0] != 1:
         raise ConfigError(f"--input-shape must have batch 1 (got {shown}); edgedeploy exports batch-1 models")
+    from edgedeploy.limits import check_input_shape_bounds
+
+    check_input_shape_bounds(dims)
     return tuple(dims)
 
 
@@ -253,9 +256,15 @@ def _card_source(
     if not p.is_file():
         raise ArtifactError(f"model card not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read model card {p}: {e}") from e
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read model card {p}: {e.strerror or e}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"model card {p} is not valid YAML: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        from edgedeploy._paths import yaml_error_line
+
+        raise ConfigError(f"model card {p} is not valid YAML: {yaml_error_line(e)}") from e
     if isinstance(data, dict) and "entry" in data:
         card: UserModelCard = load_yaml_config(p, UserModelCard, "model card")
         entry = card.entry
@@ -289,7 +298,7 @@ def _zoo_source(card: ModelCard, shape: tuple[int, ...] | None, name: str | None
         if size is not None and size != shape[2]:
             raise ConfigError(f"--input-size {size} and --input-shape {','.join(map(str, shape))} disagree")
         size = shape[2]
-    side = size or card.input_size
+    side = card.input_size if size is None else size  # 0 is an error, not the default
     from edgedeploy.zoo import check_input_size
 
     check_input_size(card, side)

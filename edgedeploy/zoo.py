@@ -71,7 +71,11 @@ def list_models() -> list[ModelCard]:
 
 
 def check_input_size(card: ModelCard, input_size: int) -> None:
-    """Raise :class:`ConfigError` when ``input_size`` is not one the architecture supports."""
+    """Raise :class:`ConfigError` when ``input_size`` is not one the architecture supports (or is outside
+    :data:`edgedeploy.limits.INPUT_SIZE`)."""
+    from edgedeploy.limits import check_input_size as check_range
+
+    check_range(input_size)
     if input_size == card.input_size:
         return
     if not card.resizable:
@@ -99,7 +103,7 @@ def build_model(
     Raises :class:`UnknownModelError`, :class:`ConfigError` (bad input size or family), :class:`WeightsError`.
     """
     card = get_card(model) if isinstance(model, str) else model
-    size = input_size or card.input_size
+    size = card.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     check_input_size(card, size)
     _load_families()
     if card.family not in FAMILIES:
@@ -111,6 +115,19 @@ def build_model(
     if weights is not None:
         load_weights(module, weights, card=card)
     return module
+
+
+def _torch_load_reason(e: Exception) -> str:
+    """One line for a ``torch.load`` failure (torch's weights-only refusal spans six lines of advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:"):
+            detail = ln.removeprefix("WeightsUnpickler error:").strip().split(". ")[0]
+            return (
+                f"it holds Python objects, not only tensors ({detail}); edgedeploy loads weights with "
+                "torch.load(weights_only=True): save a plain state_dict"
+            )
+    return f"{type(e).__name__}: {lines[0] if lines else 'unreadable'}"
 
 
 def load_weights(module: nn.Module, path: str | Path, card: ModelCard | None = None) -> None:
@@ -125,7 +142,7 @@ def load_weights(module: nn.Module, path: str | Path, card: ModelCard | None = N
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ArtifactError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from e
+        raise ArtifactError(f"cannot read weights file {path}: {_torch_load_reason(e)}") from e
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict", "net"):

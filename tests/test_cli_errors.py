@@ -55,7 +55,7 @@ def test_unknown_device() -> None:
 def test_zero_iterations() -> None:
     code, _, err = invoke("bench", "edgeformer_s", "--iterations", "0")
     assert code == 2
-    assert "--iterations must be at least 1" in one_error_line(err)
+    assert "--iterations must be between 1 and 100000 (got 0)" in one_error_line(err)
 
 
 def test_missing_model_file(tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ def test_both_onnx_exporter_paths(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_failed_parity_exits_nonzero_and_keeps_the_artifact(tmp_path: Path) -> None:
-    code, out, err = export("edgeformer_s", "onnx", tmp_path, "--min-cosine", "1.5")
+    # an unreachable but valid gate (--min-cosine 1.5 is now refused as out of range): no error at all
+    code, out, err = export("edgeformer_s", "onnx", tmp_path, "--atol", "0", "--min-cosine", "1")
     assert code == 1
     assert "parity failed" in err
     assert out["parity"]["status"] == "failed" and out["parity"]["passed"] is False

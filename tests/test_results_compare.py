@@ -105,12 +105,13 @@ def test_absolute_floor_blocks_tiny_models() -> None:
     assert compare_samples(KEY, base, cur, RegressionRule(min_abs_ms=0.01)).verdict == "regression"
 
 
-def test_not_significant_is_unchanged_even_beyond_threshold() -> None:
+def test_too_few_samples_to_ever_flag_is_insufficient_not_unchanged() -> None:
     base = latency(n=4, seed=14)
     cur = latency(n=4, seed=15) * 1.10
     row = compare_samples(KEY, base, cur, RegressionRule(alpha=0.01))
-    assert row.p_value >= 0.01  # four samples each cannot reach p < 0.01 two-sided
-    assert row.verdict == "unchanged"
+    assert row.p_value >= 0.01  # four samples each cannot reach p < 0.01 two-sided: 2 / C(8, 4) = 0.029
+    assert row.verdict == "insufficient"
+    assert "need at least 5 per side" in row.note
 
 
 def test_decide_table() -> None:

@@ -69,5 +69,5 @@ def test_measure_keeps_samples_when_interrupted() -> None:
 
 
 def test_measure_rejects_zero_iterations() -> None:
-    with pytest.raises(ConfigError, match="at least 1"):
+    with pytest.raises(ConfigError, match="between 1 and 100000"):
         measure(lambda: None, iterations=0)

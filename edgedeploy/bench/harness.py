@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgedeploy.errors import ConfigError
+from edgedeploy.limits import check_run_options
 
 
 @dataclass
@@ -25,14 +25,18 @@ class Timing:
     interrupted: BaseException | None = None
 
 
-def check_run_args(iterations: int, warmup: int, threads: int | None = None) -> None:
-    """Raise :class:`ConfigError` for ``iterations < 1``, ``warmup < 0`` or ``threads < 1`` (None: not given)."""
-    if iterations < 1:
-        raise ConfigError(f"--iterations must be at least 1 (got {iterations})")
-    if warmup < 0:
-        raise ConfigError(f"--warmup must be 0 or more (got {warmup})")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1 (got {threads})")
+def check_run_args(
+    iterations: int,
+    warmup: int,
+    threads: int | None = None,
+    device_cores: int | None = None,
+    allow_oversubscribe: bool = False,
+) -> list[str]:
+    """Bounds of ``iterations``, ``warmup`` and ``threads`` (None: not given); see :mod:`edgedeploy.limits`.
+
+    Returns oversubscription warnings; raises :class:`~edgedeploy.errors.ConfigError`.
+    """
+    return check_run_options(iterations, warmup, threads, device_cores, allow_oversubscribe)
 
 
 def measure(
@@ -47,7 +51,8 @@ def measure(
     A ``KeyboardInterrupt`` or an exception raised by ``infer`` during the timed runs stops the loop; the samples
     measured so far are returned with ``interrupted`` set, so nothing measured is lost.
 
-    Raises :class:`ConfigError` for ``iterations < 1`` or ``warmup < 0``.
+    Raises :class:`~edgedeploy.errors.ConfigError` for ``iterations`` or ``warmup`` out of range
+    (:mod:`edgedeploy.limits`).
     """
     check_run_args(iterations, warmup)
     clock = time.perf_counter_ns

@@ -12,7 +12,11 @@ JSON layout (``schema_version`` 1)::
      "median_ms": ..., "mean_ms": ..., "p90_ms": ..., "p99_ms": ..., "std_ms": ..., "min_ms": ..., "max_ms": ...,
      "load_ms": ..., "first_ms": ..., "status": "complete" | "partial", "source": "python-harness",
      "artifact": {"path": ..., "sha256": ...}, "warnings": [...], "device_state": {"before": {...}, "after": {...}},
-     "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "..."}
+     "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "...",
+     "verified": true | false | null}
+
+``verified`` is false for a file benchmarked without a manifest beside it (nothing says what it is), true when the
+file's sha256 matched its manifest, null where there is no file (the torch runtime).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class BenchResult(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     timestamp: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     git_commit: str | None = None
+    #: True: the artifact matched its manifest (sha256); False: a file without a manifest (unverified); None: n/a
+    verified: bool | None = None
 
     @model_validator(mode="after")
     def _derive_stats(self) -> BenchResult:

@@ -23,6 +23,7 @@ from edgedeploy.bench.result import BenchResult
 from edgedeploy.data import model_input
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
+from edgedeploy.limits import check_input_size, local_cores
 from edgedeploy.runtimes.base import get_runtime
 
 DEFAULT_RUNTIME = "mnn"
@@ -45,6 +46,15 @@ class BenchTarget:
     module: Any = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: True: the file matched its manifest's sha256; False: a file with no manifest (unverified); None: no file
+    verified: bool | None = None
+
+    def unverified_reason(self) -> str:
+        """The one-line warning for a file that has no manifest."""
+        return (
+            f"{self.artifact} has no manifest ({self.artifact}.json): unverified, not checked against PyTorch or "
+            "its export settings; timing it as is"
+        )
 
 
 def _is_artifact(target: Any, runtime: str | None) -> bool:
@@ -76,13 +86,13 @@ def resolve_target(
     """
     if _is_artifact(target, runtime):
         path = Path(target)
-        if not path.exists():
-            raise ArtifactError(f"model file not found: {path}")
-        fmt = registry.format_of(path)
+        fmt = registry.existing_artifact_format(path)
         rt_name = registry.check_runtime_runs(runtime or registry.default_runtime(fmt), fmt).name
         manifest = read_manifest(path, verify=True)
         if manifest is None:
-            return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, ())
+            return BenchTarget(path.stem.split(".")[0], fmt, precision, rt_name, path, (), verified=False)
+        if manifest.format != fmt:
+            raise ArtifactError(f"{path}: its manifest describes a {manifest.format} artifact, not {fmt}")
         source = getattr(manifest, "source", None) or {}
         return BenchTarget(
             manifest.model,
@@ -94,11 +104,13 @@ def resolve_target(
             manifest.parity.get("status"),
             mean=tuple(source["mean"]) if source.get("mean") else None,
             std=tuple(source["std"]) if source.get("std") else None,
+            verified=True,
         )
     from edgedeploy.spec import resolve_model
 
     rt_spec = registry.runtime_spec(runtime or DEFAULT_RUNTIME)
     rt_name = rt_spec.name
+    check_input_size(input_size)  # 0 is an error, not "the default"
     src = resolve_model(target, input_shape=input_shape, name=name, input_size=input_size)
     mean, std = (None, None) if src.is_zoo else (src.mean, src.std)
     if rt_name == "torch":
@@ -110,7 +122,7 @@ def resolve_target(
     fmt = rt_spec.formats[0]
     outcome = cached_export(src, fmt, precision=precision, weights=weights, progress=progress)
     return BenchTarget(src.name, fmt, precision, rt_name, outcome.artifact, tuple(src.input_shape),
-                       outcome.parity.status, mean=mean, std=std)  # fmt: skip
+                       outcome.parity.status, mean=mean, std=std, verified=True)  # fmt: skip
 
 
 def bench_local(
@@ -120,12 +132,15 @@ def bench_local(
     threads: int | None = None,
     weights: str | None = None,
     on_sample: Callable[[int, float], None] | None = None,
+    allow_oversubscribe: bool = False,
 ) -> BenchResult:
     """Load and time ``target`` in this process; every raw sample kept (see harness.measure).
 
     An interrupted run (Ctrl-C, runtime error mid-run) returns ``status="partial"`` with the samples measured.
+    ``threads`` is at most this machine's cores unless ``allow_oversubscribe`` (see :mod:`edgedeploy.limits`).
+    Raises :class:`ArtifactError` when the file's input shape differs from its manifest's.
     """
-    check_run_args(iterations, warmup, threads)
+    oversubscribed = check_run_args(iterations, warmup, threads, local_cores(), allow_oversubscribe)
     threads = threads or os.cpu_count() or 1
     rt = get_runtime(target.runtime)
     t0 = time.perf_counter()
@@ -142,6 +157,11 @@ def bench_local(
         session = rt.load(target.artifact, threads)
     load_ms = (time.perf_counter() - t0) * 1e3
     shape = target.input_shape or session.input_shape
+    if target.input_shape and len(session.input_shape) == 4 and tuple(session.input_shape) != tuple(shape):
+        raise ArtifactError(
+            f"{target.artifact}: its input shape {list(session.input_shape)} differs from its manifest's "
+            f"{list(shape)}: the file or the manifest was replaced; export it again"
+        )
     if len(shape) != 4:
         raise ArtifactError(f"cannot tell the input shape of {target.artifact}; export it with edgedeploy")
     if shape[1] != 3 and shape[-1] == 3:  # NHWC (TFLite --layout NHWC)
@@ -151,7 +171,9 @@ def bench_local(
     state_before = _local_state()
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
     state_after = _local_state()
-    warnings = []
+    warnings = list(oversubscribed)
+    if target.verified is False:
+        warnings.append(target.unverified_reason())
     from edgedeploy.devices.state import throttling
 
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -185,6 +207,7 @@ def bench_local(
         device_state={"before": state_before, "after": state_after},
         env=env,
         git_commit=env.get("git_commit") or env.get("package_commit"),  # the checkout run from, else edgedeploy's
+        verified=target.verified,
     )
 
 

@@ -26,7 +26,9 @@ def devices_group(ctx: click.Context, as_json: bool) -> None:
     """List device profiles (./devices, the shipped ones); `devices check NAME` connects to one."""
     if ctx.invoked_subcommand is not None:
         return
-    profiles = list_profiles()
+    profiles = list_profiles(
+        on_error=lambda e: click.echo(click.style("warning:", fg="yellow") + f" skipped: {e}", err=True)
+    )
     if as_json:
         click.echo(json.dumps([p.model_dump(mode="json") | {"path": str(p.path)} for p in profiles], indent=2))
         return

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from edgedeploy.errors import DeviceBusyError
+from edgedeploy.errors import ConfigError, DeviceBusyError
 
 if TYPE_CHECKING:
     from edgedeploy.devices.profile import DeviceProfile
@@ -35,7 +35,8 @@ def lock_dir() -> Path:
 
 
 class LocalDeviceLock:
-    """An exclusive, non-blocking ``flock`` for one device address. Raises :class:`DeviceBusyError` when held."""
+    """An exclusive, non-blocking ``flock`` for one device address. Raises :class:`DeviceBusyError` when held,
+    :class:`~edgedeploy.errors.ConfigError` when the lock folder cannot be written (read-only, a file in the way)."""
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
@@ -44,8 +45,14 @@ class LocalDeviceLock:
         self._f: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = self.path.open("a+")
+        except OSError as e:
+            raise ConfigError(
+                f"cannot create the device lock {self.path}: {e.strerror or e} "
+                "(set EDGEDEPLOY_LOCK_DIR to a writable folder)"
+            ) from e
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

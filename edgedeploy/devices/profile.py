@@ -27,6 +27,7 @@ Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -201,6 +202,18 @@ def load_profile(name_or_path: str) -> DeviceProfile:
     return load_profile_file(files[name_or_path])
 
 
-def list_profiles() -> list[DeviceProfile]:
-    """Every profile found, sorted by name. A malformed file raises :class:`ConfigError` naming it."""
-    return sorted((load_profile_file(p) for p in find_yaml_files("devices").values()), key=lambda d: d.name)
+def list_profiles(on_error: Callable[[ConfigError], None] | None = None) -> list[DeviceProfile]:
+    """Every profile found, sorted by name.
+
+    A malformed file raises :class:`ConfigError` naming it, unless ``on_error`` is given: then it is called with
+    that error and the file is skipped (``edgedeploy devices`` prints it as a warning and lists the others).
+    """
+    profiles = []
+    for p in find_yaml_files("devices").values():
+        try:
+            profiles.append(load_profile_file(p))
+        except ConfigError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+    return sorted(profiles, key=lambda d: d.name)

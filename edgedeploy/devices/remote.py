@@ -206,8 +206,11 @@ def bench_on_device(
     artifact = Path(artifact)
     if not artifact.is_file():
         raise ConfigError(f"artifact {artifact}: no such file")
-    if iterations < 1 or warmup < 0 or (threads is not None and threads < 1):
-        raise ConfigError(f"need iterations >= 1, warmup >= 0, threads >= 1 (got {iterations}, {warmup}, {threads})")
+    from edgedeploy.limits import check_run_options, profile_cores
+
+    warnings: list[str] = check_run_options(
+        iterations, warmup, threads, profile_cores(profile), bool(options.get("allow_oversubscribe", False))
+    )
     native_tool = runtime[7:] if runtime.startswith("native:") else runtime if runtime in NATIVE_TOOLS else None
     if native_tool is not None:
         if native_tool not in profile.native_tools:
@@ -224,7 +227,6 @@ def bench_on_device(
     for f in files[1:]:
         if not f.is_file():
             raise ConfigError(f"artifact {artifact} needs {f.name} beside it")
-    warnings: list[str] = []
     retry_log: list[str] = []
     local_lock = LocalDeviceLock(profile)
     local_lock.acquire()
@@ -258,6 +260,8 @@ def _bench(
     retry_log: list[str],
     options: dict[str, Any],
 ) -> BenchResult:
+    from edgedeploy.limits import check_threads, profile_cores
+
     workdir = transport.expand_path(profile.workdir or ".")
     transport.makedirs(workdir)
     rlock = RemoteDeviceLock(transport, workdir)
@@ -282,6 +286,8 @@ def _bench(
         pin_cores = [i for i in range(64) if mask and (int(mask, 16) >> i) & 1]
         if threads is None:
             threads = len(pin_cores) if pin and pin_cores else int(before.get("nproc") or 1)
+        elif profile_cores(profile) is None and before.get("nproc"):  # the profile did not say; the device does
+            warnings += check_threads(threads, int(before["nproc"]), bool(options.get("allow_oversubscribe")))
         if pin and threads > len(pin_cores):
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []

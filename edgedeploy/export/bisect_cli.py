@@ -44,16 +44,18 @@ def check_artifact(
     """Parity (and bisection when it fails, or when ``bisect`` is True) of ``artifact``; returns a dict with
     ``parity`` (ParityReport) and ``bisection`` (BisectReport or None) and ``bisect_error`` (why not bisected)."""
     from edgedeploy.errors import ArtifactError, ConfigError
-    from edgedeploy.export.base import format_of
     from edgedeploy.export.bisect import BISECT_FORMATS, bisect_artifact
     from edgedeploy.export.manifest import read_manifest
     from edgedeploy.export.parity import DEFAULT_THRESHOLDS
     from edgedeploy.export.pipeline import run_parity
+    from edgedeploy.limits import check_parity_thresholds
+    from edgedeploy.registry import existing_artifact_format
 
     path = Path(artifact)
     if not path.exists():
         raise ArtifactError(f"artifact not found: {path}")
-    fmt = format_of(path)
+    fmt = existing_artifact_format(path)
+    check_parity_thresholds(tolerance=tolerance)
     manifest = read_manifest(path, verify=True)
     if manifest is None and model is None:
         raise ConfigError(f"{path} has no manifest beside it; name the model with --model")

@@ -81,17 +81,26 @@ def read_manifest(artifact: str | Path, verify: bool = True) -> Manifest | None:
     """The manifest beside ``artifact`` or None when there is none.
 
     With ``verify``, raises :class:`ArtifactError` when the artifact's sha256 differs from the manifest's
-    (a corrupted or swapped file) or the manifest is not valid.
+    (a corrupted or swapped file). Raises :class:`ArtifactError` when the manifest cannot be read or is not valid.
     """
     path = manifest_path(artifact)
     if not path.is_file():
         return None
     try:
-        manifest = Manifest.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as e:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ArtifactError(f"cannot read manifest {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"manifest {path} is not valid: not UTF-8 text") from e
+    try:
+        manifest = Manifest.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as e:
         raise ArtifactError(f"manifest {path} is not valid: {str(e).splitlines()[0]}") from e
     if verify:
-        actual = sha256_file(artifact)
+        try:
+            actual = sha256_file(artifact)
+        except OSError as e:
+            raise ArtifactError(f"cannot read {artifact}: {e.strerror or e}") from e
         if actual != manifest.sha256:
             raise ArtifactError(
                 f"{artifact} does not match its manifest (sha256 {actual[:12]}… vs {manifest.sha256[:12]}…): "

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from edgedeploy.data import model_input, random_inputs
+from edgedeploy.errors import ArtifactError
 
 Status = Literal["passed", "failed", "not run"]
 
@@ -246,7 +247,9 @@ def check_parity(
 
     ``module`` is the PyTorch module, or any callable NCHW float32 → outputs (e.g. onnxruntime on a source ONNX
     file). ``to_runtime_input`` converts an NCHW input for artifacts with another layout (e.g. NHWC TFLite).
-    ``mean`` / ``std`` preprocess the photo; ``classifier`` see :func:`compare_outputs`.
+    ``mean`` / ``std`` preprocess the photo; ``classifier`` see :func:`compare_outputs`. Raises
+    :class:`~edgedeploy.errors.ArtifactError` when the artifact cannot run the input or its outputs have another
+    shape than the model's (a different model).
     """
     inputs = parity_inputs(input_shape, mean=mean, std=std)
     if isinstance(module, nn.Module):
@@ -254,8 +257,18 @@ def check_parity(
     else:
         ref = {k: _as_list(module(v)) for k, v in inputs.items()}
     convert = to_runtime_input or (lambda a: a)
-    candidate = {k: run(convert(v)) for k, v in inputs.items()}
-    report = compare_outputs(ref, candidate, thresholds, classifier=classifier, output_names=output_names)
+    try:
+        candidate = {k: run(convert(v)) for k, v in inputs.items()}
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ArtifactError(
+            f"the artifact cannot run the model's {list(input_shape)} input in {runtime or 'its runtime'} "
+            f"(a different or mismatched model?): {first}"
+        ) from e
+    try:
+        report = compare_outputs(ref, candidate, thresholds, classifier=classifier, output_names=output_names)
+    except ValueError as e:
+        raise ArtifactError(f"the artifact is not this model: {e}") from e
     report.runtime = runtime
     report.reference = reference
     return report

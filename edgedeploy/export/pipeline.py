@@ -10,11 +10,15 @@ the module's weights and every export setting).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,12 @@ from torch import nn
 from edgedeploy import __version__
 from edgedeploy._util import path_size, sha256_file
 from edgedeploy.cards import ModelCard
-from edgedeploy.errors import ConfigError, ExportError, RuntimeUnavailableError
+from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.lowering import lower, verify_lowering
-from edgedeploy.export.manifest import Manifest, TensorSpec, read_manifest, write_manifest
+from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity, flatten_outputs
+from edgedeploy.limits import check_input_size, check_opset, check_thresholds_object
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source
@@ -71,6 +76,78 @@ def ensure_writable_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"output folder {path} is not writable")
     return path
+
+
+STAGING_PREFIX = ".edgedeploy-staging-"
+
+
+@contextlib.contextmanager
+def staged_artifact(final: Path) -> Iterator[Path]:
+    """Yield a path with ``final``'s name inside a new hidden folder beside it; on a normal exit, move what was
+    written there into place (:func:`publish_staged`); always remove the folder.
+
+    An exception, Ctrl-C or SIGTERM inside leaves ``final`` (and its manifest) as they were; a SIGKILL leaves at
+    most the hidden ``.edgedeploy-staging-*`` folder, never a file under the final name.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=final.parent))
+    try:
+        yield staging / final.name
+        publish_staged(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_staged(staging: Path, final: Path) -> None:
+    """Rename the artifact ``staging/<final.name>``, its side files and its manifest into ``final.parent``.
+
+    Order: the manifest first, then side files, the artifact last, each with ``os.replace`` (atomic): at no
+    moment is there an artifact under the final name without the manifest that describes it (an old artifact
+    next to the new manifest fails the sha256 check and is reported, never timed as the new one). Folder
+    artifacts (``.mlpackage``) replace an old folder of the same name. Interrupts are held back meanwhile.
+    """
+    from edgedeploy.clierrors import signals_deferred
+
+    artifact = staging / final.name
+    manifest = manifest_path(artifact)
+    if not artifact.exists():
+        raise ExportError(f"the exporter wrote no {final.name}")
+    others = sorted(p for p in staging.iterdir() if p not in (artifact, manifest))
+    with signals_deferred():
+        for src in ([manifest] if manifest.exists() else []) + others + [artifact]:
+            dst = final.parent / src.name
+            if src.is_dir() and dst.is_dir():
+                old = staging / f".old-{src.name}"
+                os.replace(dst, old)
+            os.replace(src, dst)
+        _fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def _output_errors(final: Path) -> Iterator[None]:
+    """Turn a full disk / read-only / permission failure while writing ``final`` into :class:`OutputError`."""
+    full = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+    try:
+        yield
+    except OSError as e:
+        if e.errno in full:
+            raise OutputError(f"cannot write {final}: {e.strerror}") from e
+        raise
+    except ExportError as e:  # an exporter that wrapped the OSError of a full disk: not a failure of the export
+        cause: BaseException | None = e
+        for _ in range(5):  # the OSError may be wrapped by the exporting library too
+            cause = cause.__cause__ or cause.__context__ if cause is not None else None
+            if isinstance(cause, OSError) and cause.errno in full:
+                raise OutputError(f"cannot write {final}: {cause.strerror}") from e
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def artifact_name(card: ModelCard, fmt_suffix: str, precision: str, input_size: int) -> str:
@@ -178,9 +255,12 @@ def export_model(
     already built from this source at this size with these weights (not built again).
 
     The artifact is kept even when parity fails (its manifest says ``status: "parity failed"``); the caller
-    decides the exit code. Raises :class:`UnknownModelError`, :class:`UnknownFormatError`, :class:`ConfigError`
-    (precision, unwritable folder, input shape, bad spec), :class:`ArtifactError` (spec file not found),
-    :class:`ExportError` (op and node where known), :class:`MissingExtraError`, :class:`WeightsError`.
+    decides the exit code. The artifact and its manifest are written under a hidden staging folder and renamed
+    into place only when both are complete (:func:`staged_artifact`). Raises :class:`UnknownModelError`,
+    :class:`UnknownFormatError`, :class:`ConfigError` (precision, unwritable folder, input shape, bad spec, opset,
+    input size or thresholds out of range: :mod:`edgedeploy.limits`), :class:`ArtifactError` (spec file not
+    found), :class:`OutputError` (full disk, read-only folder), :class:`ExportError` (op and node where known),
+    :class:`MissingExtraError`, :class:`WeightsError`.
     """
     say = progress or (lambda _msg: None)
     exporter = get_exporter(fmt)
@@ -188,6 +268,9 @@ def export_model(
     exporter.check_settings(settings)
     if lowering not in ("default", "none"):
         raise ConfigError(f"--lowering must be 'default' or 'none' (got {lowering!r})")
+    check_opset(opset)
+    check_input_size(input_size)
+    check_thresholds_object(thresholds)
     if isinstance(model, ModelCard):
         src = zoo_source(model, input_size)
     else:
@@ -221,62 +304,66 @@ def export_model(
 
     if not src.is_zoo and "output_names" not in settings.options:
         settings.options["output_names"] = output_names_of(module, example)
-    path = out_dir / source_artifact_name(src, exporter.suffix, precision)
-    say(f"exporting to {fmt} ({precision})")
-    t0 = time.perf_counter()
-    exported = exporter.export(export_module, example, path, settings)
-    timings["export"] = time.perf_counter() - t0
-    census = exporter.op_census(path)
-
-    report: ParityReport
-    if parity:
-        say("checking parity against PyTorch fp32")
+    final = out_dir / source_artifact_name(src, exporter.suffix, precision)
+    # written under a hidden staging folder beside the final name, renamed into place only once the artifact
+    # and its manifest are complete (publish_staged): an interrupted export leaves nothing under the final name
+    with staged_artifact(final) as path, _output_errors(final):
+        say(f"exporting to {fmt} ({precision})")
         t0 = time.perf_counter()
-        gates = thresholds or DEFAULT_THRESHOLDS[precision]
-        report = run_parity(
-            module, path, fmt, shape, gates, exported.input_layout, mean=src.mean, std=src.std,
-            classifier=_classifier(src), output_names=exported.output_names, **exported.extra.get("load_kw", {})
-        )  # fmt: skip
-        timings["parity"] = time.perf_counter() - t0
-    else:
-        report = ParityReport.not_run("skipped with --no-parity")
-    bisection = None
-    if report.status == "failed" and format_spec(fmt).bisectable:
-        say("bisecting the parity failure")
-        bisection = _bisect(export_module, path, fmt, shape, precision, exported.opset, example.numpy())
-    status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
-    manifest = Manifest(
-        model=src.name,
-        family=src.family,
-        format=fmt,
-        precision=precision,
-        artifact=path.name,
-        sha256=sha256_file(path),
-        size_bytes=path_size(path) + sum(path_size(path.with_name(n)) for n in exported.extra.get("side_files", {})),
-        input=TensorSpec(
-            name=exported.input_name,
-            shape=exported.input_shape or list(shape),
-            layout=exported.input_layout,
-        ),
-        outputs=exported.output_names,
-        exporter=exported.exporter,
-        opset=exported.opset,
-        lowering=lowering_info,
-        tool_versions=exporter.tool_versions(),
-        op_census=census,
-        parity=report.to_dict(),
-        status=status,
-        params=count_params(module),
-        model_fingerprint=module_fingerprint(module),
-        weights=str(weights) if weights else None,
-        notes=exported.notes,
-        timings_s={k: round(v, 3) for k, v in timings.items()},
-        bisection=bisection,
-        source=src.describe(),
-        **{k: v for k, v in exported.extra.items() if k != "load_kw"},
-    )
-    manifest_file = write_manifest(manifest, path)
-    return ExportOutcome(path, manifest_file, manifest, report)
+        exported = exporter.export(export_module, example, path, settings)
+        timings["export"] = time.perf_counter() - t0
+        census = exporter.op_census(path)
+
+        report: ParityReport
+        if parity:
+            say("checking parity against PyTorch fp32")
+            t0 = time.perf_counter()
+            gates = thresholds or DEFAULT_THRESHOLDS[precision]
+            report = run_parity(
+                module, path, fmt, shape, gates, exported.input_layout, mean=src.mean, std=src.std,
+                classifier=_classifier(src), output_names=exported.output_names, **exported.extra.get("load_kw", {})
+            )  # fmt: skip
+            timings["parity"] = time.perf_counter() - t0
+        else:
+            report = ParityReport.not_run("skipped with --no-parity")
+        bisection = None
+        if report.status == "failed" and format_spec(fmt).bisectable:
+            say("bisecting the parity failure")
+            bisection = _bisect(export_module, path, fmt, shape, precision, exported.opset, example.numpy())
+        status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
+        manifest = Manifest(
+            model=src.name,
+            family=src.family,
+            format=fmt,
+            precision=precision,
+            artifact=path.name,
+            sha256=sha256_file(path),
+            size_bytes=path_size(path)
+            + sum(path_size(path.with_name(n)) for n in exported.extra.get("side_files", {})),
+            input=TensorSpec(
+                name=exported.input_name,
+                shape=exported.input_shape or list(shape),
+                layout=exported.input_layout,
+            ),
+            outputs=exported.output_names,
+            exporter=exported.exporter,
+            opset=exported.opset,
+            lowering=lowering_info,
+            tool_versions=exporter.tool_versions(),
+            op_census=census,
+            parity=report.to_dict(),
+            status=status,
+            params=count_params(module),
+            model_fingerprint=module_fingerprint(module),
+            weights=str(weights) if weights else None,
+            notes=exported.notes,
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            bisection=bisection,
+            source=src.describe(),
+            **{k: v for k, v in exported.extra.items() if k != "load_kw"},
+        )
+        write_manifest(manifest, path)
+    return ExportOutcome(final, manifest_path(final), manifest, report)
 
 
 def _check_calibration_shape(shape: tuple[int, ...], settings: ExportSettings) -> None:
@@ -305,52 +392,55 @@ def _export_onnx_source(
     assert src.onnx_path is not None
     exporter = get_exporter(fmt)
     shape = tuple(src.input_shape)
-    path = out_dir / source_artifact_name(src, exporter.suffix, settings.precision)
-    timings: dict[str, float] = {}
-    say(f"converting {src.onnx_path.name} to {fmt} ({settings.precision})")
-    t0 = time.perf_counter()
-    exported = export_onnx_file(src.onnx_path, shape, fmt, path, settings)
-    timings["export"] = time.perf_counter() - t0
-    census = exporter.op_census(path)
-    reference = "onnxruntime on the source ONNX file"
-    if parity:
-        say(f"checking parity against {reference}")
+    final = out_dir / source_artifact_name(src, exporter.suffix, settings.precision)
+    # written under a hidden staging folder beside the final name, renamed into place only once the artifact
+    # and its manifest are complete (publish_staged): an interrupted export leaves nothing under the final name
+    with staged_artifact(final) as path, _output_errors(final):
+        timings: dict[str, float] = {}
+        say(f"converting {src.onnx_path.name} to {fmt} ({settings.precision})")
         t0 = time.perf_counter()
-        report = run_parity(
-            reference_runner(src.onnx_path), path, fmt, shape, thresholds or DEFAULT_THRESHOLDS[settings.precision],
-            exported.input_layout, mean=src.mean, std=src.std, classifier=None, output_names=exported.output_names,
-            reference=reference,
-        )  # fmt: skip
-        timings["parity"] = time.perf_counter() - t0
-    else:
-        report = ParityReport.not_run("skipped with --no-parity")
-    status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
-    extra = dict(exported.extra)
-    manifest = Manifest(
-        model=src.name,
-        format=fmt,
-        precision=settings.precision,
-        artifact=path.name,
-        sha256=sha256_file(path),
-        size_bytes=path_size(path),
-        input=TensorSpec(name=exported.input_name, shape=list(shape), layout=exported.input_layout),
-        outputs=exported.output_names,
-        exporter=exported.exporter,
-        opset=exported.opset,
-        lowering=extra.pop("lowering", {}),
-        tool_versions=exporter.tool_versions(),
-        op_census=census,
-        parity=report.to_dict(),
-        status=status,
-        model_fingerprint=src.describe().get("sha256"),
-        notes=exported.notes,
-        timings_s={k: round(v, 3) for k, v in timings.items()},
-        source=src.describe(),
-        parity_reference=reference,
-        **extra,
-    )
-    manifest_file = write_manifest(manifest, path)
-    return ExportOutcome(path, manifest_file, manifest, report)
+        exported = export_onnx_file(src.onnx_path, shape, fmt, path, settings)
+        timings["export"] = time.perf_counter() - t0
+        census = exporter.op_census(path)
+        reference = "onnxruntime on the source ONNX file"
+        if parity:
+            say(f"checking parity against {reference}")
+            t0 = time.perf_counter()
+            report = run_parity(
+                reference_runner(src.onnx_path), path, fmt, shape, thresholds or DEFAULT_THRESHOLDS[settings.precision],
+                exported.input_layout, mean=src.mean, std=src.std, classifier=None, output_names=exported.output_names,
+                reference=reference,
+            )  # fmt: skip
+            timings["parity"] = time.perf_counter() - t0
+        else:
+            report = ParityReport.not_run("skipped with --no-parity")
+        status = {"passed": "parity passed", "failed": "parity failed", "not run": "exported"}[report.status]
+        extra = dict(exported.extra)
+        manifest = Manifest(
+            model=src.name,
+            format=fmt,
+            precision=settings.precision,
+            artifact=path.name,
+            sha256=sha256_file(path),
+            size_bytes=path_size(path),
+            input=TensorSpec(name=exported.input_name, shape=list(shape), layout=exported.input_layout),
+            outputs=exported.output_names,
+            exporter=exported.exporter,
+            opset=exported.opset,
+            lowering=extra.pop("lowering", {}),
+            tool_versions=exporter.tool_versions(),
+            op_census=census,
+            parity=report.to_dict(),
+            status=status,
+            model_fingerprint=src.describe().get("sha256"),
+            notes=exported.notes,
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            source=src.describe(),
+            parity_reference=reference,
+            **extra,
+        )
+        write_manifest(manifest, path)
+    return ExportOutcome(final, manifest_path(final), manifest, report)
 
 
 def _bisect(

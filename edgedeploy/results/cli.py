@@ -9,13 +9,14 @@ The main CLI (``edgedeploy/cli.py``) adds them to its group::
     main.add_command(baseline_group)  # edgedeploy baseline save|show
 
 Until then (and for tests) the same commands run as ``python -m edgedeploy.results.cli <command> ...``.
-Each command maps :class:`edgedeploy.errors.EdgeDeployError` to one line on stderr and its exit code
-(``compare``: 0 no regression, 1 regression, 2 bad input).
+Each command goes through the CLI's one error path (:mod:`edgedeploy.clierrors`: one line on stderr, the
+documented exit code, ``--debug`` / ``EDGEDEPLOY_DEBUG=1`` for the traceback). ``compare``: 0 no regression,
+1 regression (or a missing key with ``--fail-on-missing``), 2 bad input, an unwritable output, or too few samples
+for the rule ever to flag a key (the message says how many are needed).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
 import subprocess
@@ -30,7 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgedeploy.bench.result import BenchResult
-from edgedeploy.errors import ConfigError, EdgeDeployError
+from edgedeploy.clierrors import ErrorHandlingGroup, guarded
+from edgedeploy.errors import ConfigError, EdgeDeployError, OutputError
 from edgedeploy.results import baseline as baseline_mod
 from edgedeploy.results import report as report_mod
 from edgedeploy.results import store as store_mod
@@ -56,18 +58,8 @@ RERUN_TIMEOUT_S = 3600
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _errors_to_exit(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EdgeDeployError as e:
-            if os.environ.get("EDGEDEPLOY_DEBUG"):
-                raise
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
-
-    return wrapper  # type: ignore[return-value]
+#: the one error path of the CLI (edgedeploy.clierrors): these commands also run outside the main group
+_errors_to_exit = guarded
 
 
 def _console() -> Console:
@@ -75,8 +67,27 @@ def _console() -> Console:
 
 
 def _write(path: str | None, text: str) -> None:
+    """Write an output file atomically; :class:`OutputError` (exit 2) when it cannot be written."""
     if path:
-        store_mod.atomic_write_text(Path(path), text)
+        try:
+            store_mod.atomic_write_text(Path(path), text)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Fail before any work when an output path cannot be written (a folder, a missing or read-only parent)."""
+    for path in paths:
+        if not path:
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise OutputError(f"cannot write {path}: it is a folder")
+        parent = p.parent if str(p.parent) else Path(".")
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"cannot write {path}: {parent} is not a folder")
+        if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
 
 
 def subprocess_rerun(
@@ -129,9 +140,15 @@ def subprocess_rerun(
     return rerun
 
 
-def print_comparison(report: ComparisonReport, console: Console | None = None) -> None:
+def print_comparison(report: ComparisonReport, console: Console | None = None, fail_on_missing: bool = False) -> None:
     console = console or _console()
-    colors = {"regression": "red", "improvement": "green", "missing": "yellow", "unchanged": "dim"}
+    colors = {
+        "regression": "red",
+        "improvement": "green",
+        "missing": "yellow",
+        "unchanged": "dim",
+        "insufficient": "yellow",
+    }
     t = Table(title=f"{report.baseline_label} → {report.current_label}")
     for col in ("verdict", "model", "format", "prec", "runtime", "device", "thr", "base p50 ms", "cur p50 ms"):
         t.add_column(col, justify="right" if "ms" in col or col == "thr" else "left")
@@ -155,11 +172,34 @@ def print_comparison(report: ComparisonReport, console: Console | None = None) -
             row.note,
         )
     console.print(t)
+    console.print(summary_line(report, fail_on_missing))
+
+
+def summary_line(report: ComparisonReport, fail_on_missing: bool = False) -> str:
+    """The verdict line; it always agrees with :func:`exit_code_for`."""
     n = len(report.regressions)
-    console.print(
-        f"[red]{n} regression(s)[/]" if n else "[green]no regression[/]",
-        f"({len(report.improvements)} improvement(s), {len(report.missing)} missing)",
-    )
+    counts = f"({len(report.improvements)} improvement(s), {len(report.missing)} missing"
+    counts += f", {len(report.insufficient)} with too few samples)" if report.insufficient else ")"
+    if n:
+        return f"[red]{n} regression(s)[/] {counts}"
+    if report.insufficient:
+        return f"[yellow]inconclusive: too few samples[/] {counts}"
+    if fail_on_missing and _missing_current(report):
+        return f"[red]baseline keys missing from the current results (--fail-on-missing)[/] {counts}"
+    return f"[green]no regression[/] {counts}"
+
+
+def _missing_current(report: ComparisonReport) -> list[Any]:
+    return [r for r in report.missing if r.note.startswith("not in")]
+
+
+def exit_code_for(report: ComparisonReport, fail_on_missing: bool = False) -> int:
+    """0 no regression, 1 regression (or, with ``fail_on_missing``, a baseline key with no current result),
+    2 some key had too few samples to be judged (and nothing regressed)."""
+    code = report.exit_code
+    if code == 0 and fail_on_missing and _missing_current(report):
+        return 1
+    return code
 
 
 @click.command("compare")
@@ -227,18 +267,22 @@ def compare_cmd(
     A regression is: Mann–Whitney U p < ALPHA, median change > THRESHOLD, and > MIN_ABS_MS.
     """
     rule = RegressionRule(parse_threshold(threshold), alpha, min_abs_ms, aggregate)  # type: ignore[arg-type]
+    _check_outputs(markdown_path, json_path, html_path)
     base = store_mod.load_source(baseline, store)
     cur = store_mod.load_source(current, store)
     hook = subprocess_rerun(cur, rerun_cmd) if confirm else None
     report = compare_results(base, cur, rule, rerun=hook, baseline_label=baseline, current_label=current)
-    print_comparison(report)
+    print_comparison(report, fail_on_missing=fail_on_missing)
     _write(markdown_path, report_mod.comparison_markdown(report))
     _write(json_path, report.to_json())
     if html_path:
         _write(html_path, report_mod.render_html(list(base) + list(cur), report))
-    code = report.exit_code
-    if fail_on_missing and any(r.note.startswith("not in") for r in report.missing):
-        code = 1
+    code = exit_code_for(report, fail_on_missing)
+    if report.insufficient and not report.regressions:
+        click.echo(f"error: {report.insufficient_message()}", err=True)
+    elif code == 1 and not report.regressions:
+        missing = ", ".join(r.label() for r in _missing_current(report)[:3])
+        click.echo(f"error: baseline key(s) missing from {current} (--fail-on-missing): {missing}", err=True)
     sys.exit(code)
 
 
@@ -265,6 +309,7 @@ def report_cmd(
     """Write reports for RESULTS (files, folders, run ids): an HTML page with plots and/or a Markdown summary."""
     if not html_path and not markdown_path:
         raise ConfigError("give --html FILE and/or --markdown FILE")
+    _check_outputs(html_path, markdown_path)
     loaded = [r for spec in results for r in store_mod.load_source(spec, store)]
     comparison = None
     if baseline:
@@ -322,7 +367,11 @@ def baseline_group() -> None:
 def baseline_save_cmd(results: tuple[str, ...], branch: str, folder: str | None, store: str | None) -> None:
     """Save RESULTS (files, folders, run ids) as BRANCH's baseline, replacing the previous one atomically."""
     loaded = [r for spec in results for r in store_mod.load_source(spec, store)]
-    run = baseline_mod.save_baseline(loaded, branch, folder)
+    try:
+        run = baseline_mod.save_baseline(loaded, branch, folder)
+    except OSError as e:
+        where = baseline_mod.baseline_path(branch, folder)
+        raise OutputError(f"cannot write the baseline {where}: {e.strerror or e}") from e
     click.echo(f"saved baseline '{branch}': {len(loaded)} result(s), {len(group_by_key(loaded))} key(s) -> {run.path}")
 
 
@@ -354,7 +403,7 @@ def baseline_show_cmd(branch: str, folder: str | None) -> None:
         console.print(f"other baselines: {', '.join(others)}")
 
 
-@click.group()
+@click.group(cls=ErrorHandlingGroup)
 def main() -> None:
     """edgedeploy results commands (standalone entry point; the main CLI registers the same commands)."""
 

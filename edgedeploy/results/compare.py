@@ -14,7 +14,12 @@ the raw per-iteration samples (ms) of both sides give:
   - **regression**: p < alpha AND change > +threshold % AND median difference > +min_abs_ms;
   - **improvement**: p < alpha AND change < -threshold % AND median difference < -min_abs_ms;
   - **unchanged**: anything else;
-  - **missing**: the key is on one side only (``note`` says which).
+  - **missing**: the key is on one side only (``note`` says which);
+  - **insufficient**: too few samples for the test ever to reach ``p < alpha``: with ``n`` and ``m`` samples the
+    smallest two-sided exact Mann–Whitney p-value is ``2 / C(n + m, n)`` (all of one side below all of the other),
+    so e.g. 1 vs 1 sample can never be flagged, and at alpha 0.01 each side needs at least 5 samples
+    (:func:`min_p_value`, :func:`samples_needed`). ``compare`` then exits 2 (unless a regression was found, 1)
+    and says how many samples are needed.
 
 All three conditions are needed: with 100+ samples per side the test alone flags shifts far too small to matter,
 and a threshold alone on single medians cries wolf on noisy devices. The defaults
@@ -47,7 +52,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ConfigError, EdgeDeployError
@@ -62,7 +66,7 @@ DEFAULT_MIN_ABS_MS = 0.05
 MAX_PAIRS = 4_000_000
 
 Key = tuple[str, str, str, str, str, int]
-Verdict = Literal["regression", "improvement", "unchanged", "missing"]
+Verdict = Literal["regression", "improvement", "unchanged", "missing", "insufficient"]
 Aggregate = Literal["fastest", "pool"]
 KEY_FIELDS = ("model", "format", "precision", "runtime", "device", "threads")
 
@@ -84,6 +88,31 @@ def parse_threshold(text: str | float) -> float:
     return value
 
 
+def min_p_value(n: int, m: int) -> float:
+    """Smallest two-sided exact Mann–Whitney U p-value reachable with ``n`` and ``m`` samples: ``2 / C(n+m, n)``
+    (capped at 1), reached when every sample of one side is below every sample of the other."""
+    if n < 1 or m < 1:
+        return 1.0
+    if n + m <= 1000:
+        return min(1.0, 2.0 / math.comb(n + m, n))
+    log_comb = math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)
+    return min(1.0, math.exp(math.log(2.0) - log_comb))  # underflows to 0.0: always flaggable
+
+
+def samples_needed(alpha: float, other: int | None = None, limit: int = 100_000) -> int:
+    """The fewest samples for which :func:`min_p_value` ``< alpha``: per side when ``other`` is None (both sides
+    equal), else on one side given ``other`` samples on the other (``limit`` when even that is not enough)."""
+    for k in range(1, limit + 1):
+        if min_p_value(k, k if other is None else other) < alpha:
+            return k
+    return limit
+
+
+def can_flag(n: int, m: int, alpha: float) -> bool:
+    """Whether ``n`` vs ``m`` samples can ever give ``p < alpha`` (see :func:`min_p_value`)."""
+    return min_p_value(n, m) < alpha
+
+
 @dataclass(frozen=True)
 class RegressionRule:
     """The rule's parameters: ``threshold_pct`` (%), ``alpha`` (two-sided test level), ``min_abs_ms`` (ms).
@@ -97,12 +126,9 @@ class RegressionRule:
     aggregate: Aggregate = "fastest"
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.alpha < 1.0):
-            raise ConfigError(f"--alpha must be between 0 and 1 (got {self.alpha})")
-        if not (math.isfinite(self.threshold_pct) and self.threshold_pct >= 0):
-            raise ConfigError(f"--threshold must be ≥ 0 % (got {self.threshold_pct})")
-        if not (math.isfinite(self.min_abs_ms) and self.min_abs_ms >= 0):
-            raise ConfigError(f"--min-abs-ms must be ≥ 0 (got {self.min_abs_ms})")
+        from edgedeploy.limits import check_compare_rule
+
+        check_compare_rule(self.threshold_pct, self.alpha, self.min_abs_ms)
         if self.aggregate not in ("fastest", "pool"):
             raise ConfigError(f"aggregate must be 'fastest' or 'pool' (got {self.aggregate!r})")
 
@@ -127,6 +153,8 @@ def hodges_lehmann(
     the U distribution; Hollander & Wolfe §4.3, Bauer 1972). Above :data:`MAX_PAIRS` differences a seeded uniform
     subsample of pairs is used. Raises :class:`ValueError` if either side is empty.
     """
+    from scipy import stats  # imported on use: scipy.stats takes ~1 s to import, every CLI command would pay it
+
     x = np.asarray(baseline_ms, dtype=np.float64)
     y = np.asarray(current_ms, dtype=np.float64)
     n, m = x.size, y.size
@@ -153,6 +181,8 @@ def hodges_lehmann(
 def mann_whitney_p(baseline_ms: Sequence[float], current_ms: Sequence[float]) -> float:
     """Two-sided Mann–Whitney U p-value (``scipy.stats.mannwhitneyu``, exact for small tie-free sets, else the
     tie-corrected normal approximation). Returns 1.0 when both sides are constant and equal."""
+    from scipy import stats
+
     x = np.asarray(baseline_ms, dtype=np.float64)
     y = np.asarray(current_ms, dtype=np.float64)
     if np.all(x == x[0]) and np.all(y == x[0]):
@@ -216,7 +246,7 @@ class KeyComparison:
         return out
 
 
-_ORDER = {"regression": 0, "missing": 1, "improvement": 2, "unchanged": 3}
+_ORDER = {"regression": 0, "insufficient": 1, "missing": 2, "improvement": 3, "unchanged": 4}
 
 
 @dataclass
@@ -242,8 +272,28 @@ class ComparisonReport:
         return [r for r in self.rows if r.verdict == "missing"]
 
     @property
+    def insufficient(self) -> list[KeyComparison]:
+        return [r for r in self.rows if r.verdict == "insufficient"]
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.regressions else 0
+        """1 if any key regressed; else 2 if some key had too few samples to be judged; else 0."""
+        if self.regressions:
+            return 1
+        return 2 if self.insufficient else 0
+
+    def insufficient_message(self) -> str:
+        """One line on the keys with too few samples (empty when there are none)."""
+        rows = self.insufficient
+        if not rows:
+            return ""
+        need = samples_needed(self.rule.alpha)
+        shown = ", ".join(f"{r.label()} ({r.n_baseline} vs {r.n_current})" for r in rows[:3])
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        return (
+            f"{len(rows)} key(s) have too few samples to be judged at alpha {self.rule.alpha:g}: {shown}{more}; "
+            f"the test needs at least {need} samples per side (bench with more --iterations)"
+        )
 
     def sorted_rows(self) -> list[KeyComparison]:
         """Regressions first (largest change first), then missing, improvements, unchanged."""
@@ -260,6 +310,7 @@ class ComparisonReport:
                 "regressions": len(self.regressions),
                 "improvements": len(self.improvements),
                 "missing": len(self.missing),
+                "insufficient": len(self.insufficient),
             },
             "rows": [r.to_dict(samples) for r in self.sorted_rows()],
         }
@@ -324,10 +375,16 @@ def compare_samples(
     change = (my / mx - 1.0) * 100.0 if mx > 0 else (math.inf if diff > 0 else 0.0)
     p = mann_whitney_p(x, y)
     shift = hodges_lehmann(x, y, confidence=1.0 - rule.alpha)
-    verdict = decide(p, change, diff, rule)
+    verdict: Verdict = decide(p, change, diff, rule)
     note = ""
     if verdict == "unchanged" and p < rule.alpha and abs(change) > 0:
         note = "significant but within the threshold or the absolute floor"
+    if not can_flag(x.size, y.size, rule.alpha):
+        verdict = "insufficient"
+        note = (
+            f"insufficient samples: {x.size} vs {y.size} can never reach p < {rule.alpha:g} (smallest p "
+            f"{min_p_value(x.size, y.size):.3g}); need at least {samples_needed(rule.alpha)} per side"
+        )
     return KeyComparison(
         key=key,
         verdict=verdict,

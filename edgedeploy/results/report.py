@@ -29,6 +29,7 @@ _VERDICT_MD = {
     "improvement": "🟢 improvement",
     "unchanged": "⚪ unchanged",
     "missing": "⚠️ missing",
+    "insufficient": "⚠️ insufficient samples",
 }
 MAX_KEYS_PLOTTED = 24
 MAX_RUNS_PER_KEY = 8
@@ -65,10 +66,13 @@ def comparison_markdown(report: ComparisonReport, title: str = "Latency comparis
     """Markdown for a PR comment: a summary line, the rule, and the table (regressions first). Times in ms."""
     n = len(report.regressions)
     head = f"**{n} regression{'s' if n != 1 else ''}**" if n else "**No latency regression**"
+    if not n and report.insufficient:
+        head = "**Inconclusive: too few samples**"
+    thin = f" · {len(report.insufficient)} with too few samples" if report.insufficient else ""
     lines = [
         f"### {title}: `{report.baseline_label}` → `{report.current_label}`",
         "",
-        f"{head} · {len(report.improvements)} improvement(s) · {len(report.missing)} missing · "
+        f"{head} · {len(report.improvements)} improvement(s) · {len(report.missing)} missing{thin} · "
         f"{len(report.rows)} key(s) compared",
         "",
         "| verdict | model | format | precision | runtime | device | threads | baseline p50 (ms) | current p50 (ms) "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -102,6 +103,18 @@ def append_result(folder: str | Path, result: BenchResult) -> Path:
     return run.path
 
 
+def check_samples(items: Sequence[BenchResult], origin: str) -> None:
+    """Raise :class:`ArtifactError` for a result whose ``samples_ms`` is empty or holds a value that is not a
+    finite number ≥ 0 (ms): every statistic is derived from the samples, so such a file says nothing."""
+    for i, r in enumerate(items):
+        where = f"{origin}: result {i} ({r.model})"
+        if not r.samples_ms:
+            raise ArtifactError(f"{where} has no samples (samples_ms is empty)")
+        bad = next((v for v in r.samples_ms if not (math.isfinite(v) and v >= 0)), None)
+        if bad is not None:
+            raise ArtifactError(f"{where}: samples_ms holds {bad!r}; latencies are finite numbers ≥ 0 ms")
+
+
 def parse_document(data: Any, origin: str) -> StoredRun:
     """Turn a parsed JSON document into a :class:`StoredRun`.
 
@@ -110,9 +123,15 @@ def parse_document(data: Any, origin: str) -> StoredRun:
     """
     try:
         if isinstance(data, dict) and "results" in data:
-            if data.get("schema_version", 1) > RECORD_SCHEMA_VERSION:
+            version = data.get("schema_version", 1)
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise ArtifactError(f"{origin}: record schema_version must be a whole number (got {version!r})")
+            if version > RECORD_SCHEMA_VERSION:
                 raise ArtifactError(f"{origin}: record schema_version {data['schema_version']} is newer than supported")
+            if not isinstance(data["results"], list):
+                raise ArtifactError(f"{origin}: 'results' must be a list of benchmark results")
             items = [BenchResult.model_validate(r) for r in data["results"]]
+            check_samples(items, origin)
             return StoredRun(
                 str(data.get("run_id") or Path(origin).stem),
                 None,
@@ -131,6 +150,7 @@ def parse_document(data: Any, origin: str) -> StoredRun:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ArtifactError(f"{origin}: not a valid benchmark result ({where}: {first['msg']})") from None
+    check_samples(items, origin)
     created = min((r.timestamp for r in items), default="")
     commit = next((r.git_commit for r in items if r.git_commit), None)
     return StoredRun(Path(origin).stem, None, created, commit, "", items)
@@ -144,10 +164,14 @@ def read_run(path: str | Path) -> StoredRun:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ArtifactError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{path}: not valid JSON (not UTF-8 text)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # over-long integers, absurd nesting
+        raise ArtifactError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
     run = parse_document(data, str(path))
     run.path = path
     return run

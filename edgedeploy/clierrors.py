@@ -1,0 +1,168 @@
+"""The one error path of every ``edgedeploy`` command: one line on stderr and a documented exit code.
+
+* :class:`~edgedeploy.errors.EdgeDeployError` → ``error: <message>`` and its ``exit_code`` (1–5, see
+  :mod:`edgedeploy.errors`);
+* Ctrl-C (SIGINT) and SIGTERM → ``interrupted (SIGINT)`` and 128 + the signal number (130, 143); a benchmark that
+  was timing keeps and prints / stores the samples measured so far first;
+* anything else (a bug, or a library failing in a way the toolkit did not foresee) → ``internal error: <type>:
+  <message> (run with --debug for the traceback)`` and :data:`~edgedeploy.errors.INTERNAL_ERROR_EXIT` (70).
+
+``--debug`` on the top-level command (or ``EDGEDEPLOY_DEBUG=1``) prints the traceback before the line, for every
+command and sub-command group (devices, results, baseline …). Click's own usage errors (an unknown option, a
+value of the wrong type, a path that must be a file) are one line too: ``error: <message> (see <command> --help)``,
+exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from edgedeploy.errors import INTERNAL_ERROR_EXIT, EdgeDeployError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_received: list[int] = []
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which (the timing harness keeps the samples measured)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def received_signal() -> int | None:
+    """The last SIGINT / SIGTERM this process received while the CLI ran, or None."""
+    return _received[-1] if _received else None
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM both raise :class:`Interrupted` (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in old:
+        signal.signal(s, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Block SIGINT and SIGTERM while inside (a short write that must not be cut); they are delivered after."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def one_line(text: object) -> str:
+    """``text`` with its lines joined by spaces (a message from a library may span several)."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def debug_enabled() -> bool:
+    """``--debug`` on the root command, or ``EDGEDEPLOY_DEBUG`` set to something other than 0 / empty."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        obj = ctx.find_root().obj
+        if isinstance(obj, dict) and obj.get("debug"):
+            return True
+    return os.environ.get("EDGEDEPLOY_DEBUG", "") not in ("", "0")
+
+
+def _echo(prefix: str, color: str, message: str) -> None:
+    click.echo(click.style(prefix, fg=color, bold=True) + " " + message, err=True)
+
+
+def exit_for(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one line (after the traceback with ``--debug``) and exit with its code."""
+    if debug_enabled():
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if isinstance(exc, EdgeDeployError):
+        _echo("error:", "red", one_line(exc))
+        sys.exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        _echo("interrupted", "red", f"({signal.Signals(signum).name})")
+        sys.exit(128 + int(signum))
+    what = one_line(exc) or "(no message)"
+    _echo("internal error:", "red", f"{type(exc).__name__}: {what} (run with --debug for the traceback)")
+    sys.exit(INTERNAL_ERROR_EXIT)
+
+
+_CLICK_PASSTHROUGH = (click.exceptions.Exit, click.exceptions.Abort)
+
+
+def _usage_error(e: click.ClickException) -> NoReturn:
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    _echo("error:", "red", one_line(e.format_message()) + hint)
+    sys.exit(e.exit_code)
+
+
+class ErrorHandlingGroup(click.Group):
+    """A click group whose sub-commands all go through :func:`exit_for` (see the module docstring)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _CLICK_PASSTHROUGH:
+            raise
+        except click.ClickException as e:  # a usage error of this group's own options (``edgedeploy --bogus``)
+            _usage_error(e)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with signals_as_interrupts():
+            try:
+                return super().invoke(ctx)
+            except _CLICK_PASSTHROUGH:
+                raise
+            except click.ClickException as e:
+                _usage_error(e)
+            except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last-resort handler, by design
+                exit_for(e)
+
+
+def guarded(fn: F) -> F:
+    """Decorator for a command that may also run outside the main group (tests invoke commands directly):
+    the same one-line handling as :class:`ErrorHandlingGroup`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (*_CLICK_PASSTHROUGH, click.ClickException):
+            raise
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the last-resort handler, by design
+            exit_for(e)
+
+    return wrapper  # type: ignore[return-value]
