@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+import edgedeploy
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import measure
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
-from edgedeploy.export.pipeline import cached_export
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.runtimes.torch_rt import TorchRuntime
 from edgedeploy.zoo import build_model
@@ -35,7 +35,7 @@ def infer_for(model: str, runtime: str, threads: int) -> Callable[[], Any]:
     if runtime == "torch":
         return TorchRuntime.from_module(build_model(model), (1, 3, size, size), threads).prepare(x)
     rt = get_runtime(runtime)
-    outcome = cached_export(model, rt.formats[0])
+    outcome = edgedeploy.export(model, rt.formats[0], cache=True)  # the public API; cached like `bench MODEL`
     if outcome.parity.status != "passed":
         raise SystemExit(f"{model} {rt.formats[0]}: parity {outcome.parity.status}; refusing to time a wrong model")
     return rt.load(outcome.artifact, threads).prepare(x)

@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
 from _common import load_note
 from lowering_ablation import RESULTS, interleaved
 

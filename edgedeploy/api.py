@@ -44,7 +44,8 @@ class ExportOptions:
     ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
     ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
     (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
-    called at each step.
+    called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
+    keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
     """
 
     precision: str = "fp32"
@@ -61,6 +62,7 @@ class ExportOptions:
     int8_mode: str | None = None
     calibration: str | Path | None = None
     progress: Callable[[str], None] | None = None
+    cache: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
@@ -103,6 +105,8 @@ class BenchOptions:
 
     ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
     ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    ``parity``: also run the parity inputs on the device and compare its outputs with the reference (PyTorch fp32);
+    the result's ``board_parity`` holds the verdict (:mod:`edgedeploy.devices.board_parity`).
     ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
     result); see :mod:`edgedeploy.limits` for every bound.
     """
@@ -122,6 +126,7 @@ class BenchOptions:
     on_sample: Callable[[int, float], None] | None = None
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
+    parity: bool = False
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
@@ -163,11 +168,22 @@ def export(
     the op and node (4).
     """
     opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
-    from edgedeploy.export.pipeline import export_model
+    from edgedeploy.export.pipeline import cached_export, export_model
     from edgedeploy.limits import check_export_options
 
     check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
 
+    if opts.cache:
+        custom = [f for f in ("thresholds", "atol", "min_cosine", "min_top1", "calibration") if getattr(opts, f)]
+        custom += ["example"] * (example is not None) + ["parity=False"] * (not opts.parity)
+        custom += [f"layout={opts.layout}"] * (opts.layout != "NCHW")
+        custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
+        if custom:
+            raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
+        return cached_export(
+            model, to, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+            lowering=opts.lowering, progress=opts.progress, input_shape=input_shape, name=name,
+        )  # fmt: skip
     return export_model(
         model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
         thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
@@ -213,7 +229,11 @@ def bench(
     say = opts.progress or (lambda _msg: None)
     limits.check_run_options(opts.iterations, opts.warmup, opts.threads)  # before any export or runtime
     limits.check_input_size(opts.input_size)
-    if opts.runtime is not None:
+    from edgedeploy.devices import board_parity
+    from edgedeploy.devices.native import tool_runtime
+
+    native = tool_runtime(opts.runtime)  # "native:TOOL" -> the runtime whose format the tool runs, else None
+    if opts.runtime is not None and native is None:
         get_runtime(opts.runtime)  # unknown runtime: fail before any export
     profile = load_profile(opts.device)
     limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
@@ -223,8 +243,8 @@ def bench(
     if isinstance(target, ExportOutcome):
         target = target.artifact
     resolved = resolve_target(
-        target, opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights), opts.input_size,
-        progress=say, input_shape=opts.input_shape, name=opts.name,
+        target, native or opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights),
+        opts.input_size, progress=say, input_shape=opts.input_shape, name=opts.name,
     )  # fmt: skip
     if profile.transport == "local":
         result = bench_local(
@@ -232,6 +252,8 @@ def bench(
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
             allow_oversubscribe=opts.allow_oversubscribe,
         )  # fmt: skip
+        if opts.parity:
+            board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
     else:
         from edgedeploy.devices.remote import bench_on_device
 
@@ -240,10 +262,16 @@ def bench(
         if opts.trust_on_first_use:
             profile = profile.model_copy(update={"trust_on_first_use": True})
         say(f"benchmarking on {profile.name} ({profile.transport}) …")
+        parity_kw: dict[str, Any] = {}
+        if opts.parity:
+            say("computing the reference outputs for board-side parity")
+            w = None if opts.weights is None else str(opts.weights)
+            parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
         result = bench_on_device(
-            profile, resolved.artifact, runtime=resolved.runtime, iterations=opts.iterations, warmup=opts.warmup,
-            threads=opts.threads, model=resolved.model, fmt=resolved.format, precision=resolved.precision,
-            input_shape=list(resolved.input_shape), allow_oversubscribe=opts.allow_oversubscribe,
+            profile, resolved.artifact, runtime=opts.runtime if native else resolved.runtime,
+            iterations=opts.iterations, warmup=opts.warmup, threads=opts.threads, model=resolved.model,
+            fmt=resolved.format, precision=resolved.precision, input_shape=list(resolved.input_shape),
+            allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
         )  # fmt: skip
         if resolved.verified is not None:
             extra = [resolved.unverified_reason()] if resolved.verified is False else []

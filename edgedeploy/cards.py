@@ -73,9 +73,32 @@ def load_card(path: str | Path) -> ModelCard:
     return load_yaml_config(path, ModelCard, "model card")
 
 
+def is_user_card(path: str | Path) -> bool:
+    """Whether the YAML file at ``path`` is a user model card (it has ``entry:``; :mod:`edgedeploy.spec`)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "entry" in data
+
+
+def model_registry() -> dict[str, tuple[str, Path]]:
+    """The one model registry: every card under ``models/`` (zoo and user), ``name -> ("zoo" | "user", path)``.
+
+    :func:`edgedeploy.spec.resolve_model` looks names up here; zoo cards build through their family's builder,
+    user cards through their ``entry:`` callable.
+    """
+    return {stem: ("user" if is_user_card(p) else "zoo", p) for stem, p in find_yaml_files("models").items()}
+
+
 def all_cards() -> dict[str, ModelCard]:
-    """Every card found (see :mod:`edgedeploy._paths` for the search order), keyed by name."""
-    return {stem: load_card(p) for stem, p in find_yaml_files("models").items()}
+    """Every zoo card found (see :mod:`edgedeploy._paths` for the search order), keyed by name.
+
+    User model cards (with ``entry:``) in the same folders are entries of :func:`model_registry`, not zoo cards.
+    """
+    return {stem: load_card(p) for stem, (kind, p) in model_registry().items() if kind == "zoo"}
 
 
 def get_card(name: str) -> ModelCard:

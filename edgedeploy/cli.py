@@ -249,19 +249,23 @@ def export_cmd(
 @click.option("--out", "out", type=click.Path(), default=None, help="Write the result: a .json file, or a folder "
               "(one record appended per run).")  # fmt: skip
 @click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@click.option("--parity", "with_parity", is_flag=True, help="Also run the parity inputs on the device and compare its "
+              "outputs with PyTorch fp32 (result: board_parity; exit 1 when it fails).")  # fmt: skip
 @click.option("--allow-oversubscribe", is_flag=True, help="Allow more --threads than the device has cores "
               "(up to 4x, with a warning).")  # fmt: skip
 def bench_cmd(
     target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
     precision: str, weights: str | None, input_size: int | None, input_shape: str | None, name: str | None,
-    as_json: bool, out: str | None, trust_on_first_use: bool, allow_oversubscribe: bool,
+    as_json: bool, out: str | None, trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
 
     An artifact file is timed as it is; anything `export` takes is exported first (or its cached artifact reused).
-    Exit codes: 0 done, 2 bad input (also: --out could not be written; the message names the file the samples
-    were saved to instead), 3 missing optional package, 5 device problem or partial result, 130 / 143 interrupted
-    (the samples measured so far are printed and stored first).
+    `--runtime native:TOOL` runs a native tool of the device profile (`mnn-runner`, `mnn-benchmark`, …).
+    Exit codes: 0 done, 1 board-side parity failed (--parity; the result is printed and stored first), 2 bad input
+    (also: --out could not be written; the message names the file the samples were saved to instead), 3 missing
+    optional package, 5 device problem or partial result, 130 / 143 interrupted (the samples measured so far are
+    printed and stored first).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -290,8 +294,10 @@ def bench_cmd(
             target, device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads,
             precision=precision, weights=weights, input_size=input_size, input_shape=input_shape, name=name,
             trust_on_first_use=trust_on_first_use, progress=say, on_sample=on_sample,
-            allow_oversubscribe=allow_oversubscribe,
+            allow_oversubscribe=allow_oversubscribe, parity=with_parity,
         )  # fmt: skip
+    from edgedeploy.devices import board_parity
+
     # the samples go out (stdout) before any write that can fail; see edgedeploy.bench.keep
     if as_json:
         click.echo(result.to_json())
@@ -299,8 +305,14 @@ def bench_cmd(
             err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     else:
         _print_result(result)
+        if getattr(result, "board_parity", None):
+            Console().print(f"parity on {result.device}: {escape(board_parity.summary_line(result.board_parity))}")
     if out is not None:
         _write_result(result, Path(out), printed_json=as_json)
+    failed = board_parity.verdict_line(result)
+    if failed:
+        err_console.print(f"[bold red]error:[/] {escape(failed)}", soft_wrap=True)
+        sys.exit(1)
     if result.status == "partial":
         err_console.print(f"[yellow]warning:[/] partial result: {escape('; '.join(result.warnings))}", soft_wrap=True)
         from edgedeploy.clierrors import received_signal

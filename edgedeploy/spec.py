@@ -65,7 +65,10 @@ class UserModelCard(BaseModel):
     @field_validator("input_shape")
     @classmethod
     def _shape(cls, v: list[int]) -> list[int]:
-        return list(check_input_shape(v))
+        try:
+            return list(check_input_shape(v))
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("--input-shape ")) from None
 
     @field_validator("output")
     @classmethod
@@ -222,10 +225,8 @@ def resolve_model(
         if shape is None:
             raise ConfigError(f"{model}: --input-shape 1,C,H,W is required for a callable without a model card")
         factory = callable_factory(model)
-        label = name or _snake(m.group("attr").split(".")[-1] if m.group("attr") not in ("build", "main", "model",
-                                                                                         "create", "get_model")
-                               else Path(m.group("target")).stem.split(".")[-1])  # fmt: skip
-        return ModelSource(label, "callable", model, shape, factory=factory)
+        return ModelSource(name or callable_name(m.group("target"), m.group("attr")), "callable", model, shape,
+                           factory=factory)  # fmt: skip
     if model.endswith(".py") or ":" in model:
         raise ConfigError(f"model spec {model!r} must be path/to/file.py:callable or package.module:callable")
     return _registry_source(model, shape, name, input_size)
@@ -233,15 +234,15 @@ def resolve_model(
 
 def _registry_source(model: str, shape: tuple[int, ...] | None, name: str | None, size: int | None) -> ModelSource:
     """A name in the one model registry: zoo cards and user cards under ``models/``."""
-    from edgedeploy._paths import find_yaml_files
+    from edgedeploy.cards import model_registry
     from edgedeploy.errors import UnknownModelError
 
-    files = find_yaml_files("models")
-    if model not in files:
+    entries = model_registry()
+    if model not in entries:
         if Path(model).exists():
             raise ConfigError(f"{model}: not a model spec (expected .onnx, .yaml, or file.py:callable)")
-        raise UnknownModelError(model, files)
-    return _card_source(str(files[model]), shape, name, size, spec=model)
+        raise UnknownModelError(model, entries)
+    return _card_source(str(entries[model][1]), shape, name, size, spec=model)
 
 
 def _card_source(
@@ -285,8 +286,7 @@ def _card_source(
         return ModelSource(name or card.name or p.stem, "card", spec or str(p), final, mean, std, card.output,
                            factory=factory)  # fmt: skip
     zoo = load_card(p)
-    return _zoo_source(zoo, shape, name, size, spec or (zoo.name if spec is None and p.parent.name == "models"
-                                                        else str(p)))  # fmt: skip
+    return _zoo_source(zoo, shape, name, size, spec or str(p))
 
 
 def _zoo_source(card: ModelCard, shape: tuple[int, ...] | None, name: str | None, size: int | None,
@@ -388,6 +388,19 @@ def _check_module(obj: Any, spec: str) -> nn.Module:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else "(no message)"
+
+
+#: callables with these generic names give the artifact their file's / module's name instead
+GENERIC_CALLABLES = ("build", "main", "model", "create", "create_model", "get_model", "make", "make_model")
+
+
+def callable_name(target: str, attr: str) -> str:
+    """The artifact name of a ``target:attr`` spec: the callable's name in snake case (``MyNet`` → ``my_net``),
+    or the file's / module's last component when the callable is generic (``user_net.py:build`` → ``user_net``)."""
+    last = attr.split(".")[-1]
+    if last in GENERIC_CALLABLES:
+        return _snake(Path(target).stem if target.endswith(".py") else target.split(".")[-1])
+    return _snake(last)
 
 
 def _snake(name: str) -> str:

@@ -25,10 +25,6 @@ from edgedeploy.errors import ArtifactError, ConfigError, WeightsError
 Builder = Callable[[ModelCard, int], nn.Module]
 FAMILIES: dict[str, Builder] = {}
 
-#: family modules imported on first use (each registers itself)
-FAMILY_MODULES = ("edgeformer", "mobilevit", "edgevit", "emo", "parc", "baselines")
-
-
 CheckpointAdapter = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
 CHECKPOINT_ADAPTERS: dict[str, CheckpointAdapter] = {}
 
@@ -57,11 +53,15 @@ def register_family(name: str) -> Callable[[Builder], Builder]:
 
 
 def _load_families() -> None:
-    for mod in FAMILY_MODULES:
+    """Import every family module of :func:`edgedeploy.registry.families` (built-in and plug-in; each registers
+    its builder)."""
+    from edgedeploy.registry import families
+
+    for spec in families().values():
         try:
-            importlib.import_module(f"edgedeploy.nn.{mod}")
+            importlib.import_module(spec.module)
         except ModuleNotFoundError as e:
-            if e.name != f"edgedeploy.nn.{mod}":
+            if e.name != spec.module:
                 raise
 
 

@@ -171,3 +171,32 @@ def test_bench_over_adb(bed: ADBBed, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert Path(res.artifact["remote_path"]).read_bytes() == onnx.read_bytes()
     assert res.env["artifact_pushed"] is True
     assert bed.ns.call(body).env["artifact_pushed"] is False
+
+
+@pytest.mark.slow
+def test_board_parity_over_adb_and_native_only_profile(bed: ADBBed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgedeploy.devices.board_parity import prepare
+    from edgedeploy.errors import ConfigError
+    from edgedeploy.export.pipeline import cached_export
+
+    monkeypatch.setenv("EDGEDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
+    art = cached_export("mobilevit_xxs", "onnx").artifact
+    request = prepare(art)
+    prof = _profile(tmp_path)
+
+    def body():
+        return bench_on_device(
+            prof, art, "onnxruntime", iterations=2, warmup=0, threads=1, model="mobilevit_xxs", fmt="onnx",
+            precision="fp32", input_shape=[1, 3, 256, 256], parity=request,
+        )  # fmt: skip
+
+    res = bed.ns.call(body)
+    bp = res.board_parity  # type: ignore[attr-defined]
+    assert bp["passed"] is True and bp["max_abs_error"] < 1e-4 and len(bp["inputs"]) == 5
+    # the parity outputs were pulled over ADB sync and removed from the device afterwards
+    assert not list(Path(prof.workdir or "").glob("runs/*/out-0.npy"))
+    # an Android profile without Python (devices/rk3288.yaml): Python runtimes are refused before connecting
+    native_only = _profile(tmp_path, python=None, native_tools={"mnn-benchmark": "/data/local/tmp/benchmark.out"})
+    with pytest.raises(ConfigError, match=r"has no Python.*native:mnn-benchmark"):
+        bench_on_device(native_only, art, "onnxruntime", iterations=1, warmup=0, threads=1, model="m", fmt="onnx",
+                        precision="fp32", input_shape=[1, 3, 256, 256])  # fmt: skip

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from edgedeploy.devices.native import native_command, parse_mnn_benchmark, parse_ort_perf_test, parse_tflite_benchmark
+from edgedeploy.devices.native import (
+    native_command,
+    parse_benchncnn,
+    parse_mnn_benchmark,
+    parse_ort_perf_test,
+    parse_tflite_benchmark,
+    tool_runtime,
+)
 from edgedeploy.errors import ConfigError
 
 OUT = Path(__file__).parent / "fixtures" / "native_outputs"
@@ -51,3 +58,25 @@ def test_commands_are_argument_lists() -> None:
     assert native_command("onnxruntime_perf_test", "pt", "m.onnx", 9, 1, 2, "fp32")[-1] == "m.onnx"
     with pytest.raises(ConfigError):
         native_command("trtexec", "t", "m", 1, 1, 1, "fp32")
+
+
+def test_benchncnn() -> None:
+    text = (OUT / "benchncnn_threadripper3970x.txt").read_text()
+    r = parse_benchncnn(text, "mobilenet_v2")
+    assert (r["model"], r["min_ms"], r["max_ms"], r["mean_ms"]) == ("mobilenet_v2", 14.70, 14.95, 14.82)
+    assert (r["loop"], r["threads"], r["powersave"], r["gpu_device"], r["cooling_down"]) == (10, 1, 0, -1, 0)
+    assert parse_benchncnn(text)["model"] == "yolov4-tiny"  # last one by default
+    assert parse_benchncnn(text, "yolov4-tiny")["mean_ms"] == 85.79
+    with pytest.raises(ValueError, match="benchncnn"):
+        parse_benchncnn("loop_count = 4\nnum_threads = 1\nSegmentation fault")
+
+
+def test_benchncnn_command_and_tool_runtimes() -> None:
+    argv = native_command("benchncnn", "/opt/benchncnn", "/tmp/a b/m.ncnn.param", 8, 1, 4, "fp32", "[256,256,3]")
+    # run in the model's folder (benchncnn reads the .param from its working directory), all arguments positional
+    assert argv[:3] == ["sh", "-c", 'cd "$1" && shift && exec "$@"'] and argv[4] == "/tmp/a b"
+    assert argv[5:] == ["/opt/benchncnn", "8", "4", "0", "-1", "0", "param=m.ncnn.param", "shape=[256,256,3]"]
+    assert tool_runtime("native:mnn-runner") == "mnn" and tool_runtime("native:benchncnn") == "ncnn"
+    assert tool_runtime("mnn") is None and tool_runtime(None) is None
+    with pytest.raises(ConfigError, match="unknown native tool"):
+        tool_runtime("native:trtexec")

@@ -93,3 +93,14 @@ def test_user_devices_folder_shadows_shipped(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "devices" / "rpi4.yaml").write_text("name: rpi4\ntransport: ssh\nhost: 127.0.0.1\nport: 2222\n")
     monkeypatch.chdir(tmp_path)
     assert load_profile("rpi4").port == 2222
+
+
+def test_rk3288_profiles_match_what_runs_there() -> None:
+    """Issue 11: Android (bionic) runs native binaries only; armv7l Linux has tflite-runtime and ncnn wheels, and
+    MNN only as native tools (PyPI has no armv7l wheel of MNN, onnxruntime or ai-edge-litert)."""
+    android = load_profile("rk3288")
+    assert android.python is None and "mnn-runner" in android.native_tools
+    linux = load_profile("rk3288-linux")
+    assert linux.python == "python3" and linux.runtimes == ["tflite", "ncnn"]
+    assert {"mnn-runner", "mnn-benchmark"} <= set(linux.native_tools)
+    assert set(load_profile("rpi4").runtimes) >= {"onnxruntime", "mnn", "tflite"}

@@ -198,3 +198,37 @@ def test_cli_bench_edgeformer_over_ssh(server: SSHServer, tmp_path: Path) -> Non
     wrong = server.profile_yaml(tmp_path / "wrong.yaml", workdir, sys.executable, known_hosts=server.wrong_known_hosts)
     p = run_cli("bench", "edgeformer_s", "--device", str(wrong), "--runtime", "onnxruntime", "--iterations", "1")
     assert p.returncode == 5 and "host key verification failed" in p.stderr
+
+
+@pytest.mark.slow
+def test_cli_board_parity_over_ssh(server: SSHServer, tmp_path: Path) -> None:
+    """`parity ARTIFACT --device` and `bench --parity`: the device computes the outputs, the host compares."""
+    import shutil
+
+    from edgedeploy.export.pipeline import cached_export
+    from tests.conftest import run_cli
+
+    prof = server.profile_yaml(tmp_path / "loopback-board.yaml", str(tmp_path / "wd"), sys.executable)
+    locks = {"EDGEDEPLOY_LOCK_DIR": str(tmp_path / "locks")}
+    art = cached_export("mobilevit_xxs", "onnx").artifact
+    p = run_cli("parity", str(art), "--device", str(prof), "--json", env=locks)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["device"] == "loopback-board" and out["parity"]["passed"] is True
+    assert out["parity"]["max_abs_error"] < 1e-4 and out["parity"]["runtime"].startswith("onnxruntime ")
+    # the wrong reference (another model's PyTorch outputs): the board's outputs fail the gates -> exit 1, one line
+    lone = tmp_path / "lone" / "model.onnx"
+    lone.parent.mkdir()
+    shutil.copy(art, lone)  # no manifest beside it: the model is named on the command line
+    p = run_cli("parity", str(lone), "--device", str(prof), "--model", "edgeformer_s", env=locks)
+    assert p.returncode == 1
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "board-side parity failed on loopback-board" in errors[0], p.stderr
+    assert "max abs error" in errors[0] and "cosine" in errors[0]
+    p = run_cli("bench", "mobilevit_xxs", "--device", str(prof), "--runtime", "mnn", "--parity", "--json",
+                "--iterations", "3", "--warmup", "1", "--threads", "1", env=locks)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert len(res["samples_ms"]) == 3 and res["board_parity"]["passed"] is True
+    assert res["board_parity"]["runtime"].startswith("mnn 3.6") and res["board_parity"]["cosine_similarity"] > 0.9999
+    assert not any("different outputs" in w for w in res["warnings"])

@@ -88,7 +88,11 @@ def check_cmd(name: str, as_json: bool) -> None:
     temps = ", ".join(f"{d.get('type', z)} {d['temp_c']:.1f} C" for z, d in st.get("thermal", {}).items())
     click.echo(f"thermal   {temps or 'no thermal zones'}")
     click.echo(f"load      {st.get('loadavg')}")
-    if "error" in pr:
+    if profile.python is None:
+        click.echo("python    none (native tools only)")
+        for tool, path in pr.get("native_tools", {}).items():
+            click.echo(f"native    {tool}: {path or 'not found'}")
+    elif "error" in pr:
         click.echo(f"python    not usable ({profile.python}): {pr['error']}")
     else:
         click.echo(f"python    {profile.python} {pr.get('python')}")

@@ -7,9 +7,21 @@ Tools (the keys of ``profile.native_tools``, value = path on the device):
 * ``tflite-benchmark_model`` — TFLite's ``benchmark_model --graph=... --num_threads=... --num_runs=...``; prints
   ``count=N first=.. curr=.. min=.. max=.. avg=.. std=..`` in microseconds (the last such line is the timed run);
 * ``onnxruntime_perf_test`` — ``onnxruntime_perf_test -e cpu -m times -r N -x THREADS -I MODEL``; prints the average
-  (ms) and, in newer builds, min / max / P50 / P90 / P95 / P99 latencies (s).
+  (ms) and, in newer builds, min / max / P50 / P90 / P95 / P99 latencies (s);
+* ``benchncnn`` — ncnn's ``benchncnn LOOP THREADS POWERSAVE GPU_DEVICE COOLING_DOWN param=MODEL.param
+  shape=[W,H,C]``, run in the model's folder (builds without the ``param=`` option bench only their built-in model
+  list); prints ``NAME  min = X  max = Y  avg = Z`` per model (ms). benchncnn loads the ``.param`` only and fills the
+  weights with random numbers: its latency is valid, its outputs are not (no parity);
+* ``mnn-runner`` — edgedeploy's own static MNN runner (``tools/native/mnn_runner.cpp``, cross-built by
+  ``tools/build_native.sh``). It takes the Python runner's arguments and prints the same protocol (``S <ms>`` per
+  sample, ``RESULT {json}``, ``--parity-inputs`` / ``--parity-outputs`` ``.npy`` files), so
+  :mod:`edgedeploy.devices.remote` drives it like the runner: raw samples and board-side parity where no Python runs
+  (Android, or an armv7l board without an MNN wheel).
 
-These tools print summary statistics only, never the raw per-iteration samples: results from them carry an empty
+Under qemu-user a 32-bit ``readdir`` on ext4 can list nothing (64-bit directory offsets): a tool that lists a
+folder (``mnn-benchmark``, ``benchncnn``) must read it from tmpfs there; the emulated boards' ``/tmp`` is a tmpfs.
+
+The benchmark tools print summary statistics only, never the raw per-iteration samples: results from them carry an empty
 ``samples_ms``, the statistics the tool printed, and a warning saying so. The parsers are tested on genuine outputs
 (``tests/fixtures/native_outputs/README.md`` names their origin).
 """
@@ -26,8 +38,30 @@ if TYPE_CHECKING:
     from edgedeploy.devices.profile import DeviceProfile
     from edgedeploy.devices.transport import Transport
 
+#: the edgedeploy runtime whose artifact format each native tool runs (what ``bench --runtime native:TOOL`` exports)
+TOOL_FORMAT_RUNTIME = {
+    "mnn-benchmark": "mnn",
+    "mnn-runner": "mnn",
+    "tflite-benchmark_model": "litert",
+    "onnxruntime_perf_test": "onnxruntime",
+    "benchncnn": "ncnn",
+}
 NO_SAMPLES = "native tool reports summary statistics only: no raw per-iteration samples"
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def tool_runtime(runtime: str | None) -> str | None:
+    """For ``native:TOOL`` (or a bare tool name), the runtime whose format TOOL runs; ``None`` for anything else.
+
+    Raises :class:`ConfigError` for ``native:`` followed by a tool edgedeploy does not know."""
+    if not runtime:
+        return None
+    tool = runtime[7:] if runtime.startswith("native:") else runtime
+    if tool in TOOL_FORMAT_RUNTIME:
+        return TOOL_FORMAT_RUNTIME[tool]
+    if runtime.startswith("native:"):
+        raise ConfigError(f"unknown native tool {tool!r} (known: {', '.join(TOOL_FORMAT_RUNTIME)})")
+    return None
 
 
 def parse_mnn_benchmark(text: str, model_file: str | None = None) -> dict[str, Any]:
@@ -116,10 +150,40 @@ def parse_ort_perf_test(text: str) -> dict[str, Any]:
     return out
 
 
+def parse_benchncnn(text: str, model: str | None = None) -> dict[str, Any]:
+    """Parse ncnn ``benchncnn`` output; ``model`` picks one model's line (default: the only / last one).
+
+    Returns ``{"model", "min_ms", "max_ms", "mean_ms", "loop", "threads", "powersave", "gpu_device",
+    "cooling_down"}`` (the header fields the build printed); raises :class:`ValueError` without a result line.
+    """
+    rows = re.findall(rf"^\s*(\S+)\s+min\s*=\s*{_NUM}\s+max\s*=\s*{_NUM}\s+avg\s*=\s*{_NUM}\s*$", text, re.M)
+    if not rows:
+        raise ValueError("no 'NAME  min = ..  max = ..  avg = ..' line in benchncnn output")
+    if model is not None:
+        rows = [r for r in rows if r[0] == model] or rows
+    name, mn, mx, avg = rows[-1]
+    out: dict[str, Any] = {"model": name, "min_ms": float(mn), "max_ms": float(mx), "mean_ms": float(avg)}
+    for key, field in (("loop_count", "loop"), ("num_threads", "threads"), ("powersave", "powersave"),
+                       ("gpu_device", "gpu_device"), ("cooling_down", "cooling_down")):  # fmt: skip
+        m = re.search(rf"^{key} = (-?\d+)", text, re.M)
+        if m:
+            out[field] = int(m.group(1))
+    return out
+
+
 def native_command(
-    tool: str, tool_path: str, artifact: str, iterations: int, warmup: int, threads: int, precision: str
+    tool: str,
+    tool_path: str,
+    artifact: str,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    precision: str,
+    shape: str | None = None,
 ) -> list[str]:
-    """The argument list that runs ``tool`` on ``artifact`` (device paths). Raises :class:`ConfigError`."""
+    """The argument list that runs ``tool`` on ``artifact`` (device paths; ``shape``: benchncnn's ``[W,H,C]``).
+
+    Raises :class:`ConfigError` for a tool without a command here (``mnn-runner`` is driven like the runner)."""
     if tool == "mnn-benchmark":
         folder = artifact.rsplit("/", 1)[0] or "."
         prec = "1" if precision == "fp32" else "2"  # 1 = Precision_High (fp32), 2 = Precision_Low (fp16 where fast)
@@ -131,6 +195,13 @@ def native_command(
         ]  # fmt: skip
     if tool == "onnxruntime_perf_test":
         return [tool_path, "-e", "cpu", "-m", "times", "-r", str(iterations), "-x", str(threads), "-I", artifact]
+    if tool == "benchncnn":
+        folder, _, name = artifact.rpartition("/")
+        # benchncnn reads the .param from its working directory: cd there first (arguments passed positionally)
+        return [
+            "sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", folder or ".", tool_path, str(iterations),
+            str(threads), "0", "-1", "0", f"param={name}", *([f"shape={shape}"] if shape else []),
+        ]  # fmt: skip
     raise ConfigError(f"unknown native tool {tool!r}")
 
 
@@ -144,16 +215,20 @@ def run_native(
     threads: int,
     precision: str,
     prefix: list[str],
+    input_shape: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run a native tool on the device and parse its output.
+    """Run a native tool on the device and parse its output (``input_shape``: NCHW, for benchncnn's ``shape=``).
 
     Returns the parsed statistics plus ``samples_ms`` (empty), ``warnings`` and ``stdout`` (the tool's output).
     Raises :class:`RemoteCommandError` when the tool fails or prints nothing parseable.
     """
     argv = [
         *prefix,
-        *native_command(tool, profile.native_tools[tool], artifact, iterations, warmup, threads, precision),
-    ]
+        *native_command(
+            tool, profile.native_tools[tool], artifact, iterations, warmup, threads, precision,
+            f"[{input_shape[3]},{input_shape[2]},{input_shape[1]}]" if input_shape and len(input_shape) == 4 else None,
+        ),
+    ]  # fmt: skip
     r = transport.run(argv, timeout=3600, check=False)
     text = r.stdout + "\n" + r.stderr
     if r.exit_status != 0:
@@ -163,6 +238,8 @@ def run_native(
             stats = parse_mnn_benchmark(text, artifact.rsplit("/", 1)[-1])
         elif tool == "tflite-benchmark_model":
             stats = parse_tflite_benchmark(text)
+        elif tool == "benchncnn":
+            stats = parse_benchncnn(text, artifact.rsplit("/", 1)[-1].removesuffix(".param"))
         else:
             stats = parse_ort_perf_test(text)
     except ValueError as e:

@@ -35,13 +35,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgedeploy import registry
 from edgedeploy._paths import find_yaml_files, load_yaml_config
+from edgedeploy.devices.native import TOOL_FORMAT_RUNTIME
 from edgedeploy.errors import ConfigError, UnknownDeviceError
 
 #: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`), read from the
 #: registry (``RuntimeSpec.device_name``).
 PYTHON_RUNTIMES = tuple(registry.device_runtime_names())
-#: Native tools whose output :mod:`edgedeploy.devices.native` parses.
-NATIVE_TOOLS = ("mnn-benchmark", "tflite-benchmark_model", "onnxruntime_perf_test")
+#: Native tools :mod:`edgedeploy.devices.native` runs: benchmark tools whose output it parses, and ``mnn-runner``
+#: (edgedeploy's own static MNN runner, driven like the Python runner).
+NATIVE_TOOLS = tuple(TOOL_FORMAT_RUNTIME)
+#: Native tools that speak the Python runner's protocol (raw samples, board-side parity), with the runtime they run.
+RUNNER_TOOLS = {"mnn-runner": "mnn"}
 
 DEFAULT_WORKDIR = {"local": "~/.cache/edgedeploy/device", "ssh": "/tmp/edgedeploy", "adb": "/data/local/tmp/edgedeploy"}
 
@@ -96,7 +100,11 @@ class DeviceProfile(BaseModel):
     adb_port: int = Field(5037, ge=1, le=65535, description="port of the adb server")
     # what runs there
     workdir: str | None = Field(None, description="folder on the device for runner, artifacts and locks")
-    python: str = Field("python3", description="Python interpreter on the device (for the stdlib-only runner)")
+    python: str | None = Field(
+        "python3",
+        description="Python interpreter on the device (for the stdlib-only runner); null: none (Android boards: "
+        "the glibc armv7l / aarch64 wheels cannot load on bionic), native tools only",
+    )
     clusters: list[Cluster] = Field(default_factory=list)
     core_mask: str | None = Field(None, description="taskset mask in hex, e.g. 0xf0; default: the fastest cluster")
     runtimes: list[str] = Field(default_factory=list, description="Python runtimes present; default: probe all")

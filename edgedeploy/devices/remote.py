@@ -31,7 +31,7 @@ from edgedeploy._util import sha256_file
 from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
-from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, DeviceProfile
+from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
 from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
 from edgedeploy.devices.transport import Transport, connect
 from edgedeploy.errors import (
@@ -163,11 +163,14 @@ def probe_device(transport: Transport, profile: DeviceProfile) -> dict[str, Any]
     Raises :class:`RemoteCommandError` when the device's Python cannot run it.
     """
     workdir = transport.expand_path(profile.workdir or ".")
-    runner = push_runner(transport, workdir)
-    r = transport.run([profile.python, runner, "--probe"], timeout=300)
-    _, res = _parse_runner_output(r.stdout)
-    if res is None:
-        raise RemoteCommandError(f"{profile.python} {runner} --probe", r.exit_status, r.stderr or r.stdout)
+    if profile.python is None:  # native tools only
+        res = {"python": None, "runtimes": {}, "errors": {}, "arch": read_device_state(transport).get("arch")}
+    else:
+        runner = push_runner(transport, workdir)
+        r = transport.run([profile.python, runner, "--probe"], timeout=300)
+        _, res = _parse_runner_output(r.stdout)
+        if res is None:
+            raise RemoteCommandError(f"{profile.python} {runner} --probe", r.exit_status, r.stderr or r.stdout)
     native = {}
     for tool, path in profile.native_tools.items():
         native[tool] = path if transport.sh(f"[ -x {shlex.quote(path)} ]", check=False, timeout=60).ok else None
@@ -196,7 +199,9 @@ def bench_on_device(
     after ``warmup`` warm-up runs at ``threads`` threads (``None``: one per pinned core, else one per online
     core); ``input_shape`` NCHW (the model's own static shape wins where the runtime knows it).
     Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool, default True), ``state_every``
-    (iterations between frequency readings, default 10), ``timeout_s`` (per run, default 3600), ``git_commit``.
+    (iterations between frequency readings, default 10), ``timeout_s`` (per run, default 3600), ``git_commit``,
+    ``parity`` (a :class:`~edgedeploy.devices.board_parity.ParityRequest`: the runner also runs the reference inputs
+    and the result carries ``board_parity``, the verdict of the board's outputs against PyTorch fp32).
 
     Raises :class:`ConfigError` (bad numbers, missing artifact), :class:`UnknownRuntimeError`,
     :class:`DeviceBusyError`, :class:`DeviceUnreachableError`, :class:`DeviceAuthError`,
@@ -223,6 +228,11 @@ def bench_on_device(
             raise UnknownRuntimeError(
                 runtime, [*registry.device_runtime_names(), *(f"native:{t}" for t in profile.native_tools)]
             ) from None
+    if native_tool is None and profile.python is None:
+        raise ConfigError(
+            f"{profile.name} has no Python (python: null in its profile): use a native tool, "
+            f"--runtime {' or '.join(f'native:{t}' for t in profile.native_tools) or 'native:TOOL'}"
+        )
     files = [artifact, *side_files(artifact)]
     for f in files[1:]:
         if not f.is_file():
@@ -271,7 +281,21 @@ def _bench(
         t0 = time.monotonic()
         remote_files, pushed = push_cached(transport, files, f"{workdir}/artifacts/{digest}")
         push_s = time.monotonic() - t0
-        runner_path = push_runner(transport, workdir) if py_runtime else None
+        # the runner: the Python script with the device's python, or a native tool speaking its protocol
+        if native_tool in RUNNER_TOOLS:
+            runner_cmd, runner_rt = [profile.native_tools[native_tool]], RUNNER_TOOLS[native_tool]
+        elif py_runtime:
+            runner_cmd, runner_rt = [profile.python or "python3", push_runner(transport, workdir)], py_runtime
+        else:
+            runner_cmd, runner_rt = [], ""
+        parity_req = options.get("parity")
+        if parity_req is not None and runner_cmd:
+            from edgedeploy.devices.board_parity import push_inputs
+
+            options["_parity_dirs"] = (
+                push_inputs(transport, parity_req, workdir),
+                f"{workdir}/runs/{uuid.uuid4().hex}",
+            )
         before = _cool_down(transport, profile, warnings)
         mask = options.get("core_mask") or profile.pin_mask
         if mask is None:
@@ -292,17 +316,18 @@ def _bench(
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []
         with _fixed_performance(transport, profile, warnings) as fixed_perf:
-            if native_tool is not None:
+            if not runner_cmd:
                 from edgedeploy.devices.native import run_native
 
                 run = run_native(
-                    transport, profile, native_tool, remote_files[0], iterations, warmup, threads, precision, prefix
-                )
+                    transport, profile, native_tool or "", remote_files[0], iterations, warmup, threads, precision,
+                    prefix, input_shape,
+                )  # fmt: skip
                 samples, res, status = run["samples_ms"], run, "complete"
                 warnings.extend(run.get("warnings", []))
             else:
                 samples, res, status = _run_with_retries(
-                    transport, profile, runner_path or "", remote_files[0], py_runtime or "", iterations, warmup,
+                    transport, profile, runner_cmd, remote_files[0], runner_rt, iterations, warmup,
                     threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
                 )  # fmt: skip
         after = read_device_state(transport)
@@ -345,7 +370,14 @@ def _bench(
     extra: dict[str, Any] = {}
     if res and "output" in res:
         extra["output_summary"] = res["output"]
-    if native_tool is not None:
+    if res and res.get("repeat_identical") is False:
+        warnings.append(
+            "the same input gave different outputs on the first and the last run: the runtime does not compute the "
+            f"same thing on repeated runs (output sum {res['output']['sum']:.6g} then {res['output_last']['sum']:.6g})"
+        )
+    if parity_req is not None:
+        extra["board_parity"] = _board_parity(transport, parity_req, res, runner_rt, native_tool, arch, options)
+    if native_tool is not None and not runner_cmd:
         extra["native"] = {k: v for k, v in res.items() if k not in ("samples_ms", "warnings")}
         # no raw samples from these tools: carry the statistics they printed (see edgedeploy.devices.native)
         for k in ("median_ms", "mean_ms", "p90_ms", "p99_ms", "std_ms", "min_ms", "max_ms"):
@@ -375,10 +407,35 @@ def _bench(
     )
 
 
+def _board_parity(
+    transport: Transport,
+    request: Any,
+    res: dict[str, Any] | None,
+    py_runtime: str | None,
+    native_tool: str | None,
+    arch: str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Pull the board's parity outputs and compare them with the reference (see board_parity)."""
+    from edgedeploy.devices.board_parity import collect
+    from edgedeploy.export.parity import ParityReport
+
+    dirs = options.get("_parity_dirs")
+    if dirs is None:
+        report = ParityReport.not_run(
+            f"native tool {native_tool} prints no outputs; board-side parity needs the runner"
+        )
+        report.runtime = native_tool
+        return report.to_dict()
+    tool = f" (native:{native_tool})" if native_tool else ""
+    label = f"{py_runtime} {(res or {}).get('runtime_version', '?')}{tool} on {arch}"
+    return collect(transport, request, dirs[1], list((res or {}).get("parity_outputs") or []), label).to_dict()
+
+
 def _run_with_retries(
     transport: Transport,
     profile: DeviceProfile,
-    runner_path: str,
+    runner_cmd: list[str],
     remote_artifact: str,
     runtime: str,
     iterations: int,
@@ -404,11 +461,13 @@ def _run_with_retries(
         remaining = iterations - len(kept)
         progress = f"{workdir}/runs/{uuid.uuid4().hex}.samples"
         argv = [
-            *prefix, profile.python, runner_path, "--artifact", remote_artifact, "--runtime", runtime,
+            *prefix, *runner_cmd, "--artifact", remote_artifact, "--runtime", runtime,
             "--iterations", str(remaining), "--warmup", str(warmup), "--threads", str(threads),
             "--precision", precision, "--input-shape", ",".join(str(d) for d in input_shape),
             "--progress", progress, "--state-every", str(int(options.get("state_every", 10))),
         ]  # fmt: skip
+        if options.get("_parity_dirs") and last is None:  # board-side parity: in the first complete runner process
+            argv += ["--parity-inputs", options["_parity_dirs"][0], "--parity-outputs", options["_parity_dirs"][1]]
         try:
             r = transport.run(argv, timeout=timeout, check=False)
         except ConnectionDroppedError as e:
@@ -434,6 +493,8 @@ def _run_with_retries(
         if res is None:
             raise RemoteCommandError(shlex.join(argv), r.exit_status, "runner printed no RESULT line: " + r.stderr)
         kept.extend(res["samples_ms"])
+        if last is not None and "parity_outputs" in last:
+            res["parity_outputs"] = last["parity_outputs"]
         last = res
         transport.run(["rm", "-f", progress], check=False, timeout=60)
     if status == "partial" and len(kept) >= iterations:

@@ -8,6 +8,16 @@ one line ``RESULT {json}`` at the end. Each timed sample is also printed at once
 ``--progress FILE`` (flushed), so samples survive a dropped connection. Every ``--state-every`` iterations the
 current frequency of the CPUs the process may run on is read from sysfs (outside the timed region).
 
+Before every run (warm-up and timed) the input is copied into the runtime afresh, outside the timed region: MNN
+3.6.1 overwrites the session's input tensor during ``runSession``. ``RESULT`` carries summaries of the output after
+the warm-up (``output``) and after the last timed run (``output_last``) and ``repeat_identical`` (the same input
+gave bit-identical outputs on the first and the last run).
+
+Board-side parity: ``--parity-inputs DIR`` runs each ``DIR/in-<i>.npy`` (float32, in the artifact's input layout,
+e.g. ``(1, 3, H, W)`` NCHW) once before the benchmark and writes its first output to
+``--parity-outputs DIR/out-<i>.npy`` (float32); the host pulls them and compares them with PyTorch
+(:mod:`edgedeploy.devices.board_parity`).
+
 ``--probe`` prints ``RESULT {json}`` with the machine, the Python and the runtimes importable, and exits.
 
 Exit status: 0 on success, 2 for bad arguments / unknown runtime, 3 when no runtime can load the artifact.
@@ -25,7 +35,7 @@ import time
 # (microsoft/onnxruntime#27379); the runner must never phone home from a user's board.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2
 RUNTIMES = ("onnxruntime", "mnn", "tflite", "ncnn")
 
 
@@ -92,8 +102,18 @@ def _input_array(np, shape):
     return np.linspace(-1.0, 1.0, n, dtype=np.float32).reshape(shape)
 
 
+class Model:
+    """A loaded artifact: ``feed(x)`` copies ``x`` (float32, the artifact's input layout) into the runtime's input,
+    ``infer()`` runs one inference (the only call that is timed), ``output()`` returns the first output as a
+    float32 array. ``feed`` is called before EVERY inference: MNN 3.6.1 overwrites the session's input tensor
+    during ``runSession``, so an input copied once is a different input from the second run on."""
+
+    def __init__(self, feed, infer, output, version, shape):
+        self.feed, self.infer, self.output, self.version, self.shape = feed, infer, output, version, shape
+
+
 def load(runtime, path, threads, shape, precision):
-    """Return (infer, output_fn, runtime_version, input_shape); infer() runs one inference."""
+    """Return a :class:`Model` for ``path``; ``shape`` is used where the artifact does not fix its input shape."""
     import numpy as np
 
     mod, version = _import(runtime)
@@ -105,14 +125,16 @@ def load(runtime, path, threads, shape, precision):
         inp = sess.get_inputs()[0]
         if all(isinstance(d, int) for d in inp.shape):
             shape = list(inp.shape)
-        x = _input_array(np, shape)
-        feeds = {inp.name: x}
+        feeds = {}
         box = {}
+
+        def feed(x):
+            feeds[inp.name] = np.ascontiguousarray(x, dtype=np.float32)
 
         def infer():
             box["out"] = sess.run(None, feeds)
 
-        return infer, lambda: box["out"][0], version, shape
+        return Model(feed, infer, lambda: np.asarray(box["out"][0], dtype=np.float32), version, shape)
     if runtime == "mnn":
         interp = mod.Interpreter(path)
         prec = "high" if precision == "fp32" else "low"
@@ -120,9 +142,14 @@ def load(runtime, path, threads, shape, precision):
         t_in = interp.getSessionInput(session)
         interp.resizeTensor(t_in, tuple(shape))
         interp.resizeSession(session)
-        x = _input_array(np, shape)
-        host = mod.Tensor(tuple(shape), mod.Halide_Type_Float, x, mod.Tensor_DimensionType_Caffe)
-        t_in.copyFrom(host)
+        hosts = {}  # one host tensor per distinct input array, made once (outside the timed region)
+
+        def feed(x):
+            key = id(x)
+            if key not in hosts:
+                x = np.ascontiguousarray(x, dtype=np.float32)
+                hosts[key] = (x, mod.Tensor(tuple(shape), mod.Halide_Type_Float, x, mod.Tensor_DimensionType_Caffe))
+            t_in.copyFrom(hosts[key][1])
 
         def infer():
             interp.runSession(session)
@@ -138,20 +165,30 @@ def load(runtime, path, threads, shape, precision):
             t_out.copyToHostTensor(tmp)
             return np.array(tmp.getNumpyData(), dtype=np.float32)
 
-        return infer, output, version, shape
+        return Model(feed, infer, output, version, shape)
     if runtime == "tflite":
         it = mod.Interpreter(model_path=path, num_threads=threads)
         it.allocate_tensors()
         d_in = it.get_input_details()[0]
         d_out = it.get_output_details()[0]
         shape = [int(s) for s in d_in["shape"]]
-        x = _input_array(np, shape).astype(d_in["dtype"])
-        it.set_tensor(d_in["index"], x)
 
-        def infer():
-            it.invoke()
+        def feed(x):
+            x = np.asarray(x, dtype=np.float32)
+            if d_in["dtype"] != np.float32:  # full-integer model: quantize with the input's scale / zero point
+                scale, zero = d_in["quantization"]
+                info = np.iinfo(d_in["dtype"])
+                x = np.clip(np.round(x / scale + zero), info.min, info.max)
+            it.set_tensor(d_in["index"], np.ascontiguousarray(x.astype(d_in["dtype"])))
 
-        return infer, lambda: it.get_tensor(d_out["index"]), version, shape
+        def output():
+            y = it.get_tensor(d_out["index"])
+            if d_out["dtype"] != np.float32:
+                scale, zero = d_out["quantization"]
+                return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+            return np.array(y, dtype=np.float32)
+
+        return Model(feed, it.invoke, output, version, shape)
     if runtime == "ncnn":
         net = mod.Net()
         net.opt.num_threads = threads
@@ -165,16 +202,44 @@ def load(runtime, path, threads, shape, precision):
         in_name, out_name = net.input_names()[0], net.output_names()[0]
         c, h, w = shape[-3], shape[-2], shape[-1]
         mat = mod.Mat(w, h, c)  # ncnn-owned memory (wrapping numpy memory is unsafe on armv7l)
-        np.array(mat, copy=False)[...] = _input_array(np, [c, h, w])
+        view = np.array(mat, copy=False)
         box = {}
+
+        def feed(x):
+            view[...] = np.asarray(x, dtype=np.float32).reshape(c, h, w)
 
         def infer():
             ex = net.create_extractor()
             ex.input(in_name, mat)
             box["out"] = ex.extract(out_name)[1]
 
-        return infer, lambda: np.array(box["out"]).reshape(1, -1), version, shape
+        return Model(feed, infer, lambda: np.array(box["out"], dtype=np.float32).reshape(1, -1), version, shape)
     raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def _summary(out):
+    flat = out.reshape(-1)
+    return {"shape": list(out.shape), "sum": float(flat.sum()), "head": [float(v) for v in flat[:5]]}
+
+
+def run_parity_inputs(np, model, in_dir, out_dir):
+    """Run ``in_dir/in-0.npy``, ``in-1.npy``, … (float32, the artifact's input layout) once each and write the first
+    output to ``out_dir/out-<i>.npy``; returns the file names written, in input order. The folder is not listed
+    (under qemu-user a 32-bit ``readdir`` on ext4 can return nothing): files are opened by index until one is
+    missing."""
+    if not os.path.isdir(out_dir):
+        os.makedirs(out_dir)
+    written = []
+    for i in range(10000):
+        src = os.path.join(in_dir, f"in-{i}.npy")
+        if not os.path.isfile(src):
+            break
+        model.feed(np.load(src))
+        model.infer()
+        name = f"out-{i}.npy"
+        np.save(os.path.join(out_dir, name), model.output())
+        written.append(name)
+    return written
 
 
 def _allowed_cpus():
@@ -207,6 +272,8 @@ def main(argv=None):
     ap.add_argument("--input-shape", default="1,3,224,224")
     ap.add_argument("--progress")
     ap.add_argument("--state-every", type=int, default=10)
+    ap.add_argument("--parity-inputs", help="folder of in-<i>.npy inputs to run once each (board-side parity)")
+    ap.add_argument("--parity-outputs", help="folder to write out-<i>.npy (the first output of each input) into")
     a = ap.parse_args(argv)
     if a.probe:
         print("RESULT " + json.dumps(probe()), flush=True)
@@ -221,31 +288,43 @@ def main(argv=None):
     shape = [int(s) for s in a.input_shape.split(",") if s]
     try:
         t0 = time.perf_counter_ns()
-        infer, output, version, shape = load(runtime, a.artifact, a.threads, shape, a.precision)
+        model = load(runtime, a.artifact, a.threads, shape, a.precision)
         load_ms = (time.perf_counter_ns() - t0) / 1e6
     except Exception as e:  # noqa: BLE001 - report any load failure as one line
         print(f"runner: {runtime} cannot load {a.artifact}: {type(e).__name__}: {e}", file=sys.stderr)
         return 3
+    import numpy as np
+
+    shape = model.shape
+    parity_files = []
+    if a.parity_inputs:
+        if not a.parity_outputs:
+            print("runner: --parity-inputs needs --parity-outputs", file=sys.stderr)
+            return 2
+        parity_files = run_parity_inputs(np, model, a.parity_inputs, a.parity_outputs)
+    x = _input_array(np, shape)
     cpus = _allowed_cpus()
     clock = time.perf_counter_ns
+    model.feed(x)
     t0 = clock()
-    infer()
+    model.infer()
     first_ms = (clock() - t0) / 1e6
+    first = model.output()
     warm = []
     for _ in range(a.warmup):
+        model.feed(x)  # a fresh input before every run, outside the timed region
         t0 = clock()
-        infer()
+        model.infer()
         warm.append((clock() - t0) / 1e6)
-    out = output()
-    flat = out.reshape(-1)
-    summary = {"shape": list(out.shape), "sum": float(flat.sum()), "head": [float(v) for v in flat[:5]]}
+    summary = _summary(model.output())
     progress = open(a.progress, "a") if a.progress else None
     samples, trace = [], []
     for i in range(a.iterations):
         if a.state_every > 0 and i % a.state_every == 0:
             trace.append({"i": i, "t": time.monotonic(), "freq_khz": read_freqs(cpus)})
+        model.feed(x)
         t0 = clock()
-        infer()
+        model.infer()
         t1 = clock()
         ms = (t1 - t0) / 1e6
         samples.append(ms)
@@ -257,10 +336,11 @@ def main(argv=None):
     trace.append({"i": a.iterations, "t": time.monotonic(), "freq_khz": read_freqs(cpus)})
     if progress is not None:
         progress.close()
+    last = model.output()
     result = {
         "runner_version": RUNNER_VERSION,
         "runtime": runtime,
-        "runtime_version": version,
+        "runtime_version": model.version,
         "arch": platform.machine(),
         "python": platform.python_version(),
         "kernel": platform.release(),
@@ -273,6 +353,10 @@ def main(argv=None):
         "warmup_ms": warm,
         "samples_ms": samples,
         "output": summary,
+        "output_last": _summary(last),
+        # the same input gave bit-identical outputs on the first and on the last timed run
+        "repeat_identical": bool(np.array_equal(first, last)),
+        "parity_outputs": parity_files,
         "freq_trace": trace,
     }
     print("RESULT " + json.dumps(result), flush=True)

@@ -95,11 +95,22 @@ def check_artifact(
 @click.option("--bisect/--no-bisect", "bisect", default=None, help="Bisect even when parity passes / never bisect.")
 @click.option("--tolerance", type=float, default=None, help="Bisection: max normwise relative error per module.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--device", default=None, help="Run the parity inputs on this device (profile name or YAML path) and "
+              "compare its outputs with PyTorch fp32 on this machine (no bisection).")  # fmt: skip
+@click.option("--runtime", default=None, help="--device: runtime on the board (default: the format's).")
 def parity_cmd(
-    artifact: str, model: str | None, weights: str | None, bisect: bool | None, tolerance: float | None, as_json: bool
-) -> None:
-    """Check ARTIFACT against PyTorch; when the gate fails, bisect it and name the first module that drifts."""
+    artifact: str, model: str | None, weights: str | None, bisect: bool | None, tolerance: float | None, as_json: bool,
+    device: str | None, runtime: str | None,
+) -> None:  # fmt: skip
+    """Check ARTIFACT against PyTorch; when the gate fails, bisect it and name the first module that drifts.
+
+    With --device, the board computes the outputs (edgedeploy.devices.board_parity). Exit 1 when parity fails.
+    """
     import sys
+
+    if device is not None and device != "local":
+        _parity_on_device(artifact, device, runtime, model, weights, as_json)
+        return
 
     from rich.console import Console
     from rich.table import Table
@@ -137,4 +148,33 @@ def parity_cmd(
         elif res["bisect_error"]:
             err.print(f"[yellow]not bisected:[/] {res['bisect_error']}")
     if p.status == "failed":
+        sys.exit(1)
+
+
+def _parity_on_device(
+    artifact: str, device: str, runtime: str | None, model: str | None, weights: str | None, as_json: bool
+) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from edgedeploy.devices.board_parity import parity_on_device, summary_line, verdict_line
+    from edgedeploy.devices.profile import load_profile
+
+    err = Console(stderr=True, highlight=False)
+    profile = load_profile(device)
+    with err.status(f"checking {artifact} on {profile.name}"):
+        res = parity_on_device(profile, artifact, runtime, model, weights)
+    bp = res.board_parity  # type: ignore[attr-defined]
+    if as_json:
+        out = {"artifact": str(artifact), "model": res.model, "format": res.format, "precision": res.precision,
+               "device": res.device, "arch": res.env.get("arch"), "runtime": res.runtime, "parity": bp}  # fmt: skip
+        click.echo(json.dumps(out, indent=2))
+    else:
+        Console().print(f"{res.model} · {res.format} {res.precision} · {res.device} ({res.env.get('arch')}): "
+                        f"{escape(summary_line(bp))}")  # fmt: skip
+    line = verdict_line(res)
+    if line:
+        err.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
         sys.exit(1)

@@ -84,7 +84,9 @@ def torch_to_onnx(
         m = _UNSUPPORTED.search(text)
         if m:
             op = m.group("op1") or m.group("op2")
-            raise UnsupportedOpError(f"ONNX export at opset {opset} failed: {op} is not supported", op=op) from e
+            node = torch_node_of(module, example, op)
+            raise UnsupportedOpError(f"ONNX export at opset {opset} failed: {op} is not supported", op=op,
+                                     node=node) from e  # fmt: skip
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ExportError(f"ONNX export at opset {opset} failed: {first}") from e
     model = onnx.load(str(out_path))
@@ -113,6 +115,26 @@ def torch_to_onnx(
         output_names=[o.name for o in model.graph.output],
         notes=notes,
     )
+
+
+def torch_node_of(module: nn.Module, example: torch.Tensor, op: str | None) -> str | None:
+    """Where ``op`` (``aten::fft_rfft2``) is called in ``module``: ``"<module path> (<file>:<line>)"``, found on a
+    ``torch.jit.trace`` of the module (the exporter names the op, not the node); None when it cannot tell."""
+    if not op or "::" not in op:
+        return None
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), captured_fd_output():
+            warnings.simplefilter("ignore")
+            graph = torch.jit.trace(module, (example,), check_trace=False, strict=False).inlined_graph
+    except Exception:  # noqa: BLE001 - a best-effort hint for the error message
+        return None
+    for n in graph.nodes():
+        if n.kind() == op:
+            scope = n.scopeName().split("/")[-1].removeprefix("__module.") or "<top level>"
+            where = n.sourceRange().strip().splitlines()[0] if n.sourceRange().strip() else ""
+            loc = re.match(r"(?P<file>\S+)\((?P<line>\d+)\)", where)
+            return f"{scope} ({Path(loc['file']).name}:{loc['line']})" if loc else scope
+    return None
 
 
 def onnx_op_census(path: Path) -> dict[str, int]:

@@ -6,13 +6,16 @@
 # The user namespace maps uids/gids 0-65535 one to one (so dpkg's chown and sshd's privilege separation work),
 # binfmt_misc is mounted inside it (kernel >= 6.7: one instance per user namespace) and the qemu-user handler
 # registered there with the F flag. Nothing global changes: the host's binfmt_misc, /run and mounts are untouched.
+# QEMU_CPU (read by qemu-user from the environment) is exported per board unless already set: cortex-a15 for armhf
+# (the closest model to the RK3288's Cortex-A17, which qemu lacks), cortex-a72 for arm64 (Raspberry Pi 4). sshd
+# clears the environment of its sessions: tests/testbed/sshd.py passes it on with SetEnv.
 # Needs root (writing the id maps of a child namespace) and qemu-user-static.
 set -euo pipefail
 ARCH=${1:?usage: armns.sh ARCH CMD [ARGS...]}; shift
 case "$ARCH" in
-  armhf) QEMU=/usr/bin/qemu-arm-static
+  armhf) QEMU=/usr/bin/qemu-arm-static; export QEMU_CPU=${QEMU_CPU:-cortex-a15}
          MAGIC='\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x28\x00' ;;
-  arm64) QEMU=/usr/bin/qemu-aarch64-static
+  arm64) QEMU=/usr/bin/qemu-aarch64-static; export QEMU_CPU=${QEMU_CPU:-cortex-a72}
          MAGIC='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00' ;;
   none)  QEMU= ; MAGIC= ;;
   *) echo "armns.sh: unsupported ARCH '$ARCH'" >&2; exit 2 ;;

@@ -3,10 +3,13 @@
 #
 # Usage: tests/testbed/build_rootfs.sh ARCH CACHE_DIR     (ARCH: armhf | arm64)
 #
-# Produces CACHE_DIR/rootfs-bookworm-ARCH.tar.zst (python3 + python3-numpy, about 65 MB) and
-# CACHE_DIR/wheels-ARCH/ (runtime wheels for the board: ncnn and tflite-runtime on armhf, onnxruntime on arm64,
-# downloaded on the host with `pip download --platform ... --only-binary=:all:`). Both are reused when present,
-# so a second call costs nothing. Needs root, debootstrap, qemu-user-static, zstd and the Debian mirror.
+# Produces CACHE_DIR/rootfs-bookworm-ARCH.tar.zst (python3 + python3-numpy 1.24, about 45 MB) and
+# CACHE_DIR/wheels-ARCH/ (runtime wheels for the board, downloaded on the host with
+# `pip download --platform ... --only-binary=:all:`): ncnn and tflite-runtime 2.14 on armhf (PyPI has no armv7l
+# wheel of onnxruntime, MNN or ai-edge-litert); onnxruntime 1.32, MNN 3.6.1, ai-edge-litert 2.3, tflite-runtime 2.14
+# and ncnn on arm64. The tests install the wheels into their copy of the rootfs with `pip install --no-deps
+# --target` (tests/testbed/board.py). Both are reused when present, so a second call costs nothing.
+# Needs root, debootstrap, qemu-user-static, zstd and the Debian mirror.
 #
 # Emulation is set up without touching global state (tests/testbed/armns.sh): binfmt_misc is mounted inside a
 # private user namespace (kernel >= 6.7 gives each one its own binfmt_misc) and the qemu handler registered there.
@@ -25,9 +28,15 @@ apt_mirror() {
 MIRROR=${EDGEDEPLOY_DEBIAN_MIRROR:-$(apt_mirror)}
 [ -n "$MIRROR" ] || { echo "no Debian mirror found in /etc/apt; set EDGEDEPLOY_DEBIAN_MIRROR" >&2; exit 2; }
 
+# Wheels are looked up with every manylinux tag up to 2_36 (bookworm has glibc 2.36): `manylinux2014_armv7l` alone
+# finds nothing for armv7l. Versions as in TOOLCHAIN_NOTES ("ARM boards"); all run with numpy 1.24 / CPython 3.11.
+tags() { local a=$1 v; for v in 17 24 27 28 31 34 35 36; do printf -- '--platform manylinux_2_%s_%s ' "$v" "$a"; done
+         printf -- '--platform manylinux2014_%s --platform linux_%s' "$a" "$a"; }
 case "$ARCH" in
-  armhf) QEMU=/usr/bin/qemu-arm-static; PLAT=(--platform manylinux_2_17_armv7l --platform manylinux2014_armv7l --platform linux_armv7l --platform manylinux_2_34_armv7l --platform manylinux_2_28_armv7l --platform manylinux_2_31_armv7l --platform manylinux_2_35_armv7l); WHEELS=(ncnn tflite-runtime==2.14.0) ;;
-  arm64) QEMU=/usr/bin/qemu-aarch64-static; PLAT=(--platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 --platform manylinux_2_27_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_34_aarch64); WHEELS=(onnxruntime==1.31.1) ;;
+  armhf) QEMU=/usr/bin/qemu-arm-static; read -r -a PLAT <<< "$(tags armv7l)"
+         WHEELS=(ncnn==1.0.20261020 tflite-runtime==2.14.0) ;;
+  arm64) QEMU=/usr/bin/qemu-aarch64-static; read -r -a PLAT <<< "$(tags aarch64)"
+         WHEELS=(onnxruntime==1.32.0 MNN==3.6.1 ai-edge-litert==2.3.0 tflite-runtime==2.14.0 ncnn==1.0.20261020) ;;
   *) echo "unsupported ARCH '$ARCH' (armhf or arm64)" >&2; exit 2 ;;
 esac
 
@@ -39,13 +48,14 @@ TARBALL="$CACHE/rootfs-$SUITE-$ARCH.tar.zst"
 WHEELDIR="$CACHE/wheels-$ARCH"
 
 # 1. runtime wheels, downloaded on the host for the board's platform (Debian bookworm: CPython 3.11, numpy 1.24)
-if [ ! -f "$WHEELDIR/.complete" ]; then
+# (.complete records the wheel list: a changed list downloads again)
+if [ "$(cat "$WHEELDIR/.complete" 2>/dev/null)" != "${WHEELS[*]}" ]; then
   rm -rf "$WHEELDIR"; mkdir -p "$WHEELDIR"
   for w in "${WHEELS[@]}"; do
     python3 -m pip download --quiet --no-deps --only-binary=:all: "${PLAT[@]}" --python-version 3.11 \
       --implementation cp --abi cp311 -d "$WHEELDIR" "$w"
   done
-  touch "$WHEELDIR/.complete"
+  echo "${WHEELS[*]}" > "$WHEELDIR/.complete"
 fi
 
 if [ -f "$TARBALL" ]; then

@@ -20,6 +20,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SSHD = "/usr/sbin/sshd"
+# qemu-user CPU model per emulated board: Cortex-A15 is the closest to the RK3288's A17 (qemu has no A17);
+# Cortex-A72 is the Raspberry Pi 4's core
+QEMU_CPU = {"armhf": "cortex-a15", "arm64": "cortex-a72"}
 
 
 def skip_reason() -> str | None:
@@ -87,6 +90,8 @@ class SSHServer:
         board = "/mnt/edgedeploy-board"
         if self.rootfs is not None:
             cfg.append(f"ChrootDirectory {board}")
+            # sshd gives its sessions a clean environment: pass qemu-user the board's CPU model (armns.sh's default)
+            cfg.append(f"SetEnv QEMU_CPU={QEMU_CPU.get(self.arch or 'armhf', 'max')}")
         config = self.tmp / "sshd_config"
         config.write_text("\n".join(cfg) + "\n")
         inner = "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -m 755 /run/sshd"
