@@ -211,7 +211,7 @@ def _malformed(tmp: Path, suffix: str) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.parametrize("suffix", [".onnx", ".mnn", ".tflite"])
+@pytest.mark.parametrize("suffix", [".onnx", ".mnn", ".tflite", ".param"])
 def test_bench_and_parity_of_malformed_artifacts(tmp_path: Path, suffix: str) -> None:
     for kind, f in _malformed(tmp_path, suffix).items():
         for cmd in (["bench", str(f), "--iterations", "2"], ["parity", str(f), "--model", "mobilevit_xxs"]):

@@ -24,8 +24,9 @@ A layer file registers a rewrite with::
     @register_lowering(MyBlock)
     def lower_my_block(module: MyBlock, input_shape: tuple[int, ...], target: str) -> nn.Module: ...
 
-``target`` is the export format ("onnx", "mnn", "tflite", "coreml"); a rewrite may return ``module`` itself
-when it has nothing to do for that target. ``register_lowering`` and ``LOWERINGS`` are importable from here too
+``target`` is the export format, a name of :func:`edgedeploy.registry.format_names` (:data:`TARGETS`: "onnx",
+"mnn", "tflite", "coreml", "ncnn" and any plug-in format); a rewrite may return ``module`` itself when it has
+nothing to do for that target. ``register_lowering`` and ``LOWERINGS`` are importable from here too
 (they live in :mod:`edgedeploy.nn.rewrites`, so that ``edgedeploy.nn`` does not import ``edgedeploy.export``).
 """
 
@@ -39,14 +40,22 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from edgedeploy.errors import ExportError
+from edgedeploy import registry
+from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export import generic
 from edgedeploy.nn.rewrites import LOWERINGS, Rewrite, register_lowering
 
 __all__ = ["LOWERINGS", "TARGETS", "LoweringCheck", "Rewrite", "lower", "lowering_report", "register_lowering",
            "verify_lowering"]  # fmt: skip
 
-TARGETS = ("onnx", "mnn", "tflite", "coreml")
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``TARGETS``: the registered formats, read from the registry on each access (plug-ins included)."""
+    if name == "TARGETS":
+        return tuple(registry.format_names())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: a stage of the lowering must not change outputs by more than this (max abs, fp32)
 STAGE_TOLERANCE = 1e-4
 _REPORT_ATTR = "_edgedeploy_lowering"
@@ -107,8 +116,11 @@ def lower(model: nn.Module, example: torch.Tensor, target: str = "onnx") -> tupl
     ``rewritten_module_names`` lists the modules replaced by registered rewrites, then those replaced by a generic
     pass (``"<model>"`` when the whole model was rewritten as one graph).
     :func:`lowering_report` on the returned module gives what each stage did and its check. Raises
-    :class:`ExportError` when a generic pass changes the outputs (an edgedeploy bug).
+    :class:`ExportError` when a generic pass changes the outputs (an edgedeploy bug); :class:`ConfigError` when
+    ``target`` is no registered format.
     """
+    if target not in registry.format_names():
+        raise ConfigError(f"lowering target {target!r} is no format (known: {', '.join(registry.format_names())})")
     lowered = copy.deepcopy(model).eval()
     rewritten, registered = _registered(lowered, example, target)
     report: dict[str, Any] = {"registered": registered, "passes": [], "notes": []}

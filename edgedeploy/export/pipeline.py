@@ -343,7 +343,8 @@ def export_model(
             precision=precision,
             artifact=path.name,
             sha256=sha256_file(path),
-            size_bytes=path_size(path),
+            size_bytes=path_size(path)
+            + sum(path_size(path.with_name(n)) for n in exported.extra.get("side_files", {})),
             input=TensorSpec(
                 name=exported.input_name,
                 shape=exported.input_shape or list(shape),
