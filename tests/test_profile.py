@@ -232,7 +232,7 @@ def test_every_family_puts_90_percent_of_op_time_on_named_modules(model: str) ->
     from edgedeploy.zoo import build_model
 
     names = {n for n, _ in build_model(model).named_modules()}
-    profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=5, warmup=1, threads=1)
+    profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=10, warmup=2, threads=1)
     for p in profiles:
         assert p.sourcemap == "export", p.runtime
         assert p.attributed_share >= 0.90, (p.runtime, sorted((o.ms, o.name) for o in p.ops if not o.module)[-5:])
