@@ -45,7 +45,7 @@ from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export import generic
 from edgedeploy.nn.rewrites import LOWERINGS, Rewrite, register_lowering
 
-__all__ = ["LOWERINGS", "TARGETS", "LoweringCheck", "Rewrite", "lower", "lowering_report", "register_lowering",
+__all__ = ["LOWERINGS", "LoweringCheck", "Rewrite", "lower", "lowering_report", "register_lowering",
            "verify_lowering"]  # fmt: skip
 
 
