@@ -46,10 +46,10 @@ class Toy(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU())
         self.stages = nn.Sequential(Block(8), Block(8))
-        self.head = nn.Linear(8, 10)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)).mean((2, 3)))
+        return self.head(self.stages(self.stem(x)))
 
 
 class FusedBlock(nn.Module):
@@ -75,7 +75,7 @@ def test_scope_names_of_the_torchscript_exporter_resolve_to_module_paths() -> No
     assert scope_module("/stages/stages.1/conv2/Conv", PATHS) == "stages.1.conv2"
     assert scope_module("/stem/stem.0/Conv_output_0", PATHS) == "stem.0"
     assert scope_module("/stages/stages.0/Add", PATHS) == "stages.0"
-    assert scope_module("/ReduceMean", PATHS) == ""  # the root module's own forward
+    assert scope_module("/ReduceMean", PATHS) == ""  # an op of the root module's own forward
     assert scope_module("/nothere/Conv", PATHS) == ""
     assert scope_module("ConvolutionDepthwise46", PATHS) is None
     props = {"pkg.torch.onnx.name_scopes": "['', 'stages', 'stages.1', 'stages.1.conv1', 'conv2d_3']"}
@@ -132,7 +132,7 @@ def test_both_onnx_exporters_map_every_conv_to_its_module_through_onnxsim(tmp_pa
     assert convs == ["stages.0.conv1", "stages.0.conv2", "stages.1.conv1", "stages.1.conv2", stem]
     assert all(v is not None for v in tables["nodes"].values())
     gemm = [tables["nodes"][n.name] for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-    assert gemm and all(g == "head" for g in gemm)
+    assert gemm and all(g == "head.2" for g in gemm)
 
 
 def test_lowered_modules_map_to_the_original_path_and_mnn_ops_are_placed(tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_every_family_puts_90_percent_of_op_time_on_named_modules(model: str) ->
     from edgedeploy.zoo import build_model
 
     names = {n for n, _ in build_model(model).named_modules()}
-    profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=5, warmup=1, threads=1)
+    profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=10, warmup=2, threads=1)
     for p in profiles:
         assert p.sourcemap == "export", p.runtime
         assert p.attributed_share >= 0.90, (p.runtime, sorted((o.ms, o.name) for o in p.ops if not o.module)[-5:])
