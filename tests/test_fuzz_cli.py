@@ -172,7 +172,7 @@ def test_threads_against_cores() -> None:
     "args",
     [
         ["--bogus"],
-        ["bench"],
+        ["bench", "a.onnx", "b.onnx"],  # (plain `bench` runs the default suite: issue 10)
         ["bench", "x.onnx", "--iterations", "abc"],
         ["export", "mobilevit_xxs"],
         ["export", "mobilevit_xxs", "--to", "onnx", "--precision", "fp8"],

@@ -1,7 +1,9 @@
 """The manifest: a JSON file beside every artifact (``<artifact>.json``) describing what it is and how it was made.
 
 Fields: model, format, precision, input (name, shape, layout, dtype), outputs, exporter and opset, lowering
-(mode, rewritten modules, max error of the rewrite), tool versions, sha256 and size (bytes) of the artifact,
+(mode, rewritten modules, max error of the whole rewrite; ``registered``: module rewrites; ``passes``: per generic
+pass its rewrites — module, node, was, now, shape — and check; ``notes``; see
+:func:`edgedeploy.export.lowering.lowering_report`), tool versions, sha256 and size (bytes) of the artifact,
 op census (op type → count), parity (status, passed, metrics, thresholds), the command line, timings (s).
 Formats whose artifact is several files add ``side_files`` (file name → sha256; ncnn's ``.bin``), checked with
 the artifact by :func:`read_manifest`.

@@ -27,7 +27,7 @@ Parameter counts (exact, official builders run outside the repo): EdgeViT-XXS 4,
 S 13,108,168. The paper reports 4.1M / 6.7M / 11.1M: the official ``edgevit_s`` (depth [1, 2, 5, 3], dims
 [48, 96, 240, 384]) does not build the paper's 11.1M; its MACs (1.92G fvcore) match the paper's 1.9G.
 
-Export lowering: :func:`lower_self_attn` (registered with :func:`edgedeploy.export.lowering.register_lowering`)
+Export lowering: :func:`lower_self_attn` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`)
 replaces each :class:`SelfAttn` with :class:`LoweredSelfAttn`, which uses tensors of at most 4 dimensions, static
 shapes for the recorded input, and explicit matmul + softmax.
 """
@@ -43,7 +43,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
-from edgedeploy.export.lowering import register_lowering
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 __all__ = [

@@ -47,7 +47,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
-from edgedeploy.export.lowering import register_lowering
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 __all__ = [
