@@ -40,9 +40,9 @@ def test_bench_a_zoo_ncnn_model_on_the_armhf_board_with_parity(
     pytest.importorskip("pnnx", reason="needs the [ncnn] extra")
     from edgedeploy.runtimes.ncnn_rt import NcnnRuntime
 
-    proc = run_cli("export", MODEL, "--to", "ncnn", "--out", str(tmp_path / "art"), "--json", timeout=900)
+    # host parity of this export is tested in test_ncnn.py; here the board's parity is the check
+    proc = run_cli("export", MODEL, "--to", "ncnn", "--no-parity", "--out", str(tmp_path / "art"), timeout=900)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["parity"]["passed"] is True  # host parity against PyTorch first
     artifact = tmp_path / "art" / f"{MODEL}.param"
     prof = armhf.profile(
         tmp_path / "rk3288-emu.yaml", "/tmp/edgedeploy-ncnn",
