@@ -55,6 +55,7 @@ class FormatSpec:
     default_runtime: str = ""
     layouts: tuple[str, ...] = ("NCHW",)
     side_suffixes: tuple[str, ...] = ()
+    side_required: bool = False
     onnx_based: bool = False
     from_onnx: bool = False
     bisectable: bool = False
@@ -231,6 +232,18 @@ def is_artifact_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in suffix_map()
 
 
+def side_files(path: str | Path) -> list[Path]:
+    """Files that travel with artifact ``path`` (its format's ``side_suffixes``): required ones always listed (the
+    caller checks they exist), optional ones only when present. A path of no registered format has none."""
+    path = Path(path)
+    fmt = suffix_map().get(path.suffix.lower())
+    if fmt is None:
+        return []
+    spec = _FORMATS[fmt]
+    out = [path.with_suffix(s) for s in spec.side_suffixes]
+    return out if spec.side_required else [p for p in out if p.is_file()]
+
+
 def runtimes() -> dict[str, RuntimeSpec]:
     """Every registered runtime, in registration order."""
     load_entry_points()
@@ -332,7 +345,7 @@ def lazy(factory: Callable[[], object]) -> Callable[[], object]:
 # ------------------------------------------------------------------------------------------------ built-ins
 for _spec in (
     FormatSpec("onnx", (".onnx",), "edgedeploy.export.onnx", "onnx", PRECISIONS, "onnxruntime",
-               side_suffixes=(".onnx.data",), onnx_based=True, from_onnx=True, bisectable=True,
+               side_suffixes=(".onnx.data", ".data"), onnx_based=True, from_onnx=True, bisectable=True,
                description="ONNX via torch.onnx.export + onnxsim"),
     FormatSpec("mnn", (".mnn",), "edgedeploy.export.mnn", "mnn", PRECISIONS, "mnn",
                onnx_based=True, from_onnx=True, bisectable=True,
@@ -342,7 +355,7 @@ for _spec in (
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
-               side_suffixes=(".bin",), description="ncnn .param + .bin pair with pnnx from TorchScript"),
+               side_suffixes=(".bin",), side_required=True, description="ncnn .param + .bin pair with pnnx from TorchScript"),
 ):  # fmt: skip
     register_format(_spec)
 

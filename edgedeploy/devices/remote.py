@@ -43,18 +43,6 @@ from edgedeploy.errors import (
 )
 
 
-def side_files(artifact: Path) -> list[Path]:
-    """Files that must travel with ``artifact``: ncnn ``x.bin`` beside ``x.param``; ONNX external data files."""
-    out: list[Path] = []
-    if artifact.suffix == ".param":
-        out.append(artifact.with_suffix(".bin"))
-    elif artifact.suffix == ".onnx":
-        for cand in (artifact.with_name(artifact.name + ".data"), artifact.with_suffix(".data")):
-            if cand.is_file():
-                out.append(cand)
-    return out
-
-
 def artifact_digest(files: list[Path]) -> str:
     """sha256 naming the cache folder: the artifact's own hash, or a hash of all files' hashes and names."""
     if len(files) == 1:
@@ -233,7 +221,7 @@ def bench_on_device(
             f"{profile.name} has no Python (python: null in its profile): use a native tool, "
             f"--runtime {' or '.join(f'native:{t}' for t in profile.native_tools) or 'native:TOOL'}"
         )
-    files = [artifact, *side_files(artifact)]
+    files = [artifact, *registry.side_files(artifact)]
     for f in files[1:]:
         if not f.is_file():
             raise ConfigError(f"artifact {artifact} needs {f.name} beside it")
