@@ -43,6 +43,7 @@ LAZY_COMMANDS = {
     "results": "edgedeploy.results.cli:results_group",
     "baseline": "edgedeploy.results.cli:baseline_group",
     "parity": "edgedeploy.export.bisect_cli:parity_cmd",
+    "profile": "edgedeploy.profile.cli:profile_cmd",
 }
 
 
@@ -233,8 +234,17 @@ def export_cmd(
 
 # ---------------------------------------------------------------------------------------------------- bench
 @main.command("bench")
-@click.argument("target", metavar="MODEL_SPEC_OR_FILE")
-@click.option("--device", default="local", show_default=True, help="Device profile name or path to a YAML file.")
+@click.argument("target", metavar="[MODEL_SPEC_OR_FILE]", required=False)
+@click.option("--device", default=None, help="Device profile name or path to a YAML file (default: local; with a "
+              "suite: replaces the suite's devices).")  # fmt: skip
+@click.option(
+    "--suite",
+    "suite_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Run a benchmark suite file (default with no model: ./edgedeploy.yaml, else the built-in suite).",
+)
+@click.option("--markdown", type=click.Path(dir_okay=False), default=None, help="Suites: write the table as Markdown.")
 @click.option("--runtime", default=None,
               help="See `edgedeploy formats` (default: mnn for a model, else the file format's).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
@@ -253,12 +263,18 @@ def export_cmd(
               "outputs with PyTorch fp32 (result: board_parity; exit 1 when it fails).")  # fmt: skip
 @click.option("--allow-oversubscribe", is_flag=True, help="Allow more --threads than the device has cores "
               "(up to 4x, with a warning).")  # fmt: skip
+@click.pass_context
 def bench_cmd(
-    target: str, device: str, runtime: str | None, iterations: int, warmup: int, threads: int | None,
-    precision: str, weights: str | None, input_size: int | None, input_shape: str | None, name: str | None,
-    as_json: bool, out: str | None, trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool,
+    ctx: click.Context, target: str | None, device: str | None, suite_file: str | None, markdown: str | None,
+    runtime: str | None, iterations: int, warmup: int, threads: int | None, precision: str, weights: str | None,
+    input_size: int | None, input_shape: str | None, name: str | None, as_json: bool, out: str | None,
+    trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
+
+    With --suite FILE, or with no MODEL_SPEC_OR_FILE (then ./edgedeploy.yaml, else EdgeFormer-S vs MobileViT-S on
+    every runtime the device has), run a suite: every case exported once and benched, one table, one stored run;
+    exit 0 only when every case that was not excluded was benchmarked, else 1 (see edgedeploy/suite.py).
 
     An artifact file is timed as it is; anything `export` takes is exported first (or its cached artifact reused).
     `--runtime native:TOOL` runs a native tool of the device profile (`mnn-runner`, `mnn-benchmark`, …).
@@ -272,6 +288,20 @@ def bench_cmd(
     from edgedeploy import api, limits
 
     limits.check_run_options(iterations, warmup, threads)  # before anything is loaded or started
+    from edgedeploy.devices.profile import load_profile
+
+    if suite_file is not None or target is None:
+        from edgedeploy.suite import find_suite, load_suite
+
+        suite = load_suite(suite_file) if suite_file else find_suite()
+        return _run_suite(ctx, suite, device, out, as_json, markdown, trust_on_first_use)
+    device = device or "local"
+    if load_profile(device).transport == "labgrid":  # a farm: one case, on whichever board labgrid allocates
+        from edgedeploy.bench.run import DEFAULT_RUNTIME
+        from edgedeploy.suite import Suite
+
+        one = Suite(name=target, models=[target], runtimes=[runtime or DEFAULT_RUNTIME], devices=[device])
+        return _run_suite(ctx, one, device, out, as_json, markdown, trust_on_first_use)
     if out is not None:
         api.check_result_out(Path(out))  # fails before measuring; the result is written after it is printed
 
@@ -332,6 +362,38 @@ def _write_result(result: Any, out: Path, printed_json: bool = False) -> None:
             click.echo(result.to_json())  # nowhere else to keep the samples
         raise
     err_console.print(f"result {'written to' if path == out else 'stored in'} {path}")
+
+
+def _run_suite(
+    ctx: click.Context, suite: Any, device: str | None, out: str | None, as_json: bool, markdown: str | None,
+    trust_on_first_use: bool,
+) -> None:  # fmt: skip
+    """Suite mode: options given on the command line override the suite's (see edgedeploy/bench/suite_cli.py)."""
+    from click.core import ParameterSource
+
+    from edgedeploy import api
+    from edgedeploy.bench.suite_cli import run_suite_command
+
+    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    update: dict[str, Any] = {k: given[k] for k in ("iterations", "warmup", "threads", "input_size") if k in given}
+    if "runtime" in given:
+        update["runtimes"] = [registry.runtime_spec(given["runtime"]).name]
+    if "precision" in given:
+        update["precisions"] = [given["precision"]]
+    if update:
+        from pydantic import ValidationError
+
+        from edgedeploy.errors import ConfigError
+
+        try:
+            suite = type(suite).model_validate({**suite.model_dump(), **update, "path": suite.path})
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"--{field.replace('_', '-')}: {err['msg']}") from None
+    if out is not None:  # a folder: the run record goes there; a .json file: every result as a list (and the
+        api.check_result_out(Path(out))  # run record in the default store)
+    run_suite_command(suite, [device] if device else None, out, as_json, markdown, trust_on_first_use, err_console)
 
 
 def _print_result(r: Any) -> None:

@@ -341,6 +341,8 @@ for _spec in (
                layouts=LAYOUTS, description="TFLite with litert-torch"),
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
+    FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
+               side_suffixes=(".bin",), description="ncnn .param + .bin pair with pnnx from TorchScript"),
 ):  # fmt: skip
     register_format(_spec)
 

@@ -176,7 +176,7 @@ def test_threads_against_cores() -> None:
     "args",
     [
         ["--bogus"],
-        ["bench"],
+        ["bench", "a.onnx", "b.onnx"],  # (plain `bench` runs the default suite: issue 10)
         ["bench", "x.onnx", "--iterations", "abc"],
         ["export", "mobilevit_xxs"],
         ["export", "mobilevit_xxs", "--to", "onnx", "--precision", "fp8"],
@@ -215,7 +215,7 @@ def _malformed(tmp: Path, suffix: str) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.parametrize("suffix", [".onnx", ".mnn", ".tflite"])
+@pytest.mark.parametrize("suffix", [".onnx", ".mnn", ".tflite", ".param"])
 def test_bench_and_parity_of_malformed_artifacts(tmp_path: Path, suffix: str) -> None:
     for kind, f in _malformed(tmp_path, suffix).items():
         for cmd in (["bench", str(f), "--iterations", "2"], ["parity", str(f), "--model", "mobilevit_xxs"]):

@@ -13,10 +13,15 @@ JSON layout (``schema_version`` 1)::
      "load_ms": ..., "first_ms": ..., "status": "complete" | "partial", "source": "python-harness",
      "artifact": {"path": ..., "sha256": ...}, "warnings": [...], "device_state": {"before": {...}, "after": {...}},
      "env": {...}, "timestamp": "2026-11-21T06:00:00+00:00", "git_commit": "...",
-     "verified": true | false | null}
+     "verified": true | false | null,
+     "board": "rk3288-a" | null, "started_at": "2026-11-21T06:00:01.250000+00:00" | null, "finished_at": ...}
 
 ``verified`` is false for a file benchmarked without a manifest beside it (nothing says what it is), true when the
 file's sha256 matched its manifest, null where there is no file (the torch runtime).
+
+``board`` (the labgrid place name for a farm run, else ``null``), ``started_at`` and ``finished_at`` (ISO 8601 UTC,
+microseconds, around the timed phase: locally the warm-up and timed iterations, on a board the runner process that
+loads, warms up and times) were added later; files without them load with ``null``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgedeploy.bench.stats import summarize
 
 SCHEMA_VERSION = 1
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 UTC with microseconds (``started_at`` / ``finished_at``)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 class BenchResult(BaseModel):
@@ -68,6 +78,9 @@ class BenchResult(BaseModel):
     git_commit: str | None = None
     #: True: the artifact matched its manifest (sha256); False: a file without a manifest (unverified); None: n/a
     verified: bool | None = None
+    board: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
     @model_validator(mode="after")
     def _derive_stats(self) -> BenchResult:

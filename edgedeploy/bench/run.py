@@ -19,7 +19,7 @@ from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import check_run_args, measure
-from edgedeploy.bench.result import BenchResult
+from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.data import model_input
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
@@ -169,7 +169,9 @@ def bench_local(
     else:
         x = model_input(shape, target.mean, target.std)
     state_before = _local_state()
+    started_at = utc_now_iso()
     timing = measure(session.prepare(x), iterations=iterations, warmup=warmup, on_sample=on_sample)
+    finished_at = utc_now_iso()
     state_after = _local_state()
     warnings = list(oversubscribed)
     if target.verified is False:
@@ -207,6 +209,8 @@ def bench_local(
         device_state={"before": state_before, "after": state_after},
         env=env,
         git_commit=env.get("git_commit") or env.get("package_commit"),  # the checkout run from, else edgedeploy's
+        started_at=started_at,
+        finished_at=finished_at,
         verified=target.verified,
     )
 

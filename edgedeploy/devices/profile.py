@@ -21,6 +21,10 @@ discovered on the device (``edgedeploy devices check NAME`` shows what was found
     runtimes: [onnxruntime, tflite]  # Python modules the runner may import; default: probe all it knows
     native_tools: {mnn-benchmark: /home/pi/MNN/build/benchmark.out}
 
+A ``transport: labgrid`` profile stands for every board of a labgrid farm whose place matches ``tags``: it names the
+``coordinator`` (HOST:PORT) instead of a ``host``, and its ``user``, ``key_file``, ``known_hosts``, ``python`` and
+``workdir`` may contain ``{board}`` (the place name); see :mod:`edgedeploy.devices.farm`.
+
 Raises :class:`~edgedeploy.errors.ConfigError` naming the file and the field for a malformed profile, and
 :class:`~edgedeploy.errors.UnknownDeviceError` (with close-name suggestions) for an unknown profile name.
 """
@@ -47,7 +51,14 @@ NATIVE_TOOLS = tuple(TOOL_FORMAT_RUNTIME)
 #: Native tools that speak the Python runner's protocol (raw samples, board-side parity), with the runtime they run.
 RUNNER_TOOLS = {"mnn-runner": "mnn"}
 
-DEFAULT_WORKDIR = {"local": "~/.cache/edgedeploy/device", "ssh": "/tmp/edgedeploy", "adb": "/data/local/tmp/edgedeploy"}
+DEFAULT_WORKDIR = {
+    "local": "~/.cache/edgedeploy/device",
+    "ssh": "/tmp/edgedeploy",
+    "adb": "/data/local/tmp/edgedeploy",
+    "labgrid": "/tmp/edgedeploy/{board}",
+}
+#: profile fields of a labgrid farm profile in which ``{board}`` stands for the place name (see devices/farm.py)
+BOARD_FIELDS = ("user", "key_file", "known_hosts", "python", "workdir")
 
 
 class Cluster(BaseModel):
@@ -82,7 +93,7 @@ class DeviceProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1)
-    transport: Literal["local", "ssh", "adb"]
+    transport: Literal["local", "ssh", "adb", "labgrid"]
     description: str = ""
     os: Literal["linux", "android"] | None = Field(None, description="default: android for adb, linux otherwise")
     arch: str | None = Field(None, description="uname -m of the device (armv7l, aarch64, x86_64); discovered if unset")
@@ -98,6 +109,11 @@ class DeviceProfile(BaseModel):
     serial: str | None = Field(None, description="USB serial or host:port of the device")
     adb_host: str = Field("127.0.0.1", description="address of the adb server")
     adb_port: int = Field(5037, ge=1, le=65535, description="port of the adb server")
+    # labgrid farm: every place matching ``tags`` on the coordinator is a board reached over SSH (devices/farm.py)
+    coordinator: str | None = Field(None, description="labgrid coordinator HOST:PORT")
+    tags: dict[str, str] = Field(default_factory=dict, description="place filter, e.g. {device: rk3288}")
+    max_boards: int | None = Field(None, ge=1, description="reserve at most this many places (default: all matching)")
+    reserve_timeout_s: float = Field(300.0, gt=0, le=86400, description="wait this long for places to be allocated")
     # what runs there
     workdir: str | None = Field(None, description="folder on the device for runner, artifacts and locks")
     python: str | None = Field(
@@ -151,6 +167,13 @@ class DeviceProfile(BaseModel):
             raise ValueError("field 'host' is required for transport ssh")
         if self.transport == "adb" and not self.serial:
             raise ValueError("field 'serial' is required for transport adb")
+        if self.transport == "labgrid":
+            if not self.coordinator or ":" not in self.coordinator:
+                raise ValueError("field 'coordinator' (HOST:PORT) is required for transport labgrid")
+            if self.host:
+                raise ValueError("field 'host' is not used by transport labgrid (each place's NetworkService says)")
+        elif self.coordinator or self.tags:
+            raise ValueError("fields 'coordinator' and 'tags' belong to transport labgrid")
         if self.os is None:
             object.__setattr__(self, "os", "android" if self.transport == "adb" else "linux")
         if self.workdir is None:
@@ -180,6 +203,9 @@ class DeviceProfile(BaseModel):
             return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
         if self.transport == "adb":
             return f"adb:{self.serial}"
+        if self.transport == "labgrid":
+            tags = ",".join(f"{k}={v}" for k, v in sorted(self.tags.items()))
+            return f"labgrid:{self.coordinator}[{tags}]"
         return "local"
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
-from edgedeploy.bench.result import BenchResult
+from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
@@ -315,6 +315,7 @@ def _bench(
         if pin and threads > len(pin_cores):
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []
+        started_at = utc_now_iso()  # the timed phase: the runner's (or native tool's) warm-up and timed runs
         with _fixed_performance(transport, profile, warnings) as fixed_perf:
             if not runner_cmd:
                 from edgedeploy.devices.native import run_native
@@ -330,7 +331,14 @@ def _bench(
                     transport, profile, runner_cmd, remote_files[0], runner_rt, iterations, warmup,
                     threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
                 )  # fmt: skip
-        after = read_device_state(transport)
+        finished_at = utc_now_iso()
+        try:
+            after = read_device_state(transport)
+        except DeviceError as e:  # the board went away after the run: keep the samples it measured
+            if status != "partial":
+                raise
+            after = {"error": f"{type(e).__name__}: {e}"}
+            warnings.append(f"device state after the run not read: {e}")
     finally:
         with contextlib.suppress(DeviceError):
             rlock.release()
@@ -403,6 +411,8 @@ def _bench(
         device_state=state,
         env=env,
         git_commit=options.get("git_commit"),
+        started_at=started_at,
+        finished_at=finished_at,
         **extra,
     )
 

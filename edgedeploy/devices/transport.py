@@ -142,6 +142,13 @@ def connect(profile: DeviceProfile) -> Transport:
         from edgedeploy.devices.local import LocalTransport
 
         return LocalTransport(profile)
+    if profile.transport == "labgrid":
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError(
+            f"device {profile.name} is a labgrid farm (many boards): run `edgedeploy bench --device {profile.name}`; "
+            "edgedeploy reserves its places and connects to each board over SSH"
+        )
     if profile.transport == "ssh":
         from edgedeploy.devices.ssh import SSHTransport
 

@@ -1,8 +1,12 @@
 """The manifest: a JSON file beside every artifact (``<artifact>.json``) describing what it is and how it was made.
 
 Fields: model, format, precision, input (name, shape, layout, dtype), outputs, exporter and opset, lowering
-(mode, rewritten modules, max error of the rewrite), tool versions, sha256 and size (bytes) of the artifact,
+(mode, rewritten modules, max error of the whole rewrite; ``registered``: module rewrites; ``passes``: per generic
+pass its rewrites — module, node, was, now, shape — and check; ``notes``; see
+:func:`edgedeploy.export.lowering.lowering_report`), tool versions, sha256 and size (bytes) of the artifact,
 op census (op type → count), parity (status, passed, metrics, thresholds), the command line, timings (s).
+Formats whose artifact is several files add ``side_files`` (file name → sha256; ncnn's ``.bin``), checked with
+the artifact by :func:`read_manifest`.
 """
 
 from __future__ import annotations
@@ -104,4 +108,23 @@ def read_manifest(artifact: str | Path, verify: bool = True) -> Manifest | None:
                 f"{artifact} does not match its manifest (sha256 {actual[:12]}… vs {manifest.sha256[:12]}…): "
                 "the file is corrupt or was replaced; export it again"
             )
+        verify_side_files(manifest, Path(artifact))
     return manifest
+
+
+def verify_side_files(manifest: Manifest, artifact: Path) -> None:
+    """Check the files that travel with the artifact (``side_files``: name → sha256, e.g. ncnn's ``.bin``).
+
+    Raises :class:`ArtifactError` for a missing or changed side file.
+    """
+    side = getattr(manifest, "side_files", None) or {}
+    for name, digest in side.items():
+        f = artifact.with_name(name)
+        if not f.is_file():
+            raise ArtifactError(f"{f.name}, which belongs to {artifact.name}, is missing; export it again")
+        actual = sha256_file(f)
+        if actual != digest:
+            raise ArtifactError(
+                f"{f} does not match the manifest of {artifact.name} (sha256 {actual[:12]}… vs {digest[:12]}…): "
+                "the file is corrupt or was replaced; export it again"
+            )

@@ -144,6 +144,7 @@ class MnnExporter(Exporter):
                             "tool": "MNN converter --weightQuantBits 8",
                         }
                     }
+        extra["sourcemap_tables"] = onnx_file.extra.get("sourcemap_tables")  # ONNX names → modules, for MNN ops
         return ExportedFile(
             path=out_path,
             exporter=f"{onnx_file.exporter} -> MNN converter (in-process _tools.mnnconvert"

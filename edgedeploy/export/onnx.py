@@ -90,6 +90,7 @@ def torch_to_onnx(
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise ExportError(f"ONNX export at opset {opset} failed: {first}") from e
     model = onnx.load(str(out_path))
+    before_simplify = model
     if simplify:
         try:
             import onnxsim
@@ -106,6 +107,8 @@ def torch_to_onnx(
         except Exception as e:  # noqa: BLE001 - onnxsim raises bare RuntimeErrors from C++
             notes.append(f"onnxsim failed ({type(e).__name__}); kept the unsimplified graph")
     onnx.checker.check_model(model)
+    from edgedeploy.profile.sourcemap import module_tables
+
     return ExportedFile(
         path=out_path,
         exporter=f"torch.onnx.export(dynamo={dynamo})" + (" + onnxsim" if simplify else ""),
@@ -114,6 +117,7 @@ def torch_to_onnx(
         input_shape=[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim],
         output_names=[o.name for o in model.graph.output],
         notes=notes,
+        extra={"sourcemap_tables": module_tables(module, [before_simplify, model])},
     )
 
 

@@ -32,10 +32,11 @@ from edgedeploy._util import path_size, sha256_file
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
-from edgedeploy.export.lowering import lower, verify_lowering
+from edgedeploy.export.lowering import lower, lowering_report, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity, flatten_outputs
 from edgedeploy.limits import check_input_size, check_opset, check_thresholds_object
+from edgedeploy.profile.sourcemap import write_sourcemap
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source
@@ -294,7 +295,7 @@ def export_model(
         say("lowering for export")
         export_module, rewritten = lower(module, example, target=fmt)
         check = verify_lowering(_Flat(module), _Flat(export_module), example)
-        lowering_info.update(rewritten=rewritten, check=asdict(check))
+        lowering_info.update(rewritten=rewritten, check=asdict(check), **lowering_report(export_module))
         if check.max_abs_error > LOWERING_TOLERANCE:
             raise ExportError(
                 f"the export-time lowering changed {src.name}'s outputs (max abs error {check.max_abs_error:.3g} > "
@@ -312,6 +313,10 @@ def export_model(
         t0 = time.perf_counter()
         exported = exporter.export(export_module, example, path, settings)
         timings["export"] = time.perf_counter() - t0
+        # op names → module paths for `edgedeploy profile` (ONNX-based formats; adds "sourcemap" to the manifest)
+        exported.extra.update(
+            write_sourcemap(path, fmt, module, export_module, exported.extra.pop("sourcemap_tables", None))
+        )
         census = exporter.op_census(path)
 
         report: ParityReport
@@ -338,7 +343,8 @@ def export_model(
             precision=precision,
             artifact=path.name,
             sha256=sha256_file(path),
-            size_bytes=path_size(path),
+            size_bytes=path_size(path)
+            + sum(path_size(path.with_name(n)) for n in exported.extra.get("side_files", {})),
             input=TensorSpec(
                 name=exported.input_name,
                 shape=exported.input_shape or list(shape),

@@ -27,7 +27,7 @@ Parameter counts (exact, official builders run outside the repo): EdgeViT-XXS 4,
 S 13,108,168. The paper reports 4.1M / 6.7M / 11.1M: the official ``edgevit_s`` (depth [1, 2, 5, 3], dims
 [48, 96, 240, 384]) does not build the paper's 11.1M; its MACs (1.92G fvcore) match the paper's 1.9G.
 
-Export lowering: :func:`lower_self_attn` (registered with :func:`edgedeploy.export.lowering.register_lowering`)
+Export lowering: :func:`lower_self_attn` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`)
 replaces each :class:`SelfAttn` with :class:`LoweredSelfAttn`, which uses tensors of at most 4 dimensions, static
 shapes for the recorded input, and explicit matmul + softmax.
 """
@@ -43,7 +43,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
-from edgedeploy.export.lowering import register_lowering
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 __all__ = [
@@ -301,7 +301,9 @@ class LoweredSelfAttn(nn.Module):
     for the recorded shape.
     """
 
-    def __init__(self, src: SelfAttn, input_shape: tuple[int, ...], upsample_local_prop: bool = False) -> None:
+    def __init__(
+        self, src: SelfAttn, input_shape: tuple[int, ...], upsample_local_prop: bool = False, pool_sampler: bool = False
+    ) -> None:
         super().__init__()
         B, C, H, W = (int(s) for s in input_shape)
         a = src.attn
@@ -322,6 +324,17 @@ class LoweredSelfAttn(nn.Module):
         self.h, self.w = H // r, W // r
         self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
         self.upsample_local_prop = upsample_local_prop and r > 1
+        self.pool_sampler = pool_sampler and r > 1
+
+    def sample(self, s: torch.Tensor) -> torch.Tensor:
+        """Delegate pixels ``(B, C, H, W) → (B, C, H/r, W/r)``: a strided slice, or the official ``AvgPool2d(1, r)``.
+
+        A 1×1 average pool with stride r divides one value by 1: bitwise the strided slice. ncnn has no strided
+        slice (pnnx 20261020: "slice with step 2 is not supported", the op is left unconverted) but runs the pool.
+        """
+        if self.pool_sampler:
+            return F.avg_pool2d(s, kernel_size=1, stride=self.r)
+        return s[:, :, :: self.r, :: self.r]
 
     def local_prop(self, o: torch.Tensor) -> torch.Tensor:
         """LocalProp ``(B, C, h, w) → (B, C, H, W)``; as ``Resize(nearest) · tiled kernel + bias`` when asked.
@@ -345,7 +358,7 @@ class LoweredSelfAttn(nn.Module):
         t = x.reshape(B, C, L).transpose(1, 2).reshape(B * L, C)
         s = self.norm1(t)
         if r > 1:
-            s = s.reshape(B, L, C).transpose(1, 2).reshape(B, C, H, W)[:, :, ::r, ::r]
+            s = self.sample(s.reshape(B, L, C).transpose(1, 2).reshape(B, C, H, W))
             s = s.reshape(B, C, n).transpose(1, 2).reshape(B * n, C)
         qkv = self.attn.qkv(s).reshape(B, n, 3 * heads, self.head_dim).permute(0, 2, 1, 3)  # (B, 3h, l, d)
         q = qkv[:, :heads]
@@ -368,9 +381,10 @@ def lower_self_attn(module: SelfAttn, input_shape: tuple[int, ...], target: str)
     For ``tflite`` the depth-wise LocalProp transposed conv is also rewritten as nearest up-sampling × tiled
     kernel + bias: litert-torch splits a grouped ``ConvTranspose2d`` into one TRANSPOSE_CONV (and SLICE) per
     channel (540 of each for EdgeViT-XXS at 224, measured with litert-torch 0.10), while ONNX Runtime and MNN
-    run it as one depth-wise deconvolution.
+    run it as one depth-wise deconvolution. For ``ncnn`` the delegate sampling is the official ``AvgPool2d(1, r)``
+    instead of a strided slice, which ncnn cannot run (:meth:`LoweredSelfAttn.sample`).
     """
-    return LoweredSelfAttn(module, input_shape, upsample_local_prop=target == "tflite")
+    return LoweredSelfAttn(module, input_shape, upsample_local_prop=target == "tflite", pool_sampler=target == "ncnn")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

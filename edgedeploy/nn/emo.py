@@ -47,7 +47,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
-from edgedeploy.export.lowering import register_lowering
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 __all__ = [
@@ -480,12 +480,16 @@ class LoweredIRMB(nn.Module):
 
 @register_lowering(iRMB)
 def lower_irmb(module: iRMB, input_shape: tuple[int, ...], target: str) -> nn.Module:
-    """Rewrite an attention :class:`iRMB` into :class:`LoweredIRMB` for TFLite and CoreML; keep it for ONNX and MNN.
+    """Rewrite an attention :class:`iRMB` into :class:`LoweredIRMB` for TFLite, CoreML and ncnn; keep it for ONNX and
+    MNN.
 
     Per target, measured (``benchmarks/results/lowering_ablation.md``, EMO-1M, 2 threads, quiet host): onnxruntime
     runs the training-time window partition (6-D reshapes) 1.47× faster than the 4-D rewrite (7.57 vs 11.39 ms) and
     MNN 1.08× faster (10.23 vs 11.29 ms), with identical errors; LiteRT is indifferent (ratio 1.00), and CoreML
-    limits tensors to rank 5, so the 4-D form is kept there. Blocks without attention are never rewritten.
+    limits tensors to rank 5, so the 4-D form is kept there. ncnn's tensors have at most 4 dimensions: pnnx
+    (20261020) leaves the training-time form's 6-D ``Tensor.reshape`` and ``torch.unbind`` (of the stacked q/k)
+    unconverted, so ncnn cannot load it; the 4-D form converts completely. Every format that is neither ONNX nor
+    MNN (plug-ins included) gets the 4-D form. Blocks without attention are never rewritten.
     """
     if not module.attn_s or target in ("onnx", "mnn"):
         return module

@@ -29,9 +29,14 @@ The official block takes the kernel length of *both* directions from the feature
 this module uses the height for vertical and the width for horizontal GCCs, which is identical on square inputs
 and also works on non-square ones.
 
-:func:`lower_gcc_block` (registered with :func:`edgedeploy.export.lowering.register_lowering`) bakes the
+:func:`lower_gcc_block` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`) bakes the
 interpolated kernels and PEs for the export resolution into constants (:class:`BakedGCCBlock`), so the exported
-graph holds no Resize and every GCC is a Concat feeding a depthwise Conv.
+graph holds no Resize and every GCC is a Concat feeding a depthwise Conv; :func:`lower_gcc` does the same for a
+single :class:`GCC` layer (:class:`BakedGCC`).
+
+Public layers for your own network (re-exported by :mod:`edgedeploy.nn`): :class:`GCC` (one GCC-V / GCC-H with
+its PE), :class:`GCCBlock` (the EdgeFormer block), :class:`ChannelAttention`, :func:`circular_conv`,
+:func:`instance_param`. Their registered rewrites apply wherever they sit in a model.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy.errors import ConfigError, ExportError
-from edgedeploy.export.lowering import register_lowering
+from edgedeploy.nn.rewrites import register_lowering
 
 Direction = Literal["H", "W"]
 
@@ -77,7 +82,8 @@ def circular_conv(
 
 
 def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+    """True under any tracer (TorchScript, torch.export / dynamo, torch.fx symbolic tracing)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 def instance_param(meta: torch.Tensor, size: int, direction: Direction) -> torch.Tensor:
@@ -92,6 +98,95 @@ def instance_param(meta: torch.Tensor, size: int, direction: Direction) -> torch
     if list(meta.shape[2:]) == shape:
         return meta
     return F.interpolate(meta, shape, mode="bilinear", align_corners=True)
+
+
+class GCC(nn.Module):
+    """One global circular convolution (GCC-V for ``direction="H"``, GCC-H for ``"W"``) with its position embedding.
+
+    EdgeFormer paper Sec. 3.1, Eq. 1–2 and Fig. 2–3 (official code hkzhang91/EdgeFormer,
+    ``cvnets/modules/edgeformer_block.py``): the instance kernel ``k`` and PE ``pe`` are generated from learned
+    meta ones by bilinear interpolation (``align_corners=True``) to the feature's length along ``direction``, the
+    PE is broadcast over the other axis and added, and the depthwise convolution runs along a circle:
+    ``y[c, i, j] = b[c] + Σ_t k[c, t] · (x + pe)[c, (i + t) mod H, j]`` for ``"H"`` (resp. along ``W``), computed
+    cat-then-conv by :func:`circular_conv`.
+
+    Input and output ``(N, dim, H, W)`` float32 NCHW, any ``H, W ≥ 1``. Parameters: ``meta_kernel``
+    ``(dim, 1, L, 1)`` (``"H"``) or ``(dim, 1, 1, L)`` (``"W"``), Kaiming-uniform ``a=√5`` (what a depthwise
+    ``nn.Conv2d`` gets); ``meta_pe`` ``(1, dim, L, 1)`` / ``(1, dim, 1, L)`` standard normal when ``use_pe``;
+    ``bias`` ``(dim,)`` when ``bias``. For export, :func:`lower_gcc` (registered) replaces it by
+    :class:`BakedGCC` with the interpolated kernel and PE as constants — no Resize in the graph, the Conv has a
+    constant kernel. Plug it into any ConvNet in place of a depthwise conv, as the paper suggests.
+    Raises ``ValueError`` for a direction other than ``"H"`` / ``"W"`` or ``meta_kernel_size < 1``.
+    """
+
+    def __init__(
+        self, dim: int, direction: Direction, meta_kernel_size: int, use_pe: bool = True, bias: bool = False
+    ) -> None:
+        super().__init__()
+        if direction not in ("H", "W"):
+            raise ValueError(f"GCC direction must be 'H' or 'W', got {direction!r}")
+        if meta_kernel_size < 1 or dim < 1:
+            raise ValueError(f"GCC needs dim >= 1 and meta_kernel_size >= 1, got {dim}, {meta_kernel_size}")
+        shape = (meta_kernel_size, 1) if direction == "H" else (1, meta_kernel_size)
+        self.direction: Direction = direction
+        self.dim = dim
+        self.meta_kernel_size = meta_kernel_size
+        self.use_pe = use_pe
+        self.meta_kernel = nn.Parameter(torch.empty(dim, 1, *shape))
+        nn.init.kaiming_uniform_(self.meta_kernel, a=math.sqrt(5))
+        self.meta_pe: nn.Parameter | None = nn.Parameter(torch.randn(1, dim, *shape)) if use_pe else None
+        self.bias: nn.Parameter | None = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, direction={self.direction}, meta_kernel_size={self.meta_kernel_size}, "
+            f"use_pe={self.use_pe}"
+        )
+
+    def instance(self, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(kernel, pe)`` for a feature of length ``size`` along ``direction``: ``(dim, 1, size, 1)`` and
+        ``(1, dim, size, 1)`` for ``"H"`` (``(…, 1, size)`` for ``"W"``); ``pe`` is ``None`` without PE."""
+        kernel = instance_param(self.meta_kernel, size, self.direction)
+        pe = instance_param(self.meta_pe, size, self.direction) if self.meta_pe is not None else None
+        return kernel, pe
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, dim, H, W)`` → ``(N, dim, H, W)``."""
+        kernel, pe = self.instance(x.shape[2] if self.direction == "H" else x.shape[3])
+        if pe is not None:
+            x = x + pe
+        return circular_conv(x, kernel, self.direction, self.bias)
+
+
+class BakedGCC(nn.Module):
+    """Export form of :class:`GCC` for one feature size: the instance kernel and PE are constant buffers.
+
+    Built by :func:`lower_gcc`. Input and output ``(N, dim, H, W)`` at the recorded size (another size raises
+    ``ValueError``); the graph is ``[Add(pe)] → Slice → Concat → Conv(group = dim)`` with a constant weight.
+    """
+
+    def __init__(self, gcc: GCC, size: int) -> None:
+        super().__init__()
+        self.direction: Direction = gcc.direction
+        self.size = size
+        self.bias = gcc.bias
+        with torch.no_grad():
+            kernel, pe = gcc.instance(size)
+        self.register_buffer("kernel", kernel.detach().clone().contiguous())
+        self.pe: torch.Tensor | None
+        if pe is not None:
+            self.register_buffer("pe", pe.detach().clone().contiguous())
+        else:
+            self.pe = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, dim, H, W)`` at the baked length → same shape; ``ValueError`` at another length."""
+        axis = 2 if self.direction == "H" else 3
+        if not _tracing() and x.shape[axis] != self.size:
+            raise ValueError(f"GCC-{self.direction} baked for length {self.size}, got {tuple(x.shape)}")
+        if self.pe is not None:
+            x = x + self.pe
+        return circular_conv(x, self.kernel, self.direction, self.bias)
 
 
 class ChannelAttention(nn.Module):
@@ -320,3 +415,16 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     if len(input_shape) != 4:
         raise ExportError(f"GCC block expects an NCHW input, recorded shape {input_shape}")
     return BakedGCCBlock(module, int(input_shape[2]), int(input_shape[3]))
+
+
+@register_lowering(GCC)
+def lower_gcc(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
+    """Export-time rewrite: :class:`GCC` → :class:`BakedGCC` for the recorded ``(N, C, H, W)`` (every target).
+
+    Raises :class:`ExportError` when the recorded input is not 4-D.
+    """
+    if not isinstance(module, GCC):
+        raise ExportError(f"lower_gcc got {type(module).__name__}")
+    if len(input_shape) != 4:
+        raise ExportError(f"GCC expects an NCHW input, recorded shape {input_shape}")
+    return BakedGCC(module, int(input_shape[2] if module.direction == "H" else input_shape[3]))

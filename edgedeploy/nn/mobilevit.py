@@ -17,7 +17,7 @@ representation) → unfold into ``P = p_h · p_w`` interleaved sequences of ``N 
 the feature (bilinear, ``align_corners=False``) before unfolding and back after folding; this module does the
 same.
 
-:func:`lower_mobilevit_block` (registered with :func:`edgedeploy.export.lowering.register_lowering`) replaces each
+:func:`lower_mobilevit_block` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`) replaces each
 block with :class:`StaticMobileViTBlock`, whose unfold / fold use only ≤4-D reshapes and transposes with shapes
 fixed at export time (no Shape / Gather arithmetic in the graph), and whose attention splits heads with 4-D
 tensors only (the official attention reshapes to 5-D).
@@ -36,7 +36,6 @@ from torch import nn
 from edgedeploy.cards import ModelCard
 from edgedeploy.cards import parse_hyper as parse_card_hyper
 from edgedeploy.errors import ConfigError, ExportError
-from edgedeploy.export.lowering import register_lowering
 from edgedeploy.nn.layers import (
     BifurcateNet,
     ConvLayer,
@@ -45,6 +44,7 @@ from edgedeploy.nn.layers import (
     init_weights,
     mobilenet_stage,
 )
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 

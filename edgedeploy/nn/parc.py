@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
-from edgedeploy.export.lowering import register_lowering
 from edgedeploy.nn.baselines import (
     Bottleneck,
     ConvBNReLU6,
@@ -54,6 +53,7 @@ from edgedeploy.nn.baselines import (
     conv1x1,
     hyper_value,
 )
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import check_input_size, register_family
 
 __all__ = [

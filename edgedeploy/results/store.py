@@ -93,6 +93,48 @@ def append_run(
     return run
 
 
+class RunWriter:
+    """One run record that grows while a suite runs: created on the first :meth:`add`, rewritten atomically (same
+    file, same run id) after every result, so a crash or Ctrl-C keeps everything measured so far.
+
+    ``extra`` holds more top-level keys of the record (a suite's name and per-case statuses); readers ignore them.
+    Thread-safe. Raises ``OSError`` on I/O errors.
+    """
+
+    def __init__(self, store: str | Path | None = None, label: str = "", run_id: str | None = None) -> None:
+        import threading
+
+        now = _dt.datetime.now(_dt.timezone.utc)
+        self.run = StoredRun(run_id or uuid.uuid4().hex[:12], None, now.isoformat(timespec="seconds"), None, label)
+        folder = Path(store) if store is not None else default_store()
+        self.target = folder / f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{self.run.run_id}.json"
+        self.extra: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path | None:
+        """The record's file once something was written, else ``None``."""
+        return self.run.path
+
+    def add(self, result: BenchResult) -> Path:
+        with self._lock:
+            self.run.results.append(result)
+            if self.run.git_commit is None and result.git_commit:
+                self.run.git_commit = result.git_commit
+            return self._write()
+
+    def update(self, **extra: Any) -> Path | None:
+        """Set extra record keys; rewrites the file if it exists already."""
+        with self._lock:
+            self.extra.update(extra)
+            return self._write() if self.run.path is not None else None
+
+    def _write(self) -> Path:
+        record = {**self.run.to_record(), **self.extra}
+        self.run.path = atomic_write_text(self.target, json.dumps(record, indent=1))
+        return self.run.path
+
+
 def append_result(folder: str | Path, result: BenchResult) -> Path:
     """Append one result as a new run record in ``folder`` (what ``bench --out DIR`` does); returns the file path.
 

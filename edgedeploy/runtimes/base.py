@@ -74,6 +74,11 @@ class Runtime(ABC):
             raise MissingExtraError(spec.package, spec.extra, f"the {cls.name} runtime") from e
 
     @classmethod
+    def runs_here(cls) -> bool:
+        """Whether this machine can run a model with it (CoreML: macOS only); the default suite skips it if not."""
+        return True
+
+    @classmethod
     @abstractmethod
     def version(cls) -> str:
         """The engine's version string."""

@@ -68,6 +68,10 @@ class CoreMlRuntime(Runtime):
     name = "coreml"
 
     @classmethod
+    def runs_here(cls) -> bool:
+        return can_predict()
+
+    @classmethod
     def version(cls) -> str:
         return import_coremltools().__version__
 

@@ -1,0 +1,428 @@
+"""Run a benchmark suite: export every artifact once, bench every case on every board, one honest status per case.
+
+:func:`run_suite` takes a :class:`~edgedeploy.suite.Suite` and does, in order:
+
+1. **Devices.** Each suite device is a profile. A ``transport: labgrid`` profile is a farm: its matching places are
+   reserved and acquired (:class:`~edgedeploy.devices.farm.LabgridFarm`) and each becomes a *board*; any other
+   profile is one board. Runtimes not named by the suite are the device's (:func:`edgedeploy.suite.device_runtimes`;
+   a board without a ``runtimes`` list in its profile is probed once). A farm is reserved after the export step
+   (so its boards are not held while exporting) unless its runtimes must be probed first.
+2. **Export.** Every (model, format, precision) the non-excluded cases need is exported once (the artifact cache:
+   an artifact exported earlier with the same weights and settings is reused) with the parity check. A failed
+   export marks its cases ``export failed``, a failed parity check ``parity failed``; neither is benched.
+3. **Bench.** Each case is run ``suite.runs`` times. Every board has one worker thread taking the next job of its
+   device: one case per board at a time, all boards in parallel. A job that fails (the runtime is missing, the
+   runner errors) marks its case ``bench failed`` and the board goes on. A board that drops out (unreachable,
+   connection lost for good, refused authentication) hands the job back and stops; the other boards of its device
+   take its remaining jobs, and what it measured before it dropped (a ``partial`` result) is stored. Every run
+   goes through the public API, :func:`edgedeploy.bench`, on the exported artifact.
+4. **Store.** One result-store run (:class:`~edgedeploy.results.store.RunWriter`) holds every result, rewritten
+   as each one arrives, plus ``suite`` and ``cases`` (the statuses) as extra record keys.
+
+Statuses: ``benchmarked`` (every run complete), ``export failed``, ``parity failed``, ``bench failed``, ``excluded``.
+A case's ``median_ms`` is the median of its fastest run (what ``compare`` keeps of repeated runs), in ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgedeploy.bench.result import BenchResult
+from edgedeploy.devices.profile import DeviceProfile, load_profile
+from edgedeploy.errors import (
+    ConfigError,
+    ConnectionDroppedError,
+    DeviceAuthError,
+    DeviceUnreachableError,
+    EdgeDeployError,
+    ParityError,
+)
+from edgedeploy.results.store import RunWriter
+from edgedeploy.suite import Case, Suite, device_runtimes, expand
+
+STATUSES = ("benchmarked", "export failed", "parity failed", "bench failed", "excluded")
+#: errors after which a board is taken out of the suite (its jobs go to the other boards of its device)
+BOARD_GONE = (ConnectionDroppedError, DeviceUnreachableError, DeviceAuthError)
+
+
+@dataclass
+class CaseOutcome:
+    """A case and what became of it. ``results`` holds every stored result, partial ones included."""
+
+    case: Case
+    status: str = "pending"
+    reason: str = ""
+    results: list[BenchResult] = field(default_factory=list)
+    runs_done: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> list[BenchResult]:
+        return [r for r in self.results if r.status == "complete" or len(r.samples_ms) >= r.iterations]
+
+    @property
+    def median_ms(self) -> float | None:
+        """Median of the fastest complete run (ms), or ``None``."""
+        done = self.complete
+        return min(r.median_ms for r in done) if done else None
+
+    @property
+    def board(self) -> str | None:
+        """The board(s) the complete runs ran on (comma-separated), or ``None``."""
+        boards = list(dict.fromkeys(r.board or r.device for r in self.complete))
+        return ", ".join(boards) if boards else None
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.case
+        return {
+            "model": c.model, "format": c.format, "precision": c.precision, "runtime": c.runtime, "device": c.device,
+            "board": self.board, "status": self.status, "reason": self.reason, "median_ms": self.median_ms,
+        }  # fmt: skip
+
+
+@dataclass
+class SuiteReport:
+    """Every case's outcome, the stored run's file, and the boards used (``board -> why it dropped out or ""``)."""
+
+    suite: Suite
+    cases: list[CaseOutcome]
+    record: Path | None
+    run_id: str
+    boards: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every case that was not excluded was benchmarked."""
+        return all(c.status in ("benchmarked", "excluded") for c in self.cases)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"cases": [c.to_dict() for c in self.cases], "run_id": self.run_id,
+                "record": str(self.record) if self.record else None}  # fmt: skip
+
+
+@dataclass
+class _Board:
+    name: str
+    device: str
+    profile: DeviceProfile
+    spec: str  # what edgedeploy.bench(device=...) takes: the profile's name or a YAML file
+    farm_board: bool = False
+    dropped: str = ""
+    busy: bool = False
+
+
+@dataclass
+class _Artifact:
+    path: Path | None
+    input_shape: tuple[int, ...]
+    model: str
+    parity_status: str | None
+
+
+Progress = Callable[[str], None]
+
+
+def _noop(msg: str) -> None:
+    pass
+
+
+class _Queue:
+    """Per-device job queues; a worker waits while jobs of its device are still in flight elsewhere (they may be
+    handed back by a board that drops out)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.jobs: dict[str, deque[tuple[CaseOutcome, int]]] = {}
+        self.in_flight: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def put(self, device: str, job: tuple[CaseOutcome, int], front: bool = False) -> None:
+        with self.cond:
+            q = self.jobs.setdefault(device, deque())
+            q.appendleft(job) if front else q.append(job)
+            self.cond.notify_all()
+
+    def take(self, device: str) -> tuple[CaseOutcome, int] | None:
+        with self.cond:
+            while not self.stop.is_set():
+                q = self.jobs.get(device)
+                if q:
+                    self.in_flight[device] = self.in_flight.get(device, 0) + 1
+                    return q.popleft()
+                if not self.in_flight.get(device):
+                    return None
+                self.cond.wait(0.5)
+            return None
+
+    def done(self, device: str) -> None:
+        with self.cond:
+            self.in_flight[device] -= 1
+            self.cond.notify_all()
+
+
+def run_suite(
+    suite: Suite,
+    devices: list[str] | None = None,
+    store: str | Path | None = None,
+    *,
+    trust_on_first_use: bool = False,
+    progress: Progress | None = None,
+    on_case: Callable[[CaseOutcome], None] | None = None,
+    on_plan: Callable[[list[CaseOutcome]], None] | None = None,
+) -> SuiteReport:
+    """Run ``suite`` on ``devices`` (profile names or YAML paths; default ``suite.devices``) and store every result
+    in ``store`` (default: the result store). ``progress`` gets one-line messages, ``on_plan`` the cases once they
+    are known, ``on_case`` each case when it reaches its final status.
+
+    Raises :class:`~edgedeploy.errors.ConfigError` / :class:`~edgedeploy.errors.UnknownDeviceError` for a bad
+    device, the farm's errors (:mod:`edgedeploy.devices.farm`) when no board can be had, and ``KeyboardInterrupt``
+    after releasing every place (what was measured is stored).
+    """
+    log = progress or _noop
+    t_start = time.monotonic()
+    specs = list(devices or suite.devices)
+    profiles = [load_profile(d) for d in specs]
+    if trust_on_first_use:
+        profiles = [p.model_copy(update={"trust_on_first_use": True}) for p in profiles]
+    writer = RunWriter(store, label=suite.name)
+    with contextlib.ExitStack() as stack:
+        boards: list[_Board] = []
+        opened: set[int] = set()
+
+        def open_boards(i: int) -> None:  # a farm's places are reserved only once its cases are ready to run
+            if i in opened:
+                return
+            opened.add(i)
+            spec, prof = specs[i], profiles[i]
+            if prof.transport != "labgrid":
+                boards.append(_Board(prof.name, prof.name, prof, spec))
+                return
+            from edgedeploy.devices.farm import LabgridFarm
+
+            farm = stack.enter_context(LabgridFarm(prof, log=log))
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgedeploy-farm-")))
+            for b in farm.boards:  # each board's SSH profile as a file, for edgedeploy.bench(device=...)
+                path = folder / f"{b.name}.yaml"
+                path.write_text(yaml.safe_dump(b.profile.model_dump(mode="json", exclude={"path"})))
+                boards.append(_Board(b.name, prof.name, b.profile, str(path), farm_board=True))
+
+        outcomes: list[CaseOutcome] = []
+        for i, prof in enumerate(profiles):
+            probed = None
+            if not suite.runtimes and not prof.runtimes and prof.transport != "local":
+                open_boards(i)  # the runtimes this device has: ask its (first) board
+                probed = _probe(next(b for b in boards if b.device == prof.name))
+            cases = expand(suite, prof.name, suite.runtimes or device_runtimes(prof, probed))
+            if not cases:
+                raise ConfigError(
+                    f"suite {suite.name}: no case for device {prof.name} (runtimes "
+                    f"{suite.runtimes or prof.runtimes or probed or 'none found'}); name runtimes the device has "
+                    "in the suite or in the profile's `runtimes`"
+                )
+            outcomes += [CaseOutcome(c) for c in cases]
+        for o in outcomes:
+            if o.case.excluded is not None:
+                o.status, o.reason = "excluded", o.case.excluded
+        writer.extra.update(suite={"name": suite.name, "path": str(suite.path) if suite.path else None})
+        if on_plan:
+            on_plan(outcomes)
+
+        def finish(o: CaseOutcome) -> None:
+            writer.update(cases=[c.to_dict() for c in outcomes])
+            if on_case:
+                on_case(o)
+
+        artifacts = _export_all(suite, [o for o in outcomes if o.status == "pending"], log, finish)
+        for i, prof in enumerate(profiles):
+            if any(o.status == "pending" and o.case.device == prof.name for o in outcomes):
+                open_boards(i)
+        queue = _Queue()
+        for o in outcomes:
+            if o.status == "pending":
+                for i in range(suite.runs):
+                    queue.put(o.case.device, (o, i))
+        lock = threading.Lock()
+        threads = [
+            threading.Thread(target=_worker, args=(b, queue, suite, artifacts, writer, lock, finish, log),
+                             name=f"board-{b.name}", daemon=True)
+            for b in boards
+        ]  # fmt: skip
+        for th in threads:
+            th.start()
+        try:
+            while any(th.is_alive() for th in threads):
+                for th in threads:
+                    th.join(timeout=0.2)
+        except KeyboardInterrupt:
+            queue.stop.set()
+            log("interrupted: releasing the boards")
+            for th in threads:
+                th.join(timeout=2 / max(1, len(threads)))
+            for b in boards:  # a worker still mid-case holds its board's lock folder: take it away (ours only)
+                if b.busy:
+                    _release_own_lock(b.profile)
+            raise
+        for o in outcomes:  # jobs left: every board of the device dropped out
+            if o.status == "pending":
+                gone = "; ".join(f"{b.name}: {b.dropped}" for b in boards if b.device == o.case.device and b.dropped)
+                o.status = "bench failed"
+                o.reason = "; ".join(o.errors) or f"no board of {o.case.device} left ({gone or 'none'})"
+                finish(o)
+        writer.update(cases=[c.to_dict() for c in outcomes])
+    return SuiteReport(
+        suite, outcomes, writer.path, writer.run.run_id, {b.name: b.dropped for b in boards},
+        time.monotonic() - t_start,
+    )  # fmt: skip
+
+
+def _release_own_lock(profile: DeviceProfile) -> None:
+    """Remove the device-side lock folder of ``profile`` if this process holds it (after Ctrl-C, when a worker
+    thread cannot unwind). Best effort and bounded by the profile's connect timeout."""
+    if profile.transport == "local":
+        return
+    import json
+    import os
+    import shlex
+    import socket
+
+    from edgedeploy.devices.transport import connect
+
+    with contextlib.suppress(Exception):
+        with connect(profile) as t:
+            lock_dir = t.expand_path(profile.workdir or ".").rstrip("/") + "/.lock"
+            owner = json.loads(t.read_text(lock_dir + "/owner") or "{}")
+            if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+                t.sh(f"rm -rf {shlex.quote(lock_dir)}", check=False, timeout=30)
+
+
+def _probe(board: _Board) -> list[str] | None:
+    """The runner names of the runtimes a board has (``--probe``), unless its profile lists them or it is local."""
+    p = board.profile
+    if p.transport == "local" or p.runtimes or not p.python:  # no Python on the board: nothing to probe with
+        return None
+    from edgedeploy.devices.remote import probe_device
+    from edgedeploy.devices.transport import connect
+
+    with connect(p) as t:
+        return list(probe_device(t, p).get("runtimes", {}))
+
+
+def _export_all(
+    suite: Suite, pending: list[CaseOutcome], log: Progress, finish: Callable[[CaseOutcome], None]
+) -> dict[tuple[str, str, str], _Artifact]:
+    """Export each (model, format, precision) once; mark the cases of failed exports / parity checks."""
+    out: dict[tuple[str, str, str], _Artifact] = {}
+    by_key: dict[tuple[str, str, str], list[CaseOutcome]] = {}
+    for o in pending:
+        by_key.setdefault((o.case.model, o.case.format, o.case.precision), []).append(o)
+    for n, (key, cases) in enumerate(by_key.items(), 1):
+        model, fmt, precision = key
+        log(f"exporting {model} to {fmt} ({precision}) [{n}/{len(by_key)}]")
+        status, reason = "", ""
+        try:
+            art = _export(model, fmt, precision, suite.input_size, log)
+            if art.parity_status == "failed":
+                status, reason = "parity failed", "the exported artifact failed its parity check against PyTorch"
+            out[key] = art
+        except ParityError as e:
+            status, reason = "parity failed", str(e)
+        except EdgeDeployError as e:
+            status, reason = "export failed", str(e)
+        except Exception as e:  # noqa: BLE001 - an exporter may fail in any way; the other cases must still run
+            status, reason = "export failed", f"{type(e).__name__}: {e}"
+        if status:
+            for o in cases:
+                o.status, o.reason = status, reason
+                finish(o)
+    return out
+
+
+def _export(model: str, fmt: str, precision: str, input_size: int | None, log: Progress) -> _Artifact:
+    """Export (or reuse from the cache) one artifact with its parity check."""
+    from edgedeploy.export.pipeline import cached_export
+
+    outcome = cached_export(model, fmt, precision=precision, input_size=input_size, progress=log)
+    m = outcome.manifest
+    return _Artifact(outcome.artifact, tuple(m.input.shape), m.model, outcome.parity.status)
+
+
+def _bench_one(board: _Board, o: CaseOutcome, suite: Suite, art: _Artifact) -> BenchResult:
+    """One timed run through the public API (:func:`edgedeploy.bench`) of the artifact exported for ``o``."""
+    import edgedeploy
+
+    c = o.case
+    return edgedeploy.bench(
+        art.path, device=board.spec, runtime=c.runtime, iterations=suite.iterations, warmup=suite.warmup,
+        threads=suite.threads, trust_on_first_use=board.profile.trust_on_first_use,
+    )  # fmt: skip
+
+
+def _worker(
+    board: _Board,
+    queue: _Queue,
+    suite: Suite,
+    artifacts: dict[tuple[str, str, str], _Artifact],
+    writer: RunWriter,
+    lock: threading.Lock,
+    finish: Callable[[CaseOutcome], None],
+    log: Progress,
+) -> None:
+    """One board: take the next job of its device, bench it, store the result; stop when the device has no jobs
+    left or the board drops out (its job goes back to the queue for the other boards)."""
+    while True:
+        job = queue.take(board.device)
+        if job is None:
+            return
+        o, run = job
+        c = o.case
+        log(f"{board.name}: {c.model} {c.format} {c.precision} {c.runtime} (run {run + 1}/{suite.runs})")
+        handed_back = False
+        board.busy = True
+        try:
+            res = _bench_one(board, o, suite, artifacts[(c.model, c.format, c.precision)])
+            if board.farm_board:
+                res = res.model_copy(update={"board": board.name})
+            writer.add(res)
+            with lock:
+                o.results.append(res)
+            if len(res.samples_ms) < res.iterations:  # the board gave up part-way: kept, and the job moves on
+                board.dropped = f"dropped out after {len(res.samples_ms)} of {res.iterations} iterations"
+                queue.put(board.device, job, front=True)
+                handed_back = True
+        except BOARD_GONE as e:
+            board.dropped = str(e)
+            queue.put(board.device, job, front=True)
+            handed_back = True
+        except EdgeDeployError as e:
+            with lock:
+                o.errors.append(f"{board.name}: {e}")
+        except Exception as e:  # noqa: BLE001 - one broken case must not stop the others
+            with lock:
+                o.errors.append(f"{board.name}: {type(e).__name__}: {e}")
+        board.busy = False
+        if not handed_back:
+            with lock:
+                o.runs_done += 1
+                last = o.runs_done == suite.runs
+                if last:
+                    if len(o.complete) == suite.runs:
+                        o.status, o.reason = "benchmarked", ""
+                    else:
+                        o.status, o.reason = "bench failed", "; ".join(o.errors) or "incomplete"
+            if last:
+                finish(o)
+        queue.done(board.device)
+        if handed_back:
+            log(f"{board.name} dropped out ({board.dropped}); its remaining cases go to the other boards")
+            return

@@ -1,0 +1,232 @@
+"""Tables (rich), the side-by-side comparison across runtimes, and the self-contained HTML page of profiles.
+
+All times in ms; MACs are counts (conv + linear + matmul), GMAC/s = MACs / ms / 1e6. The HTML page follows
+:mod:`edgedeploy.results.report`: no external resource, matplotlib figures inline as SVG (text as paths).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from edgedeploy.profile.record import ModuleRow, Profile, named
+
+
+def _si(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def headline(p: Profile) -> str:
+    """One line: model, runtime, profile total vs bench median, attributed share, machine load."""
+    ratio = f" ({p.total_vs_bench:.2f}×)" if p.total_vs_bench else ""
+    load = p.env.get("loadavg")
+    return (
+        f"{p.model} · {p.format} · {p.runtime} · {p.threads} thread(s) · profile total {p.total_ms:.2f} ms vs bench "
+        f"median {p.bench_median_ms or float('nan'):.2f} ms{ratio} · {100 * p.attributed_share:.1f} % on named "
+        f"modules · {p.overhead.get('runs_averaged', '?')}/{p.overhead.get('runs_measured', '?')} runs averaged"
+        + (f" · load {load[0]:.1f}" if load else "")
+    )
+
+
+def module_rows(p: Profile, depth: int) -> list[ModuleRow]:
+    """Rows at ``depth`` (1 = stages, 0 = the op-owning modules themselves)."""
+    if depth <= 0:
+        return p.modules
+    if depth == 1:
+        return p.stages
+    return p.rollup(depth)
+
+
+def module_table(p: Profile, depth: int = 1, top: int = 30, title: str | None = None) -> Any:
+    """A rich Table: module → ms, % of the run, ops, MACs, GMAC/s (``top`` rows by time) plus unattributed."""
+    from rich.table import Table
+
+    rows = module_rows(p, depth)
+    what = {0: "op-owning module", 1: "stage"}.get(depth, f"module (depth {depth})")
+    t = Table(title=title or f"{p.model} on {p.runtime}: time per {what}")
+    for col in (what, "ms", "% run", "ops", "MACs", "GMAC/s"):
+        t.add_column(col, justify="left" if col == what else "right")
+    for r in rows[:top]:
+        t.add_row(r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", str(r.ops), _si(r.macs),
+                  f"{r.gmacs_per_s:.1f}" if r.gmacs_per_s else "–")  # fmt: skip
+    if len(rows) > top:
+        rest = rows[top:]
+        t.add_row(f"… {len(rest)} more", f"{sum(r.ms for r in rest):.3f}",
+                  f"{100 * sum(r.share for r in rest):.1f}", str(sum(r.ops for r in rest)), "", "")  # fmt: skip
+    un = [o for o in p.ops if not named(o.module)]
+    if un:
+        share = p.unattributed_ms / p.total_ms if p.total_ms else 0.0
+        t.add_row("(root / unattributed)", f"{p.unattributed_ms:.3f}", f"{100 * share:.1f}", str(len(un)), "", "")
+    t.add_row("total", f"{p.total_ms:.3f}", "100.0", str(len(p.ops)), _si(p.macs.get("") if p.macs else None),
+              f"{p.macs[''] / (p.total_ms * 1e6):.1f}" if p.macs and p.macs.get("") and p.total_ms else "–",
+              style="bold")  # fmt: skip
+    return t
+
+
+def op_type_rows(p: Profile) -> list[tuple[str, float, int]]:
+    """(op type, ms, count) sorted by time."""
+    acc: dict[str, list[float]] = {}
+    for o in p.ops:
+        a = acc.setdefault(o.op_type, [0.0, 0])
+        a[0] += o.ms
+        a[1] += 1
+    return sorted(((k, v[0], int(v[1])) for k, v in acc.items()), key=lambda r: -r[1])
+
+
+def op_type_table(profiles: Sequence[Profile], top: int = 12) -> Any:
+    """A rich Table: time per op type, one column pair (ms, count) per runtime, sorted by the first runtime."""
+    from rich.table import Table
+
+    t = Table(title=f"{profiles[0].model}: time per op type")
+    t.add_column("op type")
+    per = [{k: (ms, n) for k, ms, n in op_type_rows(p)} for p in profiles]
+    for p in profiles:
+        t.add_column(f"{p.runtime} ms", justify="right")
+        t.add_column("n", justify="right")
+    keys: list[str] = []
+    for d in per:
+        keys += [k for k in sorted(d, key=lambda k, d=d: -d[k][0])[:top] if k not in keys]
+    for k in keys:
+        cells = [k]
+        for d in per:
+            ms, n = d.get(k, (None, 0))
+            cells += [f"{ms:.3f}" if ms is not None else "–", str(n) if n else "–"]
+        t.add_row(*cells)
+    return t
+
+
+def compare_rows(profiles: Sequence[Profile], depth: int = 1) -> list[dict[str, Any]]:
+    """Side by side: one row per module at ``depth`` with ms per runtime and each runtime's ratio to the first."""
+    tables = [{r.module: r for r in module_rows(p, depth)} for p in profiles]
+    order: list[str] = []
+    for tab in tables:
+        order += [m for m in tab if m not in order]
+    rows = []
+    for m in order:
+        ms = [tab[m].ms if m in tab else None for tab in tables]
+        base = ms[0]
+        rows.append({
+            "module": m,
+            "ms": dict(zip([p.runtime for p in profiles], ms, strict=True)),
+            "ratio_to_first": [None if (v is None or not base) else v / base for v in ms],
+            "ops": [tab[m].ops if m in tab else 0 for tab in tables],
+        })  # fmt: skip
+    return sorted(rows, key=lambda r: -max(v or 0.0 for v in r["ms"].values()))
+
+
+def compare_table(profiles: Sequence[Profile], depth: int = 1, top: int = 30) -> Any:
+    """A rich Table of :func:`compare_rows`; rows where a later runtime is ≥ 10 % slower than the first in red."""
+    from rich.table import Table
+
+    names = [p.runtime for p in profiles]
+    t = Table(title=f"{profiles[0].model}: " + " vs ".join(names) + " per " + ("stage" if depth == 1 else "module"))
+    t.add_column("module")
+    for n in names:
+        t.add_column(f"{n} ms", justify="right")
+    for n in names[1:]:
+        t.add_column(f"{n}/{names[0]}", justify="right")
+    t.add_column("ops", justify="right")
+    for r in compare_rows(profiles, depth)[:top]:
+        cells = [r["module"]] + [f"{v:.3f}" if v is not None else "–" for v in r["ms"].values()]
+        ratios = r["ratio_to_first"][1:]
+        cells += [f"{x:.2f}" if x is not None else "–" for x in ratios]
+        cells.append("/".join(str(n) for n in r["ops"]))
+        slow = any(x is not None and x >= 1.10 for x in ratios)
+        t.add_row(*cells, style="red" if slow else None)
+    t.add_row("total", *(f"{p.total_ms:.3f}" for p in profiles),
+              *(f"{p.total_ms / profiles[0].total_ms:.2f}" for p in profiles[1:]), "", style="bold")  # fmt: skip
+    t.add_row(
+        "bench median",
+        *(f"{p.bench_median_ms or float('nan'):.3f}" for p in profiles),
+        *(f"{(p.bench_median_ms or 0) / (profiles[0].bench_median_ms or 1):.2f}" for p in profiles[1:]),
+        "",
+    )
+    return t
+
+
+# ------------------------------------------------------------------ HTML
+
+
+def plot_stages(profiles: Sequence[Profile]) -> str:
+    """Horizontal bars: ms per stage, one bar per runtime, grouped by stage; inline SVG."""
+    import numpy as np
+
+    from edgedeploy.results.report import _figure, _svg
+
+    rows = compare_rows(profiles, 1)[:24]
+    fig = _figure(9.0, max(2.5, 0.32 * len(rows) * len(profiles) + 1.0))
+    ax = fig.subplots()
+    h = 0.8 / max(1, len(profiles))
+    y = np.arange(len(rows))
+    for i, p in enumerate(profiles):
+        vals = [r["ms"].get(p.runtime) or 0.0 for r in rows]
+        ax.barh(y + i * h, vals, height=h, label=p.runtime)
+    ax.set_yticks(y + h * (len(profiles) - 1) / 2, [r["module"] for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per run (mean of the runs nearest the median)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig)
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str) -> str:
+    head = "".join(f"<th class='{'l' if i == 0 else ''}'>{html.escape(h)}</th>" for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td class='{'l' if i == 0 else ''}'>{html.escape(str(c))}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table id='{table_id}'><tr>{head}</tr>{body}</table>"
+
+
+def render_html(profiles: Sequence[Profile], depth: int = 2, top: int = 40) -> str:
+    """One self-contained HTML page: headline per runtime, the stage plot, the side-by-side table (several
+    runtimes), per-runtime module and op-type tables. Raises ``ValueError`` for no profiles."""
+    from edgedeploy.results.report import _CSS, _figure_html
+
+    if not profiles:
+        raise ValueError("nothing to render")
+    title = f"edgedeploy profile: {profiles[0].model}"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<ul>" + "".join(f"<li>{html.escape(headline(p))}</li>" for p in profiles) + "</ul>",
+        "<h2>Time per stage</h2>",
+        _figure_html("plot-stages", "Op time per top-level module (ms), per runtime.", plot_stages(profiles)),
+    ]
+    if len(profiles) > 1:
+        names = [p.runtime for p in profiles]
+        rows = [
+            [r["module"], *(f"{v:.3f}" if v is not None else "–" for v in r["ms"].values()),
+             *(f"{x:.2f}" if x is not None else "–" for x in r["ratio_to_first"][1:])]
+            for r in compare_rows(profiles, depth)[:top]
+        ]  # fmt: skip
+        headers = ["module", *(f"{n} ms" for n in names), *(f"{n}/{names[0]}" for n in names[1:])]
+        parts += [f"<h2>Side by side (depth {depth})</h2>", _html_table(headers, rows, "compare-table")]
+    for p in profiles:
+        rows = [
+            [r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", r.ops, _si(r.macs),
+             f"{r.gmacs_per_s:.1f}" if r.gmacs_per_s else "–"]
+            for r in module_rows(p, depth)[:top]
+        ]  # fmt: skip
+        parts += [
+            f"<h2>{html.escape(p.runtime)}: modules (depth {depth})</h2>",
+            _html_table(["module", "ms", "% run", "ops", "MACs", "GMAC/s"], rows, f"modules-{p.runtime}"),
+            f"<h2>{html.escape(p.runtime)}: op types</h2>",
+            _html_table(
+                ["op type", "ms", "count"],
+                [[k, f"{ms:.3f}", n] for k, ms, n in op_type_rows(p)],
+                f"optypes-{p.runtime}",
+            ),
+            f"<p class='small'>{html.escape('; '.join(p.notes))}</p>",
+        ]
+    parts.append("<p class='small'>Generated by edgedeploy profile. Times in ms per run.</p></body></html>")
+    return "\n".join(parts)
