@@ -229,14 +229,14 @@ def bench(
     say = opts.progress or (lambda _msg: None)
     limits.check_run_options(opts.iterations, opts.warmup, opts.threads)  # before any export or runtime
     limits.check_input_size(opts.input_size)
+    profile = load_profile(opts.device)
+    limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
     from edgedeploy.devices import board_parity
     from edgedeploy.devices.native import tool_runtime
 
     native = tool_runtime(opts.runtime)  # "native:TOOL" -> the runtime whose format the tool runs, else None
     if opts.runtime is not None and native is None:
         get_runtime(opts.runtime)  # unknown runtime: fail before any export
-    profile = load_profile(opts.device)
-    limits.check_threads(opts.threads, limits.profile_cores(profile), opts.allow_oversubscribe)
     out = Path(opts.out) if opts.out is not None else None
     if out is not None:
         check_result_out(out)
