@@ -47,6 +47,19 @@ def yaml_error_line(e: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
 
 
+def read_yaml(path: Path, what: str) -> object:
+    """The parsed YAML document at ``path``; :class:`ConfigError` (one line naming the file, and the line for a
+    syntax error) when it cannot be read, is not UTF-8 or is not YAML. ``what`` names the file in errors."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path} is not valid YAML: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_line(e)}") from e
+
+
 def load_yaml_config(path: str | Path, schema: type[M], what: str) -> M:
     """Read one YAML file and validate it with the pydantic ``schema``; ``what`` names it in errors.
 
@@ -54,14 +67,7 @@ def load_yaml_config(path: str | Path, schema: type[M], what: str) -> M:
     is not YAML, is not a mapping, or does not validate.
     """
     path = Path(path).expanduser()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path} is not valid YAML: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_error_line(e)}") from e
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path}: expected a mapping at the top level")
     try:

@@ -103,3 +103,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         finally:
             os.close(dfd)
     return path
+
+
+def si_format(n: float | None, unit: str = "") -> str:
+    """A count with an SI suffix for tables: ``1.66G``, ``5.04M``, ``"–"`` for None (3 significant digits)."""
+    if n is None:
+        return "–"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}{unit}"
+    return f"{n:.3g}{unit}"

@@ -20,18 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgedeploy import __version__, registry
+from edgedeploy._util import si_format
 from edgedeploy.clierrors import ErrorHandlingGroup
 
 err_console = Console(stderr=True, highlight=False)
-
-
-def _si(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "–"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}{unit}"
-    return f"{n:.3g}{unit}"
 
 
 #: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
@@ -121,8 +113,8 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
         if r["official_params"] is not None:
             match = " ✓" if r["official_params"] == r["params"] else " ✗"
         table.add_row(
-            r["name"], r["family"], str(r["input_size"]), _si(r["params"]) + match, _si(r["paper_params"]),
-            _si(r["macs"]), _si(r.get("macs_paper_convention")), _si(r["paper_macs"]),
+            r["name"], r["family"], str(r["input_size"]), si_format(r["params"]) + match, si_format(r["paper_params"]),
+            si_format(r["macs"]), si_format(r.get("macs_paper_convention")), si_format(r["paper_macs"]),
         )  # fmt: skip
     Console().print(table)
 

@@ -248,24 +248,13 @@ def _registry_source(model: str, shape: tuple[int, ...] | None, name: str | None
 def _card_source(
     path: str, shape: tuple[int, ...] | None, name: str | None, size: int | None, spec: str | None = None
 ) -> ModelSource:
-    import yaml
-
-    from edgedeploy._paths import load_yaml_config
+    from edgedeploy._paths import load_yaml_config, read_yaml
     from edgedeploy.cards import load_card
 
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"model card not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read model card {p}: {e.strerror or e}") from e
-    except UnicodeDecodeError:
-        raise ConfigError(f"model card {p} is not valid YAML: not UTF-8 text") from None
-    except yaml.YAMLError as e:
-        from edgedeploy._paths import yaml_error_line
-
-        raise ConfigError(f"model card {p} is not valid YAML: {yaml_error_line(e)}") from e
+    data = read_yaml(p, "model card")
     if isinstance(data, dict) and "entry" in data:
         card: UserModelCard = load_yaml_config(p, UserModelCard, "model card")
         entry = card.entry

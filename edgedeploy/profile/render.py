@@ -10,16 +10,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from edgedeploy._util import si_format
 from edgedeploy.profile.record import ModuleRow, Profile, named
-
-
-def _si(n: float | None) -> str:
-    if n is None:
-        return "–"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:.3g}"
 
 
 def headline(p: Profile) -> str:
@@ -53,7 +45,7 @@ def module_table(p: Profile, depth: int = 1, top: int = 30, title: str | None = 
     for col in (what, "ms", "% run", "ops", "MACs", "GMAC/s"):
         t.add_column(col, justify="left" if col == what else "right")
     for r in rows[:top]:
-        t.add_row(r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", str(r.ops), _si(r.macs),
+        t.add_row(r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", str(r.ops), si_format(r.macs),
                   f"{r.gmacs_per_s:.1f}" if r.gmacs_per_s else "–")  # fmt: skip
     if len(rows) > top:
         rest = rows[top:]
@@ -63,7 +55,7 @@ def module_table(p: Profile, depth: int = 1, top: int = 30, title: str | None = 
     if un:
         share = p.unattributed_ms / p.total_ms if p.total_ms else 0.0
         t.add_row("(root / unattributed)", f"{p.unattributed_ms:.3f}", f"{100 * share:.1f}", str(len(un)), "", "")
-    t.add_row("total", f"{p.total_ms:.3f}", "100.0", str(len(p.ops)), _si(p.macs.get("") if p.macs else None),
+    t.add_row("total", f"{p.total_ms:.3f}", "100.0", str(len(p.ops)), si_format(p.macs.get("") if p.macs else None),
               f"{p.macs[''] / (p.total_ms * 1e6):.1f}" if p.macs and p.macs.get("") and p.total_ms else "–",
               style="bold")  # fmt: skip
     return t
@@ -213,7 +205,7 @@ def render_html(profiles: Sequence[Profile], depth: int = 2, top: int = 40) -> s
         parts += [f"<h2>Side by side (depth {depth})</h2>", _html_table(headers, rows, "compare-table")]
     for p in profiles:
         rows = [
-            [r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", r.ops, _si(r.macs),
+            [r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", r.ops, si_format(r.macs),
              f"{r.gmacs_per_s:.1f}" if r.gmacs_per_s else "–"]
             for r in module_rows(p, depth)[:top]
         ]  # fmt: skip
