@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedeploy.errors import ConfigError, ExportError
-from edgedeploy.nn.rewrites import register_lowering
+from edgedeploy.errors import ConfigError
+from edgedeploy.nn.rewrites import nchw_input, register_lowering
 
 Direction = Literal["H", "W"]
 
@@ -410,11 +410,8 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     The same for every target (the run-time interpolation is what no exporter handles: "kernel of unknown
     shape"). Raises :class:`ExportError` when the recorded input is not 4-D.
     """
-    if not isinstance(module, GCCBlock):
-        raise ExportError(f"lower_gcc_block got {type(module).__name__}")
-    if len(input_shape) != 4:
-        raise ExportError(f"GCC block expects an NCHW input, recorded shape {input_shape}")
-    return BakedGCCBlock(module, int(input_shape[2]), int(input_shape[3]))
+    _, _, h, w = nchw_input(module, GCCBlock, input_shape, "GCC block")
+    return BakedGCCBlock(module, h, w)
 
 
 @register_lowering(GCC)
@@ -423,8 +420,5 @@ def lower_gcc(module: nn.Module, input_shape: tuple[int, ...], target: str) -> n
 
     Raises :class:`ExportError` when the recorded input is not 4-D.
     """
-    if not isinstance(module, GCC):
-        raise ExportError(f"lower_gcc got {type(module).__name__}")
-    if len(input_shape) != 4:
-        raise ExportError(f"GCC expects an NCHW input, recorded shape {input_shape}")
-    return BakedGCC(module, int(input_shape[2] if module.direction == "H" else input_shape[3]))
+    _, _, h, w = nchw_input(module, GCC, input_shape, "GCC")
+    return BakedGCC(module, h if module.direction == "H" else w)

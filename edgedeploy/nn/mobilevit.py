@@ -35,7 +35,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.cards import parse_hyper as parse_card_hyper
-from edgedeploy.errors import ConfigError, ExportError
+from edgedeploy.errors import ConfigError
 from edgedeploy.nn.layers import (
     BifurcateNet,
     ConvLayer,
@@ -44,7 +44,7 @@ from edgedeploy.nn.layers import (
     init_weights,
     mobilenet_stage,
 )
-from edgedeploy.nn.rewrites import register_lowering
+from edgedeploy.nn.rewrites import nchw_input, register_lowering
 from edgedeploy.zoo import register_family
 
 
@@ -270,11 +270,8 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
 
     Raises :class:`ExportError` when the recorded input is not 4-D.
     """
-    if not isinstance(module, MobileViTBlock):
-        raise ExportError(f"lower_mobilevit_block got {type(module).__name__}")
-    if len(input_shape) != 4:
-        raise ExportError(f"MobileViT block expects an NCHW input, recorded shape {input_shape}")
-    return StaticMobileViTBlock(module, (input_shape[0], input_shape[1], input_shape[2], input_shape[3]))
+    n, c, h, w = nchw_input(module, MobileViTBlock, input_shape, "MobileViT block")
+    return StaticMobileViTBlock(module, (n, c, h, w))
 
 
 class MobileViTStageSpec(BaseModel):

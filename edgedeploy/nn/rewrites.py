@@ -10,7 +10,7 @@ A layer file registers the export form of its module type here::
 ``input_shape`` is the shape of the module's first tensor argument at the export resolution, ``target`` the
 export format ("onnx", "mnn", "tflite", "coreml"); a rewrite may return ``module`` itself when it has nothing to
 do for that target. :func:`edgedeploy.export.lowering.lower` applies the table (exact type match) before its
-generic graph passes. This module imports nothing from :mod:`edgedeploy`, so the layers
+generic graph passes. This module imports nothing from :mod:`edgedeploy` but its errors, so the layers
 in :mod:`edgedeploy.nn` can register their rewrites without depending on :mod:`edgedeploy.export`.
 """
 
@@ -33,3 +33,20 @@ def register_lowering(module_type: type[nn.Module]) -> Callable[[Rewrite], Rewri
         return fn
 
     return deco
+
+
+def nchw_input(
+    module: nn.Module, expected: type[nn.Module], input_shape: tuple[int, ...], what: str
+) -> tuple[int, ...]:
+    """The recorded ``(N, C, H, W)`` input shape a rewrite of ``what`` works from, as ints.
+
+    Raises :class:`~edgedeploy.errors.ExportError` when ``module`` is not an ``expected`` or the recorded input is
+    not 4-D (both would be an edgedeploy bug: rewrites are looked up by exact type, shapes recorded by a hook).
+    """
+    from edgedeploy.errors import ExportError
+
+    if not isinstance(module, expected):
+        raise ExportError(f"the {what} rewrite got a {type(module).__name__}")
+    if len(input_shape) != 4:
+        raise ExportError(f"{what} expects an NCHW input, recorded shape {input_shape}")
+    return tuple(int(d) for d in input_shape)
