@@ -41,6 +41,22 @@ def infer_for(model: str, runtime: str, threads: int) -> Callable[[], Any]:
     return rt.load(outcome.artifact, threads).prepare(x)
 
 
+#: the SIMD flags of /proc/cpuinfo that matter for these runtimes' kernels, in this order
+CPU_FLAGS_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                         "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS_OF_INTEREST` this CPU has (from /proc/cpuinfo; empty when unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in CPU_FLAGS_OF_INTEREST if f in have]
+
+
 def machine_description() -> dict[str, Any]:
     """CPU, cores, versions and the load average at the time of the call."""
     env = local_fingerprint()

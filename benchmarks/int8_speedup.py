@@ -38,8 +38,7 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 import torch
-from _common import interleaved, load_note, machine_description, summarize_pair, write_results
-from naive_vs_edgedeploy import cpu_flags
+from _common import cpu_flags, interleaved, load_note, machine_description, summarize_pair, write_results
 
 import edgedeploy
 from edgedeploy.cards import get_card

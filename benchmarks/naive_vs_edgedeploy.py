@@ -45,7 +45,7 @@ import torch
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before anything imports onnxruntime
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import interleaved, load_note, machine_description, summarize_pair, write_results
+from _common import cpu_flags, interleaved, load_note, machine_description, summarize_pair, write_results
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.cards import get_card
@@ -58,19 +58,6 @@ from edgedeploy.zoo import build_model
 
 DEFAULT_MODELS = "edgeformer_s,mobilevit_s,emo_5m,edgevit_xs"
 FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn"}
-CPU_FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                         "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")  # fmt: skip
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD flags of /proc/cpuinfo that matter for these kernels (empty when unreadable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
-    return [f for f in CPU_FLAGS_OF_INTEREST if f in have]
 
 
 # ------------------------------------------------------------------------------------------------ naive path

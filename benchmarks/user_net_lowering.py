@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, load_note, machine_description, machine_markdown, summarize_pair, write_results
+from _common import RESULTS, cpu_flags, load_note, machine_description, machine_markdown, summarize_pair, write_results
 
 import edgedeploy
 from edgedeploy.errors import EdgeDeployError
@@ -51,18 +51,6 @@ VARIANTS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "litert": ("tflite", {"lowered": {}, "none": {"lowering": "none"}}),
     "coreml": ("coreml", {"lowered": {"parity": False}, "none": {"lowering": "none", "parity": False}}),
 }  # fmt: skip
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD flags of this CPU that matter for these runtimes (from /proc/cpuinfo)."""
-    wanted = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile"}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(wanted & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return []
 
 
 def export_all(out: Path, runtimes: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
