@@ -21,7 +21,6 @@ The module a spec names must register its implementation class when imported (``
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +137,6 @@ def register_family_spec(spec: FamilySpec, *, replace: bool = False) -> FamilySp
         raise ConfigError(f"model family '{spec.name}' is already registered")
     _FAMILIES[spec.name] = spec
     return spec
-
-
-def unregister(kind: str, name: str) -> None:
-    """Remove a format / runtime / family (for tests and plug-ins that replace a built-in)."""
-    {"format": _FORMATS, "runtime": _RUNTIMES, "family": _FAMILIES}[kind].pop(name, None)
 
 
 def load_entry_points(force: bool = False) -> list[str]:
@@ -328,18 +322,6 @@ def import_implementation(module: str, what: str) -> None:
         if e.name and module.startswith(e.name):
             raise ConfigError(f"{what}: its module {module} is not installed") from e
         raise
-
-
-def lazy(factory: Callable[[], object]) -> Callable[[], object]:
-    """Wrap an entry-point factory so it is called once (helper for plug-in authors)."""
-    cache: list[object] = []
-
-    def get() -> object:
-        if not cache:
-            cache.append(factory())
-        return cache[0]
-
-    return get
 
 
 # ------------------------------------------------------------------------------------------------ built-ins
