@@ -1,15 +1,22 @@
-"""MNN export: PyTorch → ONNX (TorchScript exporter, opset 17 by default) → MNN converter, called in-process.
+"""MNN export: PyTorch → ONNX (torch.export-based exporter, opset 20 by default) → MNN converter, in-process.
 
 The converter is the compiled ``_tools.mnnconvert`` entry point shipped in the MNN wheel, called directly. The
 ``mnnconvert`` console script and ``MNN.tools`` are never imported: that import path runs
 ``pip install -U aliyun-log-python-sdk`` and sends a usage log (TOOLCHAIN_NOTES.md, "MNN"); a test proves the
 installed package set is unchanged and no socket is opened during conversion.
 
-Opset 17 is the default, measured, not guessed: reports of MNN LayerNorm trouble suggested opset 13 (LayerNorm
-decomposed into ReduceMean/Sub/Pow/Sqrt/Div), but MNN 3.6.1 runs the opset-17 LayerNormalization op correctly
-(max abs error 3.6e-7 on MobileViT-S) and faster: the decomposed form is 1.028× slower on MobileViT-S and 1.035×
-on EdgeViT-XXS (``benchmarks/results/lowering_ablation.md``, quiet host). ``--opset 13`` keeps the decomposed
-form for older MNN builds. Precisions: ``fp32``; ``fp16`` stores fp16 weights
+Exporter and opset, measured, not guessed: the ``torch.export``-based exporter at opset 20 (what torch 2.13's
+plain ``torch.onnx.export`` uses) is the default, because MNN runs its graphs faster than the TorchScript exporter's
+opset-17 graphs of the same module: EMO-5M was 1.07× and EdgeViT-XS 1.25× slower on MNN with the opset-17 export
+than with the plain default export (issue 13, quiet host); on the quiet host of 2026-12-01 (2 threads, 12
+interleaved blocks, ``benchmarks/results/naive_vs_edgedeploy_before_quiet.md``) the opset-17 exports of the
+lowered modules ran at 1.16× (EdgeViT-XS), 1.05× (EMO-5M), 1.02× (EdgeFormer-S) of the plain export on MNN. When the dynamo exporter
+fails on a module, opset 17 (TorchScript exporter) is used and the manifest's notes say so; ``--opset`` picks one
+explicitly. LayerNorm: MNN 3.6.1 runs the LayerNormalization op (opset ≥ 17) correctly (max abs error 3.6e-7 on
+MobileViT-S) and faster than the decomposed form (1.028× slower on MobileViT-S, 1.035× on EdgeViT-XXS,
+``benchmarks/results/lowering_ablation.md``); ``--opset 13`` keeps the decomposed form for older MNN builds.
+
+Precisions: ``fp32``; ``fp16`` stores fp16 weights
 (``--fp16``, compute stays fp32 on CPU with precision "high"); ``int8`` full integer by default (the compiled
 quantizer ``_tools.mnnquant`` in-process on a calibration set, :func:`edgedeploy.export.quantize.mnn_full_int8`)
 or weight-only with ``options["int8_mode"] = "weight"`` (converter ``--weightQuantBits 8``: int8 weights,
@@ -30,10 +37,10 @@ from torch import nn
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
-from edgedeploy.export.onnx import torch_to_onnx
+from edgedeploy.export.onnx import export_default
 from edgedeploy.runtimes.mnn_rt import import_mnn
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 20
 # the converter prints e.g. "These Op Not Support: ONNX::DFT ONNX::STFT"
 _NOT_SUPPORTED = re.compile(r"Op Not Support:\s*(?P<ops>[^\n]+)", re.IGNORECASE)
 
@@ -117,13 +124,10 @@ class MnnExporter(Exporter):
         extra: dict[str, Any] = {}
         quant_tool = ""
         with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-") as tmp:
-            onnx_file = torch_to_onnx(
-                module,
-                example,
-                Path(tmp) / "model.onnx",
-                opset=opset,
-                output_names=settings.options.get("output_names"),
+            onnx_file = export_default(
+                module, example, Path(tmp) / "model.onnx", settings.opset, settings.options.get("output_names")
             )
+            opset = onnx_file.opset or opset
             if mode == "full":
                 from edgedeploy.export.calibration import calibration_set
 
