@@ -31,9 +31,9 @@ input and then expanded by ``v``; padded pixels take part as keys, then are crop
 Parameter counts (exact, official builders run outside the repo): EMO-1M 1,361,168; 2M 2,377,472; 5M 5,108,848;
 6M 6,168,496 (paper 1.3M / 2.3M / 5.1M / 6.1M, EMO paper Tab. 7).
 
-Export lowering: :func:`lower_irmb` replaces each attention :class:`iRMB` with :class:`LoweredIRMB`: window
-partition / merge with tensors of at most 4 dimensions and static shapes for the recorded input, explicit
-matmul + softmax.
+Export lowering: :func:`lower_irmb` replaces each attention :class:`iRMB` with :class:`LoweredIRMB` for the recorded
+input: static shapes, explicit matmul + softmax, and per target either 4-D window partition / merge or the 6-D
+form with the windows merged before the (per-pixel) value projection.
 """
 
 from __future__ import annotations
@@ -424,18 +424,31 @@ class EMO(nn.Module):
 
 
 class LoweredIRMB(nn.Module):
-    """An attention :class:`iRMB` for one fixed input shape ``(B, C, H, W)``: tensors ≤ 4-D, static, explicit attention.
+    """An attention :class:`iRMB` for one fixed input shape ``(B, C, H, W)``: static shapes, explicit attention.
 
-    Shares the original's submodules (same parameter names). The strided-grid window partition / merge use
-    :func:`window_partition_4d` / :func:`window_merge_4d` (skipped when there is a single unpadded window); q and k
-    are slices of the ``(b, 2·heads, head_dim, hw)`` view of the ``qk`` conv output; attention is
-    ``softmax((qᵀ k) · scale)`` by ``torch.matmul``; with ``attn_pre`` the windowed input in its channel-major
-    ``(b, heads, head_dim, hw)`` view is multiplied by ``attnᵀ``, so no token-major transpose of the values is
-    needed. Only valid for the recorded shape.
+    Shares the original's submodules (same parameter names). q and k are slices of the ``(b, 2·heads, head_dim,
+    hw)`` view of the ``qk`` conv output; attention is ``softmax((qᵀ k) · scale)`` by ``torch.matmul``; with
+    ``attn_pre`` the windowed input in its channel-major ``(b, heads, head_dim, hw)`` view is multiplied by
+    ``attnᵀ``, so no token-major transpose of the values is needed. Only valid for the recorded shape.
+
+    ``form`` (chosen per target by :func:`lower_irmb`):
+
+    * ``"4d"``: window partition / merge by :func:`window_partition_4d` / :func:`window_merge_4d` (every tensor at
+      most 4-D; CoreML, ncnn, TFLite); the value projection ``v`` runs on the windows, as in the official code;
+    * ``"merge-first"``: the training-time 6-D partition / merge (:func:`window_partition` / :func:`window_merge`),
+      and with ``attn_pre`` the windows are merged (and the padding cropped) *before* ``v``. ``v`` is a 1×1 conv →
+      (no norm) → activation, a per-pixel map, so it commutes with any permutation or crop of the pixels: the
+      result is the same numbers, but the merge moves ``dim_in`` channels instead of ``dim_mid = exp_ratio·dim_in``
+      (4× fewer for EMO-5M's stage 3) and ``v`` skips the padded pixels.
+
+    A single unpadded window (``n1 = n2 = 1``) skips partition and merge in both forms.
     """
 
-    def __init__(self, src: iRMB, input_shape: tuple[int, ...]) -> None:
+    def __init__(self, src: iRMB, input_shape: tuple[int, ...], form: str = "4d") -> None:
         super().__init__()
+        if form not in IRMB_FORMS:
+            raise ConfigError(f"unknown iRMB lowering form {form!r} (known: {', '.join(IRMB_FORMS)})")
+        self.form = form
         B, C, H, W = (int(s) for s in input_shape)
         self.norm, self.qk, self.v = src.norm, src.qk, src.v
         self.conv_local, self.se, self.proj = src.conv_local, src.se, src.proj
@@ -446,28 +459,38 @@ class LoweredIRMB(nn.Module):
         self.windowed = self.n1 * self.n2 > 1
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = self.B, self.C, self.H, self.W
+        B, C = self.B, self.C
         ws_h, ws_w, n1, n2 = self.ws_h, self.ws_w, self.n1, self.n2
         heads, dh, hw = self.heads, self.dim_head, ws_h * ws_w
         b = B * n1 * n2
         if self.pad_b or self.pad_r:
             x = F.pad(x, (0, self.pad_r, 0, self.pad_b))
+        six_d = self.form == "merge-first"
         if self.windowed:
-            x = window_partition_4d(x, B, C, ws_h, ws_w, n1, n2)
+            x = window_partition(x, ws_h, ws_w) if six_d else window_partition_4d(x, B, C, ws_h, ws_w, n1, n2)
         qk = self.qk(x).reshape(b, 2 * heads, dh, hw)
         q = qk[:, :heads]
         k = qk[:, heads:]
         attn = torch.softmax(torch.matmul(q.transpose(2, 3), k) * self.scale, dim=-1)  # (b, heads, hw, hw)
         if self.attn_pre:
             out = torch.matmul(x.reshape(b, heads, dh, hw), attn.transpose(2, 3)).reshape(b, C, ws_h, ws_w)
+            if six_d:  # v is per-pixel: merge and crop the dim_in-channel map first, then expand
+                return self.v(self._merge(out, C))
             out = self.v(out)
         else:
             v = self.v(x).reshape(b, heads, self.dim_mid // heads, hw)
             out = torch.matmul(v, attn.transpose(2, 3)).reshape(b, self.dim_mid, ws_h, ws_w)
+        return self._merge(out, self.dim_mid)
+
+    def _merge(self, out: torch.Tensor, channels: int) -> torch.Tensor:
+        """Windows ``(B·n1·n2, channels, ws_h, ws_w)`` back to the ``(B, channels, H, W)`` map (padding cropped)."""
         if self.windowed:
-            out = window_merge_4d(out, B, self.dim_mid, ws_h, ws_w, n1, n2)
+            if self.form == "merge-first":
+                out = window_merge(out, self.n1, self.n2)
+            else:
+                out = window_merge_4d(out, self.B, channels, self.ws_h, self.ws_w, self.n1, self.n2)
         if self.pad_b or self.pad_r:
-            out = out[:, :, :H, :W]
+            out = out[:, :, : self.H, : self.W]
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -478,22 +501,33 @@ class LoweredIRMB(nn.Module):
         return shortcut + x if self.has_skip else x
 
 
+#: the :class:`LoweredIRMB` forms
+IRMB_FORMS = ("4d", "merge-first")
+#: per export target: the :class:`LoweredIRMB` form; every other target (plug-ins included) gets ``"4d"``
+IRMB_FORM: dict[str, str] = {"onnx": "merge-first", "mnn": "merge-first"}
+
+
 @register_lowering(iRMB)
 def lower_irmb(module: iRMB, input_shape: tuple[int, ...], target: str) -> nn.Module:
-    """Rewrite an attention :class:`iRMB` into :class:`LoweredIRMB` for TFLite, CoreML and ncnn; keep it for ONNX and
-    MNN.
+    """Rewrite an attention :class:`iRMB` into a :class:`LoweredIRMB` of the target's form (:data:`IRMB_FORM`).
 
-    Per target, measured (``benchmarks/results/lowering_ablation.md``, EMO-1M, 2 threads, quiet host): onnxruntime
-    runs the training-time window partition (6-D reshapes) 1.47× faster than the 4-D rewrite (7.57 vs 11.39 ms) and
-    MNN 1.08× faster (10.23 vs 11.29 ms), with identical errors; LiteRT is indifferent (ratio 1.00), and CoreML
-    limits tensors to rank 5, so the 4-D form is kept there. ncnn's tensors have at most 4 dimensions: pnnx
-    (20261020) leaves the training-time form's 6-D ``Tensor.reshape`` and ``torch.unbind`` (of the stacked q/k)
-    unconverted, so ncnn cannot load it; the 4-D form converts completely. Every format that is neither ONNX nor
-    MNN (plug-ins included) gets the 4-D form. Blocks without attention are never rewritten.
+    Measured, per target:
+
+    * ONNX and MNN: ``"merge-first"``. EMO-5M @224 against the naive export of the same module (torch 2.13's
+      default ``torch.onnx.export`` + onnxsim; 2 threads, 10 interleaved blocks × 10 runs, quiet 2-vCPU Xeon,
+      ``benchmarks/naive_vs_edgedeploy.py``): onnxruntime 0.76×, MNN 0.94× of the naive latency. The profile
+      (``edgedeploy profile emo_5m --runtime onnxruntime``) showed why: the official form's window merge is a
+      6-D Transpose of the ``dim_mid``-channel map, 0.59 ms of each stage-3 block's 1.2 ms on onnxruntime.
+      Against the 4-D form, onnxruntime ran the 6-D partition 1.47× faster and MNN 1.08× faster (EMO-1M,
+      ``benchmarks/results/lowering_ablation.md``), so merge-first keeps the 6-D partition.
+    * CoreML (tensors of rank ≤ 5), ncnn (≤ 4-D: pnnx 20261020 leaves the 6-D ``Tensor.reshape`` and
+      ``torch.unbind`` unconverted) and TFLite (indifferent, ratio 1.00): ``"4d"``.
+
+    Blocks without attention are never rewritten.
     """
-    if not module.attn_s or target in ("onnx", "mnn"):
+    if not module.attn_s:
         return module
-    return LoweredIRMB(module, input_shape)
+    return LoweredIRMB(module, input_shape, IRMB_FORM.get(target, "4d"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
