@@ -181,10 +181,11 @@ def test_bad_hyper_names_the_field() -> None:
 
 
 def test_lowered_mobilevit_onnx_graph_is_static_and_4d() -> None:
+    """The CoreML / ncnn / TFLite form: constant shapes, ranks ≤ 4."""
     onnx = pytest.importorskip("onnx")
     model = fill_deterministic_(build_model("mobilevit_xxs"))
     example = reference_input(256)
-    lowered, _ = lower(model, example, "mnn")
+    lowered, _ = lower(model, example, "coreml")
     buf = io.BytesIO()
     torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
     proto = onnx.shape_inference.infer_shapes(onnx.load_from_string(buf.getvalue()))
@@ -192,3 +193,23 @@ def test_lowered_mobilevit_onnx_graph_is_static_and_4d() -> None:
     assert not ops & {"Shape", "Resize", "Gather"}
     ranks = [len(v.type.tensor_type.shape.dim) for v in [*proto.graph.value_info, *proto.graph.output]]
     assert ranks and max(ranks) <= 4
+
+
+@pytest.mark.parametrize("target", ["onnx", "mnn"])
+def test_onnx_and_mnn_unfold_moves_whole_channel_vectors(target: str) -> None:
+    """ONNX / MNN: the channels-last form is exact, static, and every unfold / fold transpose keeps channels last."""
+    onnx = pytest.importorskip("onnx")
+    from edgedeploy.nn.mobilevit import ChannelsLastMobileViTBlock
+
+    model = fill_deterministic_(build_model("mobilevit_xxs"))
+    example = reference_input(256)
+    lowered, names = lower(model, example, target)
+    assert len(names) == 3 and all(isinstance(lowered.get_submodule(n), ChannelsLastMobileViTBlock) for n in names)
+    assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
+    buf = io.BytesIO()
+    torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
+    graph = onnx.load_from_string(buf.getvalue()).graph
+    assert not {n.op_type for n in graph.node} & {"Shape", "Resize", "Gather"}
+    perms = [list(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
+    six = [p for p in perms if len(p) == 6]
+    assert len(six) == 2 * 3 and all(p[-1] == 5 for p in six), six  # unfold + fold per block, channel axis kept
