@@ -4,12 +4,14 @@ implementation, input sizes, export lowering and ONNX export."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from edgedeploy.cards import get_card
@@ -184,7 +186,7 @@ def test_lowering_is_exact_and_4d(name: str, size: int) -> None:
     model = build_model(name, input_size=size)
     model.load_state_dict(seeded_state(model.state_dict()))
     x = torch.randn(1, 3, size, size)
-    lowered, names = lower(model, x, target="mnn")
+    lowered, names = lower(model, x, target="coreml")  # the ≤ 4-D form (CoreML, ncnn, TFLite)
     assert sorted(names) == sorted(n for n, m in model.named_modules() if isinstance(m, SelfAttn))
     assert all(isinstance(lowered.get_submodule(n), LoweredSelfAttn) for n in names)
     assert verify_lowering(model, lowered, x).max_abs_error < 1e-5
@@ -221,7 +223,7 @@ def test_onnx_export_of_lowered_edgevit_xxs(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx")
     model = build_model("edgevit_xxs")
     x = torch.randn(1, 3, 224, 224)
-    lowered, _ = lower(model, x, target="onnx")
+    lowered, _ = lower(model, x, target="coreml")
     path = tmp_path / "edgevit_xxs.onnx"
     torch.onnx.export(lowered, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
@@ -233,3 +235,52 @@ def test_onnx_export_of_lowered_edgevit_xxs(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = model(x)
     assert torch.allclose(torch.from_numpy(y), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["onnx", "mnn"])
+def test_onnx_and_mnn_forms_are_exact_channels_last_and_fold_norms(target: str) -> None:
+    """ONNX / MNN: channels-last SelfAttn, LocalAgg with BatchNorms and the pos-embed residual folded into convs."""
+    onnx = pytest.importorskip("onnx")
+    from edgedeploy.nn.edgevit import ChannelsLastSelfAttn, FoldedLocalAgg, LocalAgg
+
+    model = build_model("edgevit_xxs")
+    model.load_state_dict(seeded_state(model.state_dict()))
+    x = torch.randn(1, 3, 224, 224)
+    lowered, names = lower(model, x, target=target)
+    kinds = {type(lowered.get_submodule(n)) for n in names}
+    assert kinds == {ChannelsLastSelfAttn, FoldedLocalAgg}
+    n_local = sum(isinstance(m, LocalAgg) for m in model.modules())
+    assert sum(isinstance(m, FoldedLocalAgg) for m in lowered.modules()) == n_local == 5
+    assert verify_lowering(model, lowered, x).max_abs_error < 1e-5
+    buf = io.BytesIO()
+    torch.onnx.export(lowered, (x,), buf, dynamo=False, opset_version=17, input_names=["x"])
+    ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
+    ref_buf = io.BytesIO()
+    torch.onnx.export(model, (x,), ref_buf, dynamo=False, opset_version=17, input_names=["x"])
+    ref_ops = [n.op_type for n in onnx.load_from_string(ref_buf.getvalue()).graph.node]
+    assert ops.count("BatchNormalization") == ref_ops.count("BatchNormalization") - 2 * n_local
+    assert "ConvTranspose" in ref_ops and "ConvTranspose" not in ops
+    n_attn = sum(isinstance(m, SelfAttn) for m in model.modules())
+    # the pos-embed residuals are in the convs; each LocalProp adds its bias with an Add instead of inside the deconv
+    n_prop = ref_ops.count("ConvTranspose")
+    assert ops.count("Add") == ref_ops.count("Add") - n_local - n_attn + n_prop
+
+
+def test_folds_reject_convs_they_would_change() -> None:
+    from edgedeploy.nn.edgevit import fold_bn_into_next_conv, fold_residual_into_dwconv
+
+    with pytest.raises(ConfigError, match="1×1"):
+        fold_bn_into_next_conv(nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1))  # the padding would see the shift
+    with pytest.raises(ConfigError, match="depth-wise"):
+        fold_residual_into_dwconv(nn.Conv2d(8, 8, 3, padding=1))  # not depth-wise: no identity tap per channel
+    with pytest.raises(ConfigError, match="depth-wise"):
+        fold_residual_into_dwconv(nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8))
+    conv = nn.Conv2d(8, 8, 5, padding=2, groups=8)
+    x = torch.randn(2, 8, 9, 11)
+    with torch.no_grad():
+        assert torch.allclose(fold_residual_into_dwconv(conv)(x), x + conv(x), atol=1e-6)
+        bn = nn.BatchNorm2d(8).eval()
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        pw = nn.Conv2d(8, 4, 1)
+        assert torch.allclose(fold_bn_into_next_conv(bn, pw)(x), pw(bn(x)), atol=1e-5)

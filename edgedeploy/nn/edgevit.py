@@ -47,8 +47,10 @@ from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
 __all__ = [
+    "ChannelsLastSelfAttn",
     "ConvMlp",
     "EdgeViT",
+    "FoldedLocalAgg",
     "GlobalSparseAttn",
     "LGLBlock",
     "LocalAgg",
@@ -57,6 +59,7 @@ __all__ = [
     "PatchEmbed",
     "SelfAttn",
     "build_edgevit",
+    "lower_local_agg",
     "lower_self_attn",
 ]
 
@@ -374,16 +377,195 @@ class LoweredSelfAttn(nn.Module):
         return t.reshape(B, L, C).transpose(1, 2).reshape(B, C, H, W)
 
 
+class LocalPropChannelsLast(nn.Module):
+    """LocalProp (depth-wise ``ConvTranspose2d``, kernel = stride = r) on channels-last delegates.
+
+    ``(B, h, w, C)`` → ``(B, h·r, w·r, C)``: with kernel = stride the transposed conv writes
+    ``o[b, i, j, c] · K[c, a, b'] + bias[c]`` to pixel ``(r·i + a, r·j + b')`` with no overlap, so it is one
+    broadcast product of ``(B, h, 1, w, 1, C)`` with the kernel as ``(1, 1, r, 1, r, C)``, reshaped, plus the bias
+    (bitwise the conv's values: one product and one sum per output). Holds the conv's own ``weight`` ``(C, 1, r,
+    r)`` and ``bias`` parameters (same names in the state dict).
+    """
+
+    def __init__(self, conv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.r = int(conv.stride[0])
+        self.channels = int(conv.weight.shape[0])
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        """``(B, h, w, C)`` → ``(B, h·r, w·r, C)``."""
+        B, h, w, C = o.shape
+        r = self.r
+        k = self.weight.reshape(C, r, r).permute(1, 2, 0).reshape(1, 1, r, 1, r, C)
+        up = (o.reshape(B, h, 1, w, 1, C) * k).reshape(B, h * r, w * r, C)
+        return up if self.bias is None else up + self.bias
+
+
+class ChannelsLastSelfAttn(nn.Module):
+    """:class:`SelfAttn` for one fixed input shape ``(B, C, H, W)`` NCHW → NCHW, with tokens kept channels-last.
+
+    ``x + pos_embed(x)`` is one conv (:func:`fold_residual_into_dwconv`). The map then goes channels-last once,
+    ``(B, H, W, C)`` (one permute; onnxruntime folds it into the conv's NCHWc ``ReorderOutput``, and the permute
+    back into the next conv's ``ReorderInput``), and every token step stays there: LayerNorm / Linear on the last
+    axis; the delegates are a strided slice of the ``(B, H, W, C)`` map (bitwise the official ``AvgPool2d(1,
+    r)``); LocalProp is :class:`LocalPropChannelsLast` (a broadcast product, no transposed conv); the heads are
+    split by a 4-D ``(B, n, 3·heads, head_dim)`` permute. The official module moves between ``(B, C, H, W)`` and
+    ``(B, H·W, C)`` with transposes around the sampling and LocalProp. Tensors reach rank 6 (LocalProp), so this
+    form is for ONNX / MNN (:func:`lower_self_attn`). Shares the original's submodules and parameter names
+    (``pos_embed`` holds the folded kernel). Only valid for the recorded shape.
+    """
+
+    def __init__(self, src: SelfAttn, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        B, C, H, W = (int(s) for s in input_shape)
+        a = src.attn
+        r = a.sr
+        if r > 1 and (H % r or W % r):
+            raise ConfigError(f"EdgeViT: a {H}x{W} map is not divisible by the sample rate {r}")
+        self.pos_embed = fold_residual_into_dwconv(src.pos_embed)
+        self.norm1 = src.norm1
+        self.attn = nn.Module()
+        self.attn.qkv = a.qkv
+        self.attn.proj = a.proj
+        if r > 1:
+            self.attn.LocalProp = LocalPropChannelsLast(a.LocalProp)
+            self.attn.norm = a.norm
+        self.norm2 = src.norm2
+        self.mlp = src.mlp
+        self.B, self.C, self.H, self.W, self.r = B, C, H, W, r
+        self.h, self.w = H // r, W // r
+        self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, r, h, w = self.B, self.C, self.r, self.h, self.w
+        heads, n = self.heads, h * w
+        t = self.pos_embed(x).permute(0, 2, 3, 1)  # x + pos_embed(x), channels-last (B, H, W, C)
+        s = self.norm1(t)
+        if r > 1:
+            s = s[:, ::r, ::r, :]
+        qkv = self.attn.qkv(s.reshape(B, n, C)).reshape(B, n, 3 * heads, self.head_dim).permute(0, 2, 1, 3)
+        q = qkv[:, :heads]
+        k = qkv[:, heads : 2 * heads]
+        v = qkv[:, 2 * heads :]
+        attn = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * self.scale, dim=-1)
+        o = torch.matmul(attn, v).permute(0, 2, 1, 3).reshape(B, h, w, C)
+        if r > 1:
+            o = self.attn.norm(self.attn.LocalProp(o))
+        t = t + self.attn.proj(o)
+        t = t + self.mlp(self.norm2(t))
+        return t.permute(0, 3, 1, 2)
+
+
+def fold_bn_into_next_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv(bn(x))`` as one conv, for a 1×1 ungrouped ``conv`` (eval-mode BatchNorm, exact in real arithmetic).
+
+    ``bn(x) = a·x + b`` per input channel (``a = γ / √(var + ε)``, ``b = β − μ·a``), so ``W (a x + b) + c =
+    (W·diag a) x + (W b + c)``. Raises :class:`ConfigError` for any other conv (a padded k×k conv would see the
+    BatchNorm's ``b`` in its zero padding).
+    """
+    if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.stride != (1, 1):
+        raise ConfigError(f"fold_bn_into_next_conv needs a 1×1 stride-1 ungrouped conv, got {conv}")
+    with torch.no_grad():
+        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        b = bn.bias - bn.running_mean * a
+        w = conv.weight.reshape(conv.out_channels, conv.in_channels)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True)
+        fused.weight.copy_((w * a[None, :]).reshape_as(conv.weight))
+        c = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        fused.bias.copy_(c + w @ b)
+    return fused
+
+
+def fold_residual_into_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
+    """``x + conv(x)`` as one conv, for a depth-wise, stride-1, "same"-padded ``conv`` with an odd kernel.
+
+    The identity is the kernel with a 1 at its centre tap, so the sum is the conv with ``w[c, 0, k//2, k//2] + 1``
+    (exact in real arithmetic; in fp32 the centre product rounds once instead of the sum). Removes the residual
+    Add, and on onnxruntime the NCHW ``ReorderOutput`` / ``ReorderInput`` pair the Add forced around the conv.
+    Raises :class:`ConfigError` for any other conv.
+    """
+    k = conv.kernel_size
+    if (
+        conv.groups != conv.in_channels
+        or conv.out_channels != conv.in_channels
+        or conv.stride != (1, 1)
+        or k[0] != k[1]
+        or k[0] % 2 == 0
+        or conv.padding != (k[0] // 2, k[1] // 2)
+        or conv.dilation != (1, 1)
+    ):
+        raise ConfigError(f"fold_residual_into_dwconv needs a same-padded stride-1 depth-wise conv, got {conv}")
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=conv.padding, groups=conv.groups,
+                      bias=conv.bias is not None)  # fmt: skip
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight)
+        fused.weight[:, 0, k[0] // 2, k[1] // 2] += 1.0
+        if conv.bias is not None:
+            fused.bias.copy_(conv.bias)
+    return fused
+
+
+class FoldedLocalAgg(nn.Module):
+    """:class:`LocalAgg` with its BatchNorms and position-encoding residual folded into convs (NCHW → NCHW).
+
+    ``norm1`` → ``conv1`` and ``norm2`` → ``mlp.fc1`` (:func:`fold_bn_into_next_conv`); ``x + pos_embed(x)`` →
+    ``pos_embed'(x)`` (:func:`fold_residual_into_dwconv`). onnxruntime and MNN fold a BatchNorm only into a conv
+    *before* it; a BatchNorm before a conv stays a separate op, and on onnxruntime it also breaks the NCHWc chain
+    (a ``ReorderOutput`` / ``ReorderInput`` pair around each), as does an Add of an NCHW input. Submodule names
+    are the original's, minus ``norm1`` / ``norm2``.
+    """
+
+    def __init__(self, src: LocalAgg) -> None:
+        super().__init__()
+        self.pos_embed = fold_residual_into_dwconv(src.pos_embed)
+        self.conv1 = fold_bn_into_next_conv(src.norm1, src.conv1)
+        self.attn = src.attn
+        self.conv2 = src.conv2
+        self.mlp = ConvMlp(src.mlp.fc1.in_channels, src.mlp.fc1.out_channels)
+        self.mlp.fc1 = fold_bn_into_next_conv(src.norm2, src.mlp.fc1)
+        self.mlp.act = src.mlp.act
+        self.mlp.fc2 = src.mlp.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_embed(x)  # x + pos_embed(x)
+        x = x + self.conv2(self.attn(self.conv1(x)))
+        return x + self.mlp(x)
+
+
+#: export targets whose :class:`LocalAgg` gets its BatchNorms folded (:class:`FoldedLocalAgg`)
+FOLD_LOCAL_AGG_NORMS: frozenset[str] = frozenset({"onnx", "mnn"})
+
+
+@register_lowering(LocalAgg)
+def lower_local_agg(module: LocalAgg, input_shape: tuple[int, ...], target: str) -> nn.Module:
+    """:class:`FoldedLocalAgg` for the targets in :data:`FOLD_LOCAL_AGG_NORMS`, else the module itself.
+
+    Measured with ``benchmarks/naive_vs_edgedeploy.py`` (EdgeViT-XS, see its results file).
+    """
+    return FoldedLocalAgg(module) if target in FOLD_LOCAL_AGG_NORMS else module
+
+
+#: per export target: the :class:`SelfAttn` export form; every other target (plug-ins included) gets ``"4d"``
+SELF_ATTN_FORM: dict[str, str] = {"onnx": "channels-last", "mnn": "channels-last"}
+
+
 @register_lowering(SelfAttn)
 def lower_self_attn(module: SelfAttn, input_shape: tuple[int, ...], target: str) -> nn.Module:
-    """Rewrite :class:`SelfAttn` into :class:`LoweredSelfAttn` for ``input_shape`` (every target).
+    """Rewrite :class:`SelfAttn` for ``input_shape``, per target (:data:`SELF_ATTN_FORM`).
 
-    For ``tflite`` the depth-wise LocalProp transposed conv is also rewritten as nearest up-sampling × tiled
-    kernel + bias: litert-torch splits a grouped ``ConvTranspose2d`` into one TRANSPOSE_CONV (and SLICE) per
-    channel (540 of each for EdgeViT-XXS at 224, measured with litert-torch 0.10), while ONNX Runtime and MNN
-    run it as one depth-wise deconvolution. For ``ncnn`` the delegate sampling is the official ``AvgPool2d(1, r)``
-    instead of a strided slice, which ncnn cannot run (:meth:`LoweredSelfAttn.sample`).
+    * ONNX, MNN: :class:`ChannelsLastSelfAttn` (measured against the naive export in
+      ``benchmarks/naive_vs_edgedeploy.py``; the profile showed the official token transposes, the NCHWc
+      reorders around them and the transposed conv as 2.7 ms of onnxruntime's 17.4 ms on EdgeViT-XS).
+    * every other target: :class:`LoweredSelfAttn` (ranks ≤ 4). For ``tflite`` the depth-wise LocalProp
+      transposed conv is also rewritten as nearest up-sampling × tiled kernel + bias: litert-torch splits a grouped
+      ``ConvTranspose2d`` into one TRANSPOSE_CONV (and SLICE) per channel (540 of each for EdgeViT-XXS at 224,
+      measured with litert-torch 0.10). For ``ncnn`` the delegate sampling is the official ``AvgPool2d(1, r)``
+      instead of a strided slice, which ncnn cannot run (:meth:`LoweredSelfAttn.sample`).
     """
+    if SELF_ATTN_FORM.get(target) == "channels-last":
+        return ChannelsLastSelfAttn(module, input_shape)
     return LoweredSelfAttn(module, input_shape, upsample_local_prop=target == "tflite", pool_sampler=target == "ncnn")
 
 
