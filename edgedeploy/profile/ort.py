@@ -48,24 +48,19 @@ class OrtProfiler:
             self._close()
 
     def _open(self) -> None:
-        from edgedeploy.errors import ArtifactError
-        from edgedeploy.runtimes.onnxruntime_rt import OnnxRuntime
+        from edgedeploy.runtimes.onnxruntime_rt import OnnxRuntime, create_session, session_options
 
         ort = OnnxRuntime.import_engine()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        opts = session_options(ort, self.threads)  # the bench's settings, so the profile times what bench times
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(self._tmp.name) / f"ort{len(self.parts)}")
         if self.graph is None:
             opts.optimized_model_filepath = str(self._optimized)
         try:
-            self.sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:
+            self.sess = create_session(ort, self.path, opts)
+        except Exception:
             self._tmp.cleanup()
-            raise ArtifactError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0]}") from e
+            raise
         self._feed = {self.sess.get_inputs()[0].name: self._x}
         self._names = [self.sess.get_outputs()[0].name]
         self.timed = []
