@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -474,15 +475,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEDEPLOY_CACHE") or Path.home() / ".cache" / "edgedeploy")
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) over the source of the edgedeploy code an artifact depends on (layers, lowering,
+    exporters, runtimes): a cached artifact made by other code is not reused, even at the same version number."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = [root / "zoo.py", root / "cards.py"]
+    for sub in ("nn", "export", "runtimes"):
+        files += sorted((root / sub).rglob("*.py"))
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(src: ModelSource, module: nn.Module | None, fmt: str, precision: str, opset: int | None,
               lowering: str) -> str:  # fmt: skip
-    """20 hex digits of a sha256 over the weights (or the ONNX file), the export settings and the versions.
+    """20 hex digits of a sha256 over the weights (or the ONNX file), the export settings, the versions and
+    :func:`code_fingerprint`.
 
-    Zoo keys are unchanged from before user models existed; other sources add their description (kind, spec,
+    Other sources than the zoo add their description (kind, spec,
     input shape, mean / std) and the sha256 of a ``file.py`` spec's source.
     """
     fingerprint = module_fingerprint(module) if module is not None else src.describe().get("sha256")
     parts: list = [fingerprint, fmt, precision, opset, src.input_size, lowering, __version__, torch.__version__]
+    parts.append(code_fingerprint())
     if not src.is_zoo:
         desc = src.describe()
         target = src.spec.rsplit(":", 1)[0] if src.kind == "callable" else None
