@@ -43,6 +43,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
+from edgedeploy.nn.folding import fold_bn_into_next_conv, fold_residual_into_dwconv
 from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_family
 
@@ -456,55 +457,6 @@ class ChannelsLastSelfAttn(nn.Module):
         t = t + self.attn.proj(o)
         t = t + self.mlp(self.norm2(t))
         return t.permute(0, 3, 1, 2)
-
-
-def fold_bn_into_next_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
-    """``conv(bn(x))`` as one conv, for a 1×1 ungrouped ``conv`` (eval-mode BatchNorm, exact in real arithmetic).
-
-    ``bn(x) = a·x + b`` per input channel (``a = γ / √(var + ε)``, ``b = β − μ·a``), so ``W (a x + b) + c =
-    (W·diag a) x + (W b + c)``. Raises :class:`ConfigError` for any other conv (a padded k×k conv would see the
-    BatchNorm's ``b`` in its zero padding).
-    """
-    if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.stride != (1, 1):
-        raise ConfigError(f"fold_bn_into_next_conv needs a 1×1 stride-1 ungrouped conv, got {conv}")
-    with torch.no_grad():
-        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        b = bn.bias - bn.running_mean * a
-        w = conv.weight.reshape(conv.out_channels, conv.in_channels)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True)
-        fused.weight.copy_((w * a[None, :]).reshape_as(conv.weight))
-        c = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        fused.bias.copy_(c + w @ b)
-    return fused
-
-
-def fold_residual_into_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
-    """``x + conv(x)`` as one conv, for a depth-wise, stride-1, "same"-padded ``conv`` with an odd kernel.
-
-    The identity is the kernel with a 1 at its centre tap, so the sum is the conv with ``w[c, 0, k//2, k//2] + 1``
-    (exact in real arithmetic; in fp32 the centre product rounds once instead of the sum). Removes the residual
-    Add, and on onnxruntime the NCHW ``ReorderOutput`` / ``ReorderInput`` pair the Add forced around the conv.
-    Raises :class:`ConfigError` for any other conv.
-    """
-    k = conv.kernel_size
-    if (
-        conv.groups != conv.in_channels
-        or conv.out_channels != conv.in_channels
-        or conv.stride != (1, 1)
-        or k[0] != k[1]
-        or k[0] % 2 == 0
-        or conv.padding != (k[0] // 2, k[1] // 2)
-        or conv.dilation != (1, 1)
-    ):
-        raise ConfigError(f"fold_residual_into_dwconv needs a same-padded stride-1 depth-wise conv, got {conv}")
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, k, padding=conv.padding, groups=conv.groups,
-                      bias=conv.bias is not None)  # fmt: skip
-    with torch.no_grad():
-        fused.weight.copy_(conv.weight)
-        fused.weight[:, 0, k[0] // 2, k[1] // 2] += 1.0
-        if conv.bias is not None:
-            fused.bias.copy_(conv.bias)
-    return fused
 
 
 class FoldedLocalAgg(nn.Module):
