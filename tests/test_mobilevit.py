@@ -205,6 +205,11 @@ def test_onnx_and_mnn_unfold_moves_whole_channel_vectors(target: str) -> None:
     example = reference_input(256)
     lowered, names = lower(model, example, target)
     assert len(names) == 3 and all(isinstance(lowered.get_submodule(n), ChannelsLastMobileViTBlock) for n in names)
+    from edgedeploy.nn.mobilevit import HeadMajorAttention, MultiHeadAttention
+
+    # ONNX: per-head projections; MNN keeps the fused qkv (its broadcast batched MatMul computes garbage)
+    kinds = {type(m) for m in lowered.modules()} & {HeadMajorAttention, MultiHeadAttention}
+    assert kinds == ({HeadMajorAttention} if target == "onnx" else {MultiHeadAttention})
     assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
     buf = io.BytesIO()
     torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
