@@ -20,7 +20,7 @@ runtime settings: whatever the toolkit does by default), made with ``edgedeploy.
 (``edgedeploy.runtimes``), ``threads`` threads.
 
 Method (TOOLCHAIN_NOTES.md, "Timing on this machine"): per model, the four sessions (naive/edgedeploy ×
-onnxruntime/MNN) are loaded in this process and timed in interleaved blocks with ``benchmarks/_common.interleaved``
+onnxruntime/MNN) and a control (a second onnxruntime session of the naive file, timed last in each block) are loaded in this process and timed in interleaved blocks with ``benchmarks/_common.interleaved``
 (order reversed every other block), ``iters`` timed runs per session per block after 2 warm-up runs. Reported:
 the median over all samples per session; per runtime the median of per-block paired ratios
 edgedeploy / naive; best-vs-best: the paired ratio of edgedeploy's fastest runtime (by median) against the naive
@@ -117,6 +117,8 @@ def naive_sessions(model: str, folder: Path, threads: int) -> tuple[dict[str, Ca
     info["onnxruntime_max_abs_error_vs_torch"] = float(np.abs(out - ref).max())
     feed = {in_name: xn}
     fns["naive onnxruntime"] = lambda: sess.run(None, feed)
+    again = naive_ort(onnx_path, threads)  # the control: the same file in a second session
+    fns["naive onnxruntime again"] = lambda: again.run(None, feed)
     try:
         mnn_path = folder / f"{model}.naive.mnn"
         t0 = time.perf_counter()
@@ -138,9 +140,7 @@ def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[st
     """{"edgedeploy onnxruntime": fn, "edgedeploy MNN": fn, ...} from the toolkit's own fp32 exports.
 
     Exports go through the public API (``edgedeploy.export``, parity-checked); sessions are the runtimes'
-    ``load`` with the toolkit's default settings, as ``edgedeploy bench`` uses them. When the onnxruntime session
-    chose a non-default spinning policy, the same artifact is also timed with spinning forced on
-    ("edgedeploy onnxruntime spin"), so the graph's effect and the thread policy's effect can be told apart.
+    ``load`` with the toolkit's default settings, as ``edgedeploy bench`` uses them.
     """
     import edgedeploy
 
@@ -172,9 +172,6 @@ def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[st
         }
         label = "MNN" if runtime == "mnn" else runtime
         fns[f"edgedeploy {label}"] = session.prepare(x)
-        if runtime == "onnxruntime" and getattr(session, "settings", {}).get("allow_spinning") is False:
-            spin = rt.load(outcome.artifact, threads, spinning=True)
-            fns["edgedeploy onnxruntime spin"] = spin.prepare(x)
     return fns, info
 
 
@@ -205,7 +202,8 @@ def run_model(model: str, args: argparse.Namespace, folder: Path) -> dict[str, A
     print(f"== {model}", flush=True)
     naive, ninfo = naive_sessions(model, folder, args.threads)
     ours, einfo = edgedeploy_sessions(model, folder, args.threads)
-    fns = {**naive, **ours}
+    control = {"naive onnxruntime again": naive.pop("naive onnxruntime again")}
+    fns = {**naive, **ours, **control}  # the control last: it is timed after a different session than the first
     samples = interleaved(fns, args.blocks, args.iters) if args.clock == "wall" else cpu_interleaved(fns, args)
     res: dict[str, Any] = {
         "model": model,
@@ -219,14 +217,14 @@ def run_model(model: str, args: argparse.Namespace, folder: Path) -> dict[str, A
     for rt, a, b in (
         ("onnxruntime", "naive onnxruntime", "edgedeploy onnxruntime"),
         ("MNN", "naive MNN", "edgedeploy MNN"),
-        ("onnxruntime spin", "naive onnxruntime", "edgedeploy onnxruntime spin"),
+        ("control", "naive onnxruntime", "naive onnxruntime again"),
     ):
         if a in samples and b in samples:
             res["pairs"][rt] = summarize_pair(samples[a], samples[b])
-    naive_best = min((k for k in samples if k.startswith("naive")), key=lambda k: res["median_ms"][k])
-    ed_best = min(
-        (k for k in samples if k.startswith("edgedeploy") and not k.endswith("spin")), key=lambda k: res["median_ms"][k]
+    naive_best = min(
+        (k for k in samples if k.startswith("naive") and not k.endswith("again")), key=lambda k: res["median_ms"][k]
     )
+    ed_best = min((k for k in samples if k.startswith("edgedeploy")), key=lambda k: res["median_ms"][k])
     res["best"] = {"naive": naive_best, "edgedeploy": ed_best, **summarize_pair(samples[naive_best], samples[ed_best])}
     for k, v in res["median_ms"].items():
         print(f"   {k:24s} median {v:7.2f} ms", flush=True)
@@ -251,11 +249,11 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Clock: {'process CPU time per inference' if payload.get('clock') == 'cpu' else 'wall (latency)'}; "
         f"{payload['threads']} threads, {payload['blocks']} interleaved blocks × {payload['iters']} runs per session; "
         f"wall {payload['wall_s']} s. Ratios are medians of per-block paired ratios edgedeploy / naive "
-        "(< 1: edgedeploy faster). 'spinning on': the same edgedeploy ONNX artifact with onnxruntime's default thread "
-        "spinning, when the toolkit's session turned spinning off on the busy host (– when it did not). "
+        "(< 1: edgedeploy faster). 'control': a second onnxruntime session of the naive file, paired with the first "
+        "the same way: its distance from 1.000 is the harness's own bias and noise for identical graphs. "
         "Slow blocks: either side's block median > 1.3× its fastest block.",
         "",
-        "| model | naive ORT ms | edgedeploy ORT ms | ORT paired | ORT paired, spinning on | naive MNN ms | "
+        "| model | naive ORT ms | edgedeploy ORT ms | ORT paired | control (same file) | naive MNN ms | "
         "edgedeploy MNN ms | MNN paired | best vs best (paired) | slow blocks ORT / MNN / best |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
@@ -277,7 +275,7 @@ def markdown(payload: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {r['model']} @{r['input_size']} | {cell('naive onnxruntime')} | {cell('edgedeploy onnxruntime')} | "
-            f"{ratio('onnxruntime')} | {ratio('onnxruntime spin')} | {cell('naive MNN')} | {cell('edgedeploy MNN')} | "
+            f"{ratio('onnxruntime')} | {ratio('control')} | {cell('naive MNN')} | {cell('edgedeploy MNN')} | "
             f"{ratio('MNN')} | {best} | "
             f"{slow} / {b['slow_blocks']} |"
         )

@@ -32,7 +32,11 @@ PRECISIONS = ("fp32", "fp16", "int8")
 LAYOUTS = ("NCHW", "NHWC")
 #: ONNX opsets the exporters accept: <= 17 the TorchScript exporter, >= 18 the torch.export (dynamo) exporter
 OPSET_RANGE = (11, 23)
-DEFAULT_OPSET = 17
+#: the ONNX opset the ONNX and MNN exporters use when none is asked for (the torch.export-based exporter; measured
+#: against the TorchScript exporter's opset-17 graphs in edgedeploy/export/onnx.py and mnn.py)
+DEFAULT_OPSET = 20
+#: used when the torch.export-based exporter fails on a module at the default opset (the TorchScript exporter)
+FALLBACK_OPSET = 17
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from torch import nn
 from edgedeploy import registry
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ConfigError
-from edgedeploy.export.mnn import DEFAULT_OPSET as MNN_DEFAULT_OPSET
 
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
 BISECT_FORMATS = tuple(f.name for f in registry.formats().values() if f.bisectable)
@@ -299,7 +298,7 @@ def bisect_artifact(
         if fmt == "onnx":
             mapping, values = _onnx_probe(artifact, x, set(order))
         else:
-            mapping, values = _mnn_probe(artifact, x, set(order), module, opset or MNN_DEFAULT_OPSET)
+            mapping, values = _mnn_probe(artifact, x, set(order), module, opset or registry.DEFAULT_OPSET)
     except (ConfigError, ArtifactError):
         raise
     except Exception as e:

@@ -5,15 +5,15 @@ The converter is the compiled ``_tools.mnnconvert`` entry point shipped in the M
 ``pip install -U aliyun-log-python-sdk`` and sends a usage log (TOOLCHAIN_NOTES.md, "MNN"); a test proves the
 installed package set is unchanged and no socket is opened during conversion.
 
-Exporter and opset, measured, not guessed: the ``torch.export``-based exporter at opset 20 (what torch 2.13's
-plain ``torch.onnx.export`` uses) is the default, because MNN runs its graphs faster than the TorchScript exporter's
+Exporter and opset, measured, not guessed: the ``torch.export``-based exporter at opset 20 (what torch 2.13's plain
+``torch.onnx.export`` uses) is the default, because MNN runs its graphs faster than the TorchScript exporter's
 opset-17 graphs of the same module: EMO-5M was 1.07× and EdgeViT-XS 1.25× slower on MNN with the opset-17 export
 than with the plain default export (issue 13, quiet host); on the quiet host of 2026-12-01 (2 threads, 12
-interleaved blocks, ``benchmarks/results/naive_vs_edgedeploy_before_quiet.md``) the opset-17 exports of the
-lowered modules ran at 1.16× (EdgeViT-XS), 1.05× (EMO-5M), 1.02× (EdgeFormer-S) of the plain export on MNN. When the dynamo exporter
-fails on a module, opset 17 (TorchScript exporter) is used and the manifest's notes say so; ``--opset`` picks one
-explicitly. LayerNorm: MNN 3.6.1 runs the LayerNormalization op (opset ≥ 17) correctly (max abs error 3.6e-7 on
-MobileViT-S) and faster than the decomposed form (1.028× slower on MobileViT-S, 1.035× on EdgeViT-XXS,
+interleaved blocks, ``benchmarks/results/naive_vs_edgedeploy_before_quiet.md``) the opset-17 exports of the lowered
+modules ran at 1.16× (EdgeViT-XS), 1.05× (EMO-5M), 1.02× (EdgeFormer-S) of the plain export on MNN. When the dynamo
+exporter fails on a module, opset 17 (TorchScript exporter) is used and the manifest's notes say so; ``--opset``
+picks one explicitly. LayerNorm: MNN 3.6.1 runs the LayerNormalization op (opset ≥ 17) correctly (max abs error
+3.6e-7 on MobileViT-S) and faster than the decomposed form (1.028× slower on MobileViT-S, 1.035× on EdgeViT-XXS,
 ``benchmarks/results/lowering_ablation.md``); ``--opset 13`` keeps the decomposed form for older MNN builds.
 
 Precisions: ``fp32``; ``fp16`` stores fp16 weights
@@ -38,9 +38,9 @@ from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
 from edgedeploy.export.onnx import export_default
+from edgedeploy.registry import DEFAULT_OPSET
 from edgedeploy.runtimes.mnn_rt import import_mnn
 
-DEFAULT_OPSET = 20
 # the converter prints e.g. "These Op Not Support: ONNX::DFT ONNX::STFT"
 _NOT_SUPPORTED = re.compile(r"Op Not Support:\s*(?P<ops>[^\n]+)", re.IGNORECASE)
 

@@ -36,10 +36,8 @@ from torch import nn
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
+from edgedeploy.registry import DEFAULT_OPSET, FALLBACK_OPSET
 
-DEFAULT_OPSET = 20
-#: used when the torch.export-based (dynamo) exporter fails on a module at the default opset
-FALLBACK_OPSET = 17
 _UNSUPPORTED = re.compile(
     r"(?:Exporting the operator '(?P<op1>[\w:.]+)' to ONNX opset version \d+ is not supported)"
     r"|(?:[Uu]nsupported.*?(?:operator|op)\W+'?(?P<op2>[\w:.]+)'?)"
