@@ -20,8 +20,9 @@ runtime settings: whatever the toolkit does by default), made with ``edgedeploy.
 (``edgedeploy.runtimes``), ``threads`` threads.
 
 Method (TOOLCHAIN_NOTES.md, "Timing on this machine"): per model, the four sessions (naive/edgedeploy ×
-onnxruntime/MNN) and a control (a second onnxruntime session of the naive file, timed last in each block) are loaded in this process and timed in interleaved blocks with ``benchmarks/_common.interleaved``
-(order reversed every other block), ``iters`` timed runs per session per block after 2 warm-up runs. Reported:
+onnxruntime/MNN) and a control (a second onnxruntime session of the naive file, last in the session order) are
+loaded in this process and timed in interleaved blocks with ``benchmarks/_common.interleaved`` (order reversed
+every other block), ``iters`` timed runs per session per block after 2 warm-up runs. Reported:
 the median over all samples per session; per runtime the median of per-block paired ratios
 edgedeploy / naive; best-vs-best: the paired ratio of edgedeploy's fastest runtime (by median) against the naive
 path's fastest runtime; slow blocks (a block median above 1.3× the fastest block median of the same session).
