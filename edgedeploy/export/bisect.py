@@ -4,9 +4,10 @@ How it works (ONNX and MNN artifacts, which carry the exporter's scope names):
 
 1. PyTorch: forward hooks on every named submodule of the *exported* (lowered) module record each module's output
    on one input (modules called more than once are not probes: their output is ambiguous).
-2. Mapping: the TorchScript ONNX exporter names every node after the module scope that emitted it
-   (``/layer_3/layer_3.0/conv/Conv`` ← module ``layer_3.0.conv``). A module's output in the artifact is the output
-   of the *last* node (graph order) inside its scope.
+2. Mapping: the module of every node comes from a fresh export of the same module at the artifact's opset (same
+   exporter, same node names): the torch.export-based exporter's node metadata, or the TorchScript exporter's
+   scope names (``/layer_3/layer_3.0/conv/Conv`` ← module ``layer_3.0.conv``); see :func:`export_node_modules`.
+   A module's output in the artifact is the output of the *last* node (graph order) inside its scope.
 3. Artifact: ONNX — the mapped tensors are added as graph outputs and the model is run once in onnxruntime;
    MNN — the converted graph keeps the ONNX tensor names, so the mapped variables are read from
    ``MNN.expr.load_as_dict`` after writing the input.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,21 +137,30 @@ def _inside(mod: str | None, scope: str) -> bool:
 
 
 def map_module_outputs(
-    nodes: list[tuple[str, list[str], list[str]]], module_names: set[str], graph_outputs: set[str] = frozenset()
+    nodes: list[tuple[str, list[str], list[str]]],
+    module_names: set[str],
+    graph_outputs: set[str] = frozenset(),
+    where: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
     """{module name: the tensor that carries its output} from ``nodes`` = (node name, inputs, outputs) in graph order.
 
-    A module's output is the last tensor produced inside its scope that leaves it: consumed by a node outside the
-    scope, or a graph output. Tensors used only inside the scope (e.g. a transposed key inside an attention) are
-    never taken for the module's output.
+    A node's module is ``where[node]`` when given (:func:`export_node_modules`), else its TorchScript scope name
+    (:func:`node_module`). A module's output is the last tensor produced inside its scope that leaves it: consumed
+    by a node outside the scope, or a graph output. Tensors used only inside the scope (e.g. a transposed key
+    inside an attention) are never taken for the module's output.
     """
+
+    def module_of(name: str) -> str | None:
+        placed = where.get(name) if where else None
+        return placed if placed is not None else node_module(name)
+
     consumers: dict[str, list[str | None]] = {}
     for name, inputs, _ in nodes:
         for t in inputs:
-            consumers.setdefault(t, []).append(node_module(name))
+            consumers.setdefault(t, []).append(module_of(name))
     last: dict[str, str] = {}
     for name, _, outputs in nodes:
-        scopes = [m for m in _ancestors(node_module(name)) if m in module_names]
+        scopes = [m for m in _ancestors(module_of(name)) if m in module_names]
         for t in outputs:
             users = consumers.get(t, [])
             for scope in scopes:
@@ -190,13 +201,39 @@ def torch_module_outputs(module: nn.Module, x: np.ndarray) -> tuple[dict[str, np
 
 
 # -------------------------------------------------------------------------------------------------- artifacts
-def _onnx_probe(artifact: Path, x: np.ndarray, module_names: set[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+def export_node_modules(module: nn.Module, x: np.ndarray, opset: int) -> tuple[dict[str, str | None], Any]:
+    """``({ONNX node name: module path of module}, graph)`` of a fresh export of ``module`` at ``opset``.
+
+    The exporter is deterministic, so the node (and tensor) names are those of an artifact exported from the same
+    module at the same opset, whatever its weights. The paths come from the export's source-map tables
+    (:func:`edgedeploy.profile.sourcemap.module_tables`): the torch.export-based exporter's node metadata before
+    onnxsim, or the TorchScript exporter's scope names.
+    """
+    import onnx
+
+    from edgedeploy.export.onnx import torch_to_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgedeploy-bisect-") as tmp:
+        exported = torch_to_onnx(module, torch.from_numpy(np.ascontiguousarray(x)), Path(tmp) / "ref.onnx", opset=opset)
+        graph = onnx.load(str(exported.path)).graph
+    tables = exported.extra.get("sourcemap_tables") or {}
+    return dict(tables.get("nodes") or {}), graph
+
+
+def _onnx_opset(model: Any) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), registry.DEFAULT_OPSET)
+
+
+def _onnx_probe(
+    artifact: Path, x: np.ndarray, module_names: set[str], module: nn.Module
+) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(artifact))
+    where, _ = export_node_modules(module, x, _onnx_opset(model))
     nodes = [(n.name, list(n.input), list(n.output)) for n in model.graph.node]
-    mapping = map_module_outputs(nodes, module_names, {o.name for o in model.graph.output})
+    mapping = map_module_outputs(nodes, module_names, {o.name for o in model.graph.output}, where)
     existing = {o.name for o in model.graph.output}
     wanted = sorted(set(mapping.values()) - existing)
     for t in wanted:
@@ -218,16 +255,11 @@ def _mnn_probe(
 ) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     """The MNN converter keeps ONNX tensor names: map them on a fresh ONNX export of ``module`` at ``opset`` (the
     graph the MNN file was converted from), then read the surviving ones from the MNN file (fused ones are gone)."""
-    import onnx
-
-    from edgedeploy.export.onnx import torch_to_onnx
     from edgedeploy.runtimes.mnn_rt import import_mnn
 
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-bisect-") as tmp:
-        exported = torch_to_onnx(module, torch.from_numpy(x), Path(tmp) / "ref.onnx", opset=opset)
-        graph = onnx.load(str(exported.path)).graph
+    where, graph = export_node_modules(module, x, opset)
     nodes = [(n.name, list(n.input), list(n.output)) for n in graph.node]
-    onnx_mapping = map_module_outputs(nodes, module_names, {o.name for o in graph.output})
+    onnx_mapping = map_module_outputs(nodes, module_names, {o.name for o in graph.output}, where)
 
     mnn = import_mnn()
     F = mnn.expr
@@ -296,7 +328,7 @@ def bisect_artifact(
     types = {n: type(m).__name__ for n, m in module.named_modules()}
     try:
         if fmt == "onnx":
-            mapping, values = _onnx_probe(artifact, x, set(order))
+            mapping, values = _onnx_probe(artifact, x, set(order), module)
         else:
             mapping, values = _mnn_probe(artifact, x, set(order), module, opset or registry.DEFAULT_OPSET)
     except (ConfigError, ArtifactError):

@@ -90,7 +90,7 @@ def quantize_onnx(
 def _quantize_onnx_int8(
     onnx: Any, q: Any, src: Path, dst: Path, calib: CalibrationSet | None, mode: str, tmp: Path
 ) -> dict[str, Any]:
-    src, excluded = _prepare_for_quantization(onnx, src, tmp)
+    src, excluded = _prepare_for_quantization(onnx, src, tmp, mode)
     try:
         with warnings.catch_warnings(), captured_fd_output():
             warnings.simplefilter("ignore")
@@ -132,10 +132,12 @@ def _quantize_onnx_int8(
     }
 
 
-def _prepare_for_quantization(onnx: Any, src: Path, folder: Path) -> tuple[Path, list[str]]:
+def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "full") -> tuple[Path, list[str]]:
     """Turn ``Constant`` nodes into initializers and list the Conv/MatMul/Gemm nodes whose weight is still computed
-    at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). Returns the path
-    of the prepared model (in ``folder``) and the excluded node names."""
+    at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). In ``"weight"``
+    mode MatMuls whose constant weight is not 2-D stay float too: onnxruntime 1.32's DynamicQuantizeMatMul
+    rejects the per-channel zero point of a batched ``(heads, C, d)`` weight ("b zero point is not valid").
+    Returns the path of the prepared model (in ``folder``) and the excluded node names."""
     from onnx import numpy_helper
 
     model = onnx.load(str(src))
@@ -158,6 +160,11 @@ def _prepare_for_quantization(onnx: Any, src: Path, folder: Path) -> tuple[Path,
         and n.input[1] not in inits
         and n.op_type != "MatMul"  # activation x activation MatMul (attention) is handled by the quantizer
     ]
+    if mode == "weight":
+        ranks = {i.name: len(i.dims) for i in graph.initializer}
+        excluded += [
+            n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and ranks.get(n.input[1], 2) != 2
+        ]
     prepared = folder / "prepared.onnx"
     onnx.save(model, str(prepared))
     return prepared, excluded
