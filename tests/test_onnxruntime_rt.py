@@ -64,5 +64,5 @@ def test_create_session_names_the_file_it_cannot_load(tmp_path: Path) -> None:
 
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ArtifactError, match="broken.onnx"):
+    with pytest.raises(ArtifactError, match=r"broken\.onnx"):
         create_session(ort, bad, session_options(ort, 1))
