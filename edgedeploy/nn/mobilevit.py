@@ -207,7 +207,30 @@ class MobileViTBlock(nn.Module):
         return fm
 
 
-class StaticMobileViTBlock(nn.Module):
+class _RecordedShapeBlock(nn.Module):
+    """What both export forms of :class:`MobileViTBlock` keep of the recorded input ``(B, C, H, W)``: the shape
+    (checked by :meth:`_check_shape`), the sizes of the official resize to patch multiples, and the patch grid."""
+
+    def _record_shape(
+        self, block: MobileViTBlock, input_shape: tuple[int, int, int, int]
+    ) -> tuple[int, int, int, int, int, int]:
+        """Set ``input_shape``, ``orig_size``, ``new_size``, ``interpolate``; return ``(B, d, p_h, p_w, n_h, n_w)``."""
+        b, _, h, w = input_shape
+        ph, pw = block.patch_h, block.patch_w
+        new_h, new_w = int(math.ceil(h / ph) * ph), int(math.ceil(w / pw) * pw)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.orig_size = (int(h), int(w))
+        self.new_size = (new_h, new_w)
+        self.interpolate = (new_h, new_w) != (h, w)
+        return b, block.local_rep.conv_1x1.out_channels, ph, pw, new_h // ph, new_w // pw
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        """``ValueError`` for an input of another shape than the recorded one (not checked under tracing)."""
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and tuple(x.shape) != self.input_shape:
+            raise ValueError(f"{type(self).__name__} built for {self.input_shape}, got {tuple(x.shape)}")
+
+
+class StaticMobileViTBlock(_RecordedShapeBlock):
     """Export form of :class:`MobileViTBlock` for one input shape ``(B, C, H, W)``.
 
     Same submodules and numerics; unfold / fold are written with constant shapes and tensors of rank ≤ 4:
@@ -226,26 +249,17 @@ class StaticMobileViTBlock(nn.Module):
         self.global_rep = block.global_rep
         self.conv_proj = block.conv_proj
         self.fusion = block.fusion
-        b, _, h, w = input_shape
-        ph, pw = block.patch_h, block.patch_w
-        d = block.local_rep.conv_1x1.out_channels
-        new_h, new_w = int(math.ceil(h / ph) * ph), int(math.ceil(w / pw) * pw)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.orig_size = (int(h), int(w))
-        self.new_size = (new_h, new_w)
-        self.interpolate = (new_h, new_w) != (h, w)
-        nh, nw = new_h // ph, new_w // pw
+        b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
         self.s_unfold_1 = (b * d * nh, ph, nw, pw)
         self.s_unfold_2 = (b, d, nh * nw, ph * pw)
         self.s_patches = (b * ph * pw, nh * nw, d)
         self.s_fold_1 = (b, ph * pw, nh * nw, d)
         self.s_fold_2 = (b * d * nh, nw, ph, pw)
-        self.s_fm = (b, d, new_h, new_w)
+        self.s_fm = (b, d, nh * ph, nw * pw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` at the recorded shape → same shape."""
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and tuple(x.shape) != self.input_shape:
-            raise ValueError(f"StaticMobileViTBlock built for {self.input_shape}, got {tuple(x.shape)}")
+        self._check_shape(x)
         res = x
         fm = self.local_rep(x)
         if self.interpolate:
@@ -276,6 +290,7 @@ class PointwiseChannelsLast(nn.Module):
     def __init__(self, layer: ConvLayer) -> None:
         super().__init__()
         from edgedeploy.errors import ExportError
+        from edgedeploy.nn.folding import bn_affine
 
         conv = layer.block.conv
         if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
@@ -285,8 +300,8 @@ class PointwiseChannelsLast(nn.Module):
             b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
             norm = getattr(layer.block, "norm", None)
             if norm is not None:
-                a = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-                w, b = w * a[:, None], a * (b - norm.running_mean) + norm.bias
+                a, shift = bn_affine(norm)
+                w, b = w * a[:, None], a * b + shift
         self.linear = nn.Linear(conv.in_channels, conv.out_channels, bias=True)
         with torch.no_grad():
             self.linear.weight.copy_(w)
@@ -348,7 +363,7 @@ class HeadMajorTransformerEncoder(nn.Module):
         return x + self.pre_norm_ffn(x)
 
 
-class ChannelsLastMobileViTBlock(nn.Module):
+class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
     """Export form of :class:`MobileViTBlock` for one input shape whose unfold / fold move whole channel vectors.
 
     The official unfold is a transpose of single floats (each patch element of the ``d``-channel NCHW map goes
@@ -384,24 +399,15 @@ class ChannelsLastMobileViTBlock(nn.Module):
         )
         self.conv_proj = PointwiseChannelsLast(block.conv_proj)
         self.fusion = block.fusion
-        b, _, h, w = input_shape
-        ph, pw = block.patch_h, block.patch_w
-        d = block.local_rep.conv_1x1.out_channels
-        new_h, new_w = int(math.ceil(h / ph) * ph), int(math.ceil(w / pw) * pw)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.orig_size = (int(h), int(w))
-        self.new_size = (new_h, new_w)
-        self.interpolate = (new_h, new_w) != (h, w)
-        nh, nw = new_h // ph, new_w // pw
+        b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
         self.s_grid = (b, nh, ph, nw, pw, d)
         self.s_patches = (b * ph * pw, nh * nw, d)
         self.s_fold = (b, ph, pw, nh, nw, d)
-        self.s_map = (b, new_h, new_w, d)
+        self.s_map = (b, nh * ph, nw * pw, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` at the recorded shape → same shape."""
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and tuple(x.shape) != self.input_shape:
-            raise ValueError(f"ChannelsLastMobileViTBlock built for {self.input_shape}, got {tuple(x.shape)}")
+        self._check_shape(x)
         res = x
         fm = self.local_rep.conv_3x3(x)
         if self.interpolate:
