@@ -295,7 +295,38 @@ class EdgeViT(nn.Module):
 # export lowering
 
 
-class LoweredSelfAttn(nn.Module):
+class _StaticSelfAttn(nn.Module):
+    """The parts both export forms of :class:`SelfAttn` share: the original's submodules under their names (with
+    the given ``pos_embed`` and LocalProp modules), the recorded ``(B, C, H, W)`` and the attention constants.
+
+    Raises :class:`ConfigError` when the map is not divisible by the sample rate.
+    """
+
+    def __init__(
+        self, src: SelfAttn, input_shape: tuple[int, ...], pos_embed: nn.Module, local_prop: nn.Module | None
+    ) -> None:
+        super().__init__()
+        B, C, H, W = (int(s) for s in input_shape)
+        a = src.attn
+        r = a.sr
+        if r > 1 and (H % r or W % r):
+            raise ConfigError(f"EdgeViT: a {H}x{W} map is not divisible by the sample rate {r}")
+        self.pos_embed = pos_embed
+        self.norm1 = src.norm1
+        self.attn = nn.Module()
+        self.attn.qkv = a.qkv
+        self.attn.proj = a.proj
+        if r > 1:
+            self.attn.LocalProp = local_prop
+            self.attn.norm = a.norm
+        self.norm2 = src.norm2
+        self.mlp = src.mlp
+        self.B, self.C, self.H, self.W, self.r = B, C, H, W, r
+        self.h, self.w = H // r, W // r
+        self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
+
+
+class LoweredSelfAttn(_StaticSelfAttn):
     """:class:`SelfAttn` for one fixed input shape ``(B, C, H, W)``: tensors ≤ 4-D, static shapes, explicit attention.
 
     Shares the original's submodules (same parameter names). Differences from the training-time module: the
@@ -308,27 +339,9 @@ class LoweredSelfAttn(nn.Module):
     def __init__(
         self, src: SelfAttn, input_shape: tuple[int, ...], upsample_local_prop: bool = False, pool_sampler: bool = False
     ) -> None:
-        super().__init__()
-        B, C, H, W = (int(s) for s in input_shape)
-        a = src.attn
-        r = a.sr
-        if r > 1 and (H % r or W % r):
-            raise ConfigError(f"EdgeViT: a {H}x{W} map is not divisible by the sample rate {r}")
-        self.pos_embed = src.pos_embed
-        self.norm1 = src.norm1
-        self.attn = nn.Module()
-        self.attn.qkv = a.qkv
-        self.attn.proj = a.proj
-        if r > 1:
-            self.attn.LocalProp = a.LocalProp
-            self.attn.norm = a.norm
-        self.norm2 = src.norm2
-        self.mlp = src.mlp
-        self.B, self.C, self.H, self.W, self.r = B, C, H, W, r
-        self.h, self.w = H // r, W // r
-        self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
-        self.upsample_local_prop = upsample_local_prop and r > 1
-        self.pool_sampler = pool_sampler and r > 1
+        super().__init__(src, input_shape, src.pos_embed, src.attn.LocalProp if src.attn.sr > 1 else None)
+        self.upsample_local_prop = upsample_local_prop and self.r > 1
+        self.pool_sampler = pool_sampler and self.r > 1
 
     def sample(self, s: torch.Tensor) -> torch.Tensor:
         """Delegate pixels ``(B, C, H, W) → (B, C, H/r, W/r)``: a strided slice, or the official ``AvgPool2d(1, r)``.
@@ -404,7 +417,7 @@ class LocalPropChannelsLast(nn.Module):
         return up if self.bias is None else up + self.bias
 
 
-class ChannelsLastSelfAttn(nn.Module):
+class ChannelsLastSelfAttn(_StaticSelfAttn):
     """:class:`SelfAttn` for one fixed input shape ``(B, C, H, W)`` NCHW → NCHW, with tokens kept channels-last.
 
     ``x + pos_embed(x)`` is one conv (:func:`fold_residual_into_dwconv`). The map then goes channels-last once,
@@ -419,25 +432,8 @@ class ChannelsLastSelfAttn(nn.Module):
     """
 
     def __init__(self, src: SelfAttn, input_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        B, C, H, W = (int(s) for s in input_shape)
-        a = src.attn
-        r = a.sr
-        if r > 1 and (H % r or W % r):
-            raise ConfigError(f"EdgeViT: a {H}x{W} map is not divisible by the sample rate {r}")
-        self.pos_embed = fold_residual_into_dwconv(src.pos_embed)
-        self.norm1 = src.norm1
-        self.attn = nn.Module()
-        self.attn.qkv = a.qkv
-        self.attn.proj = a.proj
-        if r > 1:
-            self.attn.LocalProp = LocalPropChannelsLast(a.LocalProp)
-            self.attn.norm = a.norm
-        self.norm2 = src.norm2
-        self.mlp = src.mlp
-        self.B, self.C, self.H, self.W, self.r = B, C, H, W, r
-        self.h, self.w = H // r, W // r
-        self.heads, self.head_dim, self.scale = a.num_heads, a.head_dim, a.scale
+        prop = LocalPropChannelsLast(src.attn.LocalProp) if src.attn.sr > 1 else None
+        super().__init__(src, input_shape, fold_residual_into_dwconv(src.pos_embed), prop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, r, h, w = self.B, self.C, self.r, self.h, self.w
