@@ -38,7 +38,6 @@ from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
 from edgedeploy.export.onnx import export_default
-from edgedeploy.registry import DEFAULT_OPSET
 from edgedeploy.runtimes.mnn_rt import import_mnn
 
 # the converter prints e.g. "These Op Not Support: ONNX::DFT ONNX::STFT"
@@ -116,7 +115,6 @@ class MnnExporter(Exporter):
     ) -> ExportedFile:
         from edgedeploy.export.quantize import int8_mode, mnn_full_int8
 
-        opset = settings.opset or DEFAULT_OPSET
         mode = int8_mode(settings.options) if settings.precision == "int8" else None
         extra_args = {"fp16": ["--fp16"], "int8": ["--weightQuantBits", "8"] if mode == "weight" else []}.get(
             settings.precision, []
@@ -127,7 +125,7 @@ class MnnExporter(Exporter):
             onnx_file = export_default(
                 module, example, Path(tmp) / "model.onnx", settings.opset, settings.options.get("output_names")
             )
-            opset = onnx_file.opset or opset
+            opset = onnx_file.opset  # the one actually used (the default, its fallback, or --opset)
             if mode == "full":
                 from edgedeploy.export.calibration import calibration_set
 

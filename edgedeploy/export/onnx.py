@@ -8,10 +8,11 @@ Exporter choice per opset (recorded in the manifest):
   (noted in the manifest), or when asked for.
 
 The default is measured, not guessed (onnxruntime, 2 threads, 8 interleaved blocks × 10 runs, quiet 2-vCPU Xeon,
-2026-12-01, each paired against torch 2.13's plain ``torch.onnx.export`` + onnxsim of the same module): the
-opset-17 TorchScript graph of the lowered module ran at 1.14× (EdgeViT-XS) and 1.00× (EdgeFormer-S) of the plain
-export, the opset-20 graph at 0.98× and 0.89×. Earlier CPU-time rounds on a loaded host agreed (opset 20 / 17:
-0.84× EdgeViT-XS, 0.94× EMO-5M, 0.96× MobileViT-S, 1.01× EdgeFormer-S).
+2026-12-01, paired against torch 2.13's plain ``torch.onnx.export`` + onnxsim of the same module): the opset-17
+TorchScript graph of EdgeViT-XS's lowered module ran at 1.14× of the plain export, its opset-20 graph at 0.98×;
+EdgeFormer-S's opset-20 graph is op for op the plain export's (1.00×, ``naive_vs_edgedeploy_after.md``). Earlier
+CPU-time rounds on a loaded host agreed (opset 20 / 17: 0.84× EdgeViT-XS, 0.94× EMO-5M, 0.96× MobileViT-S,
+1.01× EdgeFormer-S).
 
 The graph is then simplified with onnxsim (constant folding, shape inference); a failure to simplify keeps the
 unsimplified graph and says so in the notes. Input ``input`` is ``(1, 3, H, W)`` float32 NCHW, output ``logits``.
