@@ -46,25 +46,25 @@ def test_export_parity_passes(model: str, fmt: str, spine_artifacts: Path) -> No
 
 
 @pytest.mark.slow
-def test_edgeformer_onnx_has_no_resize_and_gcc_is_concat_conv(spine_artifacts: Path) -> None:
+def test_edgeformer_onnx_has_no_resize_and_gcc_is_unrolled(spine_artifacts: Path) -> None:
+    """onnxruntime's GCC form: per block one GCC-V and one GCC-H over all channels, each a zero-padded depth-wise
+    conv with a 2n - 1-tap kernel (no Split, Slice or spatial Concat); see nn.gcc.UnrolledGCCBlock."""
     import onnx
 
     code, out, err = export("edgeformer_s", "onnx", spine_artifacts)
     assert code == 0, err
     graph = onnx.load(out["artifact"]).graph
     ops = [n.op_type for n in graph.node]
-    assert "Resize" not in ops
-    producers = {o: n for n in graph.node for o in n.output}
-    # every Concat that feeds a grouped (depthwise) Conv is a GCC; at least one per GCC block
-    gcc_convs = []
+    assert "Resize" not in ops and "Slice" not in ops and "Split" not in ops
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    unrolled = []
     for n in graph.node:
-        if n.op_type != "Conv":
-            continue
+        w = inits.get(n.input[1]) if n.op_type == "Conv" else None
         group = next((a.i for a in n.attribute if a.name == "group"), 1)
-        src = producers.get(n.input[0])
-        if group > 1 and src is not None and src.op_type == "Concat":
-            gcc_convs.append(n)
-    assert len(gcc_convs) >= 18, f"expected Concat→grouped Conv for every GCC, found {len(gcc_convs)}"
+        if w and group == w[0] > 1 and w[1] == 1 and 1 in w[2:] and max(w[2:]) > 1 and max(w[2:]) % 2 == 1:
+            unrolled.append(max(w[2:]))
+    # EdgeFormer-S at 256: 2 + 4 + 3 blocks on 32, 16, 8 features -> kernels of 63, 31 and 15 taps
+    assert sorted(unrolled) == [15] * 6 + [31] * 8 + [63] * 4, sorted(unrolled)
 
 
 @pytest.mark.slow

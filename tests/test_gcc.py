@@ -19,9 +19,11 @@ from edgedeploy.nn.gcc import (
     BakedGCCBlock,
     ChannelAttention,
     GCCBlock,
+    UnrolledGCCBlock,
     circular_conv,
     instance_param,
     lower_gcc_block,
+    unrolled_circular_kernel,
 )
 from edgedeploy.nn.layers import fill_deterministic_
 
@@ -195,7 +197,7 @@ def test_channel_attention_is_squeeze_excitation() -> None:
 def test_baked_block_equals_original_and_is_static() -> None:
     torch.manual_seed(4)
     blk = fill_deterministic_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=True, ffn_dim=48)).eval()
-    baked = lower_gcc_block(blk, (1, 32, 12, 12), "onnx")
+    baked = lower_gcc_block(blk, (1, 32, 12, 12), "mnn")
     assert isinstance(baked, BakedGCCBlock)
     assert LOWERINGS[GCCBlock] is lower_gcc_block
     # kernels / PEs are constants (buffers), resized to 12; no meta parameter left
@@ -226,3 +228,74 @@ def test_lower_replaces_every_gcc_block() -> None:
     assert isinstance(model[1], GCCBlock)  # the original is untouched
     check = verify_lowering(model, lowered, example)
     assert check.max_abs_error < 1e-5
+
+
+@pytest.mark.parametrize("direction", ["H", "W"])
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_unrolled_kernel_is_circular_convolution(direction: str, n: int) -> None:
+    """One zero-padded conv with the 2n − 1-tap kernel equals the roll reference (and so cat-then-conv)."""
+    torch.manual_seed(n)
+    hw = (n, 5) if direction == "H" else (5, n)
+    x = torch.randn(2, 6, *hw)
+    k = torch.randn(6, 1, n, 1) if direction == "H" else torch.randn(6, 1, 1, n)
+    u, pad = unrolled_circular_kernel(k, direction)
+    assert u.shape[2 if direction == "H" else 3] == 2 * n - 1
+    y = F.conv2d(x, u, padding=pad, groups=6)
+    torch.testing.assert_close(y, roll_reference(x, k, direction), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must be"):
+        unrolled_circular_kernel(k.transpose(2, 3) if n > 1 else k.reshape(6, 1, 1, 1, 1), direction)
+
+
+def _randomise_norms_(module: nn.Module) -> nn.Module:
+    """BatchNorms far from identity, so a wrong fold of their scale or shift shows."""
+    g = torch.Generator().manual_seed(11)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(m.num_features, generator=g))
+                m.weight.copy_(0.5 + torch.rand(m.num_features, generator=g))
+                m.bias.copy_(0.6 * torch.rand(m.num_features, generator=g) - 0.3)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("use_pe", "bias", "hw"), [(True, False, (12, 12)), (False, True, (8, 14)), (True, True, (5, 9))]
+)
+def test_unrolled_block_equals_official(use_pe: bool, bias: bool, hw: tuple[int, int]) -> None:
+    """The onnxruntime form (no Split, commuted full-channel GCCs, BatchNorms folded) computes the official block."""
+    torch.manual_seed(6)
+    blk = _randomise_norms_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=use_pe, bias=bias, ffn_dim=48)).eval()
+    low = lower_gcc_block(blk, (1, 32, *hw), "onnx")
+    assert isinstance(low, UnrolledGCCBlock)
+    assert (low.pe_bias is not None) == use_pe
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in (low.gcc_h, low.gcc_w, *low.ffn))
+    assert low.gcc_h.kernel_size == (2 * hw[0] - 1, 1) and low.gcc_w.kernel_size == (1, 2 * hw[1] - 1)
+    x = torch.randn(2, 32, *hw)
+    with torch.no_grad():
+        ref = block_reference(blk, x) if use_pe and not bias else blk(x)
+        torch.testing.assert_close(low(x), ref, atol=2e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="lowered for"):
+            low(torch.randn(1, 32, hw[0] + 1, hw[1]))
+
+
+def test_unrolled_block_exports_without_split_slice_or_concat() -> None:
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    blk = _randomise_norms_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=True, ffn_dim=48)).eval()
+    low = lower_gcc_block(blk, (1, 32, 12, 12), "onnx")
+    buf = io.BytesIO()
+    torch.onnx.export(low, (torch.randn(1, 32, 12, 12),), buf, dynamo=False, opset_version=17)
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert not ops & {"Split", "Slice", "Concat", "BatchNormalization"}, ops
+    assert "Conv" in ops
+
+
+def test_unrolled_form_needs_no_mid_mix() -> None:
+    """A channel shuffle between the GCC stages does not commute with them: that block stays cat-then-conv."""
+    blk = GCCBlock(dim=8, meta_kernel_size=8, use_pe=False, ffn_dim=32, mid_mix=True).eval()
+    low = lower_gcc_block(blk, (1, 16, 8, 8), "onnx")
+    assert isinstance(low, BakedGCCBlock)
+    with pytest.raises(ConfigError, match="mid_mix"):
+        UnrolledGCCBlock(low)

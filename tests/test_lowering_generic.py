@@ -14,7 +14,17 @@ from torch import nn
 
 from edgedeploy.export import generic
 from edgedeploy.export.lowering import lower, lowering_report, register_lowering, verify_lowering
-from edgedeploy.nn import GCC, BakedGCC, BakedGCCBlock, GCCBlock, circular_conv, circular_pad, rewrites, roll_by_slices
+from edgedeploy.nn import (
+    GCC,
+    BakedGCC,
+    BakedGCCBlock,
+    GCCBlock,
+    UnrolledGCCBlock,
+    circular_conv,
+    circular_pad,
+    rewrites,
+    roll_by_slices,
+)
 
 
 def _ops(gm: nn.Module) -> list[str]:
@@ -233,13 +243,15 @@ def test_user_net_with_edgedeploy_layers_gets_the_registered_rewrites(tmp_path: 
     m, x = _UsesEdgedeployLayers().eval(), torch.randn(1, 3, 64, 96)
     low, names = lower(m, x)
     assert names == ["gcc", "block"]
-    assert isinstance(low.gcc, BakedGCC) and isinstance(low.block, BakedGCCBlock)
-    assert low.gcc.kernel.shape == (16, 1, 1, 24) and low.block.k_1_H.shape == (8, 1, 16, 1)
+    # the onnx target's block form: both halves' GCCs as one unrolled GCC-V and one GCC-H over all 16 channels
+    assert isinstance(low.gcc, BakedGCC) and isinstance(low.block, UnrolledGCCBlock)
+    assert low.gcc.kernel.shape == (16, 1, 1, 24) and low.block.gcc_h.weight.shape == (16, 1, 31, 1)
     assert verify_lowering(m, low, x).max_abs_error < 1e-5
     path = get_exporter("onnx").export(low, x, tmp_path / "u.onnx", ExportSettings()).path
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
-    assert "Resize" not in ops and "Pad" not in ops
-    assert ops.count("Conv") == 2 + 1 + 4 + 2 + 2  # stem, head, GCC, 4 block GCCs, FFN 2, CA 2
+    assert "Resize" not in ops and "Pad" not in ops and "Split" not in ops
+    assert ops.count("Conv") == 2 + 1 + 2 + 2 + 2  # stem, head, GCC, 2 block GCCs, FFN 2, CA 2
+    assert isinstance(lower(m, x, "mnn")[0].block, BakedGCCBlock)
 
 
 def test_gcc_layer_is_a_circular_conv_with_interpolated_kernel() -> None:

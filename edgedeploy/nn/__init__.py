@@ -9,14 +9,26 @@ Public layers for your own networks (every one has a registered export rewrite, 
 * :class:`GCCBlock` — the EdgeFormer meta-former block (GCC token mixer + FFN with SE channel attention),
   ``(N, 2·dim, H, W)`` → same;
 * :class:`ChannelAttention`, :func:`circular_conv` (cat-then-conv), :func:`instance_param` (bilinear resize of a
-  meta-kernel / PE);
+  meta-kernel / PE), :func:`unrolled_circular_kernel` (a circular kernel as a zero-padded linear one);
+* export forms: :class:`BakedGCCBlock` (constants, cat-then-conv) and :class:`UnrolledGCCBlock` (onnxruntime:
+  no Split, unrolled kernels, BatchNorms folded);
 * :func:`circular_pad`, :func:`roll_by_slices` — circular padding and ``torch.roll`` as Slice + Concat.
 
 Nothing in :mod:`edgedeploy.nn` imports :mod:`edgedeploy.export` (the rewrite table is :mod:`edgedeploy.nn.rewrites`).
 """
 
 from edgedeploy.nn.circular import circular_pad, roll_by_slices
-from edgedeploy.nn.gcc import GCC, BakedGCC, BakedGCCBlock, ChannelAttention, GCCBlock, circular_conv, instance_param
+from edgedeploy.nn.gcc import (
+    GCC,
+    BakedGCC,
+    BakedGCCBlock,
+    ChannelAttention,
+    GCCBlock,
+    UnrolledGCCBlock,
+    circular_conv,
+    instance_param,
+    unrolled_circular_kernel,
+)
 from edgedeploy.nn.rewrites import LOWERINGS, register_lowering
 
 __all__ = [
@@ -26,9 +38,11 @@ __all__ = [
     "BakedGCCBlock",
     "ChannelAttention",
     "GCCBlock",
+    "UnrolledGCCBlock",
     "circular_conv",
     "circular_pad",
     "instance_param",
     "register_lowering",
     "roll_by_slices",
+    "unrolled_circular_kernel",
 ]

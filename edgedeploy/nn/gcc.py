@@ -42,6 +42,7 @@ its PE), :class:`GCCBlock` (the EdgeFormer block), :class:`ChannelAttention`, :f
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Literal
 
 import torch
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy.errors import ConfigError
+from edgedeploy.nn.folding import bn_affine, fold_bn_into_next_conv
 from edgedeploy.nn.rewrites import nchw_input, register_lowering
 
 Direction = Literal["H", "W"]
@@ -326,22 +328,22 @@ class GCCBlock(nn.Module):
         return gcc_block_forward(self, x, kernels, pes)
 
 
-def gcc_block_forward(
+def gcc_token_mixer(
     block: nn.Module,
     x: torch.Tensor,
     kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     pes: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    """The EdgeFormer block computation (official ``gcc_ca_mf_block.forward``) given instance kernels and PEs.
+    """The EdgeFormer block's token mixer without its residual (official ``gcc_ca_mf_block.forward``, up to the
+    ``cat``): ``(N, 2 * dim, H, W)`` → ``(N, 2 * dim, H, W)``; the block adds it to its input.
 
-    Shared by :class:`GCCBlock` (run-time interpolation) and :class:`BakedGCCBlock` (constants), so the two cannot
-    drift apart. ``block`` provides ``dim``, ``pre_Norm_1``, ``pre_Norm_2``, ``meta_*_bias``, ``mixer``, ``ffn``,
-    ``ca``.
+    Half 1: ``+ pe_1_H`` → ``pre_Norm_1`` → GCC-V (``k_1_H``) → ``+ pe_2_W`` → GCC-H (``k_2_W``); half 2: ``+ pe_1_W``
+    → ``pre_Norm_2`` → GCC-H (``k_1_W``) → ``+ pe_2_H`` → GCC-V (``k_2_H``). ``block`` provides ``dim``,
+    ``pre_Norm_1``, ``pre_Norm_2``, ``meta_*_bias`` and ``mixer``.
     """
     k_1_h, k_1_w, k_2_h, k_2_w = kernels
     # split with a Python int (not torch.chunk on a traced shape): the exported graph gets a static Split
     x_1, x_2 = torch.split(x, block.dim, dim=1)
-    x_1_res, x_2_res = x_1, x_2
     if pes is not None:
         x_1, x_2 = x_1 + pes[0], x_2 + pes[1]
     x_1, x_2 = block.pre_Norm_1(x_1), block.pre_Norm_2(x_2)
@@ -355,7 +357,22 @@ def gcc_block_forward(
     # stage 2: half 1 horizontal, half 2 vertical
     x_1_2 = circular_conv(x_1_1, k_2_w, "W", block.meta_2_W_bias)
     x_2_2 = circular_conv(x_2_1, k_2_h, "H", block.meta_2_H_bias)
-    x = torch.cat((x_1_res + x_1_2, x_2_res + x_2_2), dim=1)
+    return torch.cat((x_1_2, x_2_2), dim=1)
+
+
+def gcc_block_forward(
+    block: nn.Module,
+    x: torch.Tensor,
+    kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    pes: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """The EdgeFormer block computation (official ``gcc_ca_mf_block.forward``) given instance kernels and PEs.
+
+    Shared by :class:`GCCBlock` (run-time interpolation) and :class:`BakedGCCBlock` (constants), so the two cannot
+    drift apart: ``x + t`` with ``t`` = :func:`gcc_token_mixer`, then ``x + ca(ffn(x))``. ``block`` provides what
+    :func:`gcc_token_mixer` needs and ``ffn``, ``ca``.
+    """
+    x = x + gcc_token_mixer(block, x, kernels, pes)
     y = block.ffn(x)
     if block.ca is not None:
         y = block.ca(y)
@@ -403,15 +420,116 @@ class BakedGCCBlock(nn.Module):
         return gcc_block_forward(self, x, kernels, pes)
 
 
+def unrolled_circular_kernel(weight: torch.Tensor, direction: Direction) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A full-length circular kernel as a zero-padded linear one: ``(weight, padding)`` for ``F.conv2d``.
+
+    ``weight`` ``(C, 1, n, 1)`` (``"H"``) or ``(C, 1, 1, n)`` (``"W"``) as in :func:`circular_conv`. Because the
+    kernel spans the whole axis, ``y_i = Σ_t k_t x_{(i + t) mod n} = Σ_j u_{j − i} x_j`` over the ``n`` real
+    positions with ``u_d = k_{d mod n}`` for ``d = −(n−1) … n−1``: a linear correlation with the ``2n − 1``-tap
+    kernel ``u`` and ``n − 1`` zeros on both sides, exactly equal (the zero taps meet only padding). Returns
+    ``(C, 1, 2n − 1, 1)`` with padding ``(n − 1, 0)`` (resp. ``(C, 1, 1, 2n − 1)``, ``(0, n − 1)``). Twice the
+    MACs of cat-then-conv, but no Slice / Concat: the conv reads its input in whatever layout the runtime keeps.
+    Raises ``ValueError`` for a kernel that is not 1-D along ``direction``.
+    """
+    axis = 2 if direction == "H" else 3
+    other = 3 if direction == "H" else 2
+    if direction not in ("H", "W") or weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[other] != 1:
+        raise ValueError(f"GCC-{direction} kernel must be (C, 1, n, 1) / (C, 1, 1, n), got {tuple(weight.shape)}")
+    n = weight.shape[axis]
+    index = torch.arange(-(n - 1), n, device=weight.device) % n
+    padding = (n - 1, 0) if direction == "H" else (0, n - 1)
+    return weight.index_select(axis, index).contiguous(), padding
+
+
+class UnrolledGCCBlock(nn.Module):
+    """onnxruntime export form of :class:`GCCBlock`: no Split, two full-channel convs, every BatchNorm folded.
+
+    Built by :func:`lower_gcc_block` (target ``"onnx"``, :data:`GCC_BLOCK_FORM`) from a :class:`BakedGCCBlock`
+    without ``mid_mix``. Input and output ``(N, 2 * dim, H, W)`` at the recorded ``H, W``. Equal in real arithmetic
+    to the official block because
+
+    * the token mixer is affine: ``T(x) = L(x) + T(0)``; ``T(0)`` (``(1, 2·dim, H, W)``, from the BatchNorm shifts,
+      PEs and GCC biases) is computed once by :func:`gcc_token_mixer` on zeros: its per-channel mean becomes the
+      last conv's bias, the rest (non-zero only with PEs) the constant ``pe_bias``;
+    * ``L`` per half is two depth-wise circular convs along different axes, which commute, so both halves run as
+      one GCC-V over all channels (kernels ``[a_1·k_1_H; a_2·k_2_H]``, ``a`` the BatchNorm scales) then one GCC-H
+      (``[k_2_W; k_1_W]``); each is one zero-padded conv with the :func:`unrolled_circular_kernel`;
+    * the FFN's BatchNorm is folded into its first 1×1 conv (:func:`edgedeploy.nn.folding.fold_bn_into_next_conv`).
+
+    Why: onnxruntime runs convs in its blocked NCHWc layout and leaves it for every Split, Slice and spatial Concat
+    (``ReorderOutput`` / ``ReorderInput`` around each GCC of :class:`BakedGCCBlock`); this form keeps whole blocks
+    in NCHWc (``benchmarks/results/lowering_forms_issue13.md``: EdgeFormer-S 0.87× the cat-then-conv artifact).
+    Submodules: ``gcc_h``, ``gcc_w`` (depth-wise ``Conv2d``), ``ffn`` (``"1"`` folded conv, ``"2"`` Hardswish,
+    ``"4"`` conv: the official indices), ``ca`` (the original :class:`ChannelAttention`).
+    Raises :class:`~edgedeploy.errors.ConfigError` for a block with ``mid_mix`` (the shuffle between the GCC stages
+    does not commute with them).
+    """
+
+    def __init__(self, baked: BakedGCCBlock) -> None:
+        super().__init__()
+        if baked.mixer is not None:
+            raise ConfigError("the unrolled GCC block needs mid_mix=False (a channel shuffle between the GCCs)")
+        h, w = baked.size
+        channels = 2 * baked.dim
+        self.size = (h, w)
+        kernels = (baked.k_1_H, baked.k_1_W, baked.k_2_H, baked.k_2_W)
+        pes = (baked.pe_1_H, baked.pe_1_W, baked.pe_2_H, baked.pe_2_W) if baked.use_pe else None
+        with torch.no_grad():
+            a = torch.cat([bn_affine(baked.pre_Norm_1)[0], bn_affine(baked.pre_Norm_2)[0]])
+            k_h, pad_h = unrolled_circular_kernel(torch.cat([baked.k_1_H, baked.k_2_H]) * a[:, None, None, None], "H")
+            k_w, pad_w = unrolled_circular_kernel(torch.cat([baked.k_2_W, baked.k_1_W]), "W")
+            offset = gcc_token_mixer(baked, torch.zeros(1, channels, h, w), kernels, pes)
+            bias = offset.mean(dim=(0, 2, 3))
+            rest = offset - bias[None, :, None, None]
+        self.gcc_h = nn.Conv2d(channels, channels, tuple(k_h.shape[2:]), padding=pad_h, groups=channels, bias=False)
+        self.gcc_w = nn.Conv2d(channels, channels, tuple(k_w.shape[2:]), padding=pad_w, groups=channels, bias=True)
+        with torch.no_grad():
+            self.gcc_h.weight.copy_(k_h)
+            self.gcc_w.weight.copy_(k_w)
+            self.gcc_w.bias.copy_(bias)
+        self.pe_bias: torch.Tensor | None
+        if pes is not None and float(rest.abs().max()) > 0.0:
+            self.register_buffer("pe_bias", rest.contiguous())
+        else:
+            self.pe_bias = None
+        ffn = baked.ffn
+        fc1 = fold_bn_into_next_conv(ffn[0], ffn[1])
+        self.ffn = nn.Sequential(OrderedDict([("1", fc1), ("2", ffn[2]), ("4", ffn[4])]))
+        self.ca = baked.ca
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
+        if not _tracing() and tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"GCC block lowered for {self.size[0]}x{self.size[1]} features, got {tuple(x.shape)}")
+        t = self.gcc_w(self.gcc_h(x))
+        if self.pe_bias is not None:
+            t = t + self.pe_bias
+        x = x + t
+        y = self.ffn(x)
+        if self.ca is not None:
+            y = self.ca(y)
+        return x + y
+
+
+#: export form of a GCC block per target: "unrolled" (:class:`UnrolledGCCBlock`) where a benchmark shows it
+#: faster, else cat-then-conv (:class:`BakedGCCBlock`). MNN: the unrolled form measured 0.99× (inside the noise).
+GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled"}
+
+
 @register_lowering(GCCBlock)
 def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
     """Export-time rewrite: :class:`GCCBlock` → :class:`BakedGCCBlock` for the recorded ``(N, C, H, W)``.
 
-    The same for every target (the run-time interpolation is what no exporter handles: "kernel of unknown
-    shape"). Raises :class:`ExportError` when the recorded input is not 4-D.
+    Baking is needed on every target (the run-time interpolation is what no exporter handles: "kernel of unknown
+    shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime) and the block has no ``mid_mix``, the
+    baked block is further rewritten to :class:`UnrolledGCCBlock`. Raises :class:`ExportError` when the recorded
+    input is not 4-D.
     """
     _, _, h, w = nchw_input(module, GCCBlock, input_shape, "GCC block")
-    return BakedGCCBlock(module, h, w)
+    baked = BakedGCCBlock(module, h, w)
+    if GCC_BLOCK_FORM.get(target) == "unrolled" and baked.mixer is None:
+        return UnrolledGCCBlock(baked)
+    return baked
 
 
 @register_lowering(GCC)
