@@ -108,11 +108,11 @@ def test_other_input_sizes(size: int) -> None:
     with torch.no_grad():
         y = model(x)
     assert y.shape == (2, 1000) and torch.isfinite(y).all()
-    for target in ("mnn", "onnx"):
+    for target in ("tflite", "onnx"):
         lowered, names = lower(model, x[:1], target)
         assert len(names) == GCC_BLOCKS["edgeformer_s"]
         block = lowered.layer_3[1].spatial_global_rep[0]
-        if target == "mnn":
+        if target == "tflite":
             assert isinstance(block, BakedGCCBlock) and block.k_1_H.shape[2] == size // 8
         else:  # onnxruntime: one unrolled full-channel GCC-V (2n - 1 taps) and one GCC-H per block
             assert isinstance(block, UnrolledGCCBlock) and block.gcc_h.kernel_size == (2 * (size // 8) - 1, 1)
@@ -135,7 +135,9 @@ def test_lowered_equals_original(name: str) -> None:
     assert len(names) == GCC_BLOCKS[name]
     assert not any(isinstance(m, GCCBlock) for m in lowered.modules())
     check = verify_lowering(model, lowered, example, n_random=1)
-    assert check.max_abs_error < 1e-5, check
+    with torch.no_grad():
+        scale = max(1.0, float(model(example).abs().max()))
+    assert check.max_abs_error < 1e-5 * scale, check  # fp32 rounding of folded / commuted GCCs
 
 
 def test_checkpoint_adapter_loads_official_layout(tmp_path: Path, models: dict) -> None:
@@ -209,7 +211,7 @@ def test_lowered_edgeformer_s_exports_to_onnx_without_resize(size: int) -> None:
             assert "unknown shape" in str(e) or "Conv" in str(e)
         else:
             assert "Resize" in {n.op_type for n in onnx.load_from_string(raw.getvalue()).graph.node}
-    lowered, _ = lower(model, example, "mnn")  # cat-then-conv: the GCC form of every target but onnxruntime's
+    lowered, _ = lower(model, example, "tflite")  # cat-then-conv: the GCC form of TFLite, CoreML, ncnn
     buf = io.BytesIO()
     torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
     proto = onnx.load_from_string(buf.getvalue())

@@ -197,7 +197,7 @@ def test_channel_attention_is_squeeze_excitation() -> None:
 def test_baked_block_equals_original_and_is_static() -> None:
     torch.manual_seed(4)
     blk = fill_deterministic_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=True, ffn_dim=48)).eval()
-    baked = lower_gcc_block(blk, (1, 32, 12, 12), "mnn")
+    baked = lower_gcc_block(blk, (1, 32, 12, 12), "tflite")
     assert isinstance(baked, BakedGCCBlock)
     assert LOWERINGS[GCCBlock] is lower_gcc_block
     # kernels / PEs are constants (buffers), resized to 12; no meta parameter left
@@ -222,7 +222,7 @@ def test_lower_replaces_every_gcc_block() -> None:
     )
     fill_deterministic_(model).eval()
     example = torch.randn(1, 3, 28, 28)
-    lowered, names = lower(model, example, "mnn")
+    lowered, names = lower(model, example, "tflite")
     assert names == ["1", "2"]
     assert all(isinstance(lowered[i], BakedGCCBlock) for i in (1, 2))
     assert isinstance(model[1], GCCBlock)  # the original is untouched

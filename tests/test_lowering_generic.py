@@ -251,7 +251,7 @@ def test_user_net_with_edgedeploy_layers_gets_the_registered_rewrites(tmp_path: 
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "Resize" not in ops and "Pad" not in ops and "Split" not in ops
     assert ops.count("Conv") == 2 + 1 + 2 + 2 + 2  # stem, head, GCC, 2 block GCCs, FFN 2, CA 2
-    assert isinstance(lower(m, x, "mnn")[0].block, BakedGCCBlock)
+    assert isinstance(lower(m, x, "tflite")[0].block, BakedGCCBlock)
 
 
 def test_gcc_layer_is_a_circular_conv_with_interpolated_kernel() -> None:

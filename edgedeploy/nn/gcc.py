@@ -442,11 +442,11 @@ def unrolled_circular_kernel(weight: torch.Tensor, direction: Direction) -> tupl
 
 
 class UnrolledGCCBlock(nn.Module):
-    """onnxruntime export form of :class:`GCCBlock`: no Split, two full-channel convs, every BatchNorm folded.
+    """onnxruntime / MNN export form of :class:`GCCBlock`: no Split, two full-channel convs, every BatchNorm folded.
 
-    Built by :func:`lower_gcc_block` (target ``"onnx"``, :data:`GCC_BLOCK_FORM`) from a :class:`BakedGCCBlock`
-    without ``mid_mix``. Input and output ``(N, 2 * dim, H, W)`` at the recorded ``H, W``. Equal in real arithmetic
-    to the official block because
+    Built by :func:`lower_gcc_block` (targets ``"onnx"``, ``"mnn"``: :data:`GCC_BLOCK_FORM`) from a
+    :class:`BakedGCCBlock` without ``mid_mix``. Input and output ``(N, 2 * dim, H, W)`` at the recorded ``H, W``.
+    Equal in real arithmetic to the official block because
 
     * the token mixer is affine: ``T(x) = L(x) + T(0)``; ``T(0)`` (``(1, 2·dim, H, W)``, from the BatchNorm shifts,
       PEs and GCC biases) is computed once by :func:`gcc_token_mixer` on zeros: its per-channel mean becomes the
@@ -458,7 +458,8 @@ class UnrolledGCCBlock(nn.Module):
 
     Why: onnxruntime runs convs in its blocked NCHWc layout and leaves it for every Split, Slice and spatial Concat
     (``ReorderOutput`` / ``ReorderInput`` around each GCC of :class:`BakedGCCBlock`); this form keeps whole blocks
-    in NCHWc (``benchmarks/results/lowering_forms_issue13.md``: EdgeFormer-S 0.87× the cat-then-conv artifact).
+    in NCHWc (EdgeFormer-S: 0.87× the cat-then-conv artifact on onnxruntime; on MNN, whose Raster ops do the
+    Slice / Concat, 0.98×; ``benchmarks/results/lowering_forms_issue13.md``).
     Submodules: ``gcc_h``, ``gcc_w`` (depth-wise ``Conv2d``), ``ffn`` (``"1"`` folded conv, ``"2"`` Hardswish,
     ``"4"`` conv: the official indices), ``ca`` (the original :class:`ChannelAttention`).
     Raises :class:`~edgedeploy.errors.ConfigError` for a block with ``mid_mix`` (the shuffle between the GCC stages
@@ -512,8 +513,10 @@ class UnrolledGCCBlock(nn.Module):
 
 
 #: export form of a GCC block per target: "unrolled" (:class:`UnrolledGCCBlock`) where a benchmark shows it
-#: faster, else cat-then-conv (:class:`BakedGCCBlock`). MNN: the unrolled form measured 0.99× (inside the noise).
-GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled"}
+#: faster, else cat-then-conv (:class:`BakedGCCBlock`: TFLite, CoreML, ncnn). EdgeFormer-S @256, 2 threads, quiet
+#: 2-vCPU Xeon, against the cat-then-conv artifact: onnxruntime 0.87-0.88×, MNN 0.98× (12 interleaved blocks; the
+#: same file against itself 1.01×); ``benchmarks/results/lowering_forms_issue13.md``.
+GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled", "mnn": "unrolled"}
 
 
 @register_lowering(GCCBlock)
@@ -521,7 +524,7 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     """Export-time rewrite: :class:`GCCBlock` → :class:`BakedGCCBlock` for the recorded ``(N, C, H, W)``.
 
     Baking is needed on every target (the run-time interpolation is what no exporter handles: "kernel of unknown
-    shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime) and the block has no ``mid_mix``, the
+    shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime, MNN) and the block has no ``mid_mix``, the
     baked block is further rewritten to :class:`UnrolledGCCBlock`. Raises :class:`ExportError` when the recorded
     input is not 4-D.
     """
