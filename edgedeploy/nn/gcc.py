@@ -31,8 +31,10 @@ and also works on non-square ones.
 
 :func:`lower_gcc_block` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`) bakes the
 interpolated kernels and PEs for the export resolution into constants (:class:`BakedGCCBlock`), so the exported
-graph holds no Resize and every GCC is a Concat feeding a depthwise Conv; :func:`lower_gcc` does the same for a
-single :class:`GCC` layer (:class:`BakedGCC`).
+graph holds no Resize and every GCC is a Concat feeding a depthwise Conv (TFLite, CoreML, ncnn); for onnxruntime
+and MNN (:data:`GCC_BLOCK_FORM`) it goes one step further to :class:`UnrolledGCCBlock` — no Split, one full-channel
+GCC-V and one GCC-H with :func:`unrolled_circular_kernel` kernels, BatchNorms folded — which measured faster there.
+:func:`lower_gcc` bakes a single :class:`GCC` layer (:class:`BakedGCC`).
 
 Public layers for your own network (re-exported by :mod:`edgedeploy.nn`): :class:`GCC` (one GCC-V / GCC-H with
 its PE), :class:`GCCBlock` (the EdgeFormer block), :class:`ChannelAttention`, :func:`circular_conv`,
@@ -521,7 +523,8 @@ GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled", "mnn": "unrolled"}
 
 @register_lowering(GCCBlock)
 def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
-    """Export-time rewrite: :class:`GCCBlock` → :class:`BakedGCCBlock` for the recorded ``(N, C, H, W)``.
+    """Export-time rewrite: :class:`GCCBlock` → :class:`BakedGCCBlock` (or :class:`UnrolledGCCBlock`) for the
+    recorded ``(N, C, H, W)``.
 
     Baking is needed on every target (the run-time interpolation is what no exporter handles: "kernel of unknown
     shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime, MNN) and the block has no ``mid_mix``, the
