@@ -56,6 +56,8 @@ from edgedeploy.nn.folding import bn_affine, fold_bn_into_next_conv
 from edgedeploy.nn.rewrites import nchw_input, register_lowering
 
 Direction = Literal["H", "W"]
+#: a block's four instance kernels or PEs, in the order ``(1_H, 1_W, 2_H, 2_W)``
+GCCQuad = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def circular_conv(
@@ -83,6 +85,12 @@ def circular_conv(
     else:
         xc = torch.cat((x, x[:, :, :, :-1]), dim=3)
     return F.conv2d(xc, weight, bias=bias, padding=0, groups=weight.shape[0])
+
+
+def _check_size(x: torch.Tensor, size: tuple[int, int], what: str) -> None:
+    """``ValueError`` unless ``x``'s ``(H, W)`` is the recorded ``size`` (skipped under tracing)."""
+    if not _tracing() and tuple(x.shape[-2:]) != size:
+        raise ValueError(f"GCC block {what} for {size[0]}x{size[1]} features, got {tuple(x.shape)}")
 
 
 def _tracing() -> bool:
@@ -299,7 +307,7 @@ class GCCBlock(nn.Module):
         self.meta_kernel_size = meta_kernel_size
         self.instance_kernel_method = instance_kernel_method
 
-    def instance_kernels(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def instance_kernels(self, h: int, w: int) -> GCCQuad:
         """``(K_1_H, K_1_W, K_2_H, K_2_W)`` for an ``h × w`` feature: ``(dim, 1, h, 1)`` / ``(dim, 1, 1, w)``."""
         return (
             instance_param(self.meta_kernel_1_H, h, "H"),
@@ -308,7 +316,7 @@ class GCCBlock(nn.Module):
             instance_param(self.meta_kernel_2_W, w, "W"),
         )
 
-    def instance_pes(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def instance_pes(self, h: int, w: int) -> GCCQuad:
         """``(pe_1_H, pe_1_W, pe_2_H, pe_2_W)``: ``(1, dim, h, 1)`` / ``(1, dim, 1, w)``, broadcast when added.
 
         Raises ``RuntimeError`` when the block has no PEs.
@@ -330,12 +338,7 @@ class GCCBlock(nn.Module):
         return gcc_block_forward(self, x, kernels, pes)
 
 
-def gcc_token_mixer(
-    block: nn.Module,
-    x: torch.Tensor,
-    kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    pes: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
-) -> torch.Tensor:
+def gcc_token_mixer(block: nn.Module, x: torch.Tensor, kernels: GCCQuad, pes: GCCQuad | None) -> torch.Tensor:
     """The EdgeFormer block's token mixer without its residual (official ``gcc_ca_mf_block.forward``, up to the
     ``cat``): ``(N, 2 * dim, H, W)`` → ``(N, 2 * dim, H, W)``; the block adds it to its input.
 
@@ -362,12 +365,7 @@ def gcc_token_mixer(
     return torch.cat((x_1_2, x_2_2), dim=1)
 
 
-def gcc_block_forward(
-    block: nn.Module,
-    x: torch.Tensor,
-    kernels: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    pes: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
-) -> torch.Tensor:
+def gcc_block_forward(block: nn.Module, x: torch.Tensor, kernels: GCCQuad, pes: GCCQuad | None) -> torch.Tensor:
     """The EdgeFormer block computation (official ``gcc_ca_mf_block.forward``) given instance kernels and PEs.
 
     Shared by :class:`GCCBlock` (run-time interpolation) and :class:`BakedGCCBlock` (constants), so the two cannot
@@ -415,11 +413,14 @@ class BakedGCCBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the baked ``H, W`` → same shape; ``ValueError`` at another size."""
-        if not _tracing() and tuple(x.shape[-2:]) != self.size:
-            raise ValueError(f"GCC block baked for {self.size[0]}x{self.size[1]} features, got {tuple(x.shape)}")
+        _check_size(x, self.size, "baked")
+        return gcc_block_forward(self, x, *self.constants())
+
+    def constants(self) -> tuple[GCCQuad, GCCQuad | None]:
+        """``(kernels, pes)``: the baked buffers in :func:`gcc_token_mixer`'s order (``pes`` ``None`` without PE)."""
         kernels = (self.k_1_H, self.k_1_W, self.k_2_H, self.k_2_W)
         pes = (self.pe_1_H, self.pe_1_W, self.pe_2_H, self.pe_2_W) if self.use_pe else None
-        return gcc_block_forward(self, x, kernels, pes)
+        return kernels, pes
 
 
 def unrolled_circular_kernel(weight: torch.Tensor, direction: Direction) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -475,12 +476,12 @@ class UnrolledGCCBlock(nn.Module):
         h, w = baked.size
         channels = 2 * baked.dim
         self.size = (h, w)
-        kernels = (baked.k_1_H, baked.k_1_W, baked.k_2_H, baked.k_2_W)
-        pes = (baked.pe_1_H, baked.pe_1_W, baked.pe_2_H, baked.pe_2_W) if baked.use_pe else None
+        kernels, pes = baked.constants()
+        k_1_h, k_1_w, k_2_h, k_2_w = kernels
         with torch.no_grad():
             a = torch.cat([bn_affine(baked.pre_Norm_1)[0], bn_affine(baked.pre_Norm_2)[0]])
-            k_h, pad_h = unrolled_circular_kernel(torch.cat([baked.k_1_H, baked.k_2_H]) * a[:, None, None, None], "H")
-            k_w, pad_w = unrolled_circular_kernel(torch.cat([baked.k_2_W, baked.k_1_W]), "W")
+            k_h, pad_h = unrolled_circular_kernel(torch.cat([k_1_h, k_2_h]) * a[:, None, None, None], "H")
+            k_w, pad_w = unrolled_circular_kernel(torch.cat([k_2_w, k_1_w]), "W")
             offset = gcc_token_mixer(baked, torch.zeros(1, channels, h, w), kernels, pes)
             bias = offset.mean(dim=(0, 2, 3))
             rest = offset - bias[None, :, None, None]
@@ -502,8 +503,7 @@ class UnrolledGCCBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
-        if not _tracing() and tuple(x.shape[-2:]) != self.size:
-            raise ValueError(f"GCC block lowered for {self.size[0]}x{self.size[1]} features, got {tuple(x.shape)}")
+        _check_size(x, self.size, "lowered")
         t = self.gcc_w(self.gcc_h(x))
         if self.pe_bias is not None:
             t = t + self.pe_bias
