@@ -112,6 +112,10 @@ def test_unplaced_nodes_take_their_consumers_module() -> None:
     sm = SourceMap(modules=sorted(PATHS), tensors={"/stages/stages.0/Add_output_0": "stages.0"})
     assert sm.lookup("/stages/stages.0/Add_output_0_raster_1") == "stages.0"  # MNN geometry split
     assert sm.lookup("/stages/stages.1/conv1/Conv_output_0_nchwc") == "stages.1.conv1"  # onnxruntime NCHWc
+    # an onnxruntime fusion is named after the first node it fused: its module, not its consumer's
+    fused = SourceMap(modules=sorted(PATHS), nodes={"node_silu_3": "stages.0.act", "node_matmul_4": "head.2"})
+    assert fused.lookup("node_silu_3/QuickGeluFusion/") == "stages.0.act"
+    assert fused.lookup("node_matmul_4/MatmulTransposeFusion//MatMulScaleFusion/") == "head.2"
     assert sm.lookup("BinaryOp12") is None
 
 
@@ -231,12 +235,20 @@ def test_every_family_puts_90_percent_of_op_time_on_named_modules(model: str) ->
     from edgedeploy.profile.run import profile_many
     from edgedeploy.zoo import build_model
 
-    names = {n for n, _ in build_model(model).named_modules()}
+    net = build_model(model)
+    names = {n for n, _ in net.named_modules()}
     profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=10, warmup=2, threads=1)
     for p in profiles:
         assert p.sourcemap == "export", p.runtime
         assert p.attributed_share >= 0.90, (p.runtime, sorted((o.ms, o.name) for o in p.ops if not o.module)[-5:])
         assert all(o.module in names for o in p.ops if o.module is not None)
+        # an activation onnxruntime fused (x·sigmoid(x) → QuickGelu, erf GELU → Gelu) is placed on the activation
+        # module it came from (or, inside a lowered block, on the block that holds it), not on the BatchNorm /
+        # conv / linear that reads its output
+        fused_act = [o for o in p.ops if o.op_type in ("QuickGelu", "Gelu", "FastGelu") and o.module is not None]
+        for o in fused_act:
+            held = net.get_submodule(o.module).modules()
+            assert any(isinstance(m, (nn.SiLU, nn.GELU)) for m in held), (o.name, o.module)
         assert p.bench_median_ms and p.total_ms > 0
 
 

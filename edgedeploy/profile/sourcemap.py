@@ -49,8 +49,9 @@ from edgedeploy._util import atomic_write_text
 
 SOURCEMAP_VERSION = 1
 SUFFIX = ".sourcemap.json"
-#: suffixes runtimes add to an op or tensor name: MNN geometry rasters, onnxruntime NCHWc copies / fusions
-_RUNTIME_SUFFIX = re.compile(r"(?:_raster_\d+|_nchwc|___tr4.*)$")
+#: suffixes runtimes add to an op or tensor name: MNN geometry rasters, onnxruntime NCHWc copies, transposes and
+#: fusions (onnxruntime names a fused node ``<first node>/<Name>Fusion/``: ``node_silu_3/QuickGeluFusion/``)
+_RUNTIME_SUFFIX = re.compile(r"(?:_raster_\d+|_nchwc|___tr4.*|(?:/\w*Fusion/?)+)$")
 
 
 def sourcemap_path(artifact: str | Path) -> Path:
