@@ -302,3 +302,47 @@ def test_nn_does_not_import_export() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+class _SDPA(nn.Module):
+    """Tokens (B, S, 32) → attention with 4 heads of 8 → (B, S, 32); ``k_layout="heads-first"`` reshapes k
+    straight to (B, h, S, d) (a different tensor than a head split), which the fold must leave alone."""
+
+    def __init__(self, k_layout: str = "split") -> None:
+        super().__init__()
+        self.qkv = nn.Linear(32, 96)
+        self.k_layout = k_layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = torch.split(self.qkv(x), 32, dim=-1)
+        q, v = (t.reshape(b, s, 4, 8).transpose(1, 2) for t in (q, v))
+        k = k.reshape(b, s, 4, 8).transpose(1, 2) if self.k_layout == "split" else k.reshape(b, 4, s, 8)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, 32)
+
+
+@pytest.mark.parametrize("k_layout", ["split", "heads-first"])
+def test_attention_head_fold_is_exact_and_only_where_the_layout_is_a_head_split(tmp_path: Path, k_layout: str) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgedeploy.export.onnx import torch_to_onnx
+    from edgedeploy.export.onnx_passes import fold_attention_heads
+
+    torch.manual_seed(0)
+    model, x = _SDPA(k_layout).eval(), torch.randn(2, 10, 32)
+    exported = torch_to_onnx(model, x, tmp_path / "a.onnx", opset=23, output_names=["y"])
+    graph = onnx.load(str(tmp_path / "a.onnx")).graph
+    (att,) = [n for n in graph.node if n.op_type == "Attention"]
+    folded = any("Attention node(s)" in n for n in exported.notes)
+    assert folded == (k_layout == "split")
+    # folded: q / k / v are the 3-D (B, S, h·d) tensors, the heads are the op's attributes
+    assert {a.name: a.i for a in att.attribute if a.name.endswith("num_heads")} == ({"q_num_heads": 4,
+                                                                                    "kv_num_heads": 4} if folded
+                                                                                   else {})  # fmt: skip
+    assert not {i.name for i in graph.initializer} - {t for n in graph.node for t in n.input}  # no orphans left
+    got = ort.InferenceSession(str(tmp_path / "a.onnx"), providers=["CPUExecutionProvider"]).run(None, {
+        "input": x.numpy()})[0]  # fmt: skip
+    with torch.no_grad():
+        assert float((torch.from_numpy(got) - model(x)).abs().max()) < 1e-5
+    again, more = fold_attention_heads(onnx.load(str(tmp_path / "a.onnx")))
+    assert more == []  # nothing left to fold

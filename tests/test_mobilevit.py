@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -205,11 +206,11 @@ def test_onnx_and_mnn_unfold_moves_whole_channel_vectors(target: str) -> None:
     example = reference_input(256)
     lowered, names = lower(model, example, target)
     assert len(names) == 3 and all(isinstance(lowered.get_submodule(n), ChannelsLastMobileViTBlock) for n in names)
-    from edgedeploy.nn.mobilevit import HeadMajorAttention, MultiHeadAttention
+    from edgedeploy.nn.mobilevit import FusedAttention, MultiHeadAttention
 
-    # ONNX: per-head projections; MNN keeps the fused qkv (its broadcast batched MatMul computes garbage)
-    kinds = {type(m) for m in lowered.modules()} & {HeadMajorAttention, MultiHeadAttention}
-    assert kinds == ({HeadMajorAttention} if target == "onnx" else {MultiHeadAttention})
+    # ONNX: the attention through SDPA (one opset-23 Attention op); MNN keeps the official attention
+    kinds = {type(m) for m in lowered.modules()} & {FusedAttention, MultiHeadAttention}
+    assert kinds == ({FusedAttention} if target == "onnx" else {MultiHeadAttention})
     assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
     buf = io.BytesIO()
     torch.onnx.export(lowered, (example,), buf, dynamo=False, opset_version=17, input_names=["input"])
@@ -218,3 +219,34 @@ def test_onnx_and_mnn_unfold_moves_whole_channel_vectors(target: str) -> None:
     perms = [list(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"]
     six = [p for p in perms if len(p) == 6]
     assert len(six) == 2 * 3 and all(p[-1] == 5 for p in six), six  # unfold + fold per block, channel axis kept
+
+
+def test_onnx_export_is_one_attention_op_on_token_tensors_per_layer(tmp_path: Path) -> None:
+    """ONNX: opset 23 (the FusedAttention's own), one ``Attention`` per transformer layer on ``(B·P, N, d)``
+    tensors (no head-split Transpose left), parity with the original module in onnxruntime."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgedeploy.export.onnx import export_default
+
+    model = fill_deterministic_(build_model("mobilevit_xxs"))
+    example = reference_input(256)
+    lowered, _ = lower(model, example, "onnx")
+    exported = export_default(lowered, example, tmp_path / "m.onnx", None)
+    assert exported.opset == 23 and any("Attention node(s)" in n for n in exported.notes)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    attention = [n for n in proto.graph.node if n.op_type == "Attention"]
+    assert len(attention) == 2 + 4 + 3  # MobileViT-XXS: 2, 4, 3 transformer layers
+    heads = {a.name: a.i for n in attention for a in n.attribute if a.name.endswith("num_heads")}
+    assert heads == {"q_num_heads": 4, "kv_num_heads": 4}
+    perms = [list(a.ints) for n in proto.graph.node if n.op_type == "Transpose" for a in n.attribute]
+    assert not [p for p in perms if p == [0, 2, 1, 3]]  # head split / merge folded into the Attention ops
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": example.numpy()})[0]
+    with torch.no_grad():
+        want = model(example).numpy()
+    assert np.abs(got - want).max() < 1e-4 * max(1.0, float(np.abs(want).max()))
+    # an explicit older opset still exports (the attention decomposed into MatMul / Softmax), same numbers
+    older = export_default(lowered, example, tmp_path / "o.onnx", 20)
+    assert older.opset == 20
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "o.onnx")).graph.node}
+    assert "Attention" not in ops and "Softmax" in ops

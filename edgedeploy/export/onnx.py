@@ -2,7 +2,8 @@
 
 Exporter choice per opset (recorded in the manifest):
 
-* opset ≥ 18 (default 20): the ``torch.export``-based exporter (``dynamo=True``), weights inlined into one file;
+* opset ≥ 18 (default 20, or the ``onnx_opset`` a lowered submodule declares: :func:`module_opset`): the
+  ``torch.export``-based exporter (``dynamo=True``), weights inlined into one file;
 * opset ≤ 17: the TorchScript-based exporter (``dynamo=False``). LayerNorm becomes LayerNormalization at 17 and
   is decomposed (ReduceMean/Sub/Pow/Sqrt/Div) at ≤ 16. Used when the dynamo exporter fails at the default opset
   (noted in the manifest), or when asked for.
@@ -114,6 +115,12 @@ def torch_to_onnx(
             notes.append("onnxsim not installed; graph not simplified")
         except Exception as e:  # noqa: BLE001 - onnxsim raises bare RuntimeErrors from C++
             notes.append(f"onnxsim failed ({type(e).__name__}); kept the unsimplified graph")
+    from edgedeploy.export.onnx_passes import fold_attention_heads
+
+    model, folded = fold_attention_heads(model)
+    if folded:
+        onnx.save(model, str(out_path))
+        notes.append(f"{len(folded)} Attention node(s) take (B, S, heads·d) tensors (head split folded in)")
     onnx.checker.check_model(model)
     from edgedeploy.profile.sourcemap import module_tables
 
@@ -136,12 +143,23 @@ def export_default(
     TorchScript exporter) when the dynamo exporter fails; the fallback is noted in ``notes`` (manifest)."""
     if opset is not None:
         return torch_to_onnx(module, example, out_path, opset=opset, output_names=output_names)
+    default = module_opset(module)
     try:
-        return torch_to_onnx(module, example, out_path, opset=DEFAULT_OPSET, output_names=output_names)
+        return torch_to_onnx(module, example, out_path, opset=default, output_names=output_names)
     except ExportError as e:
         exported = torch_to_onnx(module, example, out_path, opset=FALLBACK_OPSET, output_names=output_names)
-        exported.notes.append(f"the opset-{DEFAULT_OPSET} (dynamo) export failed ({e}); used opset {FALLBACK_OPSET}")
+        exported.notes.append(f"the opset-{default} (dynamo) export failed ({e}); used opset {FALLBACK_OPSET}")
         return exported
+
+
+def module_opset(module: nn.Module) -> int:
+    """The opset to export ``module`` at when none is asked for: :data:`DEFAULT_OPSET`, raised to the largest
+    ``onnx_opset`` a submodule declares (an export form that needs a newer op, e.g.
+    :class:`edgedeploy.nn.mobilevit.FusedAttention` and opset 23's ``Attention``), capped by ``OPSET_RANGE``."""
+    from edgedeploy.registry import OPSET_RANGE
+
+    wanted = max((int(getattr(m, "onnx_opset", 0)) for m in module.modules()), default=0)
+    return min(max(DEFAULT_OPSET, wanted), OPSET_RANGE[1])
 
 
 def torch_node_of(module: nn.Module, example: torch.Tensor, op: str | None) -> str | None:

@@ -1,4 +1,8 @@
-"""ONNX-level lowering for graphs edgedeploy did not export itself (an ``.onnx`` file a user brings).
+"""ONNX-level lowering: passes over an ONNX graph, for graphs edgedeploy exports and for ``.onnx`` files users bring.
+
+:func:`fold_attention_heads` hands an opset-23 ``Attention`` the ``(B, S, heads·d)`` tensors instead of the
+head-split ``(B, heads, S, d)`` ones torch's exporter writes for ``F.scaled_dot_product_attention`` (Reshape +
+Transpose on each of q, k, v, Transpose + Reshape on the output), so the heads are split inside the kernel.
 
 :func:`rewrite_wrap_pad` replaces every ``Pad(mode="wrap")`` — what torch's default (dynamo) exporter writes for
 ``F.pad(mode="circular")`` and ``nn.Conv2d(padding_mode="circular")`` — with ``Slice`` + ``Concat``, one axis
@@ -90,6 +94,120 @@ def rewrite_wrap_pad(model: Any) -> tuple[Any, list[str]]:
         graph.node.extend(new_nodes)
         graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in extra_inits)
     return model, rewritten
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
+    """Give every head-split ``Attention`` (opset 23) its 3-D inputs and output, in place; returns
+    ``(model, folded node names)``.
+
+    Matched: ``X (B, S, h·d) → Reshape [B, S, h, d] → Transpose [0, 2, 1, 3]`` on each of q, k and v (each
+    Transpose read by this Attention only), no mask / past inputs, and the output read only by ``Transpose
+    [0, 2, 1, 3] → Reshape``. Replaced by one ``Attention(X_q, X_k, X_v, q_num_heads=h_q,
+    kv_num_heads=h_kv)`` (its other attributes, name and metadata kept) writing the Reshape's output (or, when
+    the Reshape's target is another shape of the same row-major data, feeding the kept Reshape): the ONNX
+    spec defines 3-D Attention as exactly that split (``(B, S, h·d)`` → ``(B, h, S, d)``) and merge, so the result
+    is the same up to the kernel's own rounding. Anything else is left alone. Shapes come from ONNX shape
+    inference; a graph it cannot type is returned unchanged.
+    """
+    from onnx import helper, shape_inference
+
+    graph = model.graph
+    attention = [n for n in graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
+    if not attention:
+        return model, []
+    try:
+        typed = shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - an untypable graph is simply not rewritten
+        return model, []
+    shapes = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]
+    }
+    producer = {t: n for n in graph.node for t in n.output}
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in graph.output}
+
+    def only_reader(t: str) -> Any:
+        r = readers.get(t, [])
+        return r[0] if len(r) == 1 and t not in outputs else None
+
+    def head_split(t: str) -> tuple[str, int, list[Any]] | None:
+        """``t`` = Transpose(Reshape(X)) splitting heads: (X, heads, nodes to drop)."""
+        tr = producer.get(t)
+        if tr is None or tr.op_type != "Transpose" or list(_attrs(tr).get("perm", [])) != [0, 2, 1, 3]:
+            return None
+        rs = producer.get(tr.input[0])
+        if rs is None or rs.op_type != "Reshape" or only_reader(tr.input[0]) is not tr:
+            return None
+        x, split = rs.input[0], shapes.get(rs.output[0])
+        xs = shapes.get(x)
+        if not split or not xs or None in split or None in xs or len(split) != 4 or len(xs) != 3:
+            return None
+        if xs != [split[0], split[1], split[2] * split[3]]:
+            return None
+        return x, split[2], [tr, rs]
+
+    drop: set[int] = set()
+    replace: dict[int, Any] = {}
+    dropped_node_inputs: list[list[str]] = []
+    folded: list[str] = []
+    for node in attention:
+        inputs = list(node.input)
+        if len(inputs) < 3 or any(inputs[3:]) or any(list(node.output)[1:]):
+            continue
+        q, k, v = (head_split(t) for t in inputs[:3])
+        if q is None or k is None or v is None or k[1] != v[1] or any(only_reader(t) is not node for t in inputs[:3]):
+            continue
+        tr = only_reader(node.output[0])
+        if tr is None or tr.op_type != "Transpose" or list(_attrs(tr).get("perm", [])) != [0, 2, 1, 3]:
+            continue
+        rs = only_reader(tr.output[0])
+        ys, merged = shapes.get(node.output[0]), shapes.get(rs.output[0]) if rs is not None else None
+        if rs is None or rs.op_type != "Reshape" or not ys or not merged or None in ys or None in merged:
+            continue
+        if len(ys) != 4:
+            continue
+        tokens = [ys[0], ys[2], ys[1] * ys[3]]
+        attrs = {a: val for a, val in _attrs(node).items() if a not in ("q_num_heads", "kv_num_heads")}
+        # the merge Reshape's target is (B, S, h·d), or another shape of the same row-major data (a 2-D
+        # (B·S, h·d) before a Gemm): then the Reshape stays, reading the 3-D output
+        out = rs.output[0] if merged == tokens else f"{node.output[0]}_tokens"
+        new = helper.make_node(
+            "Attention", [q[0], k[0], v[0]], [out], name=node.name, q_num_heads=q[1], kv_num_heads=k[1], **attrs
+        )  # fmt: skip
+        new.metadata_props.extend(node.metadata_props)
+        replace[id(node)] = new
+        if merged != tokens:
+            rs.input[0] = out
+        dropped = (*q[2], *k[2], *v[2], tr) + ((rs,) if merged == tokens else ())
+        drop.update(id(n) for n in dropped)
+        dropped_node_inputs.extend(list(n.input) for n in dropped)
+        folded.append(node.name or node.output[0])
+    if folded:
+        gone = {t for n in graph.node if id(n) in drop for t in n.output} | {n.output[0] for n in attention}
+        kept = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+        live = {t for n in kept for t in n.output}
+        info = [v for v in graph.value_info if v.name not in gone or v.name in live]
+        del graph.value_info[:]
+        graph.value_info.extend(info)
+        # the dropped Reshapes' shape constants, unless something else still reads them
+        read = {t for n in kept for t in n.input} | {o.name for o in graph.output}
+        dropped_inputs = {t for n in dropped_node_inputs for t in n}
+        inits = [i for i in graph.initializer if i.name in read or i.name not in dropped_inputs]
+        del graph.initializer[:]
+        graph.initializer.extend(inits)
+    return model, folded
 
 
 def _slice(nodes: list, inits: list, x: str, start: int, end: int, axis: int, name: str) -> str:

@@ -313,48 +313,49 @@ class PointwiseChannelsLast(nn.Module):
         return self.act(self.linear(x))
 
 
-class HeadMajorAttention(nn.Module):
-    """:class:`MultiHeadAttention` with per-head projections, so no head split needs a transpose: ``(B, S, C)`` → same.
+class FusedAttention(nn.Module):
+    """:class:`MultiHeadAttention` through ``F.scaled_dot_product_attention``, so the ONNX export is one
+    ``Attention`` op (opset 23): ``(B, S, C)`` → ``(B, S, C)``.
 
-    ``qkv_proj``'s weight is regrouped (exactly) into ``(heads, C, head_dim)`` matrices for q, k and v, with the
-    query scale ``head_dim ** -0.5`` folded into q's weight and bias; ``x.unsqueeze(1) @ W`` then gives
-    ``(B, heads, S, head_dim)`` directly (a broadcast batched MatMul), where the official module splits the fused
-    projection and transposes each of q, k, v. Softmax, ``attn @ v`` and ``out_proj`` are unchanged (one transpose
-    back to ``(B, S, C)``). Same numbers up to fp32 rounding of the folded scale.
+    Same parameters as the source (``qkv_proj``, ``out_proj`` shared): ``qkv_proj(x)`` is split into q, k, v,
+    each ``(B, S, C)`` → ``(B, heads, S, head_dim)``, then ``softmax(q kᵀ · head_dim ** -0.5) v`` and the heads
+    merged back before ``out_proj``. Exact up to fp32 rounding (the scale is applied to ``q kᵀ`` instead of to
+    ``q``). At opset ≥ 23 torch's exporter writes the attention as one ``Attention`` node between the head-split
+    / head-merge Transposes, and :func:`edgedeploy.export.onnx_passes.fold_attention_heads` hands onnxruntime the
+    ``(B, S, C)`` tensors instead, so the heads are split inside its kernel: 9 Attention nodes in MobileViT-S
+    instead of 9 × (FusedMatMul, Softmax, MatMul, 4 Transposes). :attr:`onnx_opset` is the opset the exporter
+    picks for a module holding this one when no opset is asked for; at an explicit opset < 23 the exporter
+    decomposes the attention into MatMul / Softmax, as for the official module.
     """
+
+    #: the ONNX opset this module's export form needs (``Attention`` is opset 23)
+    onnx_opset = 23
 
     def __init__(self, src: MultiHeadAttention) -> None:
         super().__init__()
-        h, d, c = src.num_heads, src.head_dim, src.embed_dim
-        with torch.no_grad():
-            w = src.qkv_proj.weight.detach().reshape(3, h, d, c).transpose(2, 3)  # (3, h, C, d)
-            b = src.qkv_proj.bias.detach().reshape(3, h, 1, d)
-            scale = torch.tensor([src.scaling, 1.0, 1.0]).reshape(3, 1, 1, 1)
-            w, b = w * scale, b * scale
-        self.w_q, self.w_k, self.w_v = (nn.Parameter(t.contiguous(), requires_grad=False) for t in w)
-        self.b_q, self.b_k, self.b_v = (nn.Parameter(t.contiguous(), requires_grad=False) for t in b)
+        self.qkv_proj = src.qkv_proj
         self.out_proj = src.out_proj
-        self.embed_dim = c
+        self.embed_dim, self.num_heads, self.head_dim = src.embed_dim, src.num_heads, src.head_dim
+        self.scaling = src.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, S, C)`` → ``(B, S, C)``."""
         b, s, _ = x.shape
-        t = x.unsqueeze(1)  # (B, 1, S, C)
-        q = torch.matmul(t, self.w_q) + self.b_q  # (B, heads, S, head_dim), scaled
-        k = torch.matmul(t, self.w_k) + self.b_k
-        v = torch.matmul(t, self.w_v) + self.b_v
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, s, self.embed_dim)
-        return self.out_proj(out)
+        q, k, v = (
+            t.reshape(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+            for t in torch.split(self.qkv_proj(x), self.embed_dim, dim=-1)
+        )
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+        return self.out_proj(out.transpose(1, 2).reshape(b, s, self.embed_dim))
 
 
-class HeadMajorTransformerEncoder(nn.Module):
-    """A :class:`TransformerEncoder` whose attention is :class:`HeadMajorAttention` (norms and FFN shared)."""
+class FusedAttentionTransformerEncoder(nn.Module):
+    """A :class:`TransformerEncoder` whose attention is :class:`FusedAttention` (norms and FFN shared)."""
 
     def __init__(self, src: TransformerEncoder) -> None:
         super().__init__()
         mha = list(src.pre_norm_mha)
-        self.pre_norm_mha = nn.Sequential(mha[0], HeadMajorAttention(mha[1]), *mha[2:])
+        self.pre_norm_mha = nn.Sequential(mha[0], FusedAttention(mha[1]), *mha[2:])
         self.pre_norm_ffn = src.pre_norm_ffn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -373,7 +374,7 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
       into the conv's NCHWc ``ReorderOutput``) → ``local_rep.conv_1x1`` as a channels-last Linear
       (:class:`PointwiseChannelsLast`) → ``(B, n_h, p_h, n_w, p_w, d)`` → permute ``(0, 2, 4, 1, 3, 5)`` →
       patches ``(B·P, N, d)``;
-    * ``global_rep`` unchanged, or with ``head_major`` its attentions as :class:`HeadMajorAttention`; fold is the
+    * ``global_rep`` unchanged, or with ``fused_attention`` its attentions as :class:`FusedAttention`; fold is the
       exact inverse permute → ``(B, H, W, d)`` → ``conv_proj`` as a
       channels-last Linear with its BatchNorm folded (+ SiLU) → permute to NCHW (folded into the fusion conv's
       ``ReorderInput``) → ``fusion`` on ``cat(input, ·)``.
@@ -385,16 +386,21 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
     Raises ``ValueError`` for an input of another shape.
     """
 
-    def __init__(self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], head_major: bool = False) -> None:
+    def __init__(
+        self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], fused_attention: bool = False
+    ) -> None:
         super().__init__()
         self.local_rep = nn.Sequential()
         self.local_rep.add_module("conv_3x3", block.local_rep.conv_3x3)
         self.local_rep.add_module("conv_1x1", PointwiseChannelsLast(block.local_rep.conv_1x1))
         self.global_rep = (
             nn.Sequential(
-                *(HeadMajorTransformerEncoder(m) if isinstance(m, TransformerEncoder) else m for m in block.global_rep)
+                *(
+                    FusedAttentionTransformerEncoder(m) if isinstance(m, TransformerEncoder) else m
+                    for m in block.global_rep
+                )
             )
-            if head_major
+            if fused_attention
             else block.global_rep
         )
         self.conv_proj = PointwiseChannelsLast(block.conv_proj)
@@ -425,21 +431,22 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 
 
 #: per export target: the MobileViT block's export form; every other target (plug-ins included) gets ``"static"``.
-#: MNN does not get the head-major attention: MNN 3.6.1 computes its broadcast batched MatMul
-#: ``(B, 1, S, C) @ (heads, C, d)`` wrongly (parity: max abs error 3.4e38, cosine 0.03 on MobileViT-S).
-MOBILEVIT_FORM: dict[str, str] = {"onnx": "channels-last, head-major", "mnn": "channels-last"}
+#: MNN keeps the official attention: its ONNX goes through the opset-20 export (MNN 3.6.1's converter has no
+#: opset-23 ``Attention``).
+MOBILEVIT_FORM: dict[str, str] = {"onnx": "channels-last, fused-attention", "mnn": "channels-last"}
 
 
 @register_lowering(MobileViTBlock)
 def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
     """Export-time rewrite of :class:`MobileViTBlock` for the recorded input, per target (:data:`MOBILEVIT_FORM`).
 
-    * ONNX, MNN: :class:`ChannelsLastMobileViTBlock` (ONNX also with :class:`HeadMajorAttention`). MobileViT-S
+    * ONNX, MNN: :class:`ChannelsLastMobileViTBlock` (ONNX also with :class:`FusedAttention`). MobileViT-S
       @256 against the naive export (torch 2.13's default ``torch.onnx.export`` + onnxsim, 2 threads, 12
-      interleaved blocks, quiet 2-vCPU Xeon, plain onnxruntime sessions): channels-last 0.94×, with head-major
-      attention 0.91× (the same file against itself: 0.99×); ``benchmarks/results/naive_vs_edgedeploy_after.md``
-      has the toolkit's own sessions. The profile (``edgedeploy profile mobilevit_s --runtime onnxruntime``)
-      showed the official unfold / fold and head-split Transposes as 3.0 ms of onnxruntime's 26.5 ms.
+      interleaved blocks, quiet 2-vCPU Xeon, plain onnxruntime sessions): channels-last 0.94×; with the
+      attention as one opset-23 ``Attention`` on ``(B, S, C)`` tensors 0.89× (against the earlier head-major
+      form with per-head projection MatMuls, 0.96×; ``benchmarks/results/lowering_forms_issue13.md``). The
+      profile (``edgedeploy profile mobilevit_s --runtime onnxruntime``) showed the official unfold / fold and
+      head-split Transposes as 3.0 ms of onnxruntime's 26.5 ms.
     * every other target: :class:`StaticMobileViTBlock` (ranks ≤ 4: CoreML, ncnn, TFLite).
 
     Raises :class:`ExportError` when the recorded input is not 4-D.
@@ -447,7 +454,7 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
     n, c, h, w = nchw_input(module, MobileViTBlock, input_shape, "MobileViT block")
     form = MOBILEVIT_FORM.get(target, "static")
     if form.startswith("channels-last"):
-        return ChannelsLastMobileViTBlock(module, (n, c, h, w), head_major=form.endswith("head-major"))
+        return ChannelsLastMobileViTBlock(module, (n, c, h, w), fused_attention=form.endswith("fused-attention"))
     return StaticMobileViTBlock(module, (n, c, h, w))
 
 
