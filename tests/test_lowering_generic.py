@@ -344,5 +344,5 @@ def test_attention_head_fold_is_exact_and_only_where_the_layout_is_a_head_split(
         "input": x.numpy()})[0]  # fmt: skip
     with torch.no_grad():
         assert float((torch.from_numpy(got) - model(x)).abs().max()) < 1e-5
-    again, more = fold_attention_heads(onnx.load(str(tmp_path / "a.onnx")))
+    _, more = fold_attention_heads(onnx.load(str(tmp_path / "a.onnx")))
     assert more == []  # nothing left to fold
