@@ -43,6 +43,7 @@ from edgedeploy.nn.layers import (
     init_weights,
     mobilenet_stage,
 )
+from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_checkpoint_adapter, register_family
 
 
@@ -79,6 +80,116 @@ class EdgeFormerHyper(BaseModel):
     dropout: float = 0.1
     classifier_dropout: float = 0.2
     last_layer_exp_factor: int = 4
+
+
+class DimAdaptive(nn.Sequential):
+    """Official ``outer_frame_v1.dim_adaptive``: ``[ConvLayer(C, C_s, 3, groups=gcd(C_s, C)) (BN + SiLU),
+    ConvLayer(C_s, C_s, 1) (no norm / act)]``, ``(N, C, H, W)`` → ``(N, C_s, H, W)``. A plain ``nn.Sequential``
+    (same state-dict keys ``0.block.conv.weight`` …) with a type of its own, so that its export form
+    (:func:`lower_dim_adaptive`) can be registered."""
+
+
+class ChannelAdaptive(ConvLayer):
+    """Official ``outer_frame_v1.channel_adaptive``: a grouped 1×1 :class:`ConvLayer` ``C_s → C`` (``groups =
+    gcd(C_s, C)``, BN + SiLU); a type of its own for its export form (:func:`lower_channel_adaptive`)."""
+
+
+class ReplicatedDepthwise(nn.Module):
+    """Export form of a :class:`DimAdaptive` whose grouped conv has one input channel per group and ``m`` outputs
+    (a depthwise conv with channel multiplier ``m``; EdgeFormer-S: 96 → 192, ``groups=96``).
+
+    ``x`` ``(N, C, H, W)`` → ``cat([x] * m)`` ``(N, m·C, H, W)`` → depthwise conv (``groups = m·C``) with the BN
+    folded in (bias) → SiLU → the 1×1 conv with its input channels permuted to match. Output channel ``j·C + g``
+    of the depthwise conv is the original output channel ``g·m + j`` (the same kernel on the same input
+    channel ``g``), and the activation is per element, so permuting the 1×1 conv's weight columns gives exactly
+    the original ``(N, C_s, H, W)`` output, up to fp32 rounding of the folded BN.
+
+    Why: onnxruntime runs a grouped conv that is not depthwise through its generic per-group path; for int8
+    (QLinearConv, NHWC) that path took 3.6 ms of EdgeFormer-S's 24 ms (layer_3.1; 5.2 ms for the three frames)
+    on a 2-vCPU Xeon, a true depthwise conv a tenth of that; fp32 is unchanged (0.99× paired,
+    ``benchmarks/results/lowering_forms_issue13.md``).
+    """
+
+    def __init__(self, src: DimAdaptive) -> None:
+        super().__init__()
+        from edgedeploy.nn.folding import bn_affine
+
+        grouped, pointwise = src[0].block, src[1].block.conv
+        conv = grouped.conv
+        c, m = conv.in_channels, conv.out_channels // conv.in_channels
+        if conv.groups != c or conv.out_channels != m * c or m < 2:
+            raise ConfigError(f"ReplicatedDepthwise needs one input channel per group and m ≥ 2 outputs, got {conv}")
+        perm = torch.tensor([g * m + j for j in range(m) for g in range(c)])  # new channel → original channel
+        self.m = m
+        self.dw = nn.Conv2d(m * c, m * c, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                            groups=m * c, bias=True)  # fmt: skip
+        a, shift = bn_affine(grouped.norm) if hasattr(grouped, "norm") else (torch.ones(m * c), torch.zeros(m * c))
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(m * c)
+        with torch.no_grad():
+            self.dw.weight.copy_((conv.weight * a[:, None, None, None])[perm])
+            self.dw.bias.copy_((a * bias + shift)[perm])
+        self.act: nn.Module = getattr(grouped, "act", None) or nn.Identity()
+        self.pw = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, 1, bias=pointwise.bias is not None)
+        with torch.no_grad():
+            self.pw.weight.copy_(pointwise.weight[:, perm])
+            if pointwise.bias is not None:
+                self.pw.bias.copy_(pointwise.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` → ``(N, C_s, H, W)``."""
+        return self.pw(self.act(self.dw(torch.cat([x] * self.m, dim=1))))
+
+
+def dense_pointwise(conv: nn.Conv2d) -> nn.Conv2d:
+    """A grouped 1×1 conv as the equivalent ungrouped one: the ``(C_out, C_in / groups)`` weight placed on the
+    block diagonal of a zero ``(C_out, C_in)`` matrix (exact: the zeros add nothing). ``groups``× the MACs."""
+    g, cin, cout = conv.groups, conv.in_channels, conv.out_channels
+    dense = nn.Conv2d(cin, cout, 1, conv.stride, bias=conv.bias is not None)
+    w = torch.zeros_like(dense.weight)
+    ig, og = cin // g, cout // g
+    with torch.no_grad():
+        for k in range(g):
+            w[k * og : (k + 1) * og, k * ig : (k + 1) * ig] = conv.weight[k * og : (k + 1) * og]
+        dense.weight.copy_(w)
+        if conv.bias is not None:
+            dense.bias.copy_(conv.bias)
+    return dense
+
+
+#: per export target: whether the outer frame's grouped convs get their export forms (:class:`ReplicatedDepthwise`,
+#: :func:`dense_pointwise`); measured on onnxruntime only (fp32 0.99×, int8 0.67× paired on EdgeFormer-S)
+FRAME_CONV_FORM: dict[str, str] = {"onnx": "depthwise"}
+
+
+@register_lowering(DimAdaptive)
+def lower_dim_adaptive(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
+    """:class:`ReplicatedDepthwise` for the targets in :data:`FRAME_CONV_FORM` when the grouped conv has one input
+    channel per group and a channel multiplier ≥ 2; otherwise the module itself."""
+    conv = module[0].block.conv
+    c = conv.in_channels
+    if target not in FRAME_CONV_FORM or conv.groups != c or conv.out_channels % c or conv.out_channels == c:
+        return module
+    return ReplicatedDepthwise(module)
+
+
+@register_lowering(ChannelAdaptive)
+def lower_channel_adaptive(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
+    """For the targets in :data:`FRAME_CONV_FORM`: the same layer with its grouped 1×1 conv made dense
+    (:func:`dense_pointwise`; onnxruntime's int8 grouped path is slow, see :class:`ReplicatedDepthwise`), when
+    each group reads at most 4 input channels (so the dense conv's MACs stay those of one small 1×1 conv);
+    otherwise the module itself."""
+    import copy
+
+    conv = module.block.conv
+    if target not in FRAME_CONV_FORM or conv.kernel_size != (1, 1) or conv.groups == 1:
+        return module
+    if conv.in_channels // conv.groups > 4:
+        return module
+    if conv.groups == conv.in_channels == conv.out_channels:  # depthwise: onnxruntime's fast path already
+        return module
+    dense = copy.deepcopy(module)
+    dense.block.conv = dense_pointwise(conv)
+    return dense
 
 
 class OuterFrameV1(nn.Module):
@@ -118,7 +229,7 @@ class OuterFrameV1(nn.Module):
         if cf_s_channels % 2:
             raise ConfigError(f"cf_s_channels must be even (split in two GCC halves), got {cf_s_channels}")
         g = math.gcd(cf_s_channels, in_channels)
-        self.dim_adaptive = nn.Sequential(
+        self.dim_adaptive = DimAdaptive(
             ConvLayer(in_channels, cf_s_channels, 3, groups=g),
             ConvLayer(cf_s_channels, cf_s_channels, 1, use_norm=False, use_act=False),
         )
@@ -139,7 +250,7 @@ class OuterFrameV1(nn.Module):
         ]
         blocks.append(nn.BatchNorm2d(cf_s_channels))
         self.spatial_global_rep = nn.Sequential(*blocks)
-        self.channel_adaptive = ConvLayer(cf_s_channels, in_channels, 1, groups=g)
+        self.channel_adaptive = ChannelAdaptive(cf_s_channels, in_channels, 1, groups=g)
         fusion_in = 2 * in_channels if fusion == "concat" else in_channels
         self.local_global_fusion = ConvLayer(fusion_in, in_channels, 3)
         self.fusion_method = fusion
