@@ -110,7 +110,10 @@ def test_other_input_sizes(size: int) -> None:
     assert y.shape == (2, 1000) and torch.isfinite(y).all()
     for target in ("tflite", "onnx"):
         lowered, names = lower(model, x[:1], target)
-        assert len(names) == GCC_BLOCKS["edgeformer_s"]
+        gcc = [n for n in names if ".spatial_global_rep." in n]
+        assert len(gcc) == GCC_BLOCKS["edgeformer_s"]
+        # onnxruntime also gets the frames' grouped-conv forms (dim_adaptive, channel_adaptive of 3 frames)
+        assert len(names) - len(gcc) == (6 if target == "onnx" else 0)
         block = lowered.layer_3[1].spatial_global_rep[0]
         if target == "tflite":
             assert isinstance(block, BakedGCCBlock) and block.k_1_H.shape[2] == size // 8
@@ -238,3 +241,40 @@ def test_lowered_edgeformer_s_exports_to_onnx_without_resize(size: int) -> None:
     with torch.no_grad():
         ref = model(example).numpy()
     assert abs(y - ref).max() < 1e-4
+
+
+def test_outer_frame_grouped_convs_have_exact_depthwise_and_dense_forms() -> None:
+    """ONNX: EdgeFormer-S's channel-multiplier 3×3 conv (96 → 192, groups 96) becomes cat([x, x]) + a depth-wise
+    conv with its consumer's columns permuted, the grouped 1×1 a dense one, the channel attention's pool an
+    AveragePool — each exact (random BatchNorm statistics); MNN keeps the official modules."""
+    from torch import nn
+
+    from edgedeploy.nn.edgeformer import ChannelAdaptive, DimAdaptive, ReplicatedDepthwise
+    from edgedeploy.nn.gcc import PooledChannelAttention
+
+    torch.manual_seed(0)
+    model = fill_deterministic_(build_model("edgeformer_s"))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    frame = model.get_submodule("layer_3.1")
+    x = torch.randn(2, 96, 32, 32)
+    rep = ReplicatedDepthwise(frame.dim_adaptive)
+    assert rep.dw.groups == rep.dw.in_channels == 192 and rep.m == 2
+    with torch.no_grad():
+        assert float((rep(x) - frame.dim_adaptive(x)).abs().max()) < 1e-4
+    example = torch.randn(1, 3, 256, 256)
+    lowered, _ = lower(model, example, "onnx")
+    kinds = [type(lowered.get_submodule(f"layer_{i}.1.dim_adaptive")) for i in (3, 4, 5)]
+    assert kinds == [ReplicatedDepthwise] * 3
+    dense = lowered.get_submodule("layer_3.1.channel_adaptive").block.conv
+    assert dense.groups == 1 and dense.in_channels == 192 and dense.out_channels == 96
+    assert sum(isinstance(m, PooledChannelAttention) for m in lowered.modules()) == 9
+    assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
+    kept, _ = lower(model, example, "mnn")
+    assert isinstance(kept.get_submodule("layer_3.1.dim_adaptive"), DimAdaptive)
+    assert isinstance(kept.get_submodule("layer_3.1.channel_adaptive"), ChannelAdaptive)
+    assert kept.get_submodule("layer_3.1.channel_adaptive").block.conv.groups == 96
+    assert not any(isinstance(m, PooledChannelAttention) for m in kept.modules())

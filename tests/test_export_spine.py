@@ -65,6 +65,14 @@ def test_edgeformer_onnx_has_no_resize_and_gcc_is_unrolled(spine_artifacts: Path
             unrolled.append(max(w[2:]))
     # EdgeFormer-S at 256: 2 + 4 + 3 blocks on 32, 16, 8 features -> kernels of 63, 31 and 15 taps
     assert sorted(unrolled) == [15] * 6 + [31] * 8 + [63] * 4, sorted(unrolled)
+    # every grouped conv is depth-wise (the frames' channel-multiplier 3x3 and grouped 1x1 convs rewritten:
+    # nn.edgeformer.ReplicatedDepthwise / dense_pointwise), the channel attention pools with AveragePool
+    grouped = [
+        (n.name, inits[n.input[1]][:2], a.i) for n in graph.node if n.op_type == "Conv"
+        for a in n.attribute if a.name == "group" and a.i > 1
+    ]  # fmt: skip
+    assert grouped and all(w == [g, 1] for _, w, g in grouped), [x for x in grouped if x[1] != [x[2], 1]]
+    assert ops.count("AveragePool") == 9 and ops.count("ReduceMean") == 1  # 9 GCC blocks; the classifier's pool
 
 
 @pytest.mark.slow

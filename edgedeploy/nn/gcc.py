@@ -444,6 +444,26 @@ def unrolled_circular_kernel(weight: torch.Tensor, direction: Direction) -> tupl
     return weight.index_select(axis, index).contiguous(), padding
 
 
+class PooledChannelAttention(nn.Module):
+    """:class:`ChannelAttention` for one input size, with ``gap`` an ``nn.AvgPool2d`` over the whole ``(H, W)``
+    map (ONNX ``AveragePool``) instead of ``AdaptiveAvgPool2d(1)`` (which torch's exporter writes as
+    ``ReduceMean``); ``fc`` is the source's. Same numbers up to fp32 summation order.
+
+    Why: in an int8 (QDQ) onnxruntime graph the ReduceMean runs in float on the NHWC tensor (0.13 ms for
+    192×32×32 on a 2-vCPU Xeon), the AveragePool as QLinearAveragePool; EdgeFormer-S int8 0.95× with this form,
+    fp32 unchanged (0.995×; ``benchmarks/results/lowering_forms_issue13.md``). ``(N, C, H, W)`` → same shape.
+    """
+
+    def __init__(self, ca: ChannelAttention, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.gap = nn.AvgPool2d(size)
+        self.fc = ca.fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` at the recorded size → same shape."""
+        return x * self.fc(self.gap(x))
+
+
 class UnrolledGCCBlock(nn.Module):
     """onnxruntime / MNN export form of :class:`GCCBlock`: no Split, two full-channel convs, every BatchNorm folded.
 
@@ -464,12 +484,13 @@ class UnrolledGCCBlock(nn.Module):
     in NCHWc (EdgeFormer-S: 0.87× the cat-then-conv artifact on onnxruntime; on MNN, whose Raster ops do the
     Slice / Concat, 0.98×; ``benchmarks/results/lowering_forms_issue13.md``).
     Submodules: ``gcc_h``, ``gcc_w`` (depth-wise ``Conv2d``), ``ffn`` (``"1"`` folded conv, ``"2"`` Hardswish,
-    ``"4"`` conv: the official indices), ``ca`` (the original :class:`ChannelAttention`).
+    ``"4"`` conv: the official indices), ``ca`` (the original :class:`ChannelAttention`, or with ``pooled_ca``
+    its :class:`PooledChannelAttention`).
     Raises :class:`~edgedeploy.errors.ConfigError` for a block with ``mid_mix`` (the shuffle between the GCC stages
     does not commute with them).
     """
 
-    def __init__(self, baked: BakedGCCBlock) -> None:
+    def __init__(self, baked: BakedGCCBlock, pooled_ca: bool = False) -> None:
         super().__init__()
         if baked.mixer is not None:
             raise ConfigError("the unrolled GCC block needs mid_mix=False (a channel shuffle between the GCCs)")
@@ -499,7 +520,9 @@ class UnrolledGCCBlock(nn.Module):
         ffn = baked.ffn
         fc1 = fold_bn_into_next_conv(ffn[0], ffn[1])
         self.ffn = nn.Sequential(OrderedDict([("1", fc1), ("2", ffn[2]), ("4", ffn[4])]))
-        self.ca = baked.ca
+        self.ca: nn.Module | None = baked.ca
+        if pooled_ca and baked.ca is not None:
+            self.ca = PooledChannelAttention(baked.ca, (h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
@@ -519,6 +542,9 @@ class UnrolledGCCBlock(nn.Module):
 #: 2-vCPU Xeon, against the cat-then-conv artifact: onnxruntime 0.87-0.88×, MNN 0.98× (12 interleaved blocks; the
 #: same file against itself 1.01×); ``benchmarks/results/lowering_forms_issue13.md``.
 GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled", "mnn": "unrolled"}
+#: targets whose unrolled GCC block pools its channel attention with an ``AveragePool``
+#: (:class:`PooledChannelAttention`): measured on onnxruntime only (int8 0.95×, fp32 0.995×)
+POOLED_CA_TARGETS: frozenset[str] = frozenset({"onnx"})
 
 
 @register_lowering(GCCBlock)
@@ -534,7 +560,7 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     _, _, h, w = nchw_input(module, GCCBlock, input_shape, "GCC block")
     baked = BakedGCCBlock(module, h, w)
     if GCC_BLOCK_FORM.get(target) == "unrolled" and baked.mixer is None:
-        return UnrolledGCCBlock(baked)
+        return UnrolledGCCBlock(baked, pooled_ca=target in POOLED_CA_TARGETS)
     return baked
 
 
