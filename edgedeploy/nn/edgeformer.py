@@ -157,7 +157,8 @@ def dense_pointwise(conv: nn.Conv2d) -> nn.Conv2d:
 
 
 #: per export target: whether the outer frame's grouped convs get their export forms (:class:`ReplicatedDepthwise`,
-#: :func:`dense_pointwise`); measured on onnxruntime only (EdgeFormer-S: fp32 0.99×, int8 0.68× the int8 artifact without)
+#: :func:`dense_pointwise`); measured on onnxruntime only (EdgeFormer-S: fp32 0.99×, int8 0.68× the int8 file
+#: without them)
 FRAME_CONV_FORM: dict[str, str] = {"onnx": "depthwise"}
 
 
