@@ -346,3 +346,47 @@ def test_attention_head_fold_is_exact_and_only_where_the_layout_is_a_head_split(
         assert float((torch.from_numpy(got) - model(x)).abs().max()) < 1e-5
     _, more = fold_attention_heads(onnx.load(str(tmp_path / "a.onnx")))
     assert more == []  # nothing left to fold
+
+
+class _BNThenConv(nn.Module):
+    """BN → 1×1 conv (folded), BN → grouped 1×1 conv (folded), BN → padded 3×3 conv (kept: padding would see the
+    BN's shift), BN read twice (kept)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1, self.pw = nn.BatchNorm2d(8), nn.Conv2d(8, 16, 1)
+        self.bn2, self.gpw = nn.BatchNorm2d(16), nn.Conv2d(16, 8, 1, groups=4, bias=False)
+        self.bn3, self.c3 = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+        self.bn4, self.c4 = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a ReLU before each BatchNorm: torch's exporter folds a BatchNorm that follows a conv itself
+        y = self.gpw(self.bn2(torch.relu(self.pw(self.bn1(x)))))
+        y = self.c3(self.bn3(torch.relu(y)))
+        z = self.bn4(torch.relu(y))
+        return self.c4(z) + z
+
+
+def test_batchnorm_folds_into_the_unpadded_conv_after_it_and_nowhere_else(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from edgedeploy.export.onnx import torch_to_onnx
+
+    torch.manual_seed(0)
+    model = _BNThenConv()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(1, 8, 12, 12)
+    exported = torch_to_onnx(model, x, tmp_path / "bn.onnx", output_names=["y"])
+    graph = onnx.load(str(tmp_path / "bn.onnx")).graph
+    assert [n.op_type for n in graph.node].count("BatchNormalization") == 2  # bn3 (padded conv), bn4 (two readers)
+    assert any("2 BatchNormalization node(s) folded" in n for n in exported.notes)
+    got = ort.InferenceSession(str(tmp_path / "bn.onnx"), providers=["CPUExecutionProvider"]).run(None, {
+        "input": x.numpy()})[0]  # fmt: skip
+    with torch.no_grad():
+        assert float((torch.from_numpy(got) - model(x)).abs().max()) < 1e-4

@@ -16,7 +16,9 @@ CPU-time rounds on a loaded host agreed (opset 20 / 17: 0.84× EdgeViT-XS, 0.94�
 1.01× EdgeFormer-S).
 
 The graph is then simplified with onnxsim (constant folding, shape inference); a failure to simplify keeps the
-unsimplified graph and says so in the notes. Input ``input`` is ``(1, 3, H, W)`` float32 NCHW, output ``logits``.
+unsimplified graph and says so in the notes. Two exact passes of :mod:`edgedeploy.export.onnx_passes` follow
+(each noted when it changed something): ``fold_attention_heads`` (opset-23 Attention on ``(B, S, C)`` tensors)
+and ``fold_batchnorm_into_next_conv``. Input ``input`` is ``(1, 3, H, W)`` float32 NCHW, output ``logits``.
 
 Precisions (:mod:`edgedeploy.export.quantize`, onnxruntime's tools, applied to the fp32 graph): fp16 (weights and
 compute, float32 I/O kept) and int8 — full integer QDQ with a calibration set by default, or weight-only /
@@ -115,12 +117,16 @@ def torch_to_onnx(
             notes.append("onnxsim not installed; graph not simplified")
         except Exception as e:  # noqa: BLE001 - onnxsim raises bare RuntimeErrors from C++
             notes.append(f"onnxsim failed ({type(e).__name__}); kept the unsimplified graph")
-    from edgedeploy.export.onnx_passes import fold_attention_heads
+    from edgedeploy.export.onnx_passes import fold_attention_heads, fold_batchnorm_into_next_conv
 
     model, folded = fold_attention_heads(model)
-    if folded:
+    model, bn_folded = fold_batchnorm_into_next_conv(model)
+    if folded or bn_folded:
         onnx.save(model, str(out_path))
+    if folded:
         notes.append(f"{len(folded)} Attention node(s) take (B, S, heads·d) tensors (head split folded in)")
+    if bn_folded:
+        notes.append(f"{len(bn_folded)} BatchNormalization node(s) folded into the unpadded conv after them")
     onnx.checker.check_model(model)
     from edgedeploy.profile.sourcemap import module_tables
 

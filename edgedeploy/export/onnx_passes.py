@@ -3,6 +3,8 @@
 :func:`fold_attention_heads` hands an opset-23 ``Attention`` the ``(B, S, heads·d)`` tensors instead of the
 head-split ``(B, heads, S, d)`` ones torch's exporter writes for ``F.scaled_dot_product_attention`` (Reshape +
 Transpose on each of q, k, v, Transpose + Reshape on the output), so the heads are split inside the kernel.
+:func:`fold_batchnorm_into_next_conv` folds an inference BatchNorm into the unpadded conv that alone reads it
+(torch's exporter folds a BatchNorm only into the conv before it).
 
 :func:`rewrite_wrap_pad` replaces every ``Pad(mode="wrap")`` — what torch's default (dynamo) exporter writes for
 ``F.pad(mode="circular")`` and ``nn.Conv2d(padding_mode="circular")`` — with ``Slice`` + ``Concat``, one axis
@@ -207,6 +209,81 @@ def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
         inits = [i for i in graph.initializer if i.name in read or i.name not in dropped_inputs]
         del graph.initializer[:]
         graph.initializer.extend(inits)
+    return model, folded
+
+
+def fold_batchnorm_into_next_conv(model: Any) -> tuple[Any, list[str]]:
+    """Fold every ``BatchNormalization`` (constant scale, bias, mean, var) whose output only an unpadded ``Conv``
+    reads into that conv, in place; returns ``(model, folded BatchNorm names)``.
+
+    With ``a = γ / √(var + ε)`` and ``s = β − μ·a`` per input channel ``i``, ``conv(a·x + s)`` is a conv with weight
+    ``W[o, i] · a[i]`` and bias ``b[o] + Σ W[o, i] · s[i]`` (summed over the kernel taps): exact when the conv does
+    not pad (a padded tap would see ``s`` where the conv sees zero), for any group count. Left alone: a padded
+    conv, a BatchNorm with other readers or a graph output, non-constant parameters, training mode.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in graph.output}
+    drop: set[int] = set()
+    new_inits: dict[str, Any] = {}
+    stale: set[str] = set()
+    folded: list[str] = []
+    for bn in graph.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or _attrs(bn).get("training_mode", 0):
+            continue
+        params = [inits.get(t) for t in bn.input[1:5]]
+        users = readers.get(bn.output[0], [])
+        if None in params or len(users) != 1 or bn.output[0] in outputs:
+            continue
+        conv = users[0]
+        at = _attrs(conv)
+        if conv.op_type != "Conv" or conv.input[0] != bn.output[0] or any(at.get("pads", [])):
+            continue
+        if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            continue
+        w_init = inits.get(conv.input[1])
+        b_init = inits.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+        if w_init is None or (len(conv.input) > 2 and conv.input[2] and b_init is None):
+            continue
+        if any(len(readers.get(t, [])) != 1 for t in conv.input[1:3] if t):
+            continue  # the conv's weight or bias is shared with another node
+        gamma, beta, mean, var = (numpy_helper.to_array(p).astype(np.float64) for p in params)
+        eps = float(_attrs(bn).get("epsilon", 1e-5))
+        a = gamma / np.sqrt(var + eps)
+        shift = beta - mean * a
+        w = numpy_helper.to_array(w_init).astype(np.float64)  # (C_out, C_in / group, k...)
+        group = int(at.get("group", 1))
+        c_out, c_in_g = w.shape[:2]
+        per_out = np.arange(c_out) // (c_out // group)  # the group of each output channel
+        cols = per_out[:, None] * c_in_g + np.arange(c_in_g)[None, :]  # input channel of W[o, i]
+        extra = (w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2)
+        scaled = w * a[cols].reshape(extra)
+        bias = numpy_helper.to_array(b_init).astype(np.float64) if b_init is not None else np.zeros(c_out)
+        bias = bias + (w * shift[cols].reshape(extra)).reshape(c_out, -1).sum(axis=1)
+        dtype = numpy_helper.to_array(w_init).dtype
+        w_name, b_name = f"{conv.input[1]}_bnfold", f"{conv.name or conv.output[0]}_bnfold_bias"
+        new_inits[w_name] = numpy_helper.from_array(scaled.astype(dtype), w_name)
+        new_inits[b_name] = numpy_helper.from_array(bias.astype(dtype), b_name)
+        stale.update([*bn.input[1:5], *(t for t in conv.input[1:3] if t)])
+        del conv.input[:]
+        conv.input.extend([bn.input[0], w_name, b_name])
+        drop.add(id(bn))
+        folded.append(bn.name or bn.output[0])
+    if folded:
+        kept = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+        graph.initializer.extend(new_inits.values())
+        read = {t for n in kept for t in n.input} | {o.name for o in graph.output}
+        inits_left = [i for i in graph.initializer if i.name in read or i.name not in stale]
+        del graph.initializer[:]
+        graph.initializer.extend(inits_left)
     return model, folded
 
 
