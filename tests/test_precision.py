@@ -108,6 +108,15 @@ def test_reduced_precision_verdicts(tmp_path: Path, fmt: str, precision: str, mo
     census = outcome.manifest.op_census
     if fmt == "onnx" and mode == "full":
         assert census.get("QuantizeLinear", 0) > 0 and census.get("DequantizeLinear", 0) > 0
+        # the stem conv on the RGB input stays float (its weight is no DequantizeLinear output); nothing else
+        import onnx
+
+        graph = onnx.load(str(outcome.artifact)).graph
+        made_by = {o: n.op_type for n in graph.node for o in n.output}
+        float_convs = [n.name for n in graph.node if n.op_type == "Conv" and made_by.get(n.input[1]) is None]
+        assert extra["quantization"]["kept_float"] == float_convs and len(float_convs) == 1
+        (stem,) = [n for n in graph.node if n.name == float_convs[0]]
+        assert stem.input[0] == graph.input[0].name
     if fmt == "onnx" and mode == "weight":
         assert census.get("DynamicQuantizeLinear", 0) > 0 or census.get("MatMulInteger", 0) > 0
     if precision == "int8":

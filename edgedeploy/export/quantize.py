@@ -134,7 +134,8 @@ def _quantize_onnx_int8(
 
 def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "full") -> tuple[Path, list[str]]:
     """Turn ``Constant`` nodes into initializers and list the Conv/MatMul/Gemm nodes whose weight is still computed
-    at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). In ``"weight"``
+    at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). In ``"full"`` mode
+    a conv reading the graph input with ≤ 4 input channels (the stem on the RGB image) stays float. In ``"weight"``
     mode MatMuls whose constant weight is not 2-D stay float too: onnxruntime 1.32's DynamicQuantizeMatMul
     rejects the per-channel zero point of a batched ``(heads, C, d)`` weight ("b zero point is not valid").
     Returns the path of the prepared model (in ``folder``) and the excluded node names."""
@@ -160,6 +161,17 @@ def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "f
         and n.input[1] not in inits
         and n.op_type != "MatMul"  # activation x activation MatMul (attention) is handled by the quantizer
     ]
+    if mode == "full":
+        # the stem conv on the raw image (≤ 4 input channels) stays float: onnxruntime's QLinearConv with K =
+        # 3·k·k in NHWC took 0.46 ms for EdgeFormer-S's 3 → 16 stem where the fp32 NCHWc conv takes 0.13 ms, and
+        # the quantize of the input goes with it (int8 / fp32 time 0.701 → 0.684 paired, 12 blocks, 2-vCPU Xeon)
+        shapes = {i.name: list(i.dims) for i in graph.initializer}
+        inputs = {i.name for i in graph.input} - inits
+        excluded += [
+            n.name for n in graph.node
+            if n.op_type == "Conv" and n.input[0] in inputs and len(shapes.get(n.input[1], [])) >= 2
+            and shapes[n.input[1]][1] * next((a.i for a in n.attribute if a.name == "group"), 1) <= 4
+        ]  # fmt: skip
     if mode == "weight":
         ranks = {i.name: len(i.dims) for i in graph.initializer}
         excluded += [
