@@ -137,7 +137,8 @@ def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "f
     at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). In ``"full"`` mode
     a conv reading the graph input with ≤ 4 input channels (the stem on the RGB image) stays float. In ``"weight"``
     mode MatMuls whose constant weight is not 2-D stay float too: onnxruntime 1.32's DynamicQuantizeMatMul
-    rejects the per-channel zero point of a batched ``(heads, C, d)`` weight ("b zero point is not valid").
+    rejects the per-channel zero point of a batched ``(heads, C, d)`` weight ("b zero point is not valid"), and an
+    opset-23 ``Attention`` stays float (the quantizer mistakes it for com.microsoft's).
     Returns the path of the prepared model (in ``folder``) and the excluded node names."""
     from onnx import numpy_helper
 
@@ -177,6 +178,9 @@ def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "f
         excluded += [
             n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and ranks.get(n.input[1], 2) != 2
         ]
+        # the ONNX (opset 23) Attention op: quantize_dynamic takes any "Attention" for com.microsoft's and writes
+        # a QAttention with the standard op's attributes, which onnxruntime 1.32 refuses to load
+        excluded += [n.name for n in graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
     prepared = folder / "prepared.onnx"
     onnx.save(model, str(prepared))
     return prepared, excluded
