@@ -104,6 +104,33 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _readers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name → the nodes that read it (top-level graph)."""
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    return readers
+
+
+def _rebuild(graph: Any, drop: set[int], replace: dict[int, Any], stale: set[str]) -> None:
+    """Remove the nodes whose ``id`` is in ``drop``, swap in ``replace[id(node)]``, and forget what went with them:
+    the ``value_info`` of tensors no kept node writes any more, and the initializers named in ``stale`` that no
+    kept node (nor the graph's outputs) reads."""
+    made = {t for n in graph.node for t in n.output}
+    kept = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+    live = {t for n in kept for t in n.output}
+    info = [v for v in graph.value_info if v.name in live or v.name not in made]
+    del graph.value_info[:]
+    graph.value_info.extend(info)
+    read = {t for n in kept for t in n.input} | {o.name for o in graph.output}
+    inits = [i for i in graph.initializer if i.name in read or i.name not in stale]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
 def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
     """Give every head-split ``Attention`` (opset 23) its 3-D inputs and output, in place; returns
     ``(model, folded node names)``.
@@ -132,10 +159,7 @@ def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
         for v in [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]
     }
     producer = {t: n for n in graph.node for t in n.output}
-    readers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    readers = _readers(graph)
     outputs = {o.name for o in graph.output}
 
     def only_reader(t: str) -> Any:
@@ -160,7 +184,7 @@ def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
 
     drop: set[int] = set()
     replace: dict[int, Any] = {}
-    dropped_node_inputs: list[list[str]] = []
+    stale: set[str] = set()
     folded: list[str] = []
     for node in attention:
         inputs = list(node.input)
@@ -176,7 +200,7 @@ def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
         ys, merged = shapes.get(node.output[0]), shapes.get(rs.output[0]) if rs is not None else None
         if rs is None or rs.op_type != "Reshape" or not ys or not merged or None in ys or None in merged:
             continue
-        if len(ys) != 4:
+        if len(ys) != 4:  # (B, h, S, d_v)
             continue
         tokens = [ys[0], ys[2], ys[1] * ys[3]]
         attrs = {a: val for a, val in _attrs(node).items() if a not in ("q_num_heads", "kv_num_heads")}
@@ -192,23 +216,10 @@ def fold_attention_heads(model: Any) -> tuple[Any, list[str]]:
             rs.input[0] = out
         dropped = (*q[2], *k[2], *v[2], tr) + ((rs,) if merged == tokens else ())
         drop.update(id(n) for n in dropped)
-        dropped_node_inputs.extend(list(n.input) for n in dropped)
+        stale.update(t for n in dropped for t in n.input)  # the dropped Reshapes' shape constants
         folded.append(node.name or node.output[0])
     if folded:
-        gone = {t for n in graph.node if id(n) in drop for t in n.output} | {n.output[0] for n in attention}
-        kept = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(kept)
-        live = {t for n in kept for t in n.output}
-        info = [v for v in graph.value_info if v.name not in gone or v.name in live]
-        del graph.value_info[:]
-        graph.value_info.extend(info)
-        # the dropped Reshapes' shape constants, unless something else still reads them
-        read = {t for n in kept for t in n.input} | {o.name for o in graph.output}
-        dropped_inputs = {t for n in dropped_node_inputs for t in n}
-        inits = [i for i in graph.initializer if i.name in read or i.name not in dropped_inputs]
-        del graph.initializer[:]
-        graph.initializer.extend(inits)
+        _rebuild(graph, drop, replace, stale)
     return model, folded
 
 
@@ -225,17 +236,17 @@ def fold_batchnorm_into_next_conv(model: Any) -> tuple[Any, list[str]]:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for t in n.input:
-            readers.setdefault(t, []).append(n)
+    readers = _readers(graph)
     outputs = {o.name for o in graph.output}
     drop: set[int] = set()
     new_inits: dict[str, Any] = {}
     stale: set[str] = set()
     folded: list[str] = []
     for bn in graph.node:
-        if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or _attrs(bn).get("training_mode", 0):
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        bn_at = _attrs(bn)
+        if bn_at.get("training_mode", 0):
             continue
         params = [inits.get(t) for t in bn.input[1:5]]
         users = readers.get(bn.output[0], [])
@@ -248,13 +259,14 @@ def fold_batchnorm_into_next_conv(model: Any) -> tuple[Any, list[str]]:
         if at.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
             continue
         w_init = inits.get(conv.input[1])
-        b_init = inits.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-        if w_init is None or (len(conv.input) > 2 and conv.input[2] and b_init is None):
+        b_in = conv.input[2] if len(conv.input) > 2 else ""
+        b_init = inits.get(b_in) if b_in else None
+        if w_init is None or (b_in and b_init is None):
             continue
         if any(len(readers.get(t, [])) != 1 for t in conv.input[1:3] if t):
             continue  # the conv's weight or bias is shared with another node
         gamma, beta, mean, var = (numpy_helper.to_array(p).astype(np.float64) for p in params)
-        eps = float(_attrs(bn).get("epsilon", 1e-5))
+        eps = float(bn_at.get("epsilon", 1e-5))
         a = gamma / np.sqrt(var + eps)
         shift = beta - mean * a
         w = numpy_helper.to_array(w_init).astype(np.float64)  # (C_out, C_in / group, k...)
@@ -276,14 +288,8 @@ def fold_batchnorm_into_next_conv(model: Any) -> tuple[Any, list[str]]:
         drop.add(id(bn))
         folded.append(bn.name or bn.output[0])
     if folded:
-        kept = [n for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(kept)
         graph.initializer.extend(new_inits.values())
-        read = {t for n in kept for t in n.input} | {o.name for o in graph.output}
-        inits_left = [i for i in graph.initializer if i.name in read or i.name not in stale]
-        del graph.initializer[:]
-        graph.initializer.extend(inits_left)
+        _rebuild(graph, drop, {}, stale)
     return model, folded
 
 

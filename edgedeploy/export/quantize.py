@@ -162,22 +162,22 @@ def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "f
         and n.input[1] not in inits
         and n.op_type != "MatMul"  # activation x activation MatMul (attention) is handled by the quantizer
     ]
+    dims = {i.name: list(i.dims) for i in graph.initializer}
     if mode == "full":
         # the stem conv on the raw image (≤ 4 input channels) stays float: onnxruntime's QLinearConv with K =
         # 3·k·k in NHWC took 0.46 ms for EdgeFormer-S's 3 → 16 stem where the fp32 NCHWc conv takes 0.13 ms, and
         # the quantize of the input goes with it (int8 / fp32 time 0.701 → 0.684 paired, 12 blocks, 2-vCPU Xeon)
-        shapes = {i.name: list(i.dims) for i in graph.initializer}
         inputs = {i.name for i in graph.input} - inits
         excluded += [
             n.name for n in graph.node
-            if n.op_type == "Conv" and n.input[0] in inputs and len(shapes.get(n.input[1], [])) >= 2
-            and shapes[n.input[1]][1] * next((a.i for a in n.attribute if a.name == "group"), 1) <= 4
+            if n.op_type == "Conv" and n.input[0] in inputs and len(dims.get(n.input[1], [])) >= 2
+            and dims[n.input[1]][1] * next((a.i for a in n.attribute if a.name == "group"), 1) <= 4
         ]  # fmt: skip
     if mode == "weight":
-        ranks = {i.name: len(i.dims) for i in graph.initializer}
         excluded += [
-            n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and ranks.get(n.input[1], 2) != 2
-        ]
+            n.name for n in graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and len(dims.get(n.input[1], [0, 0])) != 2
+        ]  # fmt: skip
         # the ONNX (opset 23) Attention op: quantize_dynamic takes any "Attention" for com.microsoft's and writes
         # a QAttention with the standard op's attributes, which onnxruntime 1.32 refuses to load
         excluded += [n.name for n in graph.node if n.op_type == "Attention" and n.domain in ("", "ai.onnx")]
