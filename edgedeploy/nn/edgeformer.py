@@ -112,22 +112,21 @@ class ReplicatedDepthwise(nn.Module):
 
     def __init__(self, src: DimAdaptive) -> None:
         super().__init__()
-        from edgedeploy.nn.folding import bn_affine
+        from edgedeploy.nn.folding import conv_bn_folded
 
         grouped, pointwise = src[0].block, src[1].block.conv
         conv = grouped.conv
-        c, m = conv.in_channels, conv.out_channels // conv.in_channels
-        if conv.groups != c or conv.out_channels != m * c or m < 2:
+        c, m = conv.in_channels, channel_multiplier(conv)
+        if m < 2:
             raise ConfigError(f"ReplicatedDepthwise needs one input channel per group and m ≥ 2 outputs, got {conv}")
         perm = torch.tensor([g * m + j for j in range(m) for g in range(c)])  # new channel → original channel
         self.m = m
         self.dw = nn.Conv2d(m * c, m * c, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                             groups=m * c, bias=True)  # fmt: skip
-        a, shift = bn_affine(grouped.norm) if hasattr(grouped, "norm") else (torch.ones(m * c), torch.zeros(m * c))
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(m * c)
+        w, b = conv_bn_folded(conv, getattr(grouped, "norm", None))
         with torch.no_grad():
-            self.dw.weight.copy_((conv.weight * a[:, None, None, None])[perm])
-            self.dw.bias.copy_((a * bias + shift)[perm])
+            self.dw.weight.copy_(w[perm])
+            self.dw.bias.copy_(b[perm])
         self.act: nn.Module = getattr(grouped, "act", None) or nn.Identity()
         self.pw = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, 1, bias=pointwise.bias is not None)
         with torch.no_grad():
@@ -138,6 +137,13 @@ class ReplicatedDepthwise(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` → ``(N, C_s, H, W)``."""
         return self.pw(self.act(self.dw(torch.cat([x] * self.m, dim=1))))
+
+
+def channel_multiplier(conv: nn.Conv2d) -> int:
+    """``m`` for a grouped conv with one input channel per group and ``m`` outputs each (``groups = C_in``,
+    ``C_out = m·C_in``); 1 for any other conv (a plain depth-wise one included)."""
+    c = conv.in_channels
+    return conv.out_channels // c if conv.groups == c and conv.out_channels % c == 0 else 1
 
 
 def dense_pointwise(conv: nn.Conv2d) -> nn.Conv2d:
@@ -166,9 +172,7 @@ FRAME_CONV_FORM: dict[str, str] = {"onnx": "depthwise"}
 def lower_dim_adaptive(module: nn.Module, input_shape: tuple[int, ...], target: str) -> nn.Module:
     """:class:`ReplicatedDepthwise` for the targets in :data:`FRAME_CONV_FORM` when the grouped conv has one input
     channel per group and a channel multiplier ≥ 2; otherwise the module itself."""
-    conv = module[0].block.conv
-    c = conv.in_channels
-    if target not in FRAME_CONV_FORM or conv.groups != c or conv.out_channels % c or conv.out_channels == c:
+    if target not in FRAME_CONV_FORM or channel_multiplier(module[0].block.conv) < 2:
         return module
     return ReplicatedDepthwise(module)
 

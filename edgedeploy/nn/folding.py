@@ -27,6 +27,19 @@ def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return a.detach(), b.detach()
 
 
+def conv_bn_folded(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm(conv(x))`` as one conv's ``(weight, bias)``: the weight (``conv.weight``'s shape) scaled by the
+    BatchNorm's ``a`` per output channel, the bias ``a·b + shift`` (``b`` the conv's bias or 0); with ``norm``
+    None the conv's own (detached copies). Exact in real arithmetic, for any conv (eval-mode BatchNorm)."""
+    with torch.no_grad():
+        w = conv.weight.detach().clone()
+        b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
+        if norm is not None:
+            a, shift = bn_affine(norm)
+            w, b = w * a.reshape(-1, *([1] * (w.dim() - 1))), a * b + shift
+    return w, b
+
+
 def fold_bn_into_next_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> nn.Conv2d:
     """``conv(bn(x))`` as one conv, for a 1×1 ungrouped ``conv`` (eval-mode BatchNorm, exact in real arithmetic).
 

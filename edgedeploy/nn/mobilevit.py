@@ -290,21 +290,15 @@ class PointwiseChannelsLast(nn.Module):
     def __init__(self, layer: ConvLayer) -> None:
         super().__init__()
         from edgedeploy.errors import ExportError
-        from edgedeploy.nn.folding import bn_affine
+        from edgedeploy.nn.folding import conv_bn_folded
 
         conv = layer.block.conv
         if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
             raise ExportError(f"PointwiseChannelsLast needs a 1×1 stride-1 ungrouped conv, got {conv}")
-        with torch.no_grad():
-            w = conv.weight.detach().reshape(conv.out_channels, conv.in_channels).clone()
-            b = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(conv.out_channels)
-            norm = getattr(layer.block, "norm", None)
-            if norm is not None:
-                a, shift = bn_affine(norm)
-                w, b = w * a[:, None], a * b + shift
+        w, b = conv_bn_folded(conv, getattr(layer.block, "norm", None))
         self.linear = nn.Linear(conv.in_channels, conv.out_channels, bias=True)
         with torch.no_grad():
-            self.linear.weight.copy_(w)
+            self.linear.weight.copy_(w.reshape(conv.out_channels, conv.in_channels))
             self.linear.bias.copy_(b)
         self.act: nn.Module = getattr(layer.block, "act", None) or nn.Identity()
 
@@ -431,8 +425,8 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 
 
 #: per export target: the MobileViT block's export form; every other target (plug-ins included) gets ``"static"``.
-#: MNN keeps the official attention: its ONNX goes through the opset-20 export (MNN 3.6.1's converter has no
-#: opset-23 ``Attention``).
+#: MNN keeps the official attention and its ONNX the opset-20 export (MNN's converter was not tried on opset 23's
+#: ``Attention``).
 MOBILEVIT_FORM: dict[str, str] = {"onnx": "channels-last, fused-attention", "mnn": "channels-last"}
 
 
