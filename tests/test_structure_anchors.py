@@ -20,5 +20,5 @@ def test_anchor_node_list_unchanged(model: str, tmp_path: Path) -> None:
     recorded = json.loads(FIXTURE.read_text())[model]
     current = node_list(model, tmp_path)
     assert len(current) == len(recorded), f"{model}: {len(current)} nodes, recorded {len(recorded)}"
-    diffs = [(i, r, c) for i, (r, c) in enumerate(zip(recorded, current)) if r != c]
+    diffs = [(i, r, c) for i, (r, c) in enumerate(zip(recorded, current, strict=True)) if r != c]
     assert not diffs, f"{model}: first differing nodes {diffs[:5]}"
