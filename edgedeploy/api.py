@@ -31,10 +31,10 @@ from edgedeploy.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from edgedeploy.bench.result import BenchResult
     from edgedeploy.export.parity import Thresholds
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.results.compare import ComparisonReport
+    from edgedeploy.results.result import BenchResult
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def bench(
     ``options``: see :class:`BenchOptions` (precision, weights, input_shape, trust_on_first_use, on_sample,
     progress, out).
 
-    Returns a :class:`~edgedeploy.bench.result.BenchResult`: ``samples_ms`` (every timed iteration, ms),
+    Returns a :class:`~edgedeploy.results.result.BenchResult`: ``samples_ms`` (every timed iteration, ms),
     ``median_ms`` …, ``status`` ("partial" when interrupted: the samples measured are kept), ``verified`` (False
     for a file without a manifest). Raises ``ConfigError`` (also: an option out of range, :mod:`edgedeploy.limits`)
     / ``ArtifactError`` / ``Unknown*Error`` (exit 2), ``OutputError`` (2: ``out`` could not be written; the
@@ -309,7 +309,7 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
     """Compare ``current`` benchmark results against ``baseline``, key by key, under the regression rule.
 
     Each side is a result file or folder, a stored run id, ``baseline:<branch>`` (strings or paths), a
-    :class:`~edgedeploy.bench.result.BenchResult`, or a list of them. ``rule``: ``threshold`` (% or "10%"),
+    :class:`~edgedeploy.results.result.BenchResult`, or a list of them. ``rule``: ``threshold`` (% or "10%"),
     ``alpha``, ``min_abs_ms`` (ms), ``aggregate`` ("fastest" / "pool"), ``store`` (the result store for run
     ids), ``rerun`` (a hook re-measuring a flagged key, see :func:`edgedeploy.results.compare.compare_results`).
     Returns a :class:`~edgedeploy.results.compare.ComparisonReport` (``.regressions``, ``.exit_code`` …).
@@ -341,7 +341,7 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
 
 
 def _results(side: Any, store: Any, label: str) -> tuple[list[BenchResult], str]:
-    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.result import BenchResult
     from edgedeploy.results.store import load_source
 
     if isinstance(side, BenchResult):

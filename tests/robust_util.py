@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedeploy.bench.result import BenchResult
+from edgedeploy.results.result import BenchResult
 
 
 def tiny_onnx(path: Path, size: int = 32, classes: int = 8) -> Path:

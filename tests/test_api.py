@@ -97,7 +97,7 @@ def test_bad_api_input_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_compare_takes_results_and_files(tmp_path: Path) -> None:
     """compare() on BenchResult lists and on files: a 2x slower current is a regression."""
-    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.result import BenchResult
 
     def result(ms: float) -> BenchResult:
         samples = [ms + 0.01 * (i % 7) for i in range(60)]

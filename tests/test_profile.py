@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgedeploy.profile.sourcemap import (
+from edgedeploy.export.sourcemap import (
     GraphNode,
     SourceMap,
     fill_from_neighbours,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.results.cli import compare_cmd, main
+from edgedeploy.results.result import BenchResult
 
 
 def samples(seed: int, n: int = 150, median: float = 21.0) -> np.ndarray:
@@ -125,7 +125,7 @@ RERUN_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.result import BenchResult
     model, fmt, prec, rt, dev, threads, iters, warmup, out, scale = sys.argv[1:]
     s = 21.0 * np.exp(np.random.default_rng(99).normal(0, 0.04, int(iters))) * float(scale)
     r = BenchResult(model=model, format=fmt, precision=prec, runtime=rt, device=dev, threads=int(threads),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ConfigError
 from edgedeploy.results.compare import (
     RegressionRule,
@@ -17,6 +16,7 @@ from edgedeploy.results.compare import (
     parse_threshold,
     select_samples,
 )
+from edgedeploy.results.result import BenchResult
 
 KEY = ("edgeformer_s", "onnx", "fp32", "onnxruntime", "local", 2)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.results.compare import compare_results
 from edgedeploy.results.report import comparison_markdown, render_html, results_markdown
+from edgedeploy.results.result import BenchResult
 
 PLOT_IDS = ("plot-distributions", "plot-history", "plot-formats")
 

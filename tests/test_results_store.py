@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ArtifactError, ConfigError
 from edgedeploy.results import baseline as bl
 from edgedeploy.results import store
+from edgedeploy.results.result import BenchResult
 
 
 def result(model: str = "edgeformer_s", n: int = 50, seed: int = 0, **kw: object) -> BenchResult:
@@ -121,7 +121,7 @@ WRITER = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.result import BenchResult
     from edgedeploy.results import store
 
     folder, mode = sys.argv[1], sys.argv[2]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edgedeploy.bench.harness import measure
-from edgedeploy.bench.result import BenchResult
-from edgedeploy.bench.stats import summarize
 from edgedeploy.errors import ConfigError
+from edgedeploy.results.result import BenchResult
+from edgedeploy.results.stats import summarize
 
 
 def test_summarize_matches_definitions() -> None:

@@ -225,7 +225,11 @@ def long_signatures() -> list[tuple[str, int]]:
             continue
         tree = ast.parse(path.read_text(), str(path))
         methods = {
-            id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body if isinstance(f, ast.FunctionDef)
+            id(f)
+            for c in ast.walk(tree)
+            if isinstance(c, ast.ClassDef)
+            for f in c.body
+            if isinstance(f, ast.FunctionDef)
         }
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _is_click_callback(fn):
@@ -269,7 +273,9 @@ def test_no_import_circles() -> None:
 
 def test_at_most_one_upward_arrow() -> None:
     up = upward_arrows(import_graph())
-    assert len(up) <= MAX_UPWARD, "arrows up the layer table: " + ", ".join(f"{a} ({la}) -> {b} ({lb})" for a, b, la, lb in up)
+    assert len(up) <= MAX_UPWARD, "arrows up the layer table: " + ", ".join(
+        f"{a} ({la}) -> {b} ({lb})" for a, b, la, lb in up
+    )
 
 
 def test_no_function_takes_more_than_eight_parameters() -> None:

@@ -146,7 +146,7 @@ def test_labgrid_profile_fields_and_board_profiles(tmp_path: Path) -> None:
 
 
 def test_result_schema_backward_compatible_and_run_writer(tmp_path: Path) -> None:
-    from edgedeploy.bench.result import BenchResult
+    from edgedeploy.results.result import BenchResult
     from edgedeploy.results.store import RunWriter, list_runs
 
     old = {"model": "m", "format": "onnx", "runtime": "onnxruntime", "device": "local", "threads": 1,

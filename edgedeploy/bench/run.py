@@ -19,11 +19,11 @@ from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.bench.envinfo import local_fingerprint
 from edgedeploy.bench.harness import check_run_args, measure
-from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.data import model_input
 from edgedeploy.errors import ArtifactError
 from edgedeploy.export.manifest import read_manifest
 from edgedeploy.limits import check_input_size, local_cores
+from edgedeploy.results.result import BenchResult, utc_now_iso
 from edgedeploy.runtimes.base import get_runtime
 
 DEFAULT_RUNTIME = "mnn"

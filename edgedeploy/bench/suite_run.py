@@ -37,7 +37,6 @@ from typing import Any
 
 import yaml
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.devices.profile import DeviceProfile, load_profile
 from edgedeploy.errors import (
     ConfigError,
@@ -47,6 +46,7 @@ from edgedeploy.errors import (
     EdgeDeployError,
     ParityError,
 )
+from edgedeploy.results.result import BenchResult
 from edgedeploy.results.store import RunWriter
 from edgedeploy.suite import Case, Suite, device_runtimes, expand
 

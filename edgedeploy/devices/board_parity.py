@@ -13,7 +13,7 @@ A latency measured on a board is only worth something if the board computed the 
    ``out-<i>.npy``; the host pulls them;
 3. :func:`edgedeploy.export.parity.compare_outputs` compares them under the same gates as the host
    (:data:`~edgedeploy.export.parity.DEFAULT_THRESHOLDS` for the artifact's precision, overridable) and the
-   :class:`~edgedeploy.bench.result.BenchResult` carries the verdict as ``board_parity`` (a ParityReport dict whose
+   :class:`~edgedeploy.results.result.BenchResult` carries the verdict as ``board_parity`` (a ParityReport dict whose
    ``runtime`` names the runtime, its version and the device's architecture).
 """
 
@@ -29,10 +29,10 @@ import numpy as np
 from edgedeploy.errors import ConfigError
 
 if TYPE_CHECKING:
-    from edgedeploy.bench.result import BenchResult
     from edgedeploy.devices.profile import DeviceProfile
     from edgedeploy.devices.transport import Transport
     from edgedeploy.export.parity import ParityReport, Thresholds
+    from edgedeploy.results.result import BenchResult
 
 
 @dataclass

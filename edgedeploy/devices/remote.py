@@ -28,7 +28,6 @@ from typing import Any
 
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
-from edgedeploy.bench.result import BenchResult, utc_now_iso
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
@@ -41,6 +40,7 @@ from edgedeploy.errors import (
     RemoteCommandError,
     UnknownRuntimeError,
 )
+from edgedeploy.results.result import BenchResult, utc_now_iso
 
 
 def artifact_digest(files: list[Path]) -> str:

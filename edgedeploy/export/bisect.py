@@ -206,7 +206,7 @@ def export_node_modules(module: nn.Module, x: np.ndarray, opset: int) -> tuple[d
 
     The exporter is deterministic, so the node (and tensor) names are those of an artifact exported from the same
     module at the same opset, whatever its weights. The paths come from the export's source-map tables
-    (:func:`edgedeploy.profile.sourcemap.module_tables`): the torch.export-based exporter's node metadata before
+    (:func:`edgedeploy.export.sourcemap.module_tables`): the torch.export-based exporter's node metadata before
     onnxsim, or the TorchScript exporter's scope names.
     """
     import onnx

@@ -128,7 +128,7 @@ def torch_to_onnx(
     if bn_folded:
         notes.append(f"{len(bn_folded)} BatchNormalization node(s) folded into the unpadded conv after them")
     onnx.checker.check_model(model)
-    from edgedeploy.profile.sourcemap import module_tables
+    from edgedeploy.export.sourcemap import module_tables
 
     return ExportedFile(
         path=out_path,

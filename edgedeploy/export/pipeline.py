@@ -36,8 +36,8 @@ from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.lowering import lower, lowering_report, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity, flatten_outputs
+from edgedeploy.export.sourcemap import write_sourcemap
 from edgedeploy.limits import check_input_size, check_opset, check_thresholds_object
-from edgedeploy.profile.sourcemap import write_sourcemap
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy.export.sourcemap import onnx_graph_nodes
 from edgedeploy.profile.record import RawProfile
-from edgedeploy.profile.sourcemap import onnx_graph_nodes
 
 _KERNEL = "_kernel_time"
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from edgedeploy.data import model_input
 from edgedeploy.errors import ConfigError, RuntimeUnavailableError
+from edgedeploy.export.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
 from edgedeploy.profile.record import Profile, RawProfile, build_profile
-from edgedeploy.profile.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
 
 #: runtimes with a per-op profiler here; "litert" is known and refused with exit code 3
 PROFILERS = ("onnxruntime", "mnn", "torch")

@@ -18,8 +18,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ArtifactError, ConfigError
+from edgedeploy.results.result import BenchResult
 from edgedeploy.results.store import StoredRun, atomic_write_text, read_run
 
 BASELINE_ENV = "EDGEDEPLOY_BASELINES"

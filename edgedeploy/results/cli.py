@@ -30,7 +30,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.clierrors import ErrorHandlingGroup, guarded
 from edgedeploy.errors import ConfigError, EdgeDeployError, OutputError
 from edgedeploy.results import baseline as baseline_mod
@@ -47,6 +46,7 @@ from edgedeploy.results.compare import (
     group_by_key,
     parse_threshold,
 )
+from edgedeploy.results.result import BenchResult
 
 #: ``--confirm`` re-runs a flagged key with this command (placeholders filled per key; no shell involved).
 DEFAULT_RERUN_CMD = (

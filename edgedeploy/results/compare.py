@@ -53,8 +53,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ConfigError, EdgeDeployError
+from edgedeploy.results.result import BenchResult
 
 #: Relative change of the median (in %) a regression must exceed. Chosen from the calibration (see module doc).
 DEFAULT_THRESHOLD_PCT = 10.0

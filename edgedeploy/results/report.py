@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.results.compare import ComparisonReport, Key, KeyComparison, group_by_key
+from edgedeploy.results.result import BenchResult
 
 _VERDICT_MD = {
     "regression": "🔴 regression",

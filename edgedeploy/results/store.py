@@ -31,8 +31,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgedeploy._util import atomic_write_text
-from edgedeploy.bench.result import BenchResult
 from edgedeploy.errors import ArtifactError
+from edgedeploy.results.result import BenchResult
 
 RECORD_KIND = "edgedeploy.run"
 RECORD_SCHEMA_VERSION = 1

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgedeploy.bench.stats import summarize
+from edgedeploy.results.stats import summarize
 
 SCHEMA_VERSION = 1
 
