@@ -35,7 +35,7 @@ LAZY_COMMANDS = {
     "results": "edgedeploy.results.cli:results_group",
     "baseline": "edgedeploy.results.cli:baseline_group",
     "parity": "edgedeploy.export.bisect_cli:parity_cmd",
-    "profile": "edgedeploy.profile.cli:profile_cmd",
+    "profile": "edgedeploy.opprof.cli:profile_cmd",
 }
 
 

@@ -167,9 +167,9 @@ def test_lowered_modules_map_to_the_original_path_and_mnn_ops_are_placed(tmp_pat
 def test_onnxruntime_and_mnn_profilers_time_every_op_on_a_real_run(tmp_path: Path) -> None:
     from edgedeploy.export.mnn import onnx_to_mnn
     from edgedeploy.export.onnx import torch_to_onnx
-    from edgedeploy.profile.mnn import MnnProfiler
-    from edgedeploy.profile.ort import OrtProfiler
-    from edgedeploy.profile.record import build_profile
+    from edgedeploy.opprof.mnn import MnnProfiler
+    from edgedeploy.opprof.ort import OrtProfiler
+    from edgedeploy.opprof.record import build_profile
 
     model, x = _toy()
     tables = torch_to_onnx(model, x, tmp_path / "toy.onnx").extra["sourcemap_tables"]
@@ -232,7 +232,7 @@ FAMILY_SMALLEST = ["edgeformer_xs", "mobilevit_xxs", "edgevit_xxs", "emo_1m", "p
 @pytest.mark.slow
 @pytest.mark.parametrize("model", FAMILY_SMALLEST)
 def test_every_family_puts_90_percent_of_op_time_on_named_modules(model: str) -> None:
-    from edgedeploy.profile.run import profile_many
+    from edgedeploy.opprof.run import profile_many
     from edgedeploy.zoo import build_model
 
     net = build_model(model)
@@ -295,7 +295,7 @@ def test_profile_of_an_exported_artifact_reads_its_source_map_and_torch_profiles
     assert r.returncode == 0, r.stderr[-2000:]
     p = json.loads(r.stdout)
     assert p["sourcemap"] == "export" and p["attributed_share"] >= 0.9 and p["model"] == "mobilevit_xxs"
-    from edgedeploy.profile.run import profile
+    from edgedeploy.opprof.run import profile
 
     t = profile("mobilevit_xxs", "torch", iterations=3, warmup=1, threads=1)
     assert t.runtime == "torch" and t.attributed_share >= 0.9
@@ -311,9 +311,9 @@ def _chromium() -> str | None:
 @pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_profile_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     from edgedeploy.export.onnx import torch_to_onnx
-    from edgedeploy.profile.ort import OrtProfiler
-    from edgedeploy.profile.record import build_profile
-    from edgedeploy.profile.render import render_html
+    from edgedeploy.opprof.ort import OrtProfiler
+    from edgedeploy.opprof.record import build_profile
+    from edgedeploy.opprof.render import render_html
 
     model, x = _toy()
     tables = torch_to_onnx(model, x, tmp_path / "toy.onnx").extra["sourcemap_tables"]

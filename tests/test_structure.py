@@ -60,7 +60,6 @@ LAYERS: dict[str, int] = {
     "edgedeploy.bench": 5,
     "edgedeploy.devices": 5,
     "edgedeploy.opprof": 5,
-    "edgedeploy.profile": 5,
     # 6: decisions
     "edgedeploy.results": 6,
     "edgedeploy.suite": 6,

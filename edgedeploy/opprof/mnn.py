@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy._util import captured_fd_output
-from edgedeploy.profile.record import RawProfile
+from edgedeploy.opprof.record import RawProfile
 
 
 class MnnProfiler:

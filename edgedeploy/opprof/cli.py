@@ -50,8 +50,8 @@ def profile_cmd(
 
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.cli import err_console
-    from edgedeploy.profile.render import compare_table, headline, module_table, op_type_table
-    from edgedeploy.profile.run import check_runtime, profile_many
+    from edgedeploy.opprof.render import compare_table, headline, module_table, op_type_table
+    from edgedeploy.opprof.run import check_runtime, profile_many
 
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]
     names = [check_runtime(n) for n in names]  # litert → exit 3 before any export
@@ -74,7 +74,7 @@ def profile_cmd(
 
         from edgedeploy._util import atomic_write_text
         from edgedeploy.export.pipeline import ensure_writable_dir
-        from edgedeploy.profile.render import render_html
+        from edgedeploy.opprof.render import render_html
 
         path = Path(html_out)
         ensure_writable_dir(path.parent if str(path.parent) else Path("."))
@@ -84,7 +84,7 @@ def profile_cmd(
         if len(profiles) == 1:
             click.echo(json.dumps(profiles[0].to_dict(), indent=2))
         else:
-            from edgedeploy.profile.render import compare_rows
+            from edgedeploy.opprof.render import compare_rows
 
             both = {"stages": compare_rows(profiles, 1), "modules": compare_rows(profiles, max(depth, 2))}
             click.echo(json.dumps({"profiles": [p.to_dict() for p in profiles], "compare": both}, indent=2))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgedeploy._util import si_format
-from edgedeploy.profile.record import ModuleRow, Profile, named
+from edgedeploy.opprof.record import ModuleRow, Profile, named
 
 
 def headline(p: Profile) -> str:

@@ -1,6 +1,6 @@
 """The profile record: the same schema for every runtime (onnxruntime, MNN, torch).
 
-A runtime profiler (``edgedeploy.profile.ort`` / ``mnn`` / ``torch_prof``) returns a :class:`RawProfile`: per-op
+A runtime profiler (``edgedeploy.opprof.ort`` / ``mnn`` / ``torch_prof``) returns a :class:`RawProfile`: per-op
 times of each measured run. :func:`build_profile` joins it to ``nn.Module`` paths (through the source map),
 averages over the runs nearest the median (:func:`central_runs`) and rolls it up.
 

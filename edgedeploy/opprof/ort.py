@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.export.sourcemap import onnx_graph_nodes
-from edgedeploy.profile.record import RawProfile
+from edgedeploy.opprof.record import RawProfile
 
 _KERNEL = "_kernel_time"
 

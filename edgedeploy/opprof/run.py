@@ -22,7 +22,7 @@ import numpy as np
 from edgedeploy.data import model_input
 from edgedeploy.errors import ConfigError, RuntimeUnavailableError
 from edgedeploy.export.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
-from edgedeploy.profile.record import Profile, RawProfile, build_profile
+from edgedeploy.opprof.record import Profile, RawProfile, build_profile
 
 #: runtimes with a per-op profiler here; "litert" is known and refused with exit code 3
 PROFILERS = ("onnxruntime", "mnn", "torch")
@@ -102,7 +102,7 @@ def profile(
     progress: Callable[[str], None] | None = None,
 ) -> Profile:
     """Profile ``target`` (a zoo model name or card, exported or reused from the cache; or an artifact file) on
-    ``runtime``; see :mod:`edgedeploy.profile.record` for the record and :func:`profile_many`."""
+    ``runtime``; see :mod:`edgedeploy.opprof.record` for the record and :func:`profile_many`."""
     return profile_many(target, [runtime], device, iterations, warmup, threads, progress)[0]
 
 
@@ -133,7 +133,7 @@ def profile_many(
     jobs = [_prepare(target, rt, say) for rt in names]
     for job in jobs:
         # the bench session and the profiler's never live together: MNN's thread pool serves two runtimes only
-        # (edgedeploy.profile.mnn), and an idle onnxruntime session's intra-op threads compete with the active one
+        # (edgedeploy.opprof.mnn), and an idle onnxruntime session's intra-op threads compete with the active one
         job.reload = job.runtime in ("mnn", "onnxruntime")
         job.profiler = _profiler(job.runtime, job.resolved.artifact, job.module, job.x, threads, job.reload)
         job.profiler.run(0, timed=False, warm=1 + warmup)
@@ -238,16 +238,16 @@ def _bench_session(resolved: object, module: object, threads: int, x: np.ndarray
 
 def _profiler(rt: str, artifact: Path | None, module: object, x: np.ndarray, threads: int, reload: bool = False) -> Any:
     if rt == "onnxruntime":
-        from edgedeploy.profile.ort import OrtProfiler
+        from edgedeploy.opprof.ort import OrtProfiler
 
         assert artifact is not None
         return OrtProfiler(artifact, x, threads, keep_open=not reload)
     if rt == "mnn":
-        from edgedeploy.profile.mnn import MnnProfiler
+        from edgedeploy.opprof.mnn import MnnProfiler
 
         assert artifact is not None
         return MnnProfiler(artifact, x, threads, keep_open=not reload)
-    from edgedeploy.profile.torch_prof import TorchProfiler
+    from edgedeploy.opprof.torch_prof import TorchProfiler
 
     if module is None:
         raise ConfigError("the torch runtime profiles a zoo model, not a file")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedeploy.profile.record import RawProfile
+from edgedeploy.opprof.record import RawProfile
 
 _PREFIX = "module::"
 _RUN = "edgedeploy::run"
