@@ -34,7 +34,7 @@ LAZY_COMMANDS = {
     "report": "edgedeploy.results.cli:report_cmd",
     "results": "edgedeploy.results.cli:results_group",
     "baseline": "edgedeploy.results.cli:baseline_group",
-    "parity": "edgedeploy.export.bisect_cli:parity_cmd",
+    "parity": "edgedeploy.export.cli:parity_cmd",
     "profile": "edgedeploy.opprof.cli:profile_cmd",
 }
 
@@ -360,11 +360,11 @@ def _run_suite(
     ctx: click.Context, suite: Any, device: str | None, out: str | None, as_json: bool, markdown: str | None,
     trust_on_first_use: bool,
 ) -> None:  # fmt: skip
-    """Suite mode: options given on the command line override the suite's (see edgedeploy/bench/suite_cli.py)."""
+    """Suite mode: options given on the command line override the suite's (see edgedeploy/bench/cli.py)."""
     from click.core import ParameterSource
 
     from edgedeploy import api
-    from edgedeploy.bench.suite_cli import run_suite_command
+    from edgedeploy.bench.cli import run_suite_command
 
     given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     update: dict[str, Any] = {k: given[k] for k in ("iterations", "warmup", "threads", "input_size") if k in given}

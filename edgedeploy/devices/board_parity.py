@@ -220,7 +220,7 @@ def attach_local(result: BenchResult, target: Any, weights: str | None = None) -
     if target.artifact is None:
         report = ParityReport.not_run("the torch runtime is the reference itself")
     else:
-        from edgedeploy.export.bisect_cli import check_artifact
+        from edgedeploy.export.cli import check_artifact
 
         report = check_artifact(target.artifact, target.model, bisect=False, weights=weights)["parity"]
     result.board_parity = report.to_dict()  # type: ignore[attr-defined]
