@@ -7,7 +7,7 @@ line. Library modules: :mod:`edgedeploy.spec`, :mod:`edgedeploy.zoo`, the ``expo
 
 import os as _os
 
-__version__ = "0.1.0"
+from edgedeploy._version import __version__
 
 # Never phone home. onnxruntime >= 1.29 (1.31 here) starts a 1DS telemetry uploader on Linux when imported, which
 # resolves and contacts a Microsoft endpoint a few seconds later; ORT_DISABLE_TELEMETRY=1 set before its first

@@ -19,12 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgedeploy import __version__, registry
+from edgedeploy import registry
 from edgedeploy._util import si_format
-from edgedeploy.clierrors import ErrorHandlingGroup
-
-err_console = Console(stderr=True, highlight=False)
-
+from edgedeploy._version import __version__
+from edgedeploy.clierrors import ErrorHandlingGroup, err_console
 
 #: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
 #: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"

@@ -19,67 +19,32 @@ import functools
 import os
 import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
+from rich.console import Console
 
 from edgedeploy.errors import INTERNAL_ERROR_EXIT, EdgeDeployError
+from edgedeploy.signals import Interrupted, received_signal, signals_as_interrupts, signals_deferred
+
+__all__ = [
+    "ErrorHandlingGroup",
+    "Interrupted",
+    "err_console",
+    "exit_for",
+    "guarded",
+    "one_line",
+    "received_signal",
+    "signals_as_interrupts",
+    "signals_deferred",
+]
+
+# The commands' stderr console (status spinners, progress bars, warnings); stdout carries the results.
+err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_received: list[int] = []
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` says which (the timing harness keeps the samples measured)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def received_signal() -> int | None:
-    """The last SIGINT / SIGTERM this process received while the CLI ran, or None."""
-    return _received[-1] if _received else None
-
-
-def _raise_interrupted(signum: int, _frame: Any) -> None:
-    _received.append(signum)
-    raise Interrupted(signum)
-
-
-@contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """While inside: SIGINT and SIGTERM both raise :class:`Interrupted` (main thread only; restored after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _received.clear()
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in old:
-        signal.signal(s, _raise_interrupted)
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Block SIGINT and SIGTERM while inside (a short write that must not be cut); they are delivered after."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def one_line(text: object) -> str:

@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy._util": 1,
     "edgedeploy._paths": 1,
     "edgedeploy._version": 1,
+    "edgedeploy.signals": 1,
     "edgedeploy.registry": 1,
     # 2: records
     "edgedeploy.results.result": 2,
@@ -63,7 +64,7 @@ LAYERS: dict[str, int] = {
     # 6: decisions
     "edgedeploy.results": 6,
     "edgedeploy.suite": 6,
-    "edgedeploy.bench.suite_run": 6,
+    "edgedeploy.bench.suite_run": 7,  # runs a suite through the public API: it sits beside api
     # 7: the public API (edgedeploy/__init__ re-exports it)
     "edgedeploy.api": 7,
     "edgedeploy": 7,

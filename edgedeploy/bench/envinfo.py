@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgedeploy import __version__
+from edgedeploy._version import __version__
 
 
 def _read(path: str) -> str | None:

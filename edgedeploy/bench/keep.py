@@ -55,7 +55,7 @@ def write_result(result: Any, out: Path) -> Path:
     Raises ``OSError`` / :class:`EdgeDeployError` on failure (nothing half-written is left: atomic writes).
     """
     from edgedeploy._util import atomic_write_text
-    from edgedeploy.clierrors import signals_deferred
+    from edgedeploy.signals import signals_deferred
 
     with signals_deferred():
         if out.suffix == ".json" and not out.is_dir():

@@ -359,10 +359,10 @@ def _export(model: str, fmt: str, precision: str, input_size: int | None, log: P
 
 def _bench_one(board: _Board, o: CaseOutcome, suite: Suite, art: _Artifact) -> BenchResult:
     """One timed run through the public API (:func:`edgedeploy.bench`) of the artifact exported for ``o``."""
-    import edgedeploy
+    from edgedeploy import api
 
     c = o.case
-    return edgedeploy.bench(
+    return api.bench(
         art.path, device=board.spec, runtime=c.runtime, iterations=suite.iterations, warmup=suite.warmup,
         threads=suite.threads, trust_on_first_use=board.profile.trust_on_first_use,
     )  # fmt: skip

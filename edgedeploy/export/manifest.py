@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgedeploy import __version__
 from edgedeploy._util import atomic_write_text, sha256_file
+from edgedeploy._version import __version__
 from edgedeploy.errors import ArtifactError
 
 MANIFEST_VERSION = 1

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgedeploy import __version__
 from edgedeploy._util import path_size, sha256_file
+from edgedeploy._version import __version__
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
@@ -107,7 +107,7 @@ def publish_staged(staging: Path, final: Path) -> None:
     next to the new manifest fails the sha256 check and is reported, never timed as the new one). Folder
     artifacts (``.mlpackage``) replace an old folder of the same name. Interrupts are held back meanwhile.
     """
-    from edgedeploy.clierrors import signals_deferred
+    from edgedeploy.signals import signals_deferred
 
     artifact = staging / final.name
     manifest = manifest_path(artifact)

@@ -49,7 +49,7 @@ def profile_cmd(
     from rich.console import Console
 
     from edgedeploy.bench.harness import check_run_args
-    from edgedeploy.cli import err_console
+    from edgedeploy.clierrors import err_console
     from edgedeploy.opprof.render import compare_table, headline, module_table, op_type_table
     from edgedeploy.opprof.run import check_runtime, profile_many
 
