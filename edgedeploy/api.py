@@ -342,7 +342,7 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
 
 def _results(side: Any, store: Any, label: str) -> tuple[list[BenchResult], str]:
     from edgedeploy.results.result import BenchResult
-    from edgedeploy.results.store import load_source
+    from edgedeploy.results.sources import load_source
 
     if isinstance(side, BenchResult):
         return [side], label

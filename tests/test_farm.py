@@ -175,7 +175,7 @@ def test_cli_farm_json_one_model_and_ctrl_c_releases(farm: Farm, tmp_path: Path)
     assert p.returncode == 0, p.stderr
     (case,) = json.loads(p.stdout)["cases"]
     assert case["status"] == "benchmarked" and case["board"] in farm.boards
-    from edgedeploy.results.store import load_source
+    from edgedeploy.results.sources import load_source
 
     (res,) = load_source(tmp_path / "r.json")
     assert res.board == case["board"] and len(res.samples_ms) == 5 and res.device == "testfarm"

@@ -164,10 +164,10 @@ def test_confirm_with_failing_command_is_an_error(base: Path, tmp_path: Path) ->
 
 
 def test_results_list_baseline_and_stored_run_ids(tmp_path: Path, base: Path) -> None:
-    from edgedeploy.results import store
+    from edgedeploy.results import sources, store
 
     st = tmp_path / "store"
-    run1 = store.append_run(store.load_source(base), st)
+    run1 = store.append_run(sources.load_source(base), st)
     runner = CliRunner()
     res = runner.invoke(main, ["results", "list", str(st)])
     assert res.exit_code == 0 and run1.run_id in res.output and "edgeformer_s/mnn" in res.output
@@ -226,9 +226,9 @@ def test_default_rerun_command_parses_as_a_bench_invocation(tmp_path: Path) -> N
 
 
 def test_append_result_is_what_bench_out_uses(tmp_path: Path) -> None:
-    from edgedeploy.results import store
+    from edgedeploy.results import sources, store
 
     path = store.append_result(
-        tmp_path, store.load_source(write_bench(tmp_path / "b.json", {"emo_5m": samples(19)}))[0]
+        tmp_path, sources.load_source(write_bench(tmp_path / "b.json", {"emo_5m": samples(19)}))[0]
     )
     assert path.parent == tmp_path and store.list_runs(tmp_path)[0].results[0].model == "emo_5m"

@@ -16,7 +16,7 @@ import pytest
 
 from edgedeploy.errors import ArtifactError, ConfigError
 from edgedeploy.results import baseline as bl
-from edgedeploy.results import store
+from edgedeploy.results import sources, store
 from edgedeploy.results.result import BenchResult
 
 
@@ -45,7 +45,7 @@ def test_append_list_and_load_round_trip(tmp_path: Path) -> None:
     assert runs[0].results[0].samples_ms == r1.results[0].samples_ms
     # stats are re-derived from samples, not trusted from the file
     assert runs[0].results[0].median_ms == pytest.approx(float(np.median(r1.results[0].samples_ms)))
-    loaded = store.load_source(tmp_path)
+    loaded = sources.load_source(tmp_path)
     assert len(loaded) == 3
     assert {r.git_commit for r in loaded if r.model == "mobilevit_s"} == {"abc1234"}  # stamped from the record
 
@@ -53,11 +53,11 @@ def test_append_list_and_load_round_trip(tmp_path: Path) -> None:
 def test_load_by_run_id_and_prefix(tmp_path: Path) -> None:
     run = store.append_run(result(), tmp_path, run_id="deadbeef0001")
     store.append_run(result(), tmp_path, run_id="deadbeef0002")
-    assert store.load_source_runs("deadbeef0001", tmp_path)[0].run_id == run.run_id
+    assert sources.load_source_runs("deadbeef0001", tmp_path)[0].run_id == run.run_id
     with pytest.raises(ArtifactError, match="ambiguous"):
-        store.load_source("deadbeef", tmp_path)
+        sources.load_source("deadbeef", tmp_path)
     with pytest.raises(ArtifactError, match="not a file, a folder or a run id"):
-        store.load_source("cafe", tmp_path)
+        sources.load_source("cafe", tmp_path)
 
 
 def test_load_bench_json_shapes(tmp_path: Path) -> None:
@@ -65,8 +65,8 @@ def test_load_bench_json_shapes(tmp_path: Path) -> None:
     single.write_text(result().to_json())
     many = tmp_path / "many.json"
     many.write_text(json.dumps([json.loads(result().to_json()), json.loads(result("emo_5m").to_json())]))
-    assert len(store.load_source(single)) == 1
-    assert [r.model for r in store.load_source(many)] == ["edgeformer_s", "emo_5m"]
+    assert len(sources.load_source(single)) == 1
+    assert [r.model for r in sources.load_source(many)] == ["edgeformer_s", "emo_5m"]
 
 
 @pytest.mark.parametrize(
@@ -81,14 +81,14 @@ def test_bad_files_are_artifact_errors(tmp_path: Path, content: str, match: str)
     p = tmp_path / "bad.json"
     p.write_text(content)
     with pytest.raises(ArtifactError, match=match):
-        store.load_source(p)
+        sources.load_source(p)
 
 
 def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no such file"):
-        store.load_source(tmp_path / "nope.json")
+        sources.load_source(tmp_path / "nope.json")
     with pytest.raises(ArtifactError, match="no benchmark results"):
-        store.load_source(tmp_path)
+        sources.load_source(tmp_path)
     assert store.list_runs(tmp_path / "absent") == []
 
 
@@ -108,7 +108,7 @@ def test_baseline_save_show_and_spec(tmp_path: Path) -> None:
     # replacing is atomic and complete
     bl.save_baseline([result(seed=4)], "main", tmp_path)
     assert len(bl.load_baseline("main", tmp_path).results) == 1
-    assert len(store.load_source(f"baseline:main@{tmp_path}")) == 1
+    assert len(sources.load_source(f"baseline:main@{tmp_path}")) == 1
     with pytest.raises(ArtifactError, match="no baseline saved"):
         bl.load_baseline("release", tmp_path)
     with pytest.raises(ConfigError):

@@ -43,7 +43,9 @@ LAYERS: dict[str, int] = {
     "edgedeploy.results.result": 2,
     "edgedeploy.results.stats": 2,
     "edgedeploy.results.timestamps": 2,
-    "edgedeploy.results.envinfo": 2,
+    "edgedeploy.results.store": 2,  # the records' files: one JSON run per file, atomic writes
+    "edgedeploy.results.baseline": 2,
+    "edgedeploy.results.sources": 2,
     "edgedeploy.export.manifest": 2,
     "edgedeploy.export.sourcemap": 2,
     "edgedeploy.limits": 2,

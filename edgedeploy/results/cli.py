@@ -34,6 +34,7 @@ from edgedeploy.clierrors import ErrorHandlingGroup, guarded
 from edgedeploy.errors import ConfigError, EdgeDeployError, OutputError
 from edgedeploy.results import baseline as baseline_mod
 from edgedeploy.results import report as report_mod
+from edgedeploy.results import sources as sources_mod
 from edgedeploy.results import store as store_mod
 from edgedeploy.results.compare import (
     DEFAULT_ALPHA,
@@ -132,7 +133,7 @@ def subprocess_rerun(
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
                 raise EdgeDeployError(f"--confirm: re-run of {key[0]} exited {proc.returncode}: {tail}")
-            results = [r for r in store_mod.load_source(out) if r.key == key]
+            results = [r for r in sources_mod.load_source(out) if r.key == key]
             if not results:
                 raise EdgeDeployError(f"--confirm: re-run of {key[0]} wrote no result for {key}")
             return results[-1]
@@ -268,8 +269,8 @@ def compare_cmd(
     """
     rule = RegressionRule(parse_threshold(threshold), alpha, min_abs_ms, aggregate)  # type: ignore[arg-type]
     _check_outputs(markdown_path, json_path, html_path)
-    base = store_mod.load_source(baseline, store)
-    cur = store_mod.load_source(current, store)
+    base = sources_mod.load_source(baseline, store)
+    cur = sources_mod.load_source(current, store)
     hook = subprocess_rerun(cur, rerun_cmd) if confirm else None
     report = compare_results(base, cur, rule, rerun=hook, baseline_label=baseline, current_label=current)
     print_comparison(report, fail_on_missing=fail_on_missing)
@@ -310,11 +311,11 @@ def report_cmd(
     if not html_path and not markdown_path:
         raise ConfigError("give --html FILE and/or --markdown FILE")
     _check_outputs(html_path, markdown_path)
-    loaded = [r for spec in results for r in store_mod.load_source(spec, store)]
+    loaded = [r for spec in results for r in sources_mod.load_source(spec, store)]
     comparison = None
     if baseline:
         comparison = compare_results(
-            store_mod.load_source(baseline, store), loaded, baseline_label=baseline, current_label=" ".join(results)
+            sources_mod.load_source(baseline, store), loaded, baseline_label=baseline, current_label=" ".join(results)
         )
     if html_path:
         _write(html_path, report_mod.render_html(loaded, comparison, title=title))
@@ -366,7 +367,7 @@ def baseline_group() -> None:
 @_errors_to_exit
 def baseline_save_cmd(results: tuple[str, ...], branch: str, folder: str | None, store: str | None) -> None:
     """Save RESULTS (files, folders, run ids) as BRANCH's baseline, replacing the previous one atomically."""
-    loaded = [r for spec in results for r in store_mod.load_source(spec, store)]
+    loaded = [r for spec in results for r in sources_mod.load_source(spec, store)]
     try:
         run = baseline_mod.save_baseline(loaded, branch, folder)
     except OSError as e:

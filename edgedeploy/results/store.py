@@ -11,9 +11,7 @@ with ``os.replace`` (atomic on POSIX and Windows within one file system), and th
 killed at any point leaves either no file or a complete one, plus at most a hidden ``.*.tmp`` file that readers
 ignore.
 
-:func:`load_source` reads what ``compare`` and ``report`` accept: a ``bench --json`` file (one BenchResult, a list
-of them, or a run record), a folder (a store, or any folder of such files), a stored run id (or unique prefix) in
-the default store, or ``baseline:<branch>`` (see :mod:`edgedeploy.results.baseline`).
+:func:`edgedeploy.results.sources.load_source` reads results back by any name ``compare`` and ``report`` accept.
 """
 
 from __future__ import annotations
@@ -245,36 +243,6 @@ def find_run(run_id: str, store: str | Path | None = None) -> StoredRun:
     if not hits:
         raise ArtifactError(f"'{run_id}' is not a file, a folder or a run id stored in {folder}")
     raise ArtifactError(f"run id prefix '{run_id}' is ambiguous in {folder}: {', '.join(r.run_id for r in hits)}")
-
-
-def load_source_runs(spec: str | Path, store: str | Path | None = None) -> list[StoredRun]:
-    """The runs named by ``spec``: a JSON file, a folder, ``baseline:<branch>[@<folder>]`` or a stored run id.
-
-    Raises :class:`ArtifactError` when ``spec`` names nothing readable or contains no results.
-    """
-    text = str(spec)
-    path = Path(text)
-    if text.startswith("baseline:") and not path.exists():
-        from edgedeploy.results.baseline import load_baseline
-
-        branch, _, where = text[len("baseline:") :].partition("@")
-        return [load_baseline(branch, where or None)]
-    if path.is_file():
-        return [read_run(path)]
-    if path.is_dir():
-        runs = list_runs(path)
-        if not runs:
-            raise ArtifactError(f"{path}: folder holds no benchmark results (*.json)")
-        return runs
-    if os.sep in text or text.endswith(".json"):
-        raise ArtifactError(f"{text}: no such file or folder")
-    return [find_run(text, store)]
-
-
-def load_source(spec: str | Path, store: str | Path | None = None) -> list[BenchResult]:
-    """All :class:`BenchResult` objects named by ``spec`` (see :func:`load_source_runs`), each stamped with the
-    record's git commit where the result itself has none."""
-    return flatten(load_source_runs(spec, store))
 
 
 def flatten(runs: Iterable[StoredRun]) -> list[BenchResult]:
