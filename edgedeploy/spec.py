@@ -304,7 +304,6 @@ def zoo_source(card: ModelCard | str, input_size: int | None = None) -> ModelSou
 
 
 def _onnx_source(path: str, shape: tuple[int, ...] | None, name: str | None) -> ModelSource:
-    from edgedeploy.export.onnx_source import onnx_input_shape
 
     p = Path(path)
     if not p.is_file():
@@ -400,3 +399,56 @@ def _sha256(path: Path) -> str:
     from edgedeploy._util import sha256_file
 
     return sha256_file(path)
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as e:
+        from edgedeploy.errors import MissingExtraError
+
+        raise MissingExtraError("onnx", "onnx", "reading ONNX files") from e
+    return onnx
+
+
+def graph_inputs(model: Any) -> list[Any]:
+    """The graph's real inputs (initializers listed as inputs by old exporters excluded)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The concrete NCHW input shape of ``path``: its static dims, or ``shape`` (must agree with static dims).
+
+    Raises :class:`ConfigError` for several inputs, a non-4-D input, dynamic dims without ``shape`` or a
+    ``shape`` that contradicts the file.
+    """
+    onnx = _onnx()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a readable ONNX model: {str(e).strip().splitlines()[0]}") from e
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise ConfigError(f"{path}: {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); "
+                          "edgedeploy exports single-input models")  # fmt: skip
+    inp = inputs[0]
+    dims = [(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?"))
+            for d in inp.type.tensor_type.shape.dim]  # fmt: skip
+    shown = ",".join(str(d) for d in dims)
+    if shape is not None:
+        if len(dims) != len(shape):
+            raise ConfigError(f"{path}: input '{inp.name}' has {len(dims)} dims ({shown}); "
+                              f"--input-shape has {len(shape)}")  # fmt: skip
+        for i, (d, s) in enumerate(zip(dims, shape, strict=True)):
+            if isinstance(d, int) and d != s:
+                raise ConfigError(f"{path}: input '{inp.name}' is {shown}; --input-shape "
+                                  f"{','.join(map(str, shape))} differs at dim {i}")  # fmt: skip
+        return tuple(shape)
+    if len(dims) != 4:
+        raise ConfigError(f"{path}: input '{inp.name}' has {len(dims)} dims ({shown}); expected NCHW (4 dims)")
+    if not all(isinstance(d, int) for d in dims):
+        raise ConfigError(f"{path}: input '{inp.name}' has dynamic dims ({shown}); give --input-shape 1,C,H,W")
+    if dims[0] != 1:
+        raise ConfigError(f"{path}: input '{inp.name}' has batch {dims[0]}; edgedeploy exports batch-1 models")
+    return tuple(int(d) for d in dims)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ConfigError, ExportError, MissingExtraError
+from edgedeploy.spec import graph_inputs
 
 #: a rewrite must not change outputs by more than this (max abs, fp32)
 PASS_TOLERANCE = 1e-5
@@ -41,49 +42,6 @@ def load_onnx(path: Path) -> Any:
         return onnx.load(str(path))
     except Exception as e:
         raise ArtifactError(f"{path} is not a readable ONNX model: {str(e).strip().splitlines()[0]}") from e
-
-
-def graph_inputs(model: Any) -> list[Any]:
-    """The graph's real inputs (initializers listed as inputs by old exporters excluded)."""
-    inits = {i.name for i in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in inits]
-
-
-def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The concrete NCHW input shape of ``path``: its static dims, or ``shape`` (must agree with static dims).
-
-    Raises :class:`ConfigError` for several inputs, a non-4-D input, dynamic dims without ``shape`` or a
-    ``shape`` that contradicts the file.
-    """
-    onnx = _onnx()
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ArtifactError(f"{path} is not a readable ONNX model: {str(e).strip().splitlines()[0]}") from e
-    inputs = graph_inputs(model)
-    if len(inputs) != 1:
-        raise ConfigError(f"{path}: {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); "
-                          "edgedeploy exports single-input models")  # fmt: skip
-    inp = inputs[0]
-    dims = [(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?"))
-            for d in inp.type.tensor_type.shape.dim]  # fmt: skip
-    shown = ",".join(str(d) for d in dims)
-    if shape is not None:
-        if len(dims) != len(shape):
-            raise ConfigError(f"{path}: input '{inp.name}' has {len(dims)} dims ({shown}); "
-                              f"--input-shape has {len(shape)}")  # fmt: skip
-        for i, (d, s) in enumerate(zip(dims, shape, strict=True)):
-            if isinstance(d, int) and d != s:
-                raise ConfigError(f"{path}: input '{inp.name}' is {shown}; --input-shape "
-                                  f"{','.join(map(str, shape))} differs at dim {i}")  # fmt: skip
-        return tuple(shape)
-    if len(dims) != 4:
-        raise ConfigError(f"{path}: input '{inp.name}' has {len(dims)} dims ({shown}); expected NCHW (4 dims)")
-    if not all(isinstance(d, int) for d in dims):
-        raise ConfigError(f"{path}: input '{inp.name}' has dynamic dims ({shown}); give --input-shape 1,C,H,W")
-    if dims[0] != 1:
-        raise ConfigError(f"{path}: input '{inp.name}' has batch {dims[0]}; edgedeploy exports batch-1 models")
-    return tuple(int(d) for d in dims)
 
 
 def check_can_start_from_onnx(fmt: str) -> None:

@@ -315,9 +315,9 @@ def export_model(
         exported = exporter.export(export_module, example, path, settings)
         timings["export"] = time.perf_counter() - t0
         # op names → module paths for `edgedeploy profile` (ONNX-based formats; adds "sourcemap" to the manifest)
-        exported.extra.update(
-            write_sourcemap(path, fmt, module, export_module, exported.extra.pop("sourcemap_tables", None))
-        )
+        tables = exported.extra.pop("sourcemap_tables", None)
+        graph = _mnn_graph_nodes if fmt == "mnn" else None
+        exported.extra.update(write_sourcemap(path, fmt, module, export_module, tables, runtime_graph=graph))
         census = exporter.op_census(path)
 
         report: ParityReport
@@ -545,3 +545,9 @@ def cached_export(
         src, fmt, folder, precision=precision, opset=opset, weights=weights, lowering=lowering, progress=progress,
         module=module,
     )  # fmt: skip
+
+
+def _mnn_graph_nodes(path: Path) -> list[Any]:
+    from edgedeploy.runtimes.mnn_rt import graph_nodes
+
+    return graph_nodes(path)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,24 +212,6 @@ def onnx_tables(models: Sequence[Any], paths: set[str] | frozenset[str]) -> dict
     return {"nodes": nodes, "tensors": tensors}
 
 
-def mnn_graph_nodes(path: Path) -> list[GraphNode]:
-    """The ops of an MNN model (``MNN.expr.load_as_dict``: variable name = op name, with its input variables)."""
-    from edgedeploy._util import captured_fd_output
-    from edgedeploy.runtimes.mnn_rt import import_mnn
-
-    mnn = import_mnn()
-    with captured_fd_output():
-        variables = mnn.expr.load_as_dict(str(path))
-    out = []
-    for name, var in variables.items():
-        try:
-            inputs = [i.name for i in var.inputs]
-        except Exception:  # noqa: BLE001 - Input / Const variables have no inputs to read
-            inputs = []
-        out.append(GraphNode(name, var.op_type, inputs, [name]))
-    return out
-
-
 @dataclass
 class SourceMap:
     """A loaded source map (see the module docstring) with the resolver used by every runtime profiler."""
@@ -310,11 +292,17 @@ def module_tables(export_module: Any, models: Sequence[Any]) -> dict[str, Any]:
 
 
 def write_sourcemap(
-    artifact: Path, fmt: str, module: Any, export_module: Any, tables: Mapping[str, Any] | None
+    artifact: Path,
+    fmt: str,
+    module: Any,
+    export_module: Any,
+    tables: Mapping[str, Any] | None,
+    runtime_graph: Callable[[Path], list[GraphNode]] | None = None,
 ) -> dict[str, str]:
     """Write ``<artifact>.sourcemap.json`` for an ONNX-based artifact; returns ``{"sourcemap": file name}`` for the
-    manifest, or ``{}`` when the export carried no ONNX tables (TFLite, CoreML). Never raises: a source map that
-    cannot be written is a note (``{"sourcemap_error": …}``), never a failed export."""
+    manifest, or ``{}`` when the export carried no ONNX tables (TFLite, CoreML). ``runtime_graph(artifact)``: the
+    converted file's own ops (MNN: :func:`edgedeploy.runtimes.mnn_rt.graph_nodes`), resolved into ``ops``. Never
+    raises: a source map that cannot be written is a note (``{"sourcemap_error": …}``), never a failed export."""
     if not tables:
         return {}
     try:
@@ -333,8 +321,8 @@ def write_sourcemap(
             format=fmt,
             artifact=Path(artifact).name,
         )
-        if fmt == "mnn":
-            graph = [n for n in mnn_graph_nodes(Path(artifact)) if n.op_type not in ("Const", "Input")]
+        if runtime_graph is not None:
+            graph = [n for n in runtime_graph(Path(artifact)) if n.op_type not in ("Const", "Input")]
             sm.ops = sm.resolve(graph)
         path = sourcemap_path(artifact)
         atomic_write_text(path, json.dumps(sm.to_dict(), indent=0, sort_keys=False) + "\n")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, MissingExtraError
 from edgedeploy.runtimes.base import Runtime, Session, register_runtime
+
+if TYPE_CHECKING:
+    from edgedeploy.export.sourcemap import GraphNode
 
 _MNN: Any = None
 
@@ -94,3 +97,20 @@ class MnnRuntime(Runtime):
             raise ArtifactError(f"MNN cannot load {path}: not a valid MNN model ({said or 'no detail'})")
         info = module.get_info() if hasattr(module, "get_info") else {}
         return MnnSession(module, info, input_shape)
+
+
+def graph_nodes(path: Path) -> list[GraphNode]:
+    """The ops of an MNN model (``MNN.expr.load_as_dict``: variable name = op name, with its input variables)."""
+    from edgedeploy.export.sourcemap import GraphNode
+
+    mnn = import_mnn()
+    with captured_fd_output():
+        variables = mnn.expr.load_as_dict(str(path))
+    out = []
+    for name, var in variables.items():
+        try:
+            inputs = [i.name for i in var.inputs]
+        except Exception:  # noqa: BLE001 - Input / Const variables have no inputs to read
+            inputs = []
+        out.append(GraphNode(name, var.op_type, inputs, [name]))
+    return out
