@@ -25,6 +25,7 @@ from edgedeploy.export.sourcemap import (
     to_original,
     write_sourcemap,
 )
+from edgedeploy.runtimes.mnn_rt import graph_nodes as mnn_graph_nodes
 from tests.conftest import run_cli
 
 
@@ -152,7 +153,7 @@ def test_lowered_modules_map_to_the_original_path_and_mnn_ops_are_placed(tmp_pat
     tables = onnx_file.extra["sourcemap_tables"]
     assert any(v and v.startswith("stages.0.fused") for v in tables["nodes"].values())
     onnx_to_mnn(tmp_path / "toy.onnx", tmp_path / "toy.mnn")
-    info = write_sourcemap(tmp_path / "toy.mnn", "mnn", model, lowered, tables)
+    info = write_sourcemap(tmp_path / "toy.mnn", "mnn", model, lowered, tables, runtime_graph=mnn_graph_nodes)
     assert info == {"sourcemap": "toy.mnn.sourcemap.json"}
     sm = SourceMap.load(tmp_path / info["sourcemap"])
     assert sm.lowered == ["stages.0"]
@@ -175,7 +176,7 @@ def test_onnxruntime_and_mnn_profilers_time_every_op_on_a_real_run(tmp_path: Pat
     tables = torch_to_onnx(model, x, tmp_path / "toy.onnx").extra["sourcemap_tables"]
     onnx_to_mnn(tmp_path / "toy.onnx", tmp_path / "toy.mnn")
     write_sourcemap(tmp_path / "toy.onnx", "onnx", model, model, tables)
-    write_sourcemap(tmp_path / "toy.mnn", "mnn", model, model, tables)
+    write_sourcemap(tmp_path / "toy.mnn", "mnn", model, model, tables, runtime_graph=mnn_graph_nodes)
     xn = x.numpy()
     for fmt, cls in (("onnx", OrtProfiler), ("mnn", MnnProfiler)):
         prof = cls(tmp_path / f"toy.{fmt}", xn, 1)
