@@ -139,7 +139,7 @@ def test_labgrid_profile_fields_and_board_profiles(tmp_path: Path) -> None:
     assert (b.transport, b.host, b.port, b.user, b.name) == ("ssh", "10.0.0.7", 2222, "linaro", "farm")
     assert b.workdir == "/tmp/edgedeploy/rk-7" and b.known_hosts == "/keys/rk-7/known_hosts"
     assert b.runtimes == ["onnxruntime"] and not b.trust_on_first_use
-    from edgedeploy.devices.transport import connect
+    from edgedeploy.devices.connect import connect
 
     with pytest.raises(ConfigError, match="labgrid farm"):
         connect(farm)

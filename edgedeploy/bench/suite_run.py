@@ -296,7 +296,7 @@ def _release_own_lock(profile: DeviceProfile) -> None:
     import shlex
     import socket
 
-    from edgedeploy.devices.transport import connect
+    from edgedeploy.devices.connect import connect
 
     with contextlib.suppress(Exception):
         with connect(profile) as t:
@@ -311,8 +311,8 @@ def _probe(board: _Board) -> list[str] | None:
     p = board.profile
     if p.transport == "local" or p.runtimes or not p.python:  # no Python on the board: nothing to probe with
         return None
+    from edgedeploy.devices.connect import connect
     from edgedeploy.devices.remote import probe_device
-    from edgedeploy.devices.transport import connect
 
     with connect(p) as t:
         return list(probe_device(t, p).get("runtimes", {}))

@@ -48,9 +48,9 @@ def devices_group(ctx: click.Context, as_json: bool) -> None:
 def check_device(profile: DeviceProfile) -> dict[str, Any]:
     """Connect and collect what the device says: state (arch, cores, frequencies, governor, temperatures) and the
     runtimes the runner can import there. Raises the transport's :class:`~edgedeploy.errors.DeviceError`s."""
+    from edgedeploy.devices.connect import connect
     from edgedeploy.devices.remote import probe_device
     from edgedeploy.devices.state import read_device_state
-    from edgedeploy.devices.transport import connect
 
     with connect(profile) as t:
         state = read_device_state(t)

@@ -29,10 +29,11 @@ from typing import Any
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
 from edgedeploy.devices import runner as runner_module
+from edgedeploy.devices.connect import connect
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
 from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
-from edgedeploy.devices.transport import Transport, connect
+from edgedeploy.devices.transport import Transport
 from edgedeploy.errors import (
     ConfigError,
     ConnectionDroppedError,

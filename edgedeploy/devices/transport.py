@@ -130,29 +130,3 @@ class Transport(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def connect(profile: DeviceProfile) -> Transport:
-    """Open the transport the profile names (``local``, ``ssh`` or ``adb``).
-
-    Raises :class:`~edgedeploy.errors.MissingExtraError` when paramiko / adbutils is missing (extra ``remote``),
-    and the transport's connection errors.
-    """
-    if profile.transport == "local":
-        from edgedeploy.devices.local import LocalTransport
-
-        return LocalTransport(profile)
-    if profile.transport == "labgrid":
-        from edgedeploy.errors import ConfigError
-
-        raise ConfigError(
-            f"device {profile.name} is a labgrid farm (many boards): run `edgedeploy bench --device {profile.name}`; "
-            "edgedeploy reserves its places and connects to each board over SSH"
-        )
-    if profile.transport == "ssh":
-        from edgedeploy.devices.ssh import SSHTransport
-
-        return SSHTransport(profile)
-    from edgedeploy.devices.adb import ADBTransport
-
-    return ADBTransport(profile)
