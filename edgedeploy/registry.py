@@ -80,6 +80,9 @@ class RuntimeSpec:
     stdlib-only board runner (:mod:`edgedeploy.devices.runner`) knows it by, or ``None`` when it runs only in
     this process (torch, CoreML). ``aliases`` are other names users type for it (``ort``, ``tflite``).
     ``host_only``: needs the host's Python objects (the torch runtime times the eager module itself).
+    ``profiler``: the module of its per-op profiler (:mod:`edgedeploy.opprof`), ``None`` when it has none;
+    ``profiler_missing``: why not, when the engine is known to expose no per-op timings (refused with exit 3).
+    ``native_tools``: board-side benchmark tools that run this runtime's format (``bench --runtime native:TOOL``).
     """
 
     name: str
@@ -91,6 +94,9 @@ class RuntimeSpec:
     aliases: tuple[str, ...] = ()
     host_only: bool = False
     description: str = ""
+    profiler: str | None = None
+    profiler_missing: str = ""
+    native_tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,16 @@ def device_runtime(name: str) -> str:
     raise UnknownRuntimeError(name, device_runtime_names())
 
 
+def native_tools() -> dict[str, str]:
+    """Board-side native benchmark tool -> the runtime whose artifact format it runs (``RuntimeSpec.native_tools``)."""
+    return {t: r.name for r in runtimes().values() for t in r.native_tools}
+
+
+def profiler_runtimes() -> list[str]:
+    """Runtimes with a per-op profiler (``RuntimeSpec.profiler``)."""
+    return [r.name for r in runtimes().values() if r.profiler]
+
+
 def families() -> dict[str, FamilySpec]:
     """Every registered model family."""
     load_entry_points()
@@ -329,6 +345,11 @@ def import_implementation(module: str, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ built-ins
+LITERT_NO_PROFILER = (
+    "per-operator profiling is not available for litert: ai_edge_litert's Python Interpreter exposes no op "
+    "profiler (TFLite's op profiling lives in the C++ benchmark_model tool)"
+)
+
 for _spec in (
     FormatSpec("onnx", (".onnx",), "edgedeploy.export.onnx", "onnx", PRECISIONS, "onnxruntime",
                side_suffixes=(".onnx.data", ".data"), onnx_based=True, from_onnx=True, bisectable=True,
@@ -348,13 +369,18 @@ for _spec in (
 
 for _rt in (
     RuntimeSpec("onnxruntime", "edgedeploy.runtimes.onnxruntime_rt", ("onnx",), "onnx", "onnxruntime",
-                device_name="onnxruntime", aliases=("ort",)),
-    RuntimeSpec("mnn", "edgedeploy.runtimes.mnn_rt", ("mnn",), "mnn", "MNN", device_name="mnn"),
+                device_name="onnxruntime", aliases=("ort",), profiler="edgedeploy.opprof.ort",
+                native_tools=("onnxruntime_perf_test",)),
+    RuntimeSpec("mnn", "edgedeploy.runtimes.mnn_rt", ("mnn",), "mnn", "MNN", device_name="mnn",
+                profiler="edgedeploy.opprof.mnn", native_tools=("mnn-benchmark", "mnn-runner")),
     RuntimeSpec("litert", "edgedeploy.runtimes.litert_rt", ("tflite",), "tflite", "ai_edge_litert",
-                device_name="tflite", aliases=("tflite", "ai-edge-litert", "tflite_runtime")),
-    RuntimeSpec("ncnn", "edgedeploy.runtimes.ncnn_rt", ("ncnn",), "ncnn", "ncnn", device_name="ncnn"),
+                device_name="tflite", aliases=("tflite", "ai-edge-litert", "tflite_runtime"),
+                profiler_missing=LITERT_NO_PROFILER, native_tools=("tflite-benchmark_model",)),
+    RuntimeSpec("ncnn", "edgedeploy.runtimes.ncnn_rt", ("ncnn",), "ncnn", "ncnn", device_name="ncnn",
+                native_tools=("benchncnn",)),
     RuntimeSpec("coreml", "edgedeploy.runtimes.coreml_rt", ("coreml",), "coreml", "coremltools"),
-    RuntimeSpec("torch", "edgedeploy.runtimes.torch_rt", ("torch",), "", "torch", host_only=True),
+    RuntimeSpec("torch", "edgedeploy.runtimes.torch_rt", ("torch",), "", "torch", host_only=True,
+                profiler="edgedeploy.opprof.torch_prof"),
 ):  # fmt: skip
     register_runtime_spec(_rt)
 

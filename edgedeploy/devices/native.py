@@ -32,20 +32,16 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from edgedeploy import registry
 from edgedeploy.errors import ConfigError, RemoteCommandError
 
 if TYPE_CHECKING:
     from edgedeploy.devices.profile import DeviceProfile
     from edgedeploy.devices.transport import Transport
 
-#: the edgedeploy runtime whose artifact format each native tool runs (what ``bench --runtime native:TOOL`` exports)
-TOOL_FORMAT_RUNTIME = {
-    "mnn-benchmark": "mnn",
-    "mnn-runner": "mnn",
-    "tflite-benchmark_model": "litert",
-    "onnxruntime_perf_test": "onnxruntime",
-    "benchncnn": "ncnn",
-}
+#: the edgedeploy runtime whose artifact format each native tool runs (what ``bench --runtime native:TOOL`` exports);
+#: declared by each runtime in the registry (``RuntimeSpec.native_tools``)
+TOOL_FORMAT_RUNTIME = registry.native_tools()
 NO_SAMPLES = "native tool reports summary statistics only: no raw per-iteration samples"
 _NUM = r"([0-9]+(?:\.[0-9]+)?)"
 

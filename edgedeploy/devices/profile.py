@@ -39,15 +39,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgedeploy import registry
 from edgedeploy._paths import find_yaml_files, load_yaml_config
-from edgedeploy.devices.native import TOOL_FORMAT_RUNTIME
 from edgedeploy.errors import ConfigError, UnknownDeviceError
 
 #: Runtime names the device-side runner knows how to import (see :mod:`edgedeploy.devices.runner`), read from the
 #: registry (``RuntimeSpec.device_name``).
 PYTHON_RUNTIMES = tuple(registry.device_runtime_names())
-#: Native tools :mod:`edgedeploy.devices.native` runs: benchmark tools whose output it parses, and ``mnn-runner``
-#: (edgedeploy's own static MNN runner, driven like the Python runner).
-NATIVE_TOOLS = tuple(TOOL_FORMAT_RUNTIME)
+#: Native tools :mod:`edgedeploy.devices.native` runs (registry: ``RuntimeSpec.native_tools``): benchmark tools whose
+#: output it parses, and ``mnn-runner`` (edgedeploy's own static MNN runner, driven like the Python runner).
+NATIVE_TOOLS = tuple(registry.native_tools())
 #: Native tools that speak the Python runner's protocol (raw samples, board-side parity), with the runtime they run.
 RUNNER_TOOLS = {"mnn-runner": "mnn"}
 

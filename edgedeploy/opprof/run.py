@@ -24,26 +24,22 @@ from edgedeploy.errors import ConfigError, RuntimeUnavailableError
 from edgedeploy.export.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
 from edgedeploy.opprof.record import Profile, RawProfile, build_profile
 
-#: runtimes with a per-op profiler here; "litert" is known and refused with exit code 3
-PROFILERS = ("onnxruntime", "mnn", "torch")
 #: bench and profiler runs alternate in blocks of this many runs
 BLOCK = 5
-LITERT_UNAVAILABLE = (
-    "per-operator profiling is not available for litert: ai_edge_litert's Python Interpreter exposes no op "
-    "profiler (TFLite's op profiling lives in the C++ benchmark_model tool)"
-)
 
 
 def check_runtime(name: str) -> str:
-    """The canonical runtime name, or :class:`RuntimeUnavailableError` (exit 3) for litert, :class:`ConfigError`
-    (exit 2) for a runtime without a profiler here."""
+    """The canonical runtime name, or :class:`RuntimeUnavailableError` (exit 3) for a runtime known to expose no
+    per-op timings (litert; ``RuntimeSpec.profiler_missing``), :class:`ConfigError` (exit 2) for one without a
+    profiler here (``RuntimeSpec.profiler`` unset)."""
     from edgedeploy import registry
 
     spec = registry.runtime_spec(name)  # UnknownRuntimeError (exit 2)
-    if spec.name == "litert":
-        raise RuntimeUnavailableError(LITERT_UNAVAILABLE)
-    if spec.name not in PROFILERS:
-        raise ConfigError(f"no per-operator profiler for runtime {spec.name} (profilers: {', '.join(PROFILERS)})")
+    if spec.profiler_missing:
+        raise RuntimeUnavailableError(spec.profiler_missing)
+    if not spec.profiler:
+        have = ", ".join(registry.profiler_runtimes())
+        raise ConfigError(f"no per-operator profiler for runtime {spec.name} (profilers: {have})")
     return spec.name
 
 
