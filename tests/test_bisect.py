@@ -11,7 +11,7 @@ from conftest import run_cli
 
 from edgedeploy.errors import ConfigError
 from edgedeploy.export.bisect import bisect_artifact, map_module_outputs, node_module, scope_to_module
-from edgedeploy.export.cli import _module_for
+from edgedeploy.export.recheck import module_for as _module_for
 
 MODEL = "mobilevit_xxs"
 

@@ -175,7 +175,7 @@ def test_bench_over_adb(bed: ADBBed, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.slow
 def test_board_parity_over_adb_and_native_only_profile(bed: ADBBed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from edgedeploy.devices.board_parity import prepare
+    from edgedeploy.devices.parity_io import prepare
     from edgedeploy.errors import ConfigError
     from edgedeploy.export.pipeline import cached_export
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from edgedeploy.devices import runner as runner_module
-from edgedeploy.devices.board_parity import ParityRequest, prepare
+from edgedeploy.devices.parity_io import ParityRequest, prepare
 from edgedeploy.export.parity import compare_outputs
 
 RUNNER = Path(runner_module.__file__)

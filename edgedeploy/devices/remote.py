@@ -32,6 +32,7 @@ from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.connect import connect
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
+from edgedeploy.devices.push import artifact_digest, push_cached
 from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
 from edgedeploy.devices.transport import Transport
 from edgedeploy.errors import (
@@ -42,35 +43,6 @@ from edgedeploy.errors import (
     UnknownRuntimeError,
 )
 from edgedeploy.results.result import BenchResult, utc_now_iso
-
-
-def artifact_digest(files: list[Path]) -> str:
-    """sha256 naming the cache folder: the artifact's own hash, or a hash of all files' hashes and names."""
-    if len(files) == 1:
-        return sha256_file(files[0])
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\0")
-    return h.hexdigest()
-
-
-def push_cached(transport: Transport, files: list[Path], remote_dir: str) -> tuple[list[str], bool]:
-    """Push ``files`` into ``remote_dir`` unless the device has them with the same sha256; returns the remote paths
-    and whether anything was copied. Each file goes to a temporary name first, then ``mv`` (atomic)."""
-    transport.makedirs(remote_dir)
-    paths, pushed = [], False
-    for f in files:
-        dst = f"{remote_dir}/{f.name}"
-        paths.append(dst)
-        if transport.remote_sha256(dst) == sha256_file(f):
-            continue
-        tmp = f"{dst}.part-{uuid.uuid4().hex[:8]}"
-        transport.push(f, tmp)
-        transport.run(["mv", "-f", tmp, dst], timeout=60)
-        pushed = True
-    return paths, pushed
 
 
 def push_runner(transport: Transport, workdir: str) -> str:
@@ -189,7 +161,7 @@ def bench_on_device(
     core); ``input_shape`` NCHW (the model's own static shape wins where the runtime knows it).
     Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool, default True), ``state_every``
     (iterations between frequency readings, default 10), ``timeout_s`` (per run, default 3600), ``git_commit``,
-    ``parity`` (a :class:`~edgedeploy.devices.board_parity.ParityRequest`: the runner also runs the reference inputs
+    ``parity`` (a :class:`~edgedeploy.devices.parity_io.ParityRequest`: the runner also runs the reference inputs
     and the result carries ``board_parity``, the verdict of the board's outputs against PyTorch fp32).
 
     Raises :class:`ConfigError` (bad numbers, missing artifact), :class:`UnknownRuntimeError`,
@@ -279,7 +251,7 @@ def _bench(
             runner_cmd, runner_rt = [], ""
         parity_req = options.get("parity")
         if parity_req is not None and runner_cmd:
-            from edgedeploy.devices.board_parity import push_inputs
+            from edgedeploy.devices.parity_io import push_inputs
 
             options["_parity_dirs"] = (
                 push_inputs(transport, parity_req, workdir),
@@ -416,7 +388,7 @@ def _board_parity(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Pull the board's parity outputs and compare them with the reference (see board_parity)."""
-    from edgedeploy.devices.board_parity import collect
+    from edgedeploy.devices.parity_io import collect
     from edgedeploy.export.parity import ParityReport
 
     dirs = options.get("_parity_dirs")
