@@ -31,6 +31,7 @@ from edgedeploy.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from edgedeploy.export.multi import MultiExport
     from edgedeploy.export.parity import Thresholds
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.results.compare import ComparisonReport
@@ -189,6 +190,52 @@ def export(
         thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
         progress=opts.progress, input_shape=input_shape, example=example, name=name,
     )  # fmt: skip
+
+
+def export_all(
+    model: Any,
+    to: Sequence[str],
+    *,
+    input_shape: Sequence[int] | str | None = None,
+    out: str | Path = "artifacts",
+    name: str | None = None,
+    **options: Any,
+) -> MultiExport:
+    """Export ``model`` to each format of ``to`` in turn (what ``export --to all`` runs); one failing format does
+    not stop the others.
+
+    ``model``, ``input_shape``, ``name``, ``options``: as :func:`export` (``progress(msg)`` gets
+    ``"<model>: <step>"``). Returns a :class:`~edgedeploy.export.multi.MultiExport`: the model's name and one
+    :class:`~edgedeploy.export.multi.FormatResult` per format (status ``parity passed`` / ``parity failed`` /
+    ``exported`` / ``export failed`` with the op and node / ``skipped`` / ``missing extra``). Raises what concerns
+    the whole request: ``ConfigError`` (bad options, an unwritable folder), ``UnknownModelError``, ``WeightsError``.
+    """
+    from edgedeploy.export.multi import MultiExport, export_each
+    from edgedeploy.limits import check_export_options
+    from edgedeploy.spec import is_spec, resolve_model
+
+    opts = ExportOptions.from_kwargs(**options)
+    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
+    source: Any = model
+    extra: dict[str, Any] = {}
+    if not isinstance(model, str) or is_spec(model):
+        # resolve once: a bad spec or input shape is one error for the whole request; a user's module is built once
+        source = resolve_model(model, input_shape=input_shape, name=name, input_size=opts.input_size)
+        model = source.name
+    else:
+        extra = {"input_shape": input_shape, "name": name}
+    say = opts.progress
+
+    def progress(msg: str) -> None:
+        if say is not None:
+            say(f"{model}: {msg}")
+
+    results = export_each(
+        source, list(to), out, precision=opts.precision, opset=opts.opset, weights=opts.weights,
+        input_size=opts.input_size, lowering=opts.lowering, thresholds=opts.gates(), parity=opts.parity,
+        options=opts.format_options(), progress=progress, **extra,
+    )  # fmt: skip
+    return MultiExport(str(model), results)
 
 
 def bench(

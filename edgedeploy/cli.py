@@ -169,19 +169,14 @@ def export_cmd(
         lowering=lowering, atol=atol, min_cosine=min_cosine, min_top1=min_top1, layout=layout,
         int8_mode=int8_mode, calibration=calibration,
     )  # fmt: skip
+    kwargs = {f: getattr(opts, f) for f in ("opset", "weights", "input_size", "lowering", "atol", "min_cosine",
+                                             "min_top1", "layout", "int8_mode", "calibration")}  # fmt: skip
     if len(fmts) > 1:
-        from edgedeploy.export.multi import export_all
+        from edgedeploy.commands.export_all import run_export_all
 
-        sys.exit(
-            export_all(
-                model, fmts, out_dir, precision=precision, opset=opset, weights=weights, input_size=input_size,
-                lowering=lowering, thresholds=opts.gates(), parity=not no_parity, options=opts.format_options(),
-                as_json=as_json, input_shape=input_shape, name=name,
-            )
-        )  # fmt: skip
+        sys.exit(run_export_all(model, fmts, out_dir, as_json, precision=precision, parity=not no_parity,
+                                input_shape=input_shape, name=name, **kwargs))  # fmt: skip
     with err_console.status(f"exporting {model} to {fmts[0]}") as status:
-        kwargs = {f: getattr(opts, f) for f in ("opset", "weights", "input_size", "lowering", "atol", "min_cosine",
-                                                 "min_top1", "layout", "int8_mode", "calibration")}  # fmt: skip
         outcome = api.export(
             model, fmts[0], out=out_dir, precision=precision, parity=not no_parity, input_shape=input_shape,
             name=name, progress=lambda msg: status.update(msg), **kwargs,

@@ -11,6 +11,8 @@ import pytest
 from conftest import run_cli
 from rich.console import Console
 
+from edgedeploy.commands.export_all import exit_code, run_export_all
+from edgedeploy.commands.tables import export_all_table
 from edgedeploy.errors import UnsupportedOpError
 from edgedeploy.export import multi
 from edgedeploy.export.parity import ParityReport
@@ -55,9 +57,9 @@ def test_every_format_is_tried_and_failures_are_named(fake_export: list, tmp_pat
     )
     assert by["tflite"].status == "parity failed"
     assert by["coreml"].status == "exported" and by["coreml"].parity["passed"] is None
-    assert multi.exit_code(results) == 4
+    assert exit_code(results) == 4
     con = Console(record=True, width=200)
-    con.print(multi.render_table("m", results))
+    con.print(export_all_table("m", results))
     text = con.export_text()
     for needle in ("parity passed", "export failed at op GridSample node /layer_3/GridSample", "parity failed",
                    "parity not run: CoreML prediction needs macOS", "1.23 MB", "1.5 s"):  # fmt: skip
@@ -66,10 +68,10 @@ def test_every_format_is_tried_and_failures_are_named(fake_export: list, tmp_pat
 
 def test_exit_codes() -> None:
     r = lambda s: multi.FormatResult("f", "fp32", s)  # noqa: E731
-    assert multi.exit_code([r("parity passed"), r("exported")]) == 0
-    assert multi.exit_code([r("parity passed"), r("parity failed")]) == 1
-    assert multi.exit_code([r("parity failed"), r("export failed")]) == 4
-    assert multi.exit_code([r("missing extra")]) == 3
+    assert exit_code([r("parity passed"), r("exported")]) == 0
+    assert exit_code([r("parity passed"), r("parity failed")]) == 1
+    assert exit_code([r("parity failed"), r("export failed")]) == 4
+    assert exit_code([r("missing extra")]) == 3
 
 
 def test_precision_a_format_lacks_is_skipped(
@@ -84,7 +86,7 @@ def test_precision_a_format_lacks_is_skipped(
 
 
 def test_json_output_is_a_list(fake_export: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = multi.export_all("m", ["onnx", "coreml"], tmp_path, as_json=True)
+    code = run_export_all("m", ["onnx", "coreml"], tmp_path, True)
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["format"] for r in rows] == ["onnx", "coreml"]

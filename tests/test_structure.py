@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.devices": 5,
     "edgedeploy.opprof": 5,
     # 6: decisions
+    "edgedeploy.opprof.render": 6,  # the per-op report (rows, HTML page): a report, beside results/report
     "edgedeploy.results": 6,
     "edgedeploy.suite": 6,
     "edgedeploy.bench.suite_run": 7,  # runs a suite through the public API: it sits beside api

@@ -76,30 +76,6 @@ class BisectReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def table(self, max_rows: int = 40) -> Any:
-        """A rich Table: the probes around the culprit (or the worst probes when there is none)."""
-        from rich.table import Table
-
-        title = f"parity bisection of {Path(self.artifact).name} (tolerance: rel error {self.tolerance:g})"
-        table = Table(title=title)
-        for col in ("#", "module", "type", "shape", "max abs", "rel error", "cosine", ""):
-            table.add_column(col, justify="right" if col in ("#", "max abs", "rel error", "cosine") else "left")
-        rows = list(enumerate(self.probes))
-        if self.culprit is not None:
-            idx = next(i for i, p in rows if p.module == self.culprit)
-            rows = rows[max(0, idx - 5) : idx + 6]
-        elif len(rows) > max_rows:
-            rows = rows[:5] + sorted(rows[5:], key=lambda r: -(r[1].rel_error or 0))[: max_rows - 5]
-            rows.sort()
-        for i, p in rows:
-            mark = "[bold red]◀ culprit[/]" if p.module == self.culprit else ("[red]bad[/]" if p.bad else p.note)
-            f = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
-            table.add_row(
-                str(i), p.module, p.type, "×".join(map(str, p.shape)), f(p.max_abs_error, ".2e"),
-                f(p.rel_error, ".2e"), f(p.cosine, ".6f"), mark,
-            )  # fmt: skip
-        return table
-
 
 # ----------------------------------------------------------------------------------------------- scope names
 def scope_to_module(scope_segments: list[str]) -> str:

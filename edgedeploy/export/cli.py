@@ -46,6 +46,8 @@ def parity_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from edgedeploy.commands.tables import bisect_table
+
     err = Console(stderr=True, highlight=False)
     with err.status(f"checking {artifact}"):
         res = check_artifact(artifact, model, bisect, tolerance, weights)
@@ -71,7 +73,7 @@ def parity_cmd(
             )
         con.print(t)
         if b is not None:
-            con.print(b.table())
+            con.print(bisect_table(b))
             if b.culprit:
                 con.print(f"first module whose output drifts: [bold]{b.culprit}[/] ({b.culprit_type})")
             else:

@@ -50,7 +50,8 @@ def profile_cmd(
 
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.clierrors import err_console
-    from edgedeploy.opprof.render import compare_table, headline, module_table, op_type_table
+    from edgedeploy.commands.tables import compare_table, module_table, op_type_table
+    from edgedeploy.opprof.render import headline
     from edgedeploy.opprof.run import check_runtime, profile_many
 
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]

@@ -1,4 +1,5 @@
-"""Tables (rich), the side-by-side comparison across runtimes, and the self-contained HTML page of profiles.
+"""Rows, the side-by-side comparison across runtimes, and the self-contained HTML page of profiles (the rich
+tables of these rows are in :mod:`edgedeploy.commands.tables`).
 
 All times in ms; MACs are counts (conv + linear + matmul), GMAC/s = MACs / ms / 1e6. The HTML page follows
 :mod:`edgedeploy.results.report`: no external resource, matplotlib figures inline as SVG (text as paths).
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgedeploy._util import si_format
-from edgedeploy.opprof.record import ModuleRow, Profile, named
+from edgedeploy.opprof.record import ModuleRow, Profile
 
 
 def headline(p: Profile) -> str:
@@ -35,32 +36,6 @@ def module_rows(p: Profile, depth: int) -> list[ModuleRow]:
     return p.rollup(depth)
 
 
-def module_table(p: Profile, depth: int = 1, top: int = 30, title: str | None = None) -> Any:
-    """A rich Table: module → ms, % of the run, ops, MACs, GMAC/s (``top`` rows by time) plus unattributed."""
-    from rich.table import Table
-
-    rows = module_rows(p, depth)
-    what = {0: "op-owning module", 1: "stage"}.get(depth, f"module (depth {depth})")
-    t = Table(title=title or f"{p.model} on {p.runtime}: time per {what}")
-    for col in (what, "ms", "% run", "ops", "MACs", "GMAC/s"):
-        t.add_column(col, justify="left" if col == what else "right")
-    for r in rows[:top]:
-        t.add_row(r.module, f"{r.ms:.3f}", f"{100 * r.share:.1f}", str(r.ops), si_format(r.macs),
-                  f"{r.gmacs_per_s:.1f}" if r.gmacs_per_s else "–")  # fmt: skip
-    if len(rows) > top:
-        rest = rows[top:]
-        t.add_row(f"… {len(rest)} more", f"{sum(r.ms for r in rest):.3f}",
-                  f"{100 * sum(r.share for r in rest):.1f}", str(sum(r.ops for r in rest)), "", "")  # fmt: skip
-    un = [o for o in p.ops if not named(o.module)]
-    if un:
-        share = p.unattributed_ms / p.total_ms if p.total_ms else 0.0
-        t.add_row("(root / unattributed)", f"{p.unattributed_ms:.3f}", f"{100 * share:.1f}", str(len(un)), "", "")
-    t.add_row("total", f"{p.total_ms:.3f}", "100.0", str(len(p.ops)), si_format(p.macs.get("") if p.macs else None),
-              f"{p.macs[''] / (p.total_ms * 1e6):.1f}" if p.macs and p.macs.get("") and p.total_ms else "–",
-              style="bold")  # fmt: skip
-    return t
-
-
 def op_type_rows(p: Profile) -> list[tuple[str, float, int]]:
     """(op type, ms, count) sorted by time."""
     acc: dict[str, list[float]] = {}
@@ -69,28 +44,6 @@ def op_type_rows(p: Profile) -> list[tuple[str, float, int]]:
         a[0] += o.ms
         a[1] += 1
     return sorted(((k, v[0], int(v[1])) for k, v in acc.items()), key=lambda r: -r[1])
-
-
-def op_type_table(profiles: Sequence[Profile], top: int = 12) -> Any:
-    """A rich Table: time per op type, one column pair (ms, count) per runtime, sorted by the first runtime."""
-    from rich.table import Table
-
-    t = Table(title=f"{profiles[0].model}: time per op type")
-    t.add_column("op type")
-    per = [{k: (ms, n) for k, ms, n in op_type_rows(p)} for p in profiles]
-    for p in profiles:
-        t.add_column(f"{p.runtime} ms", justify="right")
-        t.add_column("n", justify="right")
-    keys: list[str] = []
-    for d in per:
-        keys += [k for k in sorted(d, key=lambda k, d=d: -d[k][0])[:top] if k not in keys]
-    for k in keys:
-        cells = [k]
-        for d in per:
-            ms, n = d.get(k, (None, 0))
-            cells += [f"{ms:.3f}" if ms is not None else "–", str(n) if n else "–"]
-        t.add_row(*cells)
-    return t
 
 
 def compare_rows(profiles: Sequence[Profile], depth: int = 1) -> list[dict[str, Any]]:
@@ -110,39 +63,6 @@ def compare_rows(profiles: Sequence[Profile], depth: int = 1) -> list[dict[str, 
             "ops": [tab[m].ops if m in tab else 0 for tab in tables],
         })  # fmt: skip
     return sorted(rows, key=lambda r: -max(v or 0.0 for v in r["ms"].values()))
-
-
-def compare_table(profiles: Sequence[Profile], depth: int = 1, top: int = 30) -> Any:
-    """A rich Table of :func:`compare_rows`; rows where a later runtime is ≥ 10 % slower than the first in red."""
-    from rich.table import Table
-
-    names = [p.runtime for p in profiles]
-    t = Table(title=f"{profiles[0].model}: " + " vs ".join(names) + " per " + ("stage" if depth == 1 else "module"))
-    t.add_column("module")
-    for n in names:
-        t.add_column(f"{n} ms", justify="right")
-    for n in names[1:]:
-        t.add_column(f"{n}/{names[0]}", justify="right")
-    t.add_column("ops", justify="right")
-    for r in compare_rows(profiles, depth)[:top]:
-        cells = [r["module"]] + [f"{v:.3f}" if v is not None else "–" for v in r["ms"].values()]
-        ratios = r["ratio_to_first"][1:]
-        cells += [f"{x:.2f}" if x is not None else "–" for x in ratios]
-        cells.append("/".join(str(n) for n in r["ops"]))
-        slow = any(x is not None and x >= 1.10 for x in ratios)
-        t.add_row(*cells, style="red" if slow else None)
-    t.add_row("total", *(f"{p.total_ms:.3f}" for p in profiles),
-              *(f"{p.total_ms / profiles[0].total_ms:.2f}" for p in profiles[1:]), "", style="bold")  # fmt: skip
-    t.add_row(
-        "bench median",
-        *(f"{p.bench_median_ms or float('nan'):.3f}" for p in profiles),
-        *(f"{(p.bench_median_ms or 0) / (profiles[0].bench_median_ms or 1):.2f}" for p in profiles[1:]),
-        "",
-    )
-    return t
-
-
-# ------------------------------------------------------------------ HTML
 
 
 def plot_stages(profiles: Sequence[Profile]) -> str:
