@@ -21,126 +21,20 @@ Errors are :class:`~edgedeploy.errors.EdgeDeployError` subclasses with the CLI's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgedeploy.errors import ConfigError
+from edgedeploy.options import BenchOptions, ExportOptions
 
 if TYPE_CHECKING:
     import torch
 
     from edgedeploy.export.multi import MultiExport
-    from edgedeploy.export.parity import Thresholds
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.results.compare import ComparisonReport
     from edgedeploy.results.result import BenchResult
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Everything :func:`export` takes besides the model and the format (``**options`` of :func:`export`).
-
-    ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
-    ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
-    (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
-    called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
-    keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
-    """
-
-    precision: str = "fp32"
-    parity: bool = True
-    opset: int | None = None
-    weights: str | Path | None = None
-    input_size: int | None = None
-    lowering: str = "default"
-    thresholds: Any = None
-    atol: float | None = None
-    min_cosine: float | None = None
-    min_top1: float | None = None
-    layout: str = "NCHW"
-    int8_mode: str | None = None
-    calibration: str | Path | None = None
-    progress: Callable[[str], None] | None = None
-    cache: bool = False
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
-        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
-        return _from_kwargs(cls, "export", kwargs)
-
-    def gates(self) -> Thresholds:
-        """The parity thresholds: the precision's defaults, then ``thresholds``, then single overrides."""
-        from dataclasses import replace
-
-        from edgedeploy.export.parity import DEFAULT_THRESHOLDS, Thresholds
-
-        if self.precision not in DEFAULT_THRESHOLDS:
-            raise ConfigError(f"unknown precision {self.precision!r} (known: {', '.join(DEFAULT_THRESHOLDS)})")
-        t = DEFAULT_THRESHOLDS[self.precision]
-        if isinstance(self.thresholds, Thresholds):
-            t = self.thresholds
-        elif isinstance(self.thresholds, dict):
-            t = replace(t, **self.thresholds)
-        elif self.thresholds is not None:
-            raise ConfigError(f"thresholds must be a Thresholds or a dict (got {type(self.thresholds).__name__})")
-        for name, value in (("max_abs_error", self.atol), ("min_cosine", self.min_cosine), ("min_top1", self.min_top1)):
-            if value is not None:
-                t = replace(t, **{name: value})
-        return t
-
-    def format_options(self) -> dict[str, Any]:
-        """The exporter's ``settings.options``."""
-        opts: dict[str, Any] = {"layout": self.layout}
-        if self.precision == "int8":
-            opts["int8_mode"] = self.int8_mode or "full"
-        if self.calibration:
-            opts["calibration"] = str(self.calibration)
-        return opts
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """Everything :func:`bench` takes besides the target (see there).
-
-    ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
-    ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
-    ``parity``: also run the parity inputs on the device and compare its outputs with the reference (PyTorch fp32);
-    the result's ``board_parity`` holds the verdict (:mod:`edgedeploy.devices.board_parity`).
-    ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
-    result); see :mod:`edgedeploy.limits` for every bound.
-    """
-
-    device: str = "local"
-    runtime: str | None = None
-    iterations: int = 100
-    warmup: int = 10
-    threads: int | None = None
-    precision: str = "fp32"
-    weights: str | Path | None = None
-    input_shape: Any = None
-    input_size: int | None = None
-    name: str | None = None
-    trust_on_first_use: bool = False
-    allow_oversubscribe: bool = False
-    on_sample: Callable[[int, float], None] | None = None
-    progress: Callable[[str], None] | None = None
-    out: str | Path | None = None
-    parity: bool = False
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
-        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
-        return _from_kwargs(cls, "bench", kwargs)
-
-
-def _from_kwargs(cls: type, what: str, kwargs: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**kwargs)
 
 
 def export(
@@ -169,6 +63,7 @@ def export(
     the op and node (4).
     """
     opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
+    from edgedeploy.export.parity import gates_for
     from edgedeploy.export.pipeline import cached_export, export_model
     from edgedeploy.limits import check_export_options
 
@@ -181,15 +76,9 @@ def export(
         custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
         if custom:
             raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
-        return cached_export(
-            model, to, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
-            lowering=opts.lowering, progress=opts.progress, input_shape=input_shape, name=name,
-        )  # fmt: skip
-    return export_model(
-        model, to, out, precision=opts.precision, opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
-        thresholds=opts.gates(), lowering=opts.lowering, parity=opts.parity, options=opts.format_options(),
-        progress=opts.progress, input_shape=input_shape, example=example, name=name,
-    )  # fmt: skip
+        return cached_export(model, to, opts, input_shape=input_shape, name=name)
+    gates_for(opts)  # a bad thresholds value fails here, before any model is built
+    return export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
 
 
 def export_all(
@@ -230,11 +119,12 @@ def export_all(
         if say is not None:
             say(f"{model}: {msg}")
 
-    results = export_each(
-        source, list(to), out, precision=opts.precision, opset=opts.opset, weights=opts.weights,
-        input_size=opts.input_size, lowering=opts.lowering, thresholds=opts.gates(), parity=opts.parity,
-        options=opts.format_options(), progress=progress, **extra,
-    )  # fmt: skip
+    from dataclasses import replace
+
+    from edgedeploy.export.parity import gates_for
+
+    gates_for(opts)  # a bad thresholds value is one error for the whole request
+    results = export_each(source, list(to), out, replace(opts, progress=progress), **extra)
     return MultiExport(str(model), results)
 
 

@@ -47,7 +47,9 @@ class FormatSpec:
     files that belong to the artifact and travel with it (ncnn's ``.bin`` beside ``.param``). ``from_onnx``: the
     exporter can start from an ONNX file instead of an ``nn.Module``. ``onnx_based``: produced from an ONNX
     export, so ``--opset`` applies. ``bisectable``: a failed parity check can be bisected to the first drifting
-    module (the format can be re-exported cut at any module output).
+    module (the format can be re-exported cut at any module output). ``opsets``: the ONNX opsets ``--opset``
+    may ask for (``None``: the option does not apply). ``options``: the format options it takes besides
+    precision, opset and layout (``int8_mode``, ``calibration``). :func:`check_format_request` enforces all of it.
     """
 
     name: str
@@ -65,6 +67,8 @@ class FormatSpec:
     description: str = ""
     #: an artifact may be a directory (CoreML's ``.mlpackage``); a directory given for any other format is refused
     directory: bool = False
+    opsets: tuple[int, int] | None = None
+    options: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -201,6 +205,21 @@ def format_spec(name: str) -> FormatSpec:
     if name not in known:
         raise UnknownFormatError(name, known)
     return known[name]
+
+
+def check_format_request(fmt: str, precision: str = "fp32", opset: int | None = None, layout: str = "NCHW") -> None:
+    """The one capability check: :class:`ConfigError` (exit 2) when format ``fmt`` does not offer ``precision``,
+    ``opset`` (``FormatSpec.opsets``) or the input ``layout`` (``FormatSpec.layouts``). Runs before any export."""
+    spec = format_spec(fmt)
+    if precision not in spec.precisions:
+        raise ConfigError(
+            f"format {fmt} does not support precision {precision} (supported: {', '.join(spec.precisions)})"
+        )
+    if opset is not None and spec.opsets is None:
+        onnx_based = ", ".join(f.name for f in formats().values() if f.opsets is not None)
+        raise ConfigError(f"--opset applies to ONNX-based formats ({onnx_based}), not {fmt}")
+    if layout not in spec.layouts:
+        raise ConfigError(f"{fmt} takes {' or '.join(spec.layouts)} input only (got --layout {layout})")
 
 
 def suffix_map() -> dict[str, str]:
@@ -353,12 +372,14 @@ LITERT_NO_PROFILER = (
 for _spec in (
     FormatSpec("onnx", (".onnx",), "edgedeploy.export.onnx", "onnx", PRECISIONS, "onnxruntime",
                side_suffixes=(".onnx.data", ".data"), onnx_based=True, from_onnx=True, bisectable=True,
-               description="ONNX via torch.onnx.export + onnxsim"),
+               description="ONNX via torch.onnx.export + onnxsim", opsets=OPSET_RANGE,
+               options=("int8_mode", "calibration")),
     FormatSpec("mnn", (".mnn",), "edgedeploy.export.mnn", "mnn", PRECISIONS, "mnn",
                onnx_based=True, from_onnx=True, bisectable=True,
-               description="MNN from ONNX with MNN's compiled converter (in-process)"),
+               description="MNN from ONNX with MNN's compiled converter (in-process)", opsets=OPSET_RANGE,
+               options=("int8_mode", "calibration")),
     FormatSpec("tflite", (".tflite",), "edgedeploy.export.tflite", "tflite", PRECISIONS, "litert",
-               layouts=LAYOUTS, description="TFLite with litert-torch"),
+               layouts=LAYOUTS, description="TFLite with litert-torch", options=("int8_mode", "calibration")),
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",

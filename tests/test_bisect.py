@@ -12,6 +12,7 @@ from conftest import run_cli
 from edgedeploy.errors import ConfigError
 from edgedeploy.export.bisect import bisect_artifact, map_module_outputs, node_module, scope_to_module
 from edgedeploy.export.recheck import module_for as _module_for
+from edgedeploy.options import ExportOptions
 
 MODEL = "mobilevit_xxs"
 
@@ -48,7 +49,7 @@ def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgedeploy.export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("bisect")
-    return export_model(MODEL, "onnx", out, parity=False).artifact
+    return export_model(MODEL, "onnx", out, ExportOptions(parity=False)).artifact
 
 
 def _perturb(artifact: Path, dst: Path, node_index_fraction: float) -> str:
@@ -118,7 +119,7 @@ def test_parity_command_bisects_a_failing_artifact(onnx_artifact: Path, tmp_path
 def test_mnn_bisection_on_a_healthy_artifact(tmp_path: Path) -> None:
     from edgedeploy.export.pipeline import export_model
 
-    art = export_model(MODEL, "mnn", tmp_path, parity=False).artifact
+    art = export_model(MODEL, "mnn", tmp_path, ExportOptions(parity=False)).artifact
     _, lowered = _module_for(MODEL, 256, None, "default", "mnn")
     report = bisect_artifact(lowered, art, "mnn", (1, 3, 256, 256))
     assert report.culprit is None

@@ -55,7 +55,7 @@ def test_coreml_rejects_opset_and_nhwc() -> None:
     with pytest.raises(ConfigError):
         exp.check_settings(ExportSettings(opset=13))
     with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(options={"layout": "NHWC"}))
+        exp.check_settings(ExportSettings(layout="NHWC"))
 
 
 @pytest.mark.slow

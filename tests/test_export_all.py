@@ -16,6 +16,7 @@ from edgedeploy.commands.tables import export_all_table
 from edgedeploy.errors import UnsupportedOpError
 from edgedeploy.export import multi
 from edgedeploy.export.parity import ParityReport
+from edgedeploy.options import ExportOptions
 
 FORMATS = ["onnx", "mnn", "tflite", "coreml"]
 
@@ -30,7 +31,8 @@ def _outcome(fmt: str, tmp: Path, report: ParityReport) -> Any:
 def fake_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
 
-    def export_model(model: str, fmt: str, out_dir: Any, precision: str = "fp32", **kw: Any) -> Any:
+    def export_model(model: str, fmt: str, out_dir: Any, opts: Any = None, **kw: Any) -> Any:
+        precision = opts.precision if opts is not None else "fp32"
         calls.append((fmt, precision))
         if fmt == "mnn":
             raise UnsupportedOpError("MNN conversion failed", op="GridSample", node="/layer_3/GridSample")
@@ -80,7 +82,7 @@ def test_precision_a_format_lacks_is_skipped(
     from edgedeploy.export.coreml import CoreMlExporter
 
     monkeypatch.setattr(CoreMlExporter, "precisions", ("fp32",))
-    results = multi.export_each("m", ["onnx", "coreml"], tmp_path, precision="int8")
+    results = multi.export_each("m", ["onnx", "coreml"], tmp_path, ExportOptions(precision="int8"))
     assert [r.status for r in results] == ["parity passed", "skipped"]
     assert ("coreml", "int8") not in fake_export
 

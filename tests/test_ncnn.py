@@ -162,7 +162,7 @@ def test_ncnn_export_rejects_options_it_lacks() -> None:
     for settings, msg in (
         (ExportSettings(precision="int8"), "does not support precision int8"),
         (ExportSettings(opset=17), "--opset applies"),
-        (ExportSettings(options={"layout": "NHWC"}), "NCHW input only"),
+        (ExportSettings(layout="NHWC"), "NCHW input only"),
     ):
         with pytest.raises(ConfigError, match=msg):
             exp.check_settings(settings)

@@ -18,10 +18,12 @@ from PIL import Image
 from torch import nn
 
 from edgedeploy.errors import ConfigError
+from edgedeploy.export.base import ExportSettings
 from edgedeploy.export.calibration import calibration_set, default_calibration_set, folder_calibration_set
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS
 from edgedeploy.export.pipeline import export_model
 from edgedeploy.export.quantize import int8_mode
+from edgedeploy.options import ExportOptions
 
 MODEL = "mobilevit_xxs"
 
@@ -66,10 +68,10 @@ def test_folder_calibration_errors(tmp_path: Path) -> None:
 
 
 def test_int8_mode_option() -> None:
-    assert int8_mode({}) == "full"
-    assert int8_mode({"int8_mode": "weight"}) == "weight"
+    assert int8_mode(ExportSettings()) == "full"
+    assert int8_mode(ExportSettings(int8_mode="weight")) == "weight"
     with pytest.raises(ConfigError):
-        int8_mode({"int8_mode": "int4"})
+        int8_mode(ExportSettings(int8_mode="int4"))
 
 
 def _check_verdict(outcome, precision: str) -> None:
@@ -97,8 +99,7 @@ def _check_verdict(outcome, precision: str) -> None:
     ],
 )
 def test_reduced_precision_verdicts(tmp_path: Path, fmt: str, precision: str, mode: str | None) -> None:
-    options = {"int8_mode": mode} if mode else {}
-    outcome = export_model(MODEL, fmt, tmp_path, precision=precision, options=options)
+    outcome = export_model(MODEL, fmt, tmp_path, ExportOptions(precision=precision, int8_mode=mode))
     _check_verdict(outcome, precision)
     extra = outcome.manifest.model_extra
     if mode == "full":
@@ -133,7 +134,7 @@ def test_mnn_int8_uses_a_calibration_folder(tmp_path: Path) -> None:
     calib.mkdir()
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(calib / f"{i}.jpg")
-    outcome = export_model(MODEL, "mnn", tmp_path / "out", precision="int8", options={"calibration": str(calib)})
+    outcome = export_model(MODEL, "mnn", tmp_path / "out", ExportOptions(precision="int8", calibration=str(calib)))
     c = outcome.manifest.model_extra["calibration"]
     assert c["source"] == "folder" and c["images"] == 4 and c["location"] == str(calib.resolve())
 
@@ -209,7 +210,7 @@ def test_tflite_precisions_on_a_tiny_module(tmp_path: Path, precision: str, mode
     x = torch.from_numpy(default_calibration_set(32).arrays()[0])
     path = tmp_path / f"t.{precision}.{mode}.tflite"
     exp = get_exporter("tflite")
-    exported = exp.export(m, x, path, ExportSettings(precision=precision, options={"int8_mode": mode}))
+    exported = exp.export(m, x, path, ExportSettings(precision=precision, int8_mode=mode))
     census = exp.op_census(path)
     if precision == "int8" and mode == "full":
         q = exported.extra["quantization"]

@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.export.manifest": 2,
     "edgedeploy.export.sourcemap": 2,
     "edgedeploy.limits": 2,
+    "edgedeploy.options": 2,  # the typed requests (ExportOptions, BenchOptions)
     "edgedeploy.data": 2,
     # 3: models
     "edgedeploy.nn": 3,

@@ -67,7 +67,7 @@ def test_tflite_rejects_opset_and_bad_layout() -> None:
     with pytest.raises(ConfigError):
         exp.check_settings(ExportSettings(opset=13))
     with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(options={"layout": "NWHC"}))
+        exp.check_settings(ExportSettings(layout="NWHC"))
 
 
 @pytest.mark.slow
@@ -77,7 +77,7 @@ def test_tiny_module_layouts(tmp_path: Path, layout: str) -> None:
     m = Tiny().eval()
     x = torch.randn(1, 3, 32, 32)
     path = tmp_path / f"tiny.{layout}.tflite"
-    exported = get_exporter("tflite").export(m, x, path, ExportSettings(options={"layout": layout}))
+    exported = get_exporter("tflite").export(m, x, path, ExportSettings(layout=layout))
     assert exported.input_layout == layout
     expect = [1, 3, 32, 32] if layout == "NCHW" else [1, 32, 32, 3]
     assert exported.input_shape == expect

@@ -118,9 +118,10 @@ def resolve_target(
         return BenchTarget(src.name, "torch", "fp32", "torch", None, tuple(src.input_shape), module=module,
                            mean=mean, std=std)  # fmt: skip
     from edgedeploy.export.pipeline import cached_export
+    from edgedeploy.options import ExportOptions
 
     fmt = rt_spec.formats[0]
-    outcome = cached_export(src, fmt, precision=precision, weights=weights, progress=progress)
+    outcome = cached_export(src, fmt, ExportOptions(precision=precision, weights=weights, progress=progress))
     return BenchTarget(src.name, fmt, precision, rt_name, outcome.artifact, tuple(src.input_shape),
                        outcome.parity.status, mean=mean, std=std, verified=True)  # fmt: skip
 

@@ -349,10 +349,10 @@ def _export_all(
 
 
 def _export(model: str, fmt: str, precision: str, input_size: int | None, log: Progress) -> _Artifact:
-    """Export (or reuse from the cache) one artifact with its parity check."""
-    from edgedeploy.export.pipeline import cached_export
+    """Export (or reuse from the cache) one artifact with its parity check, through :func:`edgedeploy.api.export`."""
+    from edgedeploy import api
 
-    outcome = cached_export(model, fmt, precision=precision, input_size=input_size, progress=log)
+    outcome = api.export(model, fmt, precision=precision, input_size=input_size, progress=log, cache=True)
     m = outcome.manifest
     return _Artifact(outcome.artifact, tuple(m.input.shape), m.model, outcome.parity.status)
 

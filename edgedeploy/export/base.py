@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,16 +17,36 @@ from torch import nn
 from edgedeploy import registry
 from edgedeploy.errors import ConfigError
 
+if TYPE_CHECKING:
+    from edgedeploy.options import ExportOptions
+
 EXPORTERS: dict[str, type[Exporter]] = {}
 
 
 @dataclass
 class ExportSettings:
-    """What the user asked for: precision, opset (ONNX-based formats), and format-specific options."""
+    """What the user asked for, typed: precision, opset (ONNX-based formats), the input layout (``NCHW`` /
+    ``NHWC``: ``FormatSpec.layouts``), int8 mode (``full`` with a calibration set / ``weight``-only; int8 only),
+    the calibration folder (``None``: the embedded set) and the output names (user models; ``None``: the
+    exporter's)."""
 
     precision: str = "fp32"
     opset: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    layout: str = "NCHW"
+    int8_mode: str = "full"
+    calibration: str | None = None
+    output_names: list[str] | None = None
+
+
+def settings_for(opts: ExportOptions) -> ExportSettings:
+    """The exporter's settings of an export request (``int8_mode`` defaults to ``full``)."""
+    return ExportSettings(
+        precision=opts.precision,
+        opset=opts.opset,
+        layout=opts.layout,
+        int8_mode=opts.int8_mode or "full",
+        calibration=str(opts.calibration) if opts.calibration else None,
+    )
 
 
 @dataclass
@@ -67,12 +87,9 @@ class Exporter(ABC):
         return self.spec.precisions
 
     def check_settings(self, settings: ExportSettings) -> None:
-        """Raise :class:`ConfigError` for a precision or option this format does not support."""
-        if settings.precision not in self.precisions:
-            raise ConfigError(
-                f"format {self.format} does not support precision {settings.precision} "
-                f"(supported: {', '.join(self.precisions)})"
-            )
+        """Raise :class:`ConfigError` for a precision, opset or layout this format does not declare in the
+        registry (:func:`edgedeploy.registry.check_format_request`)."""
+        registry.check_format_request(self.format, settings.precision, settings.opset, settings.layout)
 
     @abstractmethod
     def export(

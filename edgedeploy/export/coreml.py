@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from edgedeploy._util import captured_fd_output
-from edgedeploy.errors import ArtifactError, ConfigError, ExportError, UnsupportedOpError
+from edgedeploy.errors import ArtifactError, ExportError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
 from edgedeploy.runtimes.coreml_rt import can_predict, import_coremltools
 
@@ -149,13 +149,6 @@ class CoreMlExporter(Exporter):
     """CoreML ML program (see the module docstring)."""
 
     format = "coreml"
-
-    def check_settings(self, settings: ExportSettings) -> None:
-        super().check_settings(settings)
-        if settings.opset is not None:
-            raise ConfigError("--opset applies to ONNX-based formats (onnx, mnn), not coreml")
-        if settings.options.get("layout", "NCHW") != "NCHW":
-            raise ConfigError("CoreML export takes NCHW input only (--layout NHWC is for tflite)")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings

@@ -19,7 +19,7 @@ picks one explicitly. LayerNorm: MNN 3.6.1 runs the LayerNormalization op (opset
 Precisions: ``fp32``; ``fp16`` stores fp16 weights
 (``--fp16``, compute stays fp32 on CPU with precision "high"); ``int8`` full integer by default (the compiled
 quantizer ``_tools.mnnquant`` in-process on a calibration set, :func:`edgedeploy.export.quantize.mnn_full_int8`)
-or weight-only with ``options["int8_mode"] = "weight"`` (converter ``--weightQuantBits 8``: int8 weights,
+or weight-only with ``ExportSettings.int8_mode = "weight"`` (converter ``--weightQuantBits 8``: int8 weights,
 float compute).
 """
 
@@ -115,23 +115,21 @@ class MnnExporter(Exporter):
     ) -> ExportedFile:
         from edgedeploy.export.quantize import int8_mode, mnn_full_int8
 
-        mode = int8_mode(settings.options) if settings.precision == "int8" else None
+        mode = int8_mode(settings) if settings.precision == "int8" else None
         extra_args = {"fp16": ["--fp16"], "int8": ["--weightQuantBits", "8"] if mode == "weight" else []}.get(
             settings.precision, []
         )
         extra: dict[str, Any] = {}
         quant_tool = ""
         with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-") as tmp:
-            onnx_file = export_default(
-                module, example, Path(tmp) / "model.onnx", settings.opset, settings.options.get("output_names")
-            )
+            onnx_file = export_default(module, example, Path(tmp) / "model.onnx", settings.opset, settings.output_names)
             opset = onnx_file.opset  # the one actually used (the default, its fallback, or --opset)
             if mode == "full":
                 from edgedeploy.export.calibration import calibration_set
 
                 fp32 = Path(tmp) / "fp32.mnn"
                 onnx_to_mnn(onnx_file.path, fp32)
-                calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
+                calib = calibration_set(int(example.shape[-1]), settings.calibration)
                 info = mnn_full_int8(fp32, out_path, calib)
                 extra = {"quantization": info, "calibration": info["calibration"]}
                 quant_tool = f" + {info['tool']}"

@@ -21,6 +21,7 @@ from typing import Any
 from edgedeploy import registry
 from edgedeploy.errors import ConfigError, EdgeDeployError, ExportError, MissingExtraError
 from edgedeploy.export.base import get_exporter
+from edgedeploy.options import ExportOptions
 
 
 @dataclass
@@ -55,33 +56,39 @@ def export_each(
     model: Any,
     fmts: Sequence[str],
     out_dir: str | Path,
-    precision: str = "fp32",
-    **kwargs: Any,
+    opts: ExportOptions | None = None,
+    **target: Any,
 ) -> list[FormatResult]:
     """Export ``model`` to each of ``fmts`` (see the module docstring); returns one :class:`FormatResult` each.
 
-    ``kwargs`` go to :func:`~edgedeploy.export.pipeline.export_model` (opset, weights, input_size, lowering,
-    thresholds, parity, options, progress). Errors that concern the whole request (unknown model, unwritable
-    folder, bad weights) propagate; errors of one format are recorded in its row.
+    ``opts``: the request (:class:`~edgedeploy.options.ExportOptions`), the same for every format except that
+    ``opset`` is dropped for formats it does not apply to and a layout a format lacks falls back to NCHW.
+    ``target``: ``input_shape`` / ``name`` for :func:`~edgedeploy.export.pipeline.export_model`. Errors that
+    concern the whole request (unknown model, unwritable folder, bad weights) propagate; errors of one format are
+    recorded in its row.
     """
+    from dataclasses import replace
+
     from edgedeploy.errors import UnknownModelError, WeightsError
     from edgedeploy.export.pipeline import export_model
 
+    opts = opts or ExportOptions()
+    precision = opts.precision
     results: list[FormatResult] = []
     for fmt in fmts:
         exporter = get_exporter(fmt)
         if precision not in exporter.precisions:
             results.append(FormatResult(fmt, precision, "skipped", error=f"{fmt} has no {precision} precision"))
             continue
-        opts = dict(kwargs)
         spec = registry.format_spec(fmt)
-        if not spec.onnx_based:
-            opts["opset"] = None  # --opset concerns the ONNX-based formats only
-        if opts.get("options", {}).get("layout", "NCHW") not in spec.layouts:
-            opts["options"] = {**opts["options"], "layout": "NCHW"}  # e.g. NHWC is a TFLite option
+        request = opts
+        if spec.opsets is None:
+            request = replace(request, opset=None)  # --opset concerns the ONNX-based formats only
+        if request.layout not in spec.layouts:
+            request = replace(request, layout="NCHW")  # e.g. NHWC is a TFLite option
         t0 = time.perf_counter()
         try:
-            outcome = export_model(model, fmt, out_dir, precision=precision, **opts)
+            outcome = export_model(model, fmt, out_dir, request, **target)
         except (UnknownModelError, WeightsError):
             raise
         except MissingExtraError as e:

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy._util import sha256_file
-from edgedeploy.errors import ConfigError, ExportError, MissingExtraError, UnsupportedOpError
+from edgedeploy.errors import ExportError, MissingExtraError, UnsupportedOpError
 from edgedeploy.export.base import ExportedFile, Exporter, ExportSettings, register_exporter
 from edgedeploy.runtimes.ncnn_rt import bin_path, ncnn_op_census, precision_flags, read_param
 
@@ -236,13 +236,6 @@ class NcnnExporter(Exporter):
     """ncnn via pnnx (see the module docstring)."""
 
     format = "ncnn"
-
-    def check_settings(self, settings: ExportSettings) -> None:
-        super().check_settings(settings)
-        if settings.opset is not None:
-            raise ConfigError("--opset applies to ONNX-based formats (onnx, mnn), not ncnn")
-        if settings.options.get("layout", "NCHW") not in self.spec.layouts:
-            raise ConfigError(f"ncnn takes NCHW input only (got --layout {settings.options.get('layout')})")
 
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings

@@ -22,7 +22,7 @@ and ``fold_batchnorm_into_next_conv``. Input ``input`` is ``(1, 3, H, W)`` float
 
 Precisions (:mod:`edgedeploy.export.quantize`, onnxruntime's tools, applied to the fp32 graph): fp16 (weights and
 compute, float32 I/O kept) and int8 — full integer QDQ with a calibration set by default, or weight-only /
-dynamic with ``options["int8_mode"] = "weight"``. Input and output stay float32 in every precision.
+dynamic with ``ExportSettings.int8_mode = "weight"``. Input and output stay float32 in every precision.
 """
 
 from __future__ import annotations
@@ -207,16 +207,16 @@ class OnnxExporter(Exporter):
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
     ) -> ExportedFile:
-        names = settings.options.get("output_names")
+        names = settings.output_names
         if settings.precision == "fp32":
             return export_default(module, example, out_path, settings.opset, names)
         from edgedeploy.export.calibration import calibration_set
         from edgedeploy.export.quantize import int8_mode, quantize_onnx
 
-        mode = int8_mode(settings.options) if settings.precision == "int8" else "full"
+        mode = int8_mode(settings) if settings.precision == "int8" else "full"
         calib = None
         if settings.precision == "int8" and mode == "full":
-            calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
+            calib = calibration_set(int(example.shape[-1]), settings.calibration)
         with tempfile.TemporaryDirectory(prefix="edgedeploy-onnx-") as tmp:
             exported = export_default(module, example, Path(tmp) / "fp32.onnx", settings.opset, names)
             info = quantize_onnx(exported.path, out_path, settings.precision, calib, mode)

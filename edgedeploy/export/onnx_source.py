@@ -140,7 +140,7 @@ def export_onnx_file(src: Path, shape: tuple[int, ...], fmt: str, out_path: Path
             else:
                 from edgedeploy.export.quantize import int8_mode, quantize_onnx
 
-                mode = int8_mode(settings.options) if precision == "int8" else "full"
+                mode = int8_mode(settings) if precision == "int8" else "full"
                 calib = _calibration(shape, settings) if precision == "int8" and mode == "full" else None
                 q = quantize_onnx(prepared, out_path, precision, calib, mode)
                 tool += f" + {q['tool']}"
@@ -152,7 +152,7 @@ def export_onnx_file(src: Path, shape: tuple[int, ...], fmt: str, out_path: Path
             if precision == "int8":
                 from edgedeploy.export.quantize import int8_mode
 
-                if int8_mode(settings.options) == "full":
+                if int8_mode(settings) == "full":
                     raise ConfigError("int8 full-integer MNN from an ONNX file is not supported; use --int8 weight")
             onnx_to_mnn(prepared, out_path, args)
             tool += " -> MNN converter (in-process _tools.mnnconvert" + (f", {' '.join(args)})" if args else ")")
@@ -182,7 +182,7 @@ def _calibration(shape: tuple[int, ...], settings: Any) -> Any:
 
     if shape[1] != 3 or shape[2] != shape[3]:
         raise ConfigError("int8 full-integer calibration needs a square RGB input; use --int8 weight")
-    return calibration_set(int(shape[-1]), settings.options.get("calibration"))
+    return calibration_set(int(shape[-1]), settings.calibration)
 
 
 def reference_runner(src: Path) -> Callable[[np.ndarray], list[np.ndarray]]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from edgedeploy.data import model_input, random_inputs
 from edgedeploy.errors import ArtifactError
 
 Status = Literal["passed", "failed", "not run"]
+
+
+if TYPE_CHECKING:
+    from edgedeploy.options import ExportOptions
 
 
 @dataclass
@@ -272,3 +276,26 @@ def check_parity(
     report.runtime = runtime
     report.reference = reference
     return report
+
+
+def gates_for(opts: ExportOptions) -> Thresholds:
+    """The parity thresholds of an export request: the precision's defaults, then ``opts.thresholds`` (a
+    :class:`Thresholds` or a dict of its fields), then the single overrides ``atol`` / ``min_cosine`` /
+    ``min_top1``. Raises :class:`~edgedeploy.errors.ConfigError` for an unknown precision or a bad thresholds value."""
+    from dataclasses import replace
+
+    from edgedeploy.errors import ConfigError
+
+    if opts.precision not in DEFAULT_THRESHOLDS:
+        raise ConfigError(f"unknown precision {opts.precision!r} (known: {', '.join(DEFAULT_THRESHOLDS)})")
+    t = DEFAULT_THRESHOLDS[opts.precision]
+    if isinstance(opts.thresholds, Thresholds):
+        t = opts.thresholds
+    elif isinstance(opts.thresholds, dict):
+        t = replace(t, **opts.thresholds)
+    elif opts.thresholds is not None:
+        raise ConfigError(f"thresholds must be a Thresholds or a dict (got {type(opts.thresholds).__name__})")
+    for name, value in (("max_abs_error", opts.atol), ("min_cosine", opts.min_cosine), ("min_top1", opts.min_top1)):
+        if value is not None:
+            t = replace(t, **{name: value})
+    return t

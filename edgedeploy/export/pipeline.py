@@ -32,12 +32,20 @@ from edgedeploy._util import path_size, sha256_file
 from edgedeploy._version import __version__
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
-from edgedeploy.export.base import ExportSettings, get_exporter
+from edgedeploy.export.base import ExportSettings, get_exporter, settings_for
 from edgedeploy.export.lowering import lower, lowering_report, verify_lowering
 from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
-from edgedeploy.export.parity import DEFAULT_THRESHOLDS, ParityReport, Thresholds, check_parity, flatten_outputs
+from edgedeploy.export.parity import (
+    DEFAULT_THRESHOLDS,
+    ParityReport,
+    Thresholds,
+    check_parity,
+    flatten_outputs,
+    gates_for,
+)
 from edgedeploy.export.sourcemap import write_sourcemap
 from edgedeploy.limits import check_input_size, check_opset, check_thresholds_object
+from edgedeploy.options import ExportOptions
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source
@@ -235,15 +243,8 @@ def export_model(
     model: str | ModelCard | ModelSource | nn.Module,
     fmt: str,
     out_dir: str | Path = "artifacts",
-    precision: str = "fp32",
-    opset: int | None = None,
-    weights: str | Path | None = None,
-    input_size: int | None = None,
-    thresholds: Thresholds | None = None,
-    lowering: str = "default",
-    parity: bool = True,
-    options: dict | None = None,
-    progress: Callable[[str], None] | None = None,
+    opts: ExportOptions | None = None,
+    *,
     module: nn.Module | None = None,
     input_shape: Sequence[int] | str | None = None,
     example: torch.Tensor | None = None,
@@ -254,7 +255,9 @@ def export_model(
     ``model`` is anything :func:`edgedeploy.spec.resolve_model` takes (zoo name or card, user card, callable spec,
     ``nn.Module``, ``.onnx`` file) or a resolved :class:`~edgedeploy.spec.ModelSource`. ``input_shape`` ``(1, C,
     H, W)`` (or ``example``) is needed for a bare module or a callable without a card. ``module``: the model
-    already built from this source at this size with these weights (not built again).
+    already built from this source at this size with these weights (not built again). ``opts``: the request
+    (:class:`~edgedeploy.options.ExportOptions`: precision, opset, weights, input size, gates, lowering, parity,
+    layout, int8 mode, calibration, progress), passed down as it is.
 
     The artifact is kept even when parity fails (its manifest says ``status: "parity failed"``); the caller
     decides the exit code. The artifact and its manifest are written under a hidden staging folder and renamed
@@ -264,10 +267,14 @@ def export_model(
     found), :class:`OutputError` (full disk, read-only folder), :class:`ExportError` (op and node where known),
     :class:`MissingExtraError`, :class:`WeightsError`.
     """
-    say = progress or (lambda _msg: None)
+    opts = opts or ExportOptions()
+    say = opts.progress or (lambda _msg: None)
+    precision, opset, weights, input_size = opts.precision, opts.opset, opts.weights, opts.input_size
+    lowering, parity = opts.lowering, opts.parity
     exporter = get_exporter(fmt)
-    settings = ExportSettings(precision=precision, opset=opset, options=dict(options or {}))
+    settings = settings_for(opts)
     exporter.check_settings(settings)
+    thresholds = gates_for(opts) if _custom_gates(opts) else None
     if lowering not in ("default", "none"):
         raise ConfigError(f"--lowering must be 'default' or 'none' (got {lowering!r})")
     check_opset(opset)
@@ -304,8 +311,8 @@ def export_model(
             )
     timings["build_and_lower"] = time.perf_counter() - t0
 
-    if not src.is_zoo and "output_names" not in settings.options:
-        settings.options["output_names"] = output_names_of(module, example)
+    if not src.is_zoo and settings.output_names is None:
+        settings.output_names = output_names_of(module, example)
     final = out_dir / source_artifact_name(src, exporter.suffix, precision)
     # written under a hidden staging folder beside the final name, renamed into place only once the artifact
     # and its manifest are complete (publish_staged): an interrupted export leaves nothing under the final name
@@ -372,9 +379,13 @@ def export_model(
     return ExportOutcome(final, manifest_path(final), manifest, report)
 
 
+def _custom_gates(opts: ExportOptions) -> bool:
+    return any(v is not None for v in (opts.thresholds, opts.atol, opts.min_cosine, opts.min_top1))
+
+
 def _check_calibration_shape(shape: tuple[int, ...], settings: ExportSettings) -> None:
     """int8 full-integer calibration images are square RGB crops: other inputs need weight-only int8."""
-    if settings.precision == "int8" and settings.options.get("int8_mode", "full") == "full":
+    if settings.precision == "int8" and settings.int8_mode == "full":
         if shape[1] != 3 or shape[2] != shape[3]:
             shown = ",".join(map(str, shape))
             raise ConfigError(
@@ -512,12 +523,8 @@ def cache_key(src: ModelSource, module: nn.Module | None, fmt: str, precision: s
 def cached_export(
     model: str | ModelSource | nn.Module,
     fmt: str,
-    precision: str = "fp32",
-    opset: int | None = None,
-    weights: str | Path | None = None,
-    input_size: int | None = None,
-    lowering: str = "default",
-    progress: Callable[[str], None] | None = None,
+    opts: ExportOptions | None = None,
+    *,
     input_shape: Sequence[int] | str | None = None,
     name: str | None = None,
 ) -> ExportOutcome:
@@ -526,7 +533,13 @@ def cached_export(
     ``model`` is anything :func:`export_model` takes. The key (:func:`cache_key`) is a sha256 over the module's
     state_dict (names, shapes, bytes) or the ONNX file, the format, precision, opset, input size, lowering mode,
     edgedeploy and torch versions. A cached file whose sha256 no longer matches its manifest is exported again.
+    ``opts``: precision, opset, weights, input size, lowering and progress are used (the default gates and
+    format options always).
     """
+    opts = opts or ExportOptions()
+    precision, opset, weights, input_size, lowering = (
+        opts.precision, opts.opset, opts.weights, opts.input_size, opts.lowering
+    )  # fmt: skip
     src = resolve_model(model, input_shape=input_shape, name=name, input_size=input_size)
     module = None if src.kind == "onnx" else src.build(weights)
     key = cache_key(src, module, fmt, precision, opset, lowering)
@@ -541,10 +554,10 @@ def cached_export(
         if manifest is not None:
             report = ParityReport(**manifest.parity) if manifest.parity else ParityReport.not_run("unknown")
             return ExportOutcome(path, path.with_name(path.name + ".json"), manifest, report)
-    return export_model(
-        src, fmt, folder, precision=precision, opset=opset, weights=weights, lowering=lowering, progress=progress,
-        module=module,
-    )  # fmt: skip
+    request = ExportOptions(
+        precision=precision, opset=opset, weights=weights, lowering=lowering, progress=opts.progress
+    )
+    return export_model(src, fmt, folder, request, module=module)
 
 
 def _mnn_graph_nodes(path: Path) -> list[Any]:

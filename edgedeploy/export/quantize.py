@@ -32,7 +32,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,12 +40,15 @@ from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ConfigError, ExportError, MissingExtraError
 from edgedeploy.export.calibration import CalibrationSet
 
+if TYPE_CHECKING:
+    from edgedeploy.export.base import ExportSettings
+
 INT8_MODES = ("full", "weight")
 
 
-def int8_mode(options: dict[str, Any]) -> str:
-    """``options["int8_mode"]`` ("full" by default); :class:`ConfigError` for anything else."""
-    mode = str(options.get("int8_mode", "full"))
+def int8_mode(settings: ExportSettings) -> str:
+    """``settings.int8_mode`` ("full" by default); :class:`ConfigError` for anything else."""
+    mode = str(settings.int8_mode)
     if mode not in INT8_MODES:
         raise ConfigError(f"int8 mode must be one of {', '.join(INT8_MODES)} (got {mode!r})")
     return mode

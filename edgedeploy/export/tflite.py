@@ -11,8 +11,8 @@ no TensorFlow): depthwise circular convs become DEPTHWISE_CONV_2D, GELU the buil
 
 The output is ``(1, num_classes)`` float32 logits in both layouts. Precisions: fp32; fp16 and int8 are applied
 to the fp32 flatbuffer by :func:`edgedeploy.export.quantize.quantize_tflite` (ai-edge-quantizer): fp16 weights,
-int8 weight-only or full integer with a calibration set (``options["int8_mode"]``, default "full";
-``options["calibration"]`` a folder, else the default set).
+int8 weight-only or full integer with a calibration set (``ExportSettings.int8_mode``, default "full";
+``ExportSettings.calibration`` a folder, else the default set).
 
 A conversion is checked, not trusted: the written file must load and allocate in LiteRT with the expected
 input shape, and no Flex (SELECT_TF_OPS) or custom op may remain — a converter that "succeeds" with an
@@ -117,19 +117,12 @@ class TfliteExporter(Exporter):
 
     format = "tflite"
 
-    def check_settings(self, settings: ExportSettings) -> None:
-        super().check_settings(settings)
-        if settings.opset is not None:
-            raise ConfigError("--opset applies to ONNX-based formats (onnx, mnn), not tflite")
-        if settings.options.get("layout", "NCHW") not in ("NCHW", "NHWC"):
-            raise ConfigError(f"--layout must be NCHW or NHWC (got {settings.options.get('layout')!r})")
-
     def export(
         self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
     ) -> ExportedFile:
         from edgedeploy.export.quantize import int8_mode, quantize_tflite
 
-        layout = settings.options.get("layout", "NCHW")
+        layout = settings.layout
         shape = list(example.shape) if layout == "NCHW" else [int(example.shape[i]) for i in (0, 2, 3, 1)]
         extra: dict[str, Any] = {}
         if settings.precision == "fp32":
@@ -140,11 +133,11 @@ class TfliteExporter(Exporter):
                 fp32 = Path(tmp) / "fp32.tflite"
                 notes = torch_to_tflite(module, example, fp32, layout)
                 calib = None
-                mode = int8_mode(settings.options) if settings.precision == "int8" else None
+                mode = int8_mode(settings) if settings.precision == "int8" else None
                 if mode == "full":
                     from edgedeploy.export.calibration import calibration_set
 
-                    calib = calibration_set(int(example.shape[-1]), settings.options.get("calibration"))
+                    calib = calibration_set(int(example.shape[-1]), settings.calibration)
                 info = quantize_tflite(fp32, out_path, settings.precision, calib, mode or "full", layout)
             extra["quantization"] = info
             if "calibration" in info:

@@ -1,0 +1,91 @@
+"""The typed requests every layer passes down as they are: :class:`ExportOptions` and :class:`BenchOptions`.
+
+The public API (:mod:`edgedeploy.api`) builds them from its keyword arguments (unknown names refused once, there);
+the export pipeline, ``--to all``, the cache and the suite runner take them as they are. Records layer: plain
+data, no imports above :mod:`edgedeploy.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgedeploy.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything :func:`export` takes besides the model and the format (``**options`` of :func:`export`).
+
+    ``thresholds`` is a :class:`~edgedeploy.export.parity.Thresholds` or a dict of its fields; ``atol``,
+    ``min_cosine``, ``min_top1`` override single gates. ``layout`` (NCHW / NHWC, TFLite), ``int8_mode``
+    (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
+    called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
+    keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
+    """
+
+    precision: str = "fp32"
+    parity: bool = True
+    opset: int | None = None
+    weights: str | Path | None = None
+    input_size: int | None = None
+    lowering: str = "default"
+    thresholds: Any = None
+    atol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    layout: str = "NCHW"
+    int8_mode: str | None = None
+    calibration: str | Path | None = None
+    progress: Callable[[str], None] | None = None
+    cache: bool = False
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
+        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
+        return _from_kwargs(cls, "export", kwargs)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything :func:`bench` takes besides the target (see there).
+
+    ``on_sample(i, ms)`` is called after each timed iteration (local runs); ``progress(msg)`` at each step;
+    ``out`` writes the result (a ``.json`` file, or a result-store folder that gets one record per run).
+    ``parity``: also run the parity inputs on the device and compare its outputs with the reference (PyTorch fp32);
+    the result's ``board_parity`` holds the verdict (:mod:`edgedeploy.devices.board_parity`).
+    ``allow_oversubscribe``: accept more ``threads`` than the device's cores (up to 4×, with a warning in the
+    result); see :mod:`edgedeploy.limits` for every bound.
+    """
+
+    device: str = "local"
+    runtime: str | None = None
+    iterations: int = 100
+    warmup: int = 10
+    threads: int | None = None
+    precision: str = "fp32"
+    weights: str | Path | None = None
+    input_shape: Any = None
+    input_size: int | None = None
+    name: str | None = None
+    trust_on_first_use: bool = False
+    allow_oversubscribe: bool = False
+    on_sample: Callable[[int, float], None] | None = None
+    progress: Callable[[str], None] | None = None
+    out: str | Path | None = None
+    parity: bool = False
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
+        """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
+        return _from_kwargs(cls, "bench", kwargs)
+
+
+def _from_kwargs(cls: type, what: str, kwargs: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**kwargs)
