@@ -45,8 +45,6 @@ def export(
     example: torch.Tensor | None = None,
     out: str | Path = "artifacts",
     name: str | None = None,
-    precision: str = "fp32",
-    parity: bool = True,
     **options: Any,
 ) -> ExportOutcome:
     """Export ``model`` to format ``to``, check parity, write the artifact and its manifest into ``out``.
@@ -54,7 +52,8 @@ def export(
     ``model``: ``nn.Module`` / zoo name / user card / ``file.py:callable`` / ``package.module:callable`` /
     ``.onnx`` file. ``input_shape`` ``(1, C, H, W)`` (H ≠ W allowed) or ``example`` (a tensor of that shape) is
     required for a bare module or a callable without a card; it overrides a card's shape. ``name`` names the
-    artifact (default: the card's, the callable's or the file's name). ``options``: see :class:`ExportOptions`.
+    artifact (default: the card's, the callable's or the file's name). ``options``: see :class:`ExportOptions`
+    (``precision="fp32"``, ``parity=True``, ``opset``, ``weights``, gates, ``layout``, ``int8_mode`` …).
 
     Returns an :class:`~edgedeploy.export.pipeline.ExportOutcome`: ``.artifact`` (path), ``.manifest``,
     ``.parity`` (``.passed`` True / False / None when not run). A failed parity does not raise: the artifact is
@@ -62,7 +61,7 @@ def export(
     ``UnknownModelError`` / ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming
     the op and node (4).
     """
-    opts = ExportOptions.from_kwargs(precision=precision, parity=parity, **options)
+    opts = ExportOptions.from_kwargs(**options)
     from edgedeploy.export.parity import gates_for
     from edgedeploy.export.pipeline import cached_export, export_model
     from edgedeploy.limits import check_export_options

@@ -84,7 +84,7 @@ def test_tiny_module_layouts(tmp_path: Path, layout: str) -> None:
     session = get_runtime("litert").load(path, threads=1)
     assert list(session.input_shape) == expect
     to_rt = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))) if layout == "NHWC" else None
-    report = check_parity(m, session.run, (1, 3, 32, 32), DEFAULT_THRESHOLDS["fp32"], to_runtime_input=to_rt)
+    report = check_parity(m, session.run, (1, 3, 32, 32), DEFAULT_THRESHOLDS["fp32"], None, to_rt)
     assert report.passed, report.failures
     census = get_exporter("tflite").op_census(path)
     assert census.get("CONV_2D", 0) >= 1 and census.get("DEPTHWISE_CONV_2D", 0) >= 1

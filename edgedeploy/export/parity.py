@@ -233,6 +233,19 @@ def torch_reference(module: nn.Module, inputs: dict[str, np.ndarray]) -> dict[st
 Reference = nn.Module | Callable[[np.ndarray], Outputs]
 
 
+@dataclass(frozen=True)
+class ParitySetup:
+    """How a parity check feeds and judges: ``mean`` / ``std`` preprocess the photo (``None``: ImageNet's),
+    ``classifier`` gates top-1 (True / by the output's shape: None / never: False; :func:`compare_outputs`),
+    ``output_names`` label the outputs, ``reference`` names what the artifact is compared with."""
+
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    classifier: bool | None = None
+    output_names: Sequence[str] | None = None
+    reference: str = "pytorch fp32"
+
+
 def check_parity(
     module: Reference,
     run: Callable[[np.ndarray], Outputs],
@@ -240,21 +253,20 @@ def check_parity(
     thresholds: Thresholds,
     runtime: str | None = None,
     to_runtime_input: Callable[[np.ndarray], np.ndarray] | None = None,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    classifier: bool | None = None,
-    output_names: Sequence[str] | None = None,
-    reference: str = "pytorch fp32",
+    setup: ParitySetup | None = None,
 ) -> ParityReport:
     """Run the artifact (``run``: NCHW float32 → one output or a list) and the reference; compare.
 
     ``module`` is the PyTorch module, or any callable NCHW float32 → outputs (e.g. onnxruntime on a source ONNX
     file). ``to_runtime_input`` converts an NCHW input for artifacts with another layout (e.g. NHWC TFLite).
-    ``mean`` / ``std`` preprocess the photo; ``classifier`` see :func:`compare_outputs`. Raises
+    ``setup``: preprocessing, top-1 gating, output names (:class:`ParitySetup`). Raises
     :class:`~edgedeploy.errors.ArtifactError` when the artifact cannot run the input or its outputs have another
     shape than the model's (a different model).
     """
+    setup = setup or ParitySetup()
+    mean, std, classifier, output_names, reference = (
+        setup.mean, setup.std, setup.classifier, setup.output_names, setup.reference
+    )  # fmt: skip
     inputs = parity_inputs(input_shape, mean=mean, std=std)
     if isinstance(module, nn.Module):
         ref = torch_reference(module, inputs)

@@ -38,6 +38,7 @@ from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read
 from edgedeploy.export.parity import (
     DEFAULT_THRESHOLDS,
     ParityReport,
+    ParitySetup,
     Thresholds,
     check_parity,
     flatten_outputs,
@@ -184,34 +185,29 @@ def run_parity(
     input_shape: tuple[int, ...],
     thresholds: Thresholds,
     layout: str = "NCHW",
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    classifier: bool | None = True,
-    output_names: Sequence[str] | None = None,
-    reference: str = "pytorch fp32",
-    **load_kw: object,
+    setup: ParitySetup | None = None,
+    load_kw: dict[str, Any] | None = None,
 ) -> ParityReport:
     """Load ``artifact`` in the format's default runtime and compare it with ``module`` (see parity.py).
 
     ``module`` is the PyTorch module or a callable reference (onnxruntime on a source ONNX file). ``layout`` is
     the artifact's input layout; NHWC artifacts get the NCHW parity inputs transposed. Every output is compared.
+    ``setup``: :class:`~edgedeploy.export.parity.ParitySetup` (default: top-1 gated); ``load_kw`` go to the
+    runtime's ``load``.
     """
     runtime_name = default_runtime(fmt)
     try:
         runtime = get_runtime(runtime_name)
         # one thread: parity is about numerics, and a single-threaded run is deterministic (two parity failures
         # with garbage outputs, cosine 0, were seen with 2 MNN threads on a heavily loaded host and never reproduced)
-        session = runtime.load(artifact, threads=PARITY_THREADS, **load_kw)
+        session = runtime.load(artifact, threads=PARITY_THREADS, **(load_kw or {}))
     except RuntimeUnavailableError as e:
         report = ParityReport.not_run(str(e))
         report.runtime = runtime_name
         return report
     to_runtime = (lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1))) if layout == "NHWC" else None
-    return check_parity(
-        module, session.run_outputs, input_shape, thresholds, runtime=runtime_name, to_runtime_input=to_runtime,
-        mean=mean, std=std, classifier=classifier, output_names=output_names, reference=reference,
-    )  # fmt: skip
+    setup = setup or ParitySetup(classifier=True)
+    return check_parity(module, session.run_outputs, input_shape, thresholds, runtime_name, to_runtime, setup)
 
 
 def output_names_of(module: nn.Module, example: torch.Tensor) -> list[str]:
@@ -332,10 +328,9 @@ def export_model(
             say("checking parity against PyTorch fp32")
             t0 = time.perf_counter()
             gates = thresholds or DEFAULT_THRESHOLDS[precision]
-            report = run_parity(
-                module, path, fmt, shape, gates, exported.input_layout, mean=src.mean, std=src.std,
-                classifier=_classifier(src), output_names=exported.output_names, **exported.extra.get("load_kw", {})
-            )  # fmt: skip
+            setup = ParitySetup(src.mean, src.std, _classifier(src), exported.output_names)
+            load_kw = exported.extra.get("load_kw", {})
+            report = run_parity(module, path, fmt, shape, gates, exported.input_layout, setup, load_kw)
             timings["parity"] = time.perf_counter() - t0
         else:
             report = ParityReport.not_run("skipped with --no-parity")
@@ -423,10 +418,10 @@ def _export_onnx_source(
         if parity:
             say(f"checking parity against {reference}")
             t0 = time.perf_counter()
+            setup = ParitySetup(src.mean, src.std, None, exported.output_names, reference)
+            gates = thresholds or DEFAULT_THRESHOLDS[settings.precision]
             report = run_parity(
-                reference_runner(src.onnx_path), path, fmt, shape, thresholds or DEFAULT_THRESHOLDS[settings.precision],
-                exported.input_layout, mean=src.mean, std=src.std, classifier=None, output_names=exported.output_names,
-                reference=reference,
+                reference_runner(src.onnx_path), path, fmt, shape, gates, exported.input_layout, setup
             )  # fmt: skip
             timings["parity"] = time.perf_counter() - t0
         else:
