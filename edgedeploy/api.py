@@ -192,6 +192,7 @@ def bench(
             board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
     else:
         from edgedeploy.devices.remote import bench_on_device
+        from edgedeploy.devices.request import RemoteBench
 
         if resolved.artifact is None:
             raise ConfigError("the torch runtime runs only on the local device")
@@ -203,12 +204,12 @@ def bench(
             say("computing the reference outputs for board-side parity")
             w = None if opts.weights is None else str(opts.weights)
             parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
-        result = bench_on_device(
-            profile, resolved.artifact, runtime=opts.runtime if native else resolved.runtime,
-            iterations=opts.iterations, warmup=opts.warmup, threads=opts.threads, model=resolved.model,
-            fmt=resolved.format, precision=resolved.precision, input_shape=list(resolved.input_shape),
-            allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
+        req = RemoteBench(
+            resolved.artifact, opts.runtime if native else resolved.runtime, resolved.model, resolved.format,
+            resolved.precision, list(resolved.input_shape), iterations=opts.iterations, warmup=opts.warmup,
+            threads=opts.threads, allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
         )  # fmt: skip
+        result = bench_on_device(profile, req)
         if resolved.verified is not None:
             extra = [resolved.unverified_reason()] if resolved.verified is False else []
             result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})

@@ -20,6 +20,7 @@ import pytest
 from edgedeploy.devices.adb import ADBTransport
 from edgedeploy.devices.profile import DeviceProfile
 from edgedeploy.devices.remote import bench_on_device
+from edgedeploy.devices.request import RemoteBench
 from edgedeploy.devices.state import read_device_state
 from edgedeploy.errors import DeviceUnreachableError, RemoteCommandError
 from tests.testbed.models import tiny_convnet_onnx
@@ -160,10 +161,8 @@ def test_bench_over_adb(bed: ADBBed, tmp_path: Path, monkeypatch: pytest.MonkeyP
     prof = _profile(tmp_path)
 
     def body():
-        return bench_on_device(
-            prof, onnx, "onnxruntime", iterations=10, warmup=1, threads=1, model="tiny", fmt="onnx",
-            precision="fp32", input_shape=[1, 3, 32, 32],
-        )  # fmt: skip
+        req = RemoteBench(onnx, "onnxruntime", "tiny", "onnx", "fp32", [1, 3, 32, 32], 10, 1, 1)
+        return bench_on_device(prof, req)
 
     res = bed.ns.call(body)
     assert res.status == "complete" and len(res.samples_ms) == 10
@@ -185,10 +184,10 @@ def test_board_parity_over_adb_and_native_only_profile(bed: ADBBed, tmp_path: Pa
     prof = _profile(tmp_path)
 
     def body():
-        return bench_on_device(
-            prof, art, "onnxruntime", iterations=2, warmup=0, threads=1, model="mobilevit_xxs", fmt="onnx",
-            precision="fp32", input_shape=[1, 3, 256, 256], parity=request,
-        )  # fmt: skip
+        req = RemoteBench(
+            art, "onnxruntime", "mobilevit_xxs", "onnx", "fp32", [1, 3, 256, 256], 2, 0, 1, parity=request
+        )
+        return bench_on_device(prof, req)
 
     res = bed.ns.call(body)
     bp = res.board_parity  # type: ignore[attr-defined]
@@ -198,5 +197,4 @@ def test_board_parity_over_adb_and_native_only_profile(bed: ADBBed, tmp_path: Pa
     # an Android profile without Python (devices/rk3288.yaml): Python runtimes are refused before connecting
     native_only = _profile(tmp_path, python=None, native_tools={"mnn-benchmark": "/data/local/tmp/benchmark.out"})
     with pytest.raises(ConfigError, match=r"has no Python.*native:mnn-benchmark"):
-        bench_on_device(native_only, art, "onnxruntime", iterations=1, warmup=0, threads=1, model="m", fmt="onnx",
-                        precision="fp32", input_shape=[1, 3, 256, 256])  # fmt: skip
+        bench_on_device(native_only, RemoteBench(art, "onnxruntime", "m", "onnx", "fp32", [1, 3, 256, 256], 1, 0, 1))

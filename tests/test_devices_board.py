@@ -23,6 +23,7 @@ import pytest
 from edgedeploy import registry
 from edgedeploy.devices.profile import load_profile
 from edgedeploy.devices.remote import bench_on_device
+from edgedeploy.devices.request import RemoteBench
 from edgedeploy.devices.ssh import SSHTransport
 from tests.conftest import run_cli
 from tests.testbed.board import EmulatedBoard, skip_reason
@@ -118,10 +119,8 @@ def test_bench_ncnn_on_emulated_armv7l(armhf: EmulatedBoard, tmp_path: Path) -> 
     model = tmp_path / "tiny.ncnn.param"
     shutil.copy(NCNN / "tiny.ncnn.param", model)
     shutil.copy(NCNN / "tiny.ncnn.bin", tmp_path / "tiny.ncnn.bin")
-    res = bench_on_device(
-        load_profile(str(prof_path)), model, "ncnn", iterations=5, warmup=1, threads=1, model="tiny",
-        fmt="ncnn", precision="fp32", input_shape=[1, 3, 32, 32], timeout_s=600,
-    )  # fmt: skip
+    req = RemoteBench(model, "ncnn", "tiny", "ncnn", "fp32", [1, 3, 32, 32], 5, 1, 1, timeout_s=600)
+    res = bench_on_device(load_profile(str(prof_path)), req)
     assert res.status == "complete" and len(res.samples_ms) == 5
     assert res.env["arch"] == "armv7l" and res.device_state["before"]["arch"] == "armv7l"
     assert res.runtime == "ncnn" and res.env["runtime_version"]

@@ -13,6 +13,7 @@ from edgedeploy.devices import runner
 from edgedeploy.devices.local import LocalTransport
 from edgedeploy.devices.profile import DeviceProfile
 from edgedeploy.devices.remote import bench_on_device
+from edgedeploy.devices.request import RemoteBench
 from edgedeploy.devices.state import fastest_cores, parse_state, read_device_state, throttling
 from edgedeploy.errors import ConfigError, DeviceBusyError, RemoteCommandError, UnknownRuntimeError
 from tests.testbed.models import tiny_convnet_onnx
@@ -81,8 +82,8 @@ def test_bench_local_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     onnx = tiny_convnet_onnx(tmp_path / "tiny.onnx")
     prof = DeviceProfile(name="here", transport="local", workdir=str(tmp_path / "wd"), python=sys.executable,
                          core_mask="0x1")  # fmt: skip
-    res = bench_on_device(prof, onnx, "onnxruntime", iterations=8, warmup=1, threads=1, model="tiny", fmt="onnx",
-                          precision="fp32", input_shape=[1, 3, 32, 32])  # fmt: skip
+    req = RemoteBench(onnx, "onnxruntime", "tiny", "onnx", "fp32", [1, 3, 32, 32], iterations=8, warmup=1, threads=1)
+    res = bench_on_device(prof, req)
     assert res.status == "complete" and len(res.samples_ms) == 8
     assert res.env["pinned"] and res.env["cpus_allowed"] == [0]  # taskset 0x1 took effect
     # the device-side output on the deterministic input matches onnxruntime in this process
@@ -93,12 +94,14 @@ def test_bench_local_transport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     ref = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert res.output_summary["sum"] == pytest.approx(float(ref.sum()), abs=1e-4)  # type: ignore[attr-defined]
     with pytest.raises(UnknownRuntimeError):
-        bench_on_device(prof, onnx, "tensorrt", 1, 0, 1, "tiny", "onnx", "fp32", [1, 3, 32, 32])
+        bench_on_device(prof, RemoteBench(onnx, "tensorrt", "tiny", "onnx", "fp32", [1, 3, 32, 32], 1, 0, 1))
     with pytest.raises(ConfigError):
-        bench_on_device(prof, tmp_path / "missing.onnx", "onnxruntime", 1, 0, 1, "tiny", "onnx", "fp32", [1])
+        bench_on_device(
+            prof, RemoteBench(tmp_path / "missing.onnx", "onnxruntime", "tiny", "onnx", "fp32", [1], 1, 0, 1)
+        )
     with pytest.raises(RemoteCommandError, match="mnn"):
-        bench_on_device(prof, onnx, "mnn", 1, 0, 1, "tiny", "onnx", "fp32", [1, 3, 32, 32])
+        bench_on_device(prof, RemoteBench(onnx, "mnn", "tiny", "onnx", "fp32", [1, 3, 32, 32], 1, 0, 1))
     from edgedeploy.devices.lock import LocalDeviceLock
 
     with LocalDeviceLock(prof), pytest.raises(DeviceBusyError):
-        bench_on_device(prof, onnx, "onnxruntime", 1, 0, 1, "tiny", "onnx", "fp32", [1, 3, 32, 32])
+        bench_on_device(prof, RemoteBench(onnx, "onnxruntime", "tiny", "onnx", "fp32", [1, 3, 32, 32], 1, 0, 1))

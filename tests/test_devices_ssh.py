@@ -14,6 +14,7 @@ import pytest
 from edgedeploy.devices.lock import LocalDeviceLock
 from edgedeploy.devices.profile import load_profile
 from edgedeploy.devices.remote import bench_on_device
+from edgedeploy.devices.request import RemoteBench
 from edgedeploy.devices.ssh import SSHTransport
 from edgedeploy.devices.state import read_device_state
 from edgedeploy.errors import DeviceAuthError, DeviceBusyError, DeviceUnreachableError, RemoteCommandError
@@ -44,10 +45,8 @@ def _private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _bench(profile_path: Path, artifact: Path, iterations: int = 20, **kw: object):
-    return bench_on_device(
-        load_profile(str(profile_path)), artifact, "onnxruntime", iterations=iterations, warmup=2, threads=1,
-        model="tiny", fmt="onnx", precision="fp32", input_shape=[1, 3, 32, 32], **kw,
-    )  # fmt: skip
+    req = RemoteBench(artifact, "onnxruntime", "tiny", "onnx", "fp32", [1, 3, 32, 32], iterations, 2, 1, **kw)
+    return bench_on_device(load_profile(str(profile_path)), req)
 
 
 def test_exec_exit_codes_stderr_and_sftp(server: SSHServer, tmp_path: Path) -> None:

@@ -59,16 +59,18 @@ def parity_on_device(
     """
     from edgedeploy import registry
     from edgedeploy.devices.remote import bench_on_device
+    from edgedeploy.devices.request import RemoteBench
 
     path = Path(artifact)
     fmt = registry.format_of(path)
     rt = runtime or registry.default_runtime(fmt)
     request = prepare(path, model, weights, thresholds)
     shape = list(next(iter(request.inputs.values())).shape)
-    return bench_on_device(
-        profile, path, rt, iterations=1, warmup=0, threads=threads, model=request.model, fmt=fmt,
-        precision=request.precision, input_shape=shape, parity=request, **options,
+    req = RemoteBench(
+        path, rt, request.model, fmt, request.precision, shape, iterations=1, warmup=0, threads=threads,
+        parity=request, **options,
     )  # fmt: skip
+    return bench_on_device(profile, req)
 
 
 def summary_line(bp: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from edgedeploy.errors import ConfigError, RemoteCommandError
 
 if TYPE_CHECKING:
     from edgedeploy.devices.profile import DeviceProfile
+    from edgedeploy.devices.request import RemoteBench
     from edgedeploy.devices.transport import Transport
 
 #: the edgedeploy runtime whose artifact format each native tool runs (what ``bench --runtime native:TOOL`` exports);
@@ -206,18 +207,18 @@ def run_native(
     profile: DeviceProfile,
     tool: str,
     artifact: str,
-    iterations: int,
-    warmup: int,
+    req: RemoteBench,
     threads: int,
-    precision: str,
     prefix: list[str],
-    input_shape: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run a native tool on the device and parse its output (``input_shape``: NCHW, for benchncnn's ``shape=``).
+    """Run a native tool on the device and parse its output. ``artifact``: the device path; ``req``: iterations,
+    warm-up, precision and the NCHW input shape (benchncnn's ``shape=``); ``threads`` and the ``taskset``
+    ``prefix`` as decided on the device.
 
     Returns the parsed statistics plus ``samples_ms`` (empty), ``warnings`` and ``stdout`` (the tool's output).
     Raises :class:`RemoteCommandError` when the tool fails or prints nothing parseable.
     """
+    iterations, warmup, precision, input_shape = req.iterations, req.warmup, req.precision, req.input_shape
     argv = [
         *prefix,
         *native_command(

@@ -23,6 +23,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from edgedeploy.devices.connect import connect
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import NATIVE_TOOLS, PYTHON_RUNTIMES, RUNNER_TOOLS, DeviceProfile
 from edgedeploy.devices.push import artifact_digest, push_cached
+from edgedeploy.devices.request import RemoteBench
 from edgedeploy.devices.state import fastest_cores, read_device_state, throttling
 from edgedeploy.devices.transport import Transport
 from edgedeploy.errors import (
@@ -139,43 +141,25 @@ def probe_device(transport: Transport, profile: DeviceProfile) -> dict[str, Any]
     return res
 
 
-def bench_on_device(
-    profile: DeviceProfile,
-    artifact: Path,
-    runtime: str,
-    iterations: int,
-    warmup: int,
-    threads: int | None,
-    model: str,
-    fmt: str,
-    precision: str,
-    input_shape: list[int],
-    **options: Any,
-) -> BenchResult:
-    """Benchmark ``artifact`` on the device described by ``profile`` and return one :class:`BenchResult`.
+def bench_on_device(profile: DeviceProfile, req: RemoteBench) -> BenchResult:
+    """Benchmark ``req.artifact`` on the device described by ``profile`` and return one :class:`BenchResult`.
 
-    ``runtime`` is a Python runtime the runner imports (``onnxruntime``, ``mnn``, ``tflite``/``litert``, ``ncnn``)
-    or a native tool from ``profile.native_tools`` (``mnn-benchmark``, ``tflite-benchmark_model``,
-    ``onnxruntime_perf_test``; also accepted as ``native:<tool>``). Latencies in ms; ``iterations`` timed runs
-    after ``warmup`` warm-up runs at ``threads`` threads (``None``: one per pinned core, else one per online
-    core); ``input_shape`` NCHW (the model's own static shape wins where the runtime knows it).
-    Options: ``core_mask`` (hex string, overrides the profile), ``pin`` (bool, default True), ``state_every``
-    (iterations between frequency readings, default 10), ``timeout_s`` (per run, default 3600), ``git_commit``,
-    ``parity`` (a :class:`~edgedeploy.devices.parity_io.ParityRequest`: the runner also runs the reference inputs
-    and the result carries ``board_parity``, the verdict of the board's outputs against PyTorch fp32).
+    ``req``: the :class:`~edgedeploy.devices.request.RemoteBench` request (runtime or native tool from
+    ``profile.native_tools``, iterations, warm-up, threads, core mask, parity …; latencies in ms).
 
     Raises :class:`ConfigError` (bad numbers, missing artifact), :class:`UnknownRuntimeError`,
     :class:`DeviceBusyError`, :class:`DeviceUnreachableError`, :class:`DeviceAuthError`,
     :class:`RemoteCommandError` (with the device's stderr), and :class:`ConnectionDroppedError` only when the
     connection was lost before any sample was measured and every retry failed.
     """
-    artifact = Path(artifact)
+    artifact = Path(req.artifact)
+    runtime, iterations, warmup, threads = req.runtime, req.iterations, req.warmup, req.threads
     if not artifact.is_file():
         raise ConfigError(f"artifact {artifact}: no such file")
     from edgedeploy.limits import check_run_options, profile_cores
 
     warnings: list[str] = check_run_options(
-        iterations, warmup, threads, profile_cores(profile), bool(options.get("allow_oversubscribe", False))
+        iterations, warmup, threads, profile_cores(profile), req.allow_oversubscribe
     )
     native_tool = runtime[7:] if runtime.startswith("native:") else runtime if runtime in NATIVE_TOOLS else None
     if native_tool is not None:
@@ -204,34 +188,44 @@ def bench_on_device(
     try:
         transport = connect(profile)
         try:
-            return _bench(
-                transport, profile, files, py_runtime, native_tool, iterations, warmup, threads, model, fmt,
-                precision, input_shape, warnings, retry_log, options,
-            )  # fmt: skip
+            return _bench(transport, profile, files, req, (py_runtime, native_tool), warnings, retry_log)
         finally:
             transport.close()
     finally:
         local_lock.release()
 
 
+@dataclass
+class _RunnerJob:
+    """What one runner process needs besides the request: the command, the pushed artifact, the runner's runtime
+    name, the thread count and ``taskset`` prefix decided on the device, the work folder and the parity folders."""
+
+    runner_cmd: list[str]
+    remote_artifact: str
+    runtime: str
+    threads: int
+    prefix: list[str]
+    workdir: str
+    parity_dirs: tuple[str, str] | None = None
+
+
 def _bench(
     transport: Transport,
     profile: DeviceProfile,
     files: list[Path],
-    py_runtime: str | None,
-    native_tool: str | None,
-    iterations: int,
-    warmup: int,
-    threads: int | None,
-    model: str,
-    fmt: str,
-    precision: str,
-    input_shape: list[int],
+    req: RemoteBench,
+    runtimes: tuple[str | None, str | None],
     warnings: list[str],
     retry_log: list[str],
-    options: dict[str, Any],
 ) -> BenchResult:
+    """``runtimes``: (the runner's Python runtime, the native tool), one of them set."""
     from edgedeploy.limits import check_threads, profile_cores
+
+    py_runtime, native_tool = runtimes
+    iterations, warmup, threads, precision, input_shape = (
+        req.iterations, req.warmup, req.threads, req.precision, req.input_shape
+    )  # fmt: skip
+    parity_dirs: tuple[str, str] | None = None
 
     workdir = transport.expand_path(profile.workdir or ".")
     transport.makedirs(workdir)
@@ -249,20 +243,20 @@ def _bench(
             runner_cmd, runner_rt = [profile.python or "python3", push_runner(transport, workdir)], py_runtime
         else:
             runner_cmd, runner_rt = [], ""
-        parity_req = options.get("parity")
+        parity_req = req.parity
         if parity_req is not None and runner_cmd:
             from edgedeploy.devices.parity_io import push_inputs
 
-            options["_parity_dirs"] = (
+            parity_dirs = (
                 push_inputs(transport, parity_req, workdir),
                 f"{workdir}/runs/{uuid.uuid4().hex}",
             )
         before = _cool_down(transport, profile, warnings)
-        mask = options.get("core_mask") or profile.pin_mask
+        mask = req.core_mask or profile.pin_mask
         if mask is None:
             cores = fastest_cores(before)
             mask = hex(sum(1 << c for c in cores)) if cores else None
-        pin = bool(options.get("pin", True)) and mask is not None
+        pin = bool(req.pin) and mask is not None
         if pin and not _has(transport, "taskset"):
             warnings.append("taskset not found on the device: the run is not pinned to a core mask")
             pin = False
@@ -272,7 +266,7 @@ def _bench(
         if threads is None:
             threads = len(pin_cores) if pin and pin_cores else int(before.get("nproc") or 1)
         elif profile_cores(profile) is None and before.get("nproc"):  # the profile did not say; the device does
-            warnings += check_threads(threads, int(before["nproc"]), bool(options.get("allow_oversubscribe")))
+            warnings += check_threads(threads, int(before["nproc"]), req.allow_oversubscribe)
         if pin and threads > len(pin_cores):
             warnings.append(f"{threads} threads on {len(pin_cores)} pinned cores (mask {mask}): oversubscribed")
         prefix = ["taskset", mask] if pin and mask else []
@@ -281,17 +275,12 @@ def _bench(
             if not runner_cmd:
                 from edgedeploy.devices.native import run_native
 
-                run = run_native(
-                    transport, profile, native_tool or "", remote_files[0], iterations, warmup, threads, precision,
-                    prefix, input_shape,
-                )  # fmt: skip
+                run = run_native(transport, profile, native_tool or "", remote_files[0], req, threads, prefix)
                 samples, res, status = run["samples_ms"], run, "complete"
                 warnings.extend(run.get("warnings", []))
             else:
-                samples, res, status = _run_with_retries(
-                    transport, profile, runner_cmd, remote_files[0], runner_rt, iterations, warmup,
-                    threads, precision, input_shape, prefix, workdir, options, warnings, retry_log,
-                )  # fmt: skip
+                job = _RunnerJob(runner_cmd, remote_files[0], runner_rt, threads, prefix, workdir, parity_dirs)
+                samples, res, status = _run_with_retries(transport, profile, req, job, warnings, retry_log)
         finished_at = utc_now_iso()
         try:
             after = read_device_state(transport)
@@ -345,7 +334,8 @@ def _bench(
             f"same thing on repeated runs (output sum {res['output']['sum']:.6g} then {res['output_last']['sum']:.6g})"
         )
     if parity_req is not None:
-        extra["board_parity"] = _board_parity(transport, parity_req, res, runner_rt, native_tool, arch, options)
+        label = (runner_rt, native_tool, arch)
+        extra["board_parity"] = _board_parity(transport, parity_req, res, label, parity_dirs)
     if native_tool is not None and not runner_cmd:
         extra["native"] = {k: v for k, v in res.items() if k not in ("samples_ms", "warnings")}
         # no raw samples from these tools: carry the statistics they printed (see edgedeploy.devices.native)
@@ -353,8 +343,8 @@ def _bench(
             if res.get(k) is not None:
                 extra[k] = res[k]
     return BenchResult(
-        model=model,
-        format=fmt,
+        model=req.model,
+        format=req.fmt,
         precision=precision,
         runtime=py_runtime or native_tool or "",
         device=profile.name,
@@ -371,7 +361,7 @@ def _bench(
         warnings=warnings,
         device_state=state,
         env=env,
-        git_commit=options.get("git_commit"),
+        git_commit=req.git_commit,
         started_at=started_at,
         finished_at=finished_at,
         **extra,
@@ -382,16 +372,15 @@ def _board_parity(
     transport: Transport,
     request: Any,
     res: dict[str, Any] | None,
-    py_runtime: str | None,
-    native_tool: str | None,
-    arch: str | None,
-    options: dict[str, Any],
+    label: tuple[str | None, str | None, str | None],
+    dirs: tuple[str, str] | None,
 ) -> dict[str, Any]:
-    """Pull the board's parity outputs and compare them with the reference (see board_parity)."""
+    """Pull the board's parity outputs and compare them with the reference (see board_parity); ``label``: the
+    runner's runtime, the native tool and the device's architecture; ``dirs``: the inputs and outputs folders."""
     from edgedeploy.devices.parity_io import collect
     from edgedeploy.export.parity import ParityReport
 
-    dirs = options.get("_parity_dirs")
+    py_runtime, native_tool, arch = label
     if dirs is None:
         report = ParityReport.not_run(
             f"native tool {native_tool} prints no outputs; board-side parity needs the runner"
@@ -406,26 +395,20 @@ def _board_parity(
 def _run_with_retries(
     transport: Transport,
     profile: DeviceProfile,
-    runner_cmd: list[str],
-    remote_artifact: str,
-    runtime: str,
-    iterations: int,
-    warmup: int,
-    threads: int,
-    precision: str,
-    input_shape: list[int],
-    prefix: list[str],
-    workdir: str,
-    options: dict[str, Any],
+    req: RemoteBench,
+    job: _RunnerJob,
     warnings: list[str],
     retry_log: list[str],
 ) -> tuple[list[float], dict[str, Any] | None, str]:
-    """Run the runner until ``iterations`` samples exist or the retries are spent; returns samples, the last
+    """Run the runner until ``req.iterations`` samples exist or the retries are spent; returns samples, the last
     runner result (or ``None``) and the status."""
+    iterations, warmup, precision, input_shape = req.iterations, req.warmup, req.precision, req.input_shape
+    runner_cmd, remote_artifact, runtime, threads = job.runner_cmd, job.remote_artifact, job.runtime, job.threads
+    prefix, workdir = job.prefix, job.workdir
     kept: list[float] = []
     last: dict[str, Any] | None = None
     status = "complete"
-    timeout = float(options.get("timeout_s", 3600))
+    timeout = float(req.timeout_s)
     attempt = 0
     transport.makedirs(f"{workdir}/runs")
     while len(kept) < iterations:
@@ -435,10 +418,10 @@ def _run_with_retries(
             *prefix, *runner_cmd, "--artifact", remote_artifact, "--runtime", runtime,
             "--iterations", str(remaining), "--warmup", str(warmup), "--threads", str(threads),
             "--precision", precision, "--input-shape", ",".join(str(d) for d in input_shape),
-            "--progress", progress, "--state-every", str(int(options.get("state_every", 10))),
+            "--progress", progress, "--state-every", str(int(req.state_every)),
         ]  # fmt: skip
-        if options.get("_parity_dirs") and last is None:  # board-side parity: in the first complete runner process
-            argv += ["--parity-inputs", options["_parity_dirs"][0], "--parity-outputs", options["_parity_dirs"][1]]
+        if job.parity_dirs and last is None:  # board-side parity: in the first complete runner process
+            argv += ["--parity-inputs", job.parity_dirs[0], "--parity-outputs", job.parity_dirs[1]]
         try:
             r = transport.run(argv, timeout=timeout, check=False)
         except ConnectionDroppedError as e:
