@@ -170,7 +170,7 @@ def test_onnxruntime_and_mnn_profilers_time_every_op_on_a_real_run(tmp_path: Pat
     from edgedeploy.export.onnx import torch_to_onnx
     from edgedeploy.opprof.mnn import MnnProfiler
     from edgedeploy.opprof.ort import OrtProfiler
-    from edgedeploy.opprof.record import build_profile
+    from edgedeploy.opprof.record import ProfileRun, build_profile
 
     model, x = _toy()
     tables = torch_to_onnx(model, x, tmp_path / "toy.onnx").extra["sourcemap_tables"]
@@ -191,8 +191,7 @@ def test_onnxruntime_and_mnn_profilers_time_every_op_on_a_real_run(tmp_path: Pat
             placed = sm.resolve(r.graph) if r.graph else {}  # type: ignore[attr-defined]
             return {n: placed.get(n) or sm.lookup(n) for n in r.order}  # type: ignore[attr-defined]
 
-        p = build_profile(raw, resolve, model="toy", artifact=None, fmt=fmt, threads=1, iterations=6, warmup=2,
-                          bench_median_ms=None, macs=None, sourcemap="export")  # fmt: skip
+        p = build_profile(raw, resolve, ProfileRun("toy", None, fmt, threads=1, iterations=6, warmup=2))
         assert p.total_ms > 0 and abs(sum(o.ms for o in p.ops) - p.total_ms) < 1e-9
         assert p.attributed_share > 0.9, [(o.name, o.module) for o in p.ops]
         assert {s.module for s in p.stages} <= {"stem", "stages", "head"}
@@ -313,7 +312,7 @@ def _chromium() -> str | None:
 def test_profile_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     from edgedeploy.export.onnx import torch_to_onnx
     from edgedeploy.opprof.ort import OrtProfiler
-    from edgedeploy.opprof.record import build_profile
+    from edgedeploy.opprof.record import ProfileRun, build_profile
     from edgedeploy.opprof.render import render_html
 
     model, x = _toy()
@@ -322,9 +321,8 @@ def test_profile_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     sm = SourceMap.load(tmp_path / "toy.onnx.sourcemap.json")
     prof = OrtProfiler(tmp_path / "toy.onnx", x.numpy(), 1)
     prof.run(4)
-    p = build_profile(prof.result(), lambda r: {n: sm.lookup(n) for n in r.order}, model="toy", artifact=None,
-                      fmt="onnx", threads=1, iterations=4, warmup=0, bench_median_ms=1.0, macs=None,
-                      sourcemap="export")  # fmt: skip
+    run = ProfileRun("toy", None, "onnx", threads=1, iterations=4, warmup=0, bench_median_ms=1.0)
+    p = build_profile(prof.result(), lambda r: {n: sm.lookup(n) for n in r.order}, run)
     page = tmp_path / "profile.html"
     page.write_text(render_html([p, p]))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

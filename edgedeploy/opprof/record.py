@@ -176,22 +176,30 @@ def self_macs(inclusive: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def build_profile(
-    raw: RawProfile,
-    resolve: Callable[[RawProfile], dict[str, str | None]],
-    *,
-    model: str,
-    artifact: str | None,
-    fmt: str,
-    threads: int,
-    iterations: int,
-    warmup: int,
-    bench_median_ms: float | None,
-    macs: Mapping[str, int] | None,
-    sourcemap: str,
-) -> Profile:
+@dataclass(frozen=True)
+class ProfileRun:
+    """What was profiled and how: the model, its artifact (``None``: the eager torch module) and format, threads,
+    profiled iterations and warm-up runs, the bench median measured alongside (ms), MACs per module path, and
+    where the source map came from (``export`` / ``derived``)."""
+
+    model: str
+    artifact: str | None
+    fmt: str
+    threads: int
+    iterations: int
+    warmup: int
+    bench_median_ms: float | None = None
+    macs: Mapping[str, int] | None = None
+    sourcemap: str = "export"
+
+
+def build_profile(raw: RawProfile, resolve: Callable[[RawProfile], dict[str, str | None]], run: ProfileRun) -> Profile:
     """Average ``raw`` over its runs nearest the median (:func:`central_runs`), place ops on modules with ``resolve``,
-    roll up."""
+    roll up (``run``: what was profiled, :class:`ProfileRun`)."""
+    model, artifact, fmt, threads, iterations, warmup = (
+        run.model, run.artifact, run.fmt, run.threads, run.iterations, run.warmup
+    )  # fmt: skip
+    bench_median_ms, macs, sourcemap = run.bench_median_ms, run.macs, run.sourcemap
     where = raw.modules if raw.modules is not None else resolve(raw)
     keep = central_runs(raw)
     ops = [

@@ -22,7 +22,7 @@ import numpy as np
 from edgedeploy.data import model_input
 from edgedeploy.errors import ConfigError, RuntimeUnavailableError
 from edgedeploy.export.sourcemap import SourceMap, derived_sourcemap, sourcemap_path
-from edgedeploy.opprof.record import Profile, RawProfile, build_profile
+from edgedeploy.opprof.record import Profile, ProfileRun, RawProfile, build_profile
 
 #: bench and profiler runs alternate in blocks of this many runs
 BLOCK = 5
@@ -211,11 +211,11 @@ def _finish(job: _Job, threads: int, iterations: int, warmup: int, macs: dict[st
         return {n: sm.lookup(n) for n in r.order}
 
     resolved = job.resolved
-    prof = build_profile(
-        raw, resolve, model=resolved.model, artifact=str(resolved.artifact) if resolved.artifact else None,
-        fmt=resolved.format, threads=threads, iterations=iterations, warmup=warmup,
-        bench_median_ms=float(np.median(job.bench_ms)), macs=macs, sourcemap=job.sourcemap_origin,
+    run = ProfileRun(
+        resolved.model, str(resolved.artifact) if resolved.artifact else None, resolved.format, threads, iterations,
+        warmup, float(np.median(job.bench_ms)), macs, job.sourcemap_origin,
     )  # fmt: skip
+    prof = build_profile(raw, resolve, run)
     if job.sourcemap_origin == "derived":
         prof.notes.append("no source map beside the artifact: ops placed by their scope names alone (export again)")
     return prof
