@@ -123,7 +123,9 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
 @click.option("--to", "formats", required=True, help="Target format (see `edgedeploy formats`), or all.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="artifacts", show_default=True)
 @click.option("--precision", type=click.Choice(registry.precision_choices()), default="fp32", show_default=True)
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 17; 18+ uses the torch.export exporter).")
+@click.option("--opset", type=int, default=None,
+              help=f"ONNX opset (default {registry.DEFAULT_OPSET}; 18+ uses the torch.export exporter, "
+              f"{registry.FALLBACK_OPSET} and below the TorchScript one).")  # fmt: skip
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Local state_dict to load.")
 @click.option("--input-size", type=int, default=None, help="Square input side (default: the card's).")
 @click.option("--input-shape", default=None, help="Input shape N,C,H,W, e.g. 1,3,96,160 (non-square allowed).")

@@ -114,12 +114,6 @@ class UnsupportedOpError(ExportError):
     """A target runtime or converter does not support an operator."""
 
 
-class ParityError(EdgeDeployError):
-    """An artifact's outputs disagree with PyTorch beyond the thresholds; the artifact is kept, marked failed."""
-
-    exit_code = 1
-
-
 class DeviceError(EdgeDeployError):
     """Base class of device and transport failures."""
 
@@ -151,12 +145,6 @@ class RemoteCommandError(DeviceError):
 
 class DeviceBusyError(DeviceError):
     """Another bench holds the device's lock."""
-
-
-class RegressionError(EdgeDeployError):
-    """A latency regression was found (used by ``compare`` to exit 1)."""
-
-    exit_code = 1
 
 
 class RuntimeUnavailableError(EdgeDeployError):

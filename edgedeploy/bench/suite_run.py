@@ -44,7 +44,6 @@ from edgedeploy.errors import (
     DeviceAuthError,
     DeviceUnreachableError,
     EdgeDeployError,
-    ParityError,
 )
 from edgedeploy.results.result import BenchResult
 from edgedeploy.results.store import RunWriter
@@ -335,8 +334,6 @@ def _export_all(
             if art.parity_status == "failed":
                 status, reason = "parity failed", "the exported artifact failed its parity check against PyTorch"
             out[key] = art
-        except ParityError as e:
-            status, reason = "parity failed", str(e)
         except EdgeDeployError as e:
             status, reason = "export failed", str(e)
         except Exception as e:  # noqa: BLE001 - an exporter may fail in any way; the other cases must still run
