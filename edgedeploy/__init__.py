@@ -3,6 +3,12 @@
 Public API: :func:`export`, :func:`bench`, :func:`compare` (:mod:`edgedeploy.api`); see README.md for the command
 line. Library modules: :mod:`edgedeploy.spec`, :mod:`edgedeploy.zoo`, the ``export`` / ``bench`` subpackages
 (``edgedeploy.export.pipeline`` …) and :mod:`edgedeploy.results`.
+
+The package's layers, bottom up (README "Layout"; ``tests/test_structure.py`` enforces them): base (errors,
+registry, _util, _version, signals), records, models (``nn``, zoo, cards, spec), engines (``export``,
+``runtimes``), measurement (``bench``, ``devices``, ``opprof``), decisions (``results`` rules, suites), the API,
+then the command layer (``cli``, ``commands``, each package's ``cli``). This module is the API's facade: library
+modules import submodules directly, never ``edgedeploy`` itself.
 """
 
 import os as _os

@@ -14,7 +14,9 @@ Public layers for your own networks (every one has a registered export rewrite, 
   no Split, unrolled kernels, BatchNorms folded);
 * :func:`circular_pad`, :func:`roll_by_slices` — circular padding and ``torch.roll`` as Slice + Concat.
 
-Nothing in :mod:`edgedeploy.nn` imports :mod:`edgedeploy.export` (the rewrite table is :mod:`edgedeploy.nn.rewrites`).
+Layer 3 (models): imports only the base layer (errors, registry) and its own modules; nothing in
+:mod:`edgedeploy.nn` imports :mod:`edgedeploy.export` (the rewrite table is :mod:`edgedeploy.nn.rewrites`).
+Imported by ``zoo``, ``export`` (the lowering), the API and user code.
 """
 
 from edgedeploy.nn.circular import circular_pad, roll_by_slices
