@@ -32,6 +32,12 @@ def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None)
     )
 
 
+@pytest.fixture
+def private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device locks in a folder of this test's own (``EDGEDEPLOY_LOCK_DIR``), not the user's."""
+    monkeypatch.setenv("EDGEDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
+
+
 @pytest.fixture(scope="session")
 def spine_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for artifacts exported once per test session."""

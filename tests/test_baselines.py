@@ -8,8 +8,6 @@ the state_dict key → shape listing, and the official module's logits for :func
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +18,10 @@ from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError
 from edgedeploy.nn.baselines import LayerNorm, build_baseline, make_divisible
 from edgedeploy.zoo import build_model, count_macs, count_params
-from tests.weights import fill_state_dict
+from tests.weights import fill_state_dict, official_fixture
 
 torch.set_num_threads(1)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 
 OFFICIAL_PARAMS = {
     "resnet50": 25_557_032,  # torchvision resnet50 (documented 25,557,032)
@@ -32,10 +29,6 @@ OFFICIAL_PARAMS = {
     "convnext_xt": 7_438_360,  # facebookresearch/ConvNeXt ConvNeXt(depths=[3, 3, 9, 3], dims=[48, 96, 192, 384])
 }
 NAMES = sorted(OFFICIAL_PARAMS)
-
-
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"baseline_{name}.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +39,7 @@ def models() -> dict[str, nn.Module]:
 @pytest.mark.parametrize("name", NAMES)
 def test_param_count_equals_official(models: dict[str, nn.Module], name: str) -> None:
     assert count_params(models[name]) == OFFICIAL_PARAMS[name]
-    assert fixture(name)["params"] == OFFICIAL_PARAMS[name]
+    assert official_fixture(f"baseline_{name}")["params"] == OFFICIAL_PARAMS[name]
     card = get_card(name)
     assert card.family == "baseline"
     assert card.official is not None and card.official.params == OFFICIAL_PARAMS[name]
@@ -55,12 +48,12 @@ def test_param_count_equals_official(models: dict[str, nn.Module], name: str) ->
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_matches_official_listing(models: dict[str, nn.Module], name: str) -> None:
     ours = [(k, list(v.shape)) for k, v in models[name].state_dict().items()]
-    assert ours == [(k, shape) for k, shape in fixture(name)["state_dict"]]
+    assert ours == [(k, shape) for k, shape in official_fixture(f"baseline_{name}")["state_dict"]]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_logits_equal_official_module_with_same_weights(name: str) -> None:
-    fx = fixture(name)
+    fx = official_fixture(f"baseline_{name}")
     model = build_model(name)
     model.load_state_dict(fill_state_dict(fx["state_dict"], seed=0), strict=True)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))

@@ -36,7 +36,7 @@ MODEL = os.environ.get("EDGEDEPLOY_BOARD_MODEL", "mobilevit_xxs")
 ARMHF_SKIP = skip_reason("armhf", ("ncnn", "tflite_runtime"))
 ARM64_SKIP = skip_reason("arm64", ("onnxruntime", "mnn", "ai_edge_litert"))
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.usefixtures("private_locks")]
 needs_armhf = pytest.mark.skipif(ARMHF_SKIP is not None, reason=ARMHF_SKIP or "")
 needs_arm64 = pytest.mark.skipif(ARM64_SKIP is not None, reason=ARM64_SKIP or "")
 
@@ -62,11 +62,6 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedBoard]:
     b = EmulatedBoard("arm64", tmp_path_factory.mktemp("arm64")).start()
     yield b
     b.stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGEDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
 
 
 def _cli_bench(profile: Path, model: str, runtime: str, iterations: int = 2) -> dict:

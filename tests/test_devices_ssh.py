@@ -21,7 +21,11 @@ from edgedeploy.errors import DeviceAuthError, DeviceBusyError, DeviceUnreachabl
 from tests.testbed.models import tiny_convnet_onnx
 from tests.testbed.sshd import SSHServer, free_port, skip_reason
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
+    pytest.mark.usefixtures("private_locks"),
+]
 
 # a workdir with spaces and shell metacharacters: every remote argument must be quoted
 NASTY = "/tmp/edgedeploy test $(touch /tmp/PWNED-edgedeploy) ; 'q' `x` &"
@@ -37,11 +41,6 @@ def server(tmp_path: Path) -> Iterator[SSHServer]:
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_convnet_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(autouse=True)
-def _private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGEDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
 
 
 def _bench(profile_path: Path, artifact: Path, iterations: int = 20, **kw: object):

@@ -8,7 +8,6 @@ after :func:`edgedeploy.nn.layers.fill_deterministic_` (the same values for the 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,13 @@ from edgedeploy.nn.edgeformer import adapt_official_checkpoint, parse_hyper
 from edgedeploy.nn.gcc import BakedGCCBlock, GCCBlock, UnrolledGCCBlock
 from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.zoo import CHECKPOINT_ADAPTERS, build_model, count_macs, count_params, load_weights
+from tests.weights import official_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 VARIANTS = ["edgeformer_s", "edgeformer_xs", "edgeformer_h"]
 #: sum(p.numel() for p in official_model.parameters()), official configs, hkzhang91/EdgeFormer@f430ced
 OFFICIAL_PARAMS = {"edgeformer_s": 5_037_088, "edgeformer_xs": 2_185_384, "edgeformer_h": 20_403_940}
 #: GCC blocks per variant (cf_blocks of layers 3-5)
 GCC_BLOCKS = {"edgeformer_s": 2 + 4 + 3, "edgeformer_xs": 2 + 3 + 2, "edgeformer_h": 3 + 9 + 3}
-
-
-def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def reference_input(size: int) -> torch.Tensor:
@@ -47,7 +42,7 @@ def models() -> dict[str, torch.nn.Module]:
 def test_params_equal_official(name: str, models: dict) -> None:
     card = get_card(name)
     n = count_params(models[name])
-    assert n == OFFICIAL_PARAMS[name] == card.official.params == fixture(name)["params"]
+    assert n == OFFICIAL_PARAMS[name] == card.official.params == official_fixture(name)["params"]
 
 
 def test_edgeformer_s_params_near_paper(models: dict) -> None:
@@ -57,7 +52,7 @@ def test_edgeformer_s_params_near_paper(models: dict) -> None:
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_state_dict_matches_official_listing(name: str, models: dict) -> None:
-    official = fixture(name)["state_dict"]
+    official = official_fixture(name)["state_dict"]
     ours = {k: list(v.shape) for k, v in models[name].state_dict().items()}
     aliases = {k for k in official if k.startswith("residual.")}
     assert aliases, "the official state_dict repeats layer_5.0.* under residual.*"
@@ -85,7 +80,7 @@ def test_xs_uses_additive_fusion(models: dict) -> None:
 @pytest.mark.parametrize("name", VARIANTS)
 def test_logits_equal_official_reference(name: str) -> None:
     model = fill_deterministic_(build_model(name))
-    for size, ref in fixture(name)["reference"]["logits"].items():
+    for size, ref in official_fixture(name)["reference"]["logits"].items():
         x = reference_input(int(size))
         with torch.no_grad():
             y = model(x)[0]
@@ -96,7 +91,7 @@ def test_logits_equal_official_reference(name: str) -> None:
 
 def test_reference_is_input_sensitive() -> None:
     # guards the reference test itself: the deterministic weights must not collapse the network
-    ref = fixture("edgeformer_s")["reference"]["logits"]
+    ref = official_fixture("edgeformer_s")["reference"]["logits"]
     a, b = torch.tensor(ref["256"]), torch.tensor(ref["224"])
     assert float((a - b).norm() / a.norm()) > 0.01
 
@@ -147,7 +142,7 @@ def test_checkpoint_adapter_loads_official_layout(tmp_path: Path, models: dict) 
     assert CHECKPOINT_ADAPTERS["edgeformer"] is adapt_official_checkpoint
     src = fill_deterministic_(build_model("edgeformer_s"))
     state = src.state_dict()
-    listing = fixture("edgeformer_s")["state_dict"]
+    listing = official_fixture("edgeformer_s")["state_dict"]
     official = {}
     for k, shape in listing.items():  # the official key order and layout, residual.* aliases included
         t = state[k] if not k.startswith("residual.") else state["layer_5.0." + k[len("residual.") :]]

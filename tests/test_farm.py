@@ -29,7 +29,12 @@ from tests.testbed.sshd import SSHServer
 from tests.testbed.sshd import skip_reason as sshd_skip
 
 _why = sshd_skip() or lg.skip_reason()
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why or "")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(_why is not None, reason=_why or ""),
+    pytest.mark.usefixtures("private_locks"),
+]
 
 MODELS = ["mobilevit_xxs", "emo_1m", "edgevit_xxs"]
 SUITE = {"name": "farm-test", "models": MODELS, "formats": ["onnx", "mnn"], "runtimes": ["onnxruntime", "mnn"],
@@ -87,11 +92,6 @@ def farm(tmp_path_factory: pytest.TempPathFactory, artifacts: None) -> Iterator[
     finally:
         for s in boards.values():
             s.stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDGEDEPLOY_LOCK_DIR", str(tmp_path / "locks"))
 
 
 def _released(farm: Farm) -> None:

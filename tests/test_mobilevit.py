@@ -7,7 +7,6 @@ key → shape listing, and logits on a fixed input after :func:`edgedeploy.nn.la
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,11 @@ from edgedeploy.nn.mobilevit import (
     parse_hyper,
 )
 from edgedeploy.zoo import build_model, count_macs, count_params
+from tests.weights import official_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 VARIANTS = ["mobilevit_xxs", "mobilevit_xs", "mobilevit_s"]
 #: sum(p.numel() for p in official_model.parameters()), apple/ml-cvnets@7771756
 OFFICIAL_PARAMS = {"mobilevit_xxs": 1_272_024, "mobilevit_xs": 2_317_848, "mobilevit_s": 5_578_632}
-
-
-def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def reference_input(size: int) -> torch.Tensor:
@@ -47,20 +42,20 @@ def reference_input(size: int) -> torch.Tensor:
 def test_params_equal_official_and_paper(name: str) -> None:
     card = get_card(name)
     n = count_params(build_model(name))
-    assert n == OFFICIAL_PARAMS[name] == card.official.params == fixture(name)["params"]
+    assert n == OFFICIAL_PARAMS[name] == card.official.params == official_fixture(name)["params"]
     assert abs(n - card.paper.params) / card.paper.params < 0.03  # paper: 1.3M / 2.3M / 5.6M (rounded)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_state_dict_matches_official_listing(name: str) -> None:
     ours = {k: list(v.shape) for k, v in build_model(name).state_dict().items()}
-    assert ours == fixture(name)["state_dict"]
+    assert ours == official_fixture(name)["state_dict"]
 
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_logits_equal_official_reference(name: str) -> None:
     model = fill_deterministic_(MobileViT(parse_hyper(get_card(name)))).eval()
-    logits = fixture(name)["reference"]["logits"]
+    logits = official_fixture(name)["reference"]["logits"]
     for size, ref in logits.items():  # 224 (xxs) exercises the official bilinear resize around unfolding
         with torch.no_grad():
             y = model(reference_input(int(size)))[0]

@@ -8,7 +8,6 @@ logits for deterministic weights (:func:`fill_state_dict`, seed 0) on a seeded i
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -32,11 +31,10 @@ from edgedeploy.nn.parc import (
     lower_parc_operator,
 )
 from edgedeploy.zoo import build_model, count_macs, count_params
-from tests.weights import fill_state_dict
+from tests.weights import fill_state_dict, official_fixture
 
 torch.set_num_threads(1)
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 
 #: exact parameter counts of the official modules (hkzhang91/ParC-Net ParC_ConvNets/*.py), counted by running them
 OFFICIAL_PARAMS = {
@@ -45,10 +43,6 @@ OFFICIAL_PARAMS = {
     "parc_convnext_xt": 7_412_824,  # ParC_convnext.py: parc_convnext_xt
 }
 NAMES = sorted(OFFICIAL_PARAMS)
-
-
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def models() -> dict[str, nn.Module]:
 @pytest.mark.parametrize("name", NAMES)
 def test_param_count_equals_official(models: dict[str, nn.Module], name: str) -> None:
     assert count_params(models[name]) == OFFICIAL_PARAMS[name]
-    assert fixture(name)["params"] == OFFICIAL_PARAMS[name]
+    assert official_fixture(name)["params"] == OFFICIAL_PARAMS[name]
     card = get_card(name)
     assert card.official is not None and card.official.params == OFFICIAL_PARAMS[name]
 
@@ -70,13 +64,13 @@ def test_param_count_equals_official(models: dict[str, nn.Module], name: str) ->
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_matches_official_listing(models: dict[str, nn.Module], name: str) -> None:
     ours = [(k, list(v.shape)) for k, v in models[name].state_dict().items()]
-    official = [(k, shape) for k, shape in fixture(name)["state_dict"]]
+    official = [(k, shape) for k, shape in official_fixture(name)["state_dict"]]
     assert ours == official
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_logits_equal_official_module_with_same_weights(name: str) -> None:
-    fx = fixture(name)
+    fx = official_fixture(name)
     model = build_model(name)
     model.load_state_dict(fill_state_dict(fx["state_dict"], seed=0), strict=True)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -89,7 +83,7 @@ def test_logits_equal_official_module_with_same_weights(name: str) -> None:
 
 
 def test_official_checkpoint_loads_through_zoo(tmp_path: Path) -> None:
-    fx = fixture("parc_mobilenetv2")
+    fx = official_fixture("parc_mobilenetv2")
     state = fill_state_dict(fx["state_dict"], seed=3)
     path = tmp_path / "parc_mv2.pth"
     torch.save({"state_dict": state}, path)
@@ -105,7 +99,7 @@ def test_official_checkpoint_loads_through_zoo(tmp_path: Path) -> None:
 
 def test_batch_of_two_equals_two_batches_of_one() -> None:
     model = build_model("parc_mobilenetv2")
-    model.load_state_dict(fill_state_dict(fixture("parc_mobilenetv2")["state_dict"], seed=4))
+    model.load_state_dict(fill_state_dict(official_fixture("parc_mobilenetv2")["state_dict"], seed=4))
     noise = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     x = torch.cat([noise[:1], 0.5 * noise[1:] + torch.tensor([1.5, 0.0, -1.0]).view(1, 3, 1, 1)])
     with torch.no_grad():

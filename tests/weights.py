@@ -7,10 +7,21 @@ Two recipes, each the one its fixtures were recorded with (changing either inval
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
+from pathlib import Path
+from typing import Any
 
 import torch
+
+#: reference records made from the official code: state-dict keys and shapes, logits, parameter counts
+OFFICIAL_KEYS = Path(__file__).parent / "fixtures" / "official_keys"
+
+
+def official_fixture(name: str) -> dict[str, Any]:
+    """The recorded reference of ``name`` (``tests/fixtures/official_keys/<name>.json``)."""
+    return json.loads((OFFICIAL_KEYS / f"{name}.json").read_text())
 
 
 def fill_state_dict(items: list[tuple[str, list[int]]], seed: int) -> dict[str, torch.Tensor]:
