@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgedeploy.export import generic
+from edgedeploy.export import fx_graph
 from edgedeploy.export.lowering import lower, lowering_report, register_lowering, verify_lowering
 from edgedeploy.nn import (
     GCC,
@@ -32,7 +32,7 @@ def _ops(gm: nn.Module) -> list[str]:
     graph = getattr(gm, "graph", None)
     if graph is None:
         return []
-    return [generic._name_of(n) for n in graph.nodes if n.op in ("call_function", "call_method")]
+    return [fx_graph._name_of(n) for n in graph.nodes if n.op in ("call_function", "call_method")]
 
 
 def _records(lowered: nn.Module, pass_name: str) -> list[dict]:
