@@ -17,7 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError
 from edgedeploy.export.lowering import lower, verify_lowering
-from edgedeploy.nn.edgevit import EdgeViT, GlobalSparseAttn, LoweredSelfAttn, SelfAttn, build_edgevit
+from edgedeploy.nn.edgevit import EdgeViT, GlobalSparseAttn, SelfAttn, build_edgevit
+from edgedeploy.nn.forms.edgevit import LoweredSelfAttn
 from edgedeploy.zoo import build_model, count_params
 from tests.weights import seeded_state
 
@@ -241,7 +242,8 @@ def test_onnx_export_of_lowered_edgevit_xxs(tmp_path: Path) -> None:
 def test_onnx_and_mnn_forms_are_exact_channels_last_and_fold_norms(target: str) -> None:
     """ONNX / MNN: channels-last SelfAttn, LocalAgg with BatchNorms and the pos-embed residual folded into convs."""
     onnx = pytest.importorskip("onnx")
-    from edgedeploy.nn.edgevit import ChannelsLastSelfAttn, FoldedLocalAgg, LocalAgg
+    from edgedeploy.nn.edgevit import LocalAgg
+    from edgedeploy.nn.forms.edgevit import ChannelsLastSelfAttn, FoldedLocalAgg
 
     model = build_model("edgevit_xxs")
     model.load_state_dict(seeded_state(model.state_dict()))
@@ -267,7 +269,7 @@ def test_onnx_and_mnn_forms_are_exact_channels_last_and_fold_norms(target: str) 
 
 
 def test_folds_reject_convs_they_would_change() -> None:
-    from edgedeploy.nn.edgevit import fold_bn_into_next_conv, fold_residual_into_dwconv
+    from edgedeploy.nn.folding import fold_bn_into_next_conv, fold_residual_into_dwconv
 
     with pytest.raises(ConfigError, match="1×1"):
         fold_bn_into_next_conv(nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1))  # the padding would see the shift

@@ -18,7 +18,6 @@ from edgedeploy.errors import ConfigError
 from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.nn.emo import (
     EMO,
-    LoweredIRMB,
     build_emo,
     iRMB,
     window_merge,
@@ -26,6 +25,7 @@ from edgedeploy.nn.emo import (
     window_partition,
     window_partition_4d,
 )
+from edgedeploy.nn.forms.emo import LoweredIRMB
 from edgedeploy.zoo import build_model, count_params
 from tests.weights import seeded_state
 

@@ -17,13 +17,12 @@ from torch import nn
 from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export.lowering import LOWERINGS, lower, verify_lowering
+from edgedeploy.nn.forms.mobilevit import StaticMobileViTBlock, lower_mobilevit_block
 from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.nn.mobilevit import (
     MobileViT,
     MobileViTBlock,
     MultiHeadAttention,
-    StaticMobileViTBlock,
-    lower_mobilevit_block,
     parse_hyper,
 )
 from edgedeploy.zoo import build_model, count_macs, count_params
@@ -195,13 +194,14 @@ def test_lowered_mobilevit_onnx_graph_is_static_and_4d() -> None:
 def test_onnx_and_mnn_unfold_moves_whole_channel_vectors(target: str) -> None:
     """ONNX / MNN: the channels-last form is exact, static, and every unfold / fold transpose keeps channels last."""
     onnx = pytest.importorskip("onnx")
-    from edgedeploy.nn.mobilevit import ChannelsLastMobileViTBlock
+    from edgedeploy.nn.forms.mobilevit import ChannelsLastMobileViTBlock
 
     model = fill_deterministic_(build_model("mobilevit_xxs"))
     example = reference_input(256)
     lowered, names = lower(model, example, target)
     assert len(names) == 3 and all(isinstance(lowered.get_submodule(n), ChannelsLastMobileViTBlock) for n in names)
-    from edgedeploy.nn.mobilevit import FusedAttention, MultiHeadAttention
+    from edgedeploy.nn.forms.mobilevit import FusedAttention
+    from edgedeploy.nn.mobilevit import MultiHeadAttention
 
     # ONNX: the attention through SDPA (one opset-23 Attention op); MNN keeps the official attention
     kinds = {type(m) for m in lowered.modules()} & {FusedAttention, MultiHeadAttention}

@@ -169,8 +169,8 @@ def test_ncnn_export_rejects_options_it_lacks() -> None:
 
 
 def test_emo_and_edgevit_lowerings_apply_to_ncnn_exactly() -> None:
-    from edgedeploy.nn.edgevit import LoweredSelfAttn
-    from edgedeploy.nn.emo import LoweredIRMB
+    from edgedeploy.nn.forms.edgevit import LoweredSelfAttn
+    from edgedeploy.nn.forms.emo import LoweredIRMB
     from edgedeploy.zoo import build_model
 
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))

@@ -52,7 +52,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.options": 2,  # the typed requests (ExportOptions, BenchOptions)
     "edgedeploy.data": 2,
     # 3: models
-    "edgedeploy.nn": 3,
+    "edgedeploy.nn": 3,  # with nn.forms (the export forms, beside the families)
     "edgedeploy.zoo": 3,
     "edgedeploy.cards": 3,
     "edgedeploy.spec": 3,

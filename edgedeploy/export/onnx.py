@@ -161,7 +161,7 @@ def export_default(
 def module_opset(module: nn.Module) -> int:
     """The opset to export ``module`` at when none is asked for: :data:`DEFAULT_OPSET`, raised to the largest
     ``onnx_opset`` a submodule declares (an export form that needs a newer op, e.g.
-    :class:`edgedeploy.nn.mobilevit.FusedAttention` and opset 23's ``Attention``), capped by ``OPSET_RANGE``."""
+    :class:`edgedeploy.nn.forms.mobilevit.FusedAttention` and opset 23's ``Attention``), capped by ``OPSET_RANGE``."""
     from edgedeploy.registry import OPSET_RANGE
 
     wanted = max((int(getattr(m, "onnx_opset", 0)) for m in module.modules()), default=0)

@@ -19,6 +19,7 @@ Layer 3 (models): imports only the base layer (errors, registry) and its own mod
 Imported by ``zoo``, ``export`` (the lowering), the API and user code.
 """
 
+from edgedeploy.nn import forms  # noqa: F401 - registers the families' export forms (see there)
 from edgedeploy.nn.circular import circular_pad, roll_by_slices
 from edgedeploy.nn.gcc import (
     GCC,
