@@ -37,6 +37,9 @@ OPSET_RANGE = (11, 23)
 DEFAULT_OPSET = 20
 #: used when the torch.export-based exporter fails on a module at the default opset (the TorchScript exporter)
 FALLBACK_OPSET = 17
+#: the runtime ``bench MODEL`` (a model, not an artifact) exports for and times when none is given; an artifact's
+#: own format picks its runtime with :func:`default_runtime` instead
+DEFAULT_BENCH_RUNTIME = "mnn"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from edgedeploy.limits import check_input_size, local_cores
 from edgedeploy.results.result import BenchResult, utc_now_iso
 from edgedeploy.runtimes.base import get_runtime
 
-DEFAULT_RUNTIME = "mnn"
+#: the runtime a model (not an artifact) is benchmarked on by default: the registry's
+DEFAULT_RUNTIME = registry.DEFAULT_BENCH_RUNTIME
 
 
 @dataclass

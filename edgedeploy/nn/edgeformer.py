@@ -40,8 +40,8 @@ from edgedeploy.nn.layers import (
     ConvLayer,
     InvertedResidual,
     MV2StageSpec,
+    hybrid_stages,
     init_weights,
-    mobilenet_stage,
 )
 from edgedeploy.nn.rewrites import register_lowering
 from edgedeploy.zoo import register_checkpoint_adapter, register_family
@@ -312,14 +312,7 @@ class EdgeFormer(BifurcateNet):
 
     def __init__(self, hyper: EdgeFormerHyper, num_classes: int = 1000) -> None:
         conv_1 = ConvLayer(3, hyper.stem_channels, hyper.stem_kernel_size, stride=2)
-        layers: list[nn.Module] = []
-        c = hyper.stem_channels
-        for spec in hyper.layers:
-            if isinstance(spec, MV2StageSpec):
-                layer, c = mobilenet_stage(c, spec)
-            else:
-                layer, c = gcc_stage(c, spec, hyper)
-            layers.append(layer)
+        layers, c = hybrid_stages(hyper, gcc_stage)
         super().__init__(conv_1, layers, c, hyper.last_layer_exp_factor, num_classes, hyper.classifier_dropout)
         init_weights(self)
 

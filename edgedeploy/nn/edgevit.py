@@ -42,6 +42,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
+from edgedeploy.nn.layers import vit_init
 from edgedeploy.zoo import register_family
 
 __all__ = [
@@ -249,17 +250,7 @@ class EdgeViT(nn.Module):
             setattr(self, f"blocks{i + 1}", blocks)
         self.norm = nn.BatchNorm2d(embed_dim[-1])
         self.head = nn.Linear(embed_dim[-1], num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(vit_init)
 
     def min_input_multiple(self) -> int:
         """Smallest side multiple that every stage's sample rate divides (32 for rates 4/2/2/1)."""

@@ -39,6 +39,7 @@ form with the windows merged before the (per-pixel) value projection.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -47,6 +48,7 @@ from torch import nn
 
 from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError
+from edgedeploy.nn.layers import vit_init
 from edgedeploy.zoo import register_family
 
 __all__ = [
@@ -392,17 +394,7 @@ class EMO(nn.Module):
             setattr(self, f"stage{i + 1}", nn.ModuleList(layers))
         self.norm = make_norm(norm_layers[-1], embed_dims[-1])
         self.head = nn.Linear(embed_dims[-1], num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(partial(vit_init, norms=(nn.LayerNorm, nn.BatchNorm2d)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W) → (N, embed_dims[-1], ~H/32, ~W/32)`` before the final norm."""

@@ -20,7 +20,7 @@ All tensors are float32 NCHW unless stated otherwise. The activation of every co
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -211,6 +211,33 @@ def init_weights(module: nn.Module, linear_std: float = 0.02) -> None:
             nn.init.trunc_normal_(m.weight, mean=0.0, std=linear_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def vit_init(m: nn.Module, norms: tuple[type[nn.Module], ...] = (nn.LayerNorm,)) -> None:
+    """The timm-style ``_init_weights`` of EdgeViT and EMO, for ``module.apply``: Linear truncated normal (std
+    0.02), bias 0; the ``norms`` types weight 1, bias 0."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, norms):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def hybrid_stages(hyper: Any, stage: Callable[[int, Any, Any], tuple[nn.Module, int]]) -> tuple[list[nn.Module], int]:
+    """The stages of a MobileNetV2 / attention hybrid (EdgeFormer, MobileViT) from ``hyper.layers``: an
+    :class:`MV2StageSpec` is a :func:`mobilenet_stage`, anything else ``stage(in_channels, spec, hyper)``; returns
+    the stages and the last one's output channels."""
+    layers: list[nn.Module] = []
+    c = hyper.stem_channels
+    for spec in hyper.layers:
+        if isinstance(spec, MV2StageSpec):
+            layer, c = mobilenet_stage(c, spec)
+        else:
+            layer, c = stage(c, spec, hyper)
+        layers.append(layer)
+    return layers, c
 
 
 class BifurcateNet(nn.Module):

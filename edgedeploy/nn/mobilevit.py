@@ -41,8 +41,8 @@ from edgedeploy.nn.layers import (
     ConvLayer,
     InvertedResidual,
     MV2StageSpec,
+    hybrid_stages,
     init_weights,
-    mobilenet_stage,
 )
 from edgedeploy.zoo import register_family
 
@@ -283,14 +283,7 @@ class MobileViT(BifurcateNet):
 
     def __init__(self, hyper: MobileViTHyper, num_classes: int = 1000) -> None:
         conv_1 = ConvLayer(3, hyper.stem_channels, 3, stride=2)
-        layers: list[nn.Module] = []
-        c = hyper.stem_channels
-        for spec in hyper.layers:
-            if isinstance(spec, MV2StageSpec):
-                layer, c = mobilenet_stage(c, spec)
-            else:
-                layer, c = mobilevit_stage(c, spec, hyper)
-            layers.append(layer)
+        layers, c = hybrid_stages(hyper, mobilevit_stage)
         super().__init__(conv_1, layers, c, hyper.last_layer_exp_factor, num_classes, hyper.classifier_dropout)
         init_weights(self)
 

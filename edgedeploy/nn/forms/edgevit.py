@@ -1,9 +1,7 @@
 """The export forms of EdgeViT's blocks: :class:`LoweredSelfAttn` / :class:`ChannelsLastSelfAttn`
 (:data:`SELF_ATTN_FORM`) and :class:`FoldedLocalAgg`.
 
-Registered with :func:`edgedeploy.nn.rewrites.register_lowering` when imported (:mod:`edgedeploy.nn.forms` imports
-every forms module, so importing any module of :mod:`edgedeploy.nn` registers them). Imports the family module
-:mod:`edgedeploy.nn.edgevit`, never the reverse, and nothing of :mod:`edgedeploy.export`.
+Registered when :mod:`edgedeploy.nn.forms` is imported (see there); imports :mod:`edgedeploy.nn.edgevit`.
 """
 
 from __future__ import annotations

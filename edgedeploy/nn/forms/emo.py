@@ -1,9 +1,7 @@
 """The export form of EMO's iRMB block: :class:`LoweredIRMB` (static windows, 4-D or merge-first; :data:`IRMB_FORM` per
 target).
 
-Registered with :func:`edgedeploy.nn.rewrites.register_lowering` when imported (:mod:`edgedeploy.nn.forms` imports
-every forms module, so importing any module of :mod:`edgedeploy.nn` registers them). Imports the family module
-:mod:`edgedeploy.nn.emo`, never the reverse, and nothing of :mod:`edgedeploy.export`.
+Registered when :mod:`edgedeploy.nn.forms` is imported (see there); imports :mod:`edgedeploy.nn.emo`.
 """
 
 from __future__ import annotations

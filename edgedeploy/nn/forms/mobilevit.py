@@ -1,9 +1,7 @@
 """The export forms of the MobileViT block: :class:`StaticMobileViTBlock` and :class:`ChannelsLastMobileViTBlock`
 (:data:`MOBILEVIT_FORM`), with :class:`FusedAttention`.
 
-Registered with :func:`edgedeploy.nn.rewrites.register_lowering` when imported (:mod:`edgedeploy.nn.forms` imports
-every forms module, so importing any module of :mod:`edgedeploy.nn` registers them). Imports the family module
-:mod:`edgedeploy.nn.mobilevit`, never the reverse, and nothing of :mod:`edgedeploy.export`.
+Registered when :mod:`edgedeploy.nn.forms` is imported (see there); imports :mod:`edgedeploy.nn.mobilevit`.
 """
 
 from __future__ import annotations
