@@ -401,13 +401,15 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def _onnx() -> Any:
+def import_onnx() -> Any:
+    """The ``onnx`` package; :class:`~edgedeploy.errors.MissingExtraError` naming the ONNX format's extra."""
     try:
         import onnx
     except ImportError as e:
         from edgedeploy.errors import MissingExtraError
+        from edgedeploy.registry import format_spec
 
-        raise MissingExtraError("onnx", "onnx", "reading ONNX files") from e
+        raise MissingExtraError("onnx", format_spec("onnx").extra, "reading ONNX files") from e
     return onnx
 
 
@@ -423,7 +425,7 @@ def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ..
     Raises :class:`ConfigError` for several inputs, a non-4-D input, dynamic dims without ``shape`` or a
     ``shape`` that contradicts the file.
     """
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:

@@ -20,24 +20,16 @@ from typing import Any
 import numpy as np
 
 from edgedeploy._util import captured_fd_output
-from edgedeploy.errors import ArtifactError, ConfigError, ExportError, MissingExtraError
-from edgedeploy.spec import graph_inputs
+from edgedeploy.errors import ArtifactError, ConfigError, ExportError
+from edgedeploy.spec import graph_inputs, import_onnx
 
 #: a rewrite must not change outputs by more than this (max abs, fp32)
 PASS_TOLERANCE = 1e-5
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as e:
-        raise MissingExtraError("onnx", "onnx", "reading ONNX files") from e
-    return onnx
-
-
 def load_onnx(path: Path) -> Any:
     """The ONNX model (external data loaded); :class:`ArtifactError` for an unreadable file."""
-    onnx = _onnx()
+    onnx = import_onnx()
     try:
         return onnx.load(str(path))
     except Exception as e:
@@ -63,7 +55,7 @@ def prepare(src: Path, shape: tuple[int, ...], fmt: str, work: Path) -> tuple[Pa
     """
     from edgedeploy.export.onnx_passes import prove_equal, rewrite_wrap_pad
 
-    onnx = _onnx()
+    onnx = import_onnx()
     model = load_onnx(src)
     inp = graph_inputs(model)[0]
     info: dict[str, Any] = {"mode": "onnx", "rewritten": [], "passes": [], "notes": []}
@@ -123,7 +115,7 @@ def export_onnx_file(src: Path, shape: tuple[int, ...], fmt: str, out_path: Path
     from edgedeploy.export.base import ExportedFile
 
     check_can_start_from_onnx(fmt)
-    onnx = _onnx()
+    onnx = import_onnx()
     precision = settings.precision
     notes: list[str] = []
     extra: dict[str, Any] = {}
