@@ -248,7 +248,9 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
     Each side is a result file or folder, a stored run id, ``baseline:<branch>`` (strings or paths), a
     :class:`~edgedeploy.results.result.BenchResult`, or a list of them. ``rule``: ``threshold`` (% or "10%"),
     ``alpha``, ``min_abs_ms`` (ms), ``aggregate`` ("fastest" / "pool"), ``store`` (the result store for run
-    ids), ``rerun`` (a hook re-measuring a flagged key, see :func:`edgedeploy.results.compare.compare_results`).
+    ids), ``rerun`` (a hook re-measuring a flagged key, see :func:`edgedeploy.results.compare.compare_results`),
+    ``baseline_label`` / ``current_label`` (how the report names the sides; default: the spec, or "baseline" /
+    "current" for results passed in).
     Returns a :class:`~edgedeploy.results.compare.ComparisonReport` (``.regressions``, ``.exit_code`` …).
     Raises :class:`ConfigError` for bad rule values or an empty side.
     """
@@ -261,7 +263,7 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
         parse_threshold,
     )
 
-    known = {"threshold", "alpha", "min_abs_ms", "aggregate", "store", "rerun"}
+    known = {"threshold", "alpha", "min_abs_ms", "aggregate", "store", "rerun", "baseline_label", "current_label"}
     unknown = sorted(set(rule) - known)
     if unknown:
         raise ConfigError(f"unknown compare option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -274,6 +276,8 @@ def compare(baseline: Any, current: Any, **rule: Any) -> ComparisonReport:
     store = rule.get("store")
     base, base_label = _results(baseline, store, "baseline")
     cur, cur_label = _results(current, store, "current")
+    base_label = rule.get("baseline_label", base_label)
+    cur_label = rule.get("current_label", cur_label)
     return compare_results(base, cur, r, rerun=rule.get("rerun"), baseline_label=base_label, current_label=cur_label)
 
 

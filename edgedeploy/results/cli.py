@@ -267,12 +267,18 @@ def compare_cmd(
     BASELINE and CURRENT are `bench --json` files, result folders, stored run ids or baseline:<branch>.
     A regression is: Mann–Whitney U p < ALPHA, median change > THRESHOLD, and > MIN_ABS_MS.
     """
-    rule = RegressionRule(parse_threshold(threshold), alpha, min_abs_ms, aggregate)  # type: ignore[arg-type]
+    from edgedeploy import api
+
+    # bad rule values fail before any file is read or written (api.compare builds the same rule again)
+    RegressionRule(parse_threshold(threshold), alpha, min_abs_ms, aggregate)  # type: ignore[arg-type]
     _check_outputs(markdown_path, json_path, html_path)
     base = sources_mod.load_source(baseline, store)
     cur = sources_mod.load_source(current, store)
     hook = subprocess_rerun(cur, rerun_cmd) if confirm else None
-    report = compare_results(base, cur, rule, rerun=hook, baseline_label=baseline, current_label=current)
+    report = api.compare(
+        base, cur, threshold=threshold, alpha=alpha, min_abs_ms=min_abs_ms, aggregate=aggregate, rerun=hook,
+        baseline_label=baseline, current_label=current,
+    )  # fmt: skip
     print_comparison(report, fail_on_missing=fail_on_missing)
     _write(markdown_path, report_mod.comparison_markdown(report))
     _write(json_path, report.to_json())
