@@ -21,7 +21,7 @@ Errors are :class:`~edgedeploy.errors.EdgeDeployError` subclasses with the CLI's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from edgedeploy.export.multi import MultiExport
     from edgedeploy.export.pipeline import ExportOutcome
+    from edgedeploy.opprof.record import Profile
     from edgedeploy.results.compare import ComparisonReport
     from edgedeploy.results.result import BenchResult
 
@@ -217,6 +218,31 @@ def bench(
         result_written = write_result(result, out)
         say(f"result {'written to' if result_written.suffix == '.json' else 'stored in'} {result_written}")
     return result
+
+
+def profile(
+    target: Any,
+    runtimes: Sequence[str],
+    *,
+    device: str = "local",
+    iterations: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Profile]:
+    """Per-operator profiles of ``target`` (a zoo model or card, exported or reused from the cache, or an artifact
+    file) on each of ``runtimes``, interleaved with bench runs (:mod:`edgedeploy.opprof`); times in ms.
+
+    Every runtime is checked before any export: ``UnknownRuntimeError`` / ``ConfigError`` (exit 2: no profiler
+    here, bad numbers, a device other than local), ``RuntimeUnavailableError`` (3: litert has no op profiler).
+    Returns one :class:`~edgedeploy.opprof.record.Profile` per runtime, in order.
+    """
+    from edgedeploy.bench.harness import check_run_args
+    from edgedeploy.opprof.run import check_runtime, profile_many
+
+    names = [check_runtime(n) for n in runtimes]  # litert -> exit 3 before any export
+    check_run_args(iterations, warmup, threads)
+    return profile_many(target, names, device, iterations, warmup, threads, progress=progress)
 
 
 def check_result_out(out: Path) -> None:

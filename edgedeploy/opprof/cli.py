@@ -48,18 +48,22 @@ def profile_cmd(
     (litert) or a missing extra, 4 the export failed."""
     from rich.console import Console
 
+    from edgedeploy import api
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.clierrors import err_console
     from edgedeploy.commands.tables import compare_table, module_table, op_type_table
     from edgedeploy.opprof.render import headline
-    from edgedeploy.opprof.run import check_runtime, profile_many
+    from edgedeploy.opprof.run import check_runtime
 
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]
-    names = [check_runtime(n) for n in names]  # litert → exit 3 before any export
+    names = [check_runtime(n) for n in names]  # litert → exit 3 before any export (the API checks again)
     check_run_args(iterations, warmup, threads)
     out = Console(stderr=as_json)
     with err_console.status(f"profiling {target} on {', '.join(names)}") as status:
-        profiles = profile_many(target, names, device, iterations, warmup, threads, progress=status.update)
+        profiles = api.profile(
+            target, names, device=device, iterations=iterations, warmup=warmup, threads=threads,
+            progress=status.update,
+        )  # fmt: skip
     for p in profiles:
         out.print(headline(p), soft_wrap=True)
         out.print(module_table(p, 1, top))
