@@ -17,7 +17,8 @@ from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError, WeightsError
 from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.nn.edgeformer import adapt_official_checkpoint, parse_hyper
-from edgedeploy.nn.gcc import BakedGCCBlock, GCCBlock, UnrolledGCCBlock
+from edgedeploy.nn.forms.gcc import BakedGCCBlock, UnrolledGCCBlock
+from edgedeploy.nn.gcc import GCCBlock
 from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.zoo import CHECKPOINT_ADAPTERS, build_model, count_macs, count_params, load_weights
 from tests.weights import official_fixture
@@ -245,7 +246,7 @@ def test_outer_frame_grouped_convs_have_exact_depthwise_and_dense_forms() -> Non
     from torch import nn
 
     from edgedeploy.nn.edgeformer import ChannelAdaptive, DimAdaptive, ReplicatedDepthwise
-    from edgedeploy.nn.gcc import PooledChannelAttention
+    from edgedeploy.nn.forms.gcc import PooledChannelAttention
 
     torch.manual_seed(0)
     model = fill_deterministic_(build_model("edgeformer_s"))

@@ -48,7 +48,7 @@ def test_export_parity_passes(model: str, fmt: str, spine_artifacts: Path) -> No
 @pytest.mark.slow
 def test_edgeformer_onnx_has_no_resize_and_gcc_is_unrolled(spine_artifacts: Path) -> None:
     """onnxruntime's GCC form: per block one GCC-V and one GCC-H over all channels, each a zero-padded depth-wise
-    conv with a 2n - 1-tap kernel (no Split, Slice or spatial Concat); see nn.gcc.UnrolledGCCBlock."""
+    conv with a 2n - 1-tap kernel (no Split, Slice or spatial Concat); see nn.forms.gcc.UnrolledGCCBlock."""
     import onnx
 
     code, out, err = export("edgeformer_s", "onnx", spine_artifacts)

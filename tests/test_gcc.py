@@ -15,16 +15,8 @@ from torch import nn
 
 from edgedeploy.errors import ConfigError, ExportError
 from edgedeploy.export.lowering import LOWERINGS, lower, verify_lowering
-from edgedeploy.nn.gcc import (
-    BakedGCCBlock,
-    ChannelAttention,
-    GCCBlock,
-    UnrolledGCCBlock,
-    circular_conv,
-    instance_param,
-    lower_gcc_block,
-    unrolled_circular_kernel,
-)
+from edgedeploy.nn.forms.gcc import BakedGCCBlock, UnrolledGCCBlock, lower_gcc_block, unrolled_circular_kernel
+from edgedeploy.nn.gcc import ChannelAttention, GCCBlock, circular_conv, instance_param
 from edgedeploy.nn.layers import fill_deterministic_
 
 

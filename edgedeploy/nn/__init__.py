@@ -21,17 +21,8 @@ Imported by ``zoo``, ``export`` (the lowering), the API and user code.
 
 from edgedeploy.nn import forms  # noqa: F401 - registers the families' export forms (see there)
 from edgedeploy.nn.circular import circular_pad, roll_by_slices
-from edgedeploy.nn.gcc import (
-    GCC,
-    BakedGCC,
-    BakedGCCBlock,
-    ChannelAttention,
-    GCCBlock,
-    UnrolledGCCBlock,
-    circular_conv,
-    instance_param,
-    unrolled_circular_kernel,
-)
+from edgedeploy.nn.forms.gcc import BakedGCC, BakedGCCBlock, UnrolledGCCBlock, unrolled_circular_kernel
+from edgedeploy.nn.gcc import GCC, ChannelAttention, GCCBlock, circular_conv, instance_param
 from edgedeploy.nn.rewrites import LOWERINGS, register_lowering
 
 __all__ = [
