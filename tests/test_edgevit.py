@@ -20,6 +20,7 @@ from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.nn.edgevit import EdgeViT, GlobalSparseAttn, SelfAttn, build_edgevit
 from edgedeploy.nn.forms.edgevit import LoweredSelfAttn
 from edgedeploy.zoo import build_model, count_params
+from tests.lowering_checks import assert_4d_onnx_matches
 from tests.weights import seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
@@ -221,21 +222,10 @@ def test_tflite_lowering_replaces_transposed_conv_exactly() -> None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_export_of_lowered_edgevit_xxs(tmp_path: Path) -> None:
-    onnx = pytest.importorskip("onnx")
     model = build_model("edgevit_xxs")
     x = torch.randn(1, 3, 224, 224)
     lowered, _ = lower(model, x, target="coreml")
-    path = tmp_path / "edgevit_xxs.onnx"
-    torch.onnx.export(lowered, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
-    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
-    ranks = [len(v.type.tensor_type.shape.dim) for v in list(graph.value_info) + list(graph.output)]
-    assert ranks and max(ranks) <= 4
-    ort = pytest.importorskip("onnxruntime")
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = sess.run(None, {"x": x.numpy()})
-    with torch.no_grad():
-        ref = model(x)
-    assert torch.allclose(torch.from_numpy(y), ref, atol=1e-4)
+    assert_4d_onnx_matches(model, lowered, x, tmp_path / "edgevit_xxs.onnx")
 
 
 @pytest.mark.parametrize("target", ["onnx", "mnn"])
