@@ -127,6 +127,8 @@ class BenchOptions:
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
     parity: bool = False
+    #: measure peak_rss_mb / rss_delta_mb in a fresh child process (local runs; boards always report theirs)
+    memory: bool = True
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
@@ -254,6 +256,11 @@ def bench(
         )  # fmt: skip
         if opts.parity:
             board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
+        if opts.memory:
+            from edgedeploy.bench.memory import with_host_memory
+
+            say("measuring memory in a fresh child process")
+            result = with_host_memory(result, resolved.artifact, resolved.runtime, resolved.precision)
     else:
         from edgedeploy.devices.remote import bench_on_device
 

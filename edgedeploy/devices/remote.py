@@ -371,6 +371,9 @@ def _bench(
             "the same input gave different outputs on the first and the last run: the runtime does not compute the "
             f"same thing on repeated runs (output sum {res['output']['sum']:.6g} then {res['output_last']['sum']:.6g})"
         )
+    from edgedeploy.bench.memory import runner_memory_fields
+
+    extra.update(runner_memory_fields(res if runner_cmd else {}, files, profile.name))
     if parity_req is not None:
         extra["board_parity"] = _board_parity(transport, parity_req, res, runner_rt, native_tool, arch, options)
     if native_tool is not None and not runner_cmd:

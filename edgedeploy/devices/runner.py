@@ -260,6 +260,67 @@ def read_freqs(cpus):
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- memory
+# The runner reads its own resident set from /proc/self/status (stdlib only; Linux and Android). VmHWM is the
+# high-water mark of the resident set; writing "5" to /proc/self/clear_refs (Linux >= 4.0) resets it to the current
+# resident set, so the peak measured after the run is the peak since just before the model load. Where the reset is
+# refused the peak is the process's whole-life high-water mark (imports included) and "hwm_reset" says so.
+def read_status_kb(keys=("VmRSS", "VmHWM")):
+    """``{key: kB}`` of ``/proc/self/status`` for ``keys``; ``{}`` where the file does not exist (not Linux)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in keys:
+                    out[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def memory_before_load(runtime=None):
+    """The reading just before the model load: ``{"rss_kb", "hwm_reset"}``, or ``{"reason"}`` (no procfs).
+
+    ``runtime`` (and numpy) is imported first, so the rise measured afterwards is the model's, not the import's."""
+    if runtime:
+        try:
+            _import(runtime)
+            import numpy  # noqa: F401
+        except Exception:  # noqa: BLE001 - the load that follows reports it
+            pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    st = read_status_kb()
+    if "VmRSS" not in st:
+        return {"reason": "no VmRSS in /proc/self/status on this system"}
+    return {"rss_kb": st["VmRSS"], "hwm_reset": reset}
+
+
+def memory_after_run(before):
+    """``peak_rss_mb`` (VmHWM after the run), ``rss_delta_mb`` (peak minus VmRSS just before the load), in MB
+    (2**20 bytes); a figure that cannot be read is ``None`` with ``reason``."""
+    st = read_status_kb()
+    res = {"method": "/proc/self/status VmHWM / VmRSS", "hwm_reset": before.get("hwm_reset"),
+           "torch_imported": "torch" in sys.modules}  # fmt: skip
+    if "VmHWM" not in st or "rss_kb" not in before:
+        res.update(peak_rss_mb=None, rss_delta_mb=None, reason=before.get("reason") or "no VmHWM in /proc/self/status")
+        return res
+    res.update(
+        peak_rss_mb=st["VmHWM"] / 1024.0,
+        rss_delta_mb=(st["VmHWM"] - before["rss_kb"]) / 1024.0,
+        rss_before_load_mb=before["rss_kb"] / 1024.0,
+        rss_after_mb=st.get("VmRSS", 0) / 1024.0,
+    )
+    if not before.get("hwm_reset"):
+        res["note"] = "clear_refs refused: the peak is the process's whole-life high-water mark (imports included)"
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="edgedeploy device-side runner")
     ap.add_argument("--probe", action="store_true")
@@ -286,6 +347,7 @@ def main(argv=None):
         print("runner: unknown runtime {!r} (known: {})".format(runtime, ", ".join(RUNTIMES)), file=sys.stderr)
         return 2
     shape = [int(s) for s in a.input_shape.split(",") if s]
+    mem_before = memory_before_load(runtime)
     try:
         t0 = time.perf_counter_ns()
         model = load(runtime, a.artifact, a.threads, shape, a.precision)
@@ -359,6 +421,7 @@ def main(argv=None):
         "parity_outputs": parity_files,
         "freq_trace": trace,
     }
+    result["memory"] = memory_after_run(mem_before)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
