@@ -403,8 +403,14 @@ def _print_result(r: Any) -> None:
         extra.append(f"load {r.load_ms:.1f} ms")
     if r.first_ms is not None:
         extra.append(f"first inference {r.first_ms:.1f} ms")
+    from edgedeploy.results.figures import fmt, fmt_mb_bytes
+
+    extra.append(f"artifact {fmt_mb_bytes(getattr(r, 'artifact_bytes', None))} MB")
+    extra.append(f"peak RSS {fmt(getattr(r, 'peak_rss_mb', None))} MB (+{fmt(getattr(r, 'rss_delta_mb', None))} MB)")
     if extra:
         Console().print(", ".join(extra))
+    for name, why in (getattr(r, "not_measured", None) or {}).items():
+        err_console.print(f"[dim]{escape(name)} not measured: {escape(why)}[/]", soft_wrap=True)
     for w in r.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 
