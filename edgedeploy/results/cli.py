@@ -63,7 +63,7 @@ _errors_to_exit = guarded
 
 
 def _console() -> Console:
-    return Console(width=160, highlight=False)
+    return Console(width=220, highlight=False)  # the comparison table has 17 columns
 
 
 def _write(path: str | None, text: str) -> None:
