@@ -129,6 +129,8 @@ class BenchOptions:
     parity: bool = False
     #: measure peak_rss_mb / rss_delta_mb in a fresh child process (local runs; boards always report theirs)
     memory: bool = True
+    #: run back-to-back for this many seconds instead of ``iterations`` (edgedeploy.bench.sustained)
+    sustained: float | None = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
@@ -248,7 +250,14 @@ def bench(
         target, native or opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights),
         opts.input_size, progress=say, input_shape=opts.input_shape, name=opts.name,
     )  # fmt: skip
-    if profile.transport == "local":
+    if opts.sustained is not None and profile.transport == "local":
+        from edgedeploy.bench.sustained import bench_sustained_local
+
+        say(f"sustained run: {opts.sustained:g} s back-to-back in a fresh child process")
+        result = bench_sustained_local(resolved, opts.threads, opts.warmup, opts.sustained)
+        if opts.parity:
+            board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
+    elif profile.transport == "local":
         result = bench_local(
             resolved, opts.iterations, opts.warmup, opts.threads,
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
@@ -274,12 +283,19 @@ def bench(
             say("computing the reference outputs for board-side parity")
             w = None if opts.weights is None else str(opts.weights)
             parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
+        if opts.sustained is not None:  # one timed run, then the sustained phase (edgedeploy.bench.sustained)
+            parity_kw.update(sustained_s=opts.sustained, timeout_s=opts.sustained + 1800.0)
         result = bench_on_device(
             profile, resolved.artifact, runtime=opts.runtime if native else resolved.runtime,
-            iterations=opts.iterations, warmup=opts.warmup, threads=opts.threads, model=resolved.model,
+            iterations=1 if opts.sustained else opts.iterations, warmup=opts.warmup, threads=opts.threads,
+            model=resolved.model,
             fmt=resolved.format, precision=resolved.precision, input_shape=list(resolved.input_shape),
             allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
         )  # fmt: skip
+        if opts.sustained is not None:
+            from edgedeploy.bench import sustained
+
+            result = sustained.apply(result, getattr(result, "sustained", None))
         if resolved.verified is not None:
             extra = [resolved.unverified_reason()] if resolved.verified is False else []
             result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})

@@ -374,6 +374,8 @@ def _bench(
     from edgedeploy.bench.memory import runner_memory_fields
 
     extra.update(runner_memory_fields(res if runner_cmd else {}, files, profile.name))
+    if res and res.get("sustained"):
+        extra["sustained"] = res["sustained"]  # raw; edgedeploy.bench.sustained.apply summarizes it
     if parity_req is not None:
         extra["board_parity"] = _board_parity(transport, parity_req, res, runner_rt, native_tool, arch, options)
     if native_tool is not None and not runner_cmd:
@@ -467,6 +469,9 @@ def _run_with_retries(
             "--precision", precision, "--input-shape", ",".join(str(d) for d in input_shape),
             "--progress", progress, "--state-every", str(int(options.get("state_every", 10))),
         ]  # fmt: skip
+        from edgedeploy.bench.sustained import runner_args
+
+        argv += runner_args(options.get("sustained_s"))
         if options.get("_parity_dirs") and last is None:  # board-side parity: in the first complete runner process
             argv += ["--parity-inputs", options["_parity_dirs"][0], "--parity-outputs", options["_parity_dirs"][1]]
         try:

@@ -321,6 +321,68 @@ def memory_after_run(before):
     return res
 
 
+# ---------------------------------------------------------------------------------------------------- sustained
+def read_temps():
+    """``({zone type or name: °C}, reason)`` from ``/sys/class/thermal/thermal_zone*/temp`` (millidegrees); an
+    empty dict with the reason where there is none (a VM, qemu-user, a locked-down Android)."""
+    base = "/sys/class/thermal"
+    out = {}
+    try:
+        zones = [z for z in os.listdir(base) if z.startswith("thermal_zone")]
+    except OSError as e:
+        return out, f"no {base} ({e.strerror or e})"
+    for z in sorted(zones):
+        try:
+            with open(os.path.join(base, z, "temp")) as f:
+                milli = int(f.read().strip())
+            try:
+                with open(os.path.join(base, z, "type")) as f:
+                    name = f.read().strip() or z
+            except OSError:
+                name = z
+            out[name if name not in out else z] = milli / 1000.0
+        except (OSError, ValueError):
+            continue
+    return out, ("" if out else f"no readable thermal zone under {base}")
+
+
+def run_sustained(model, x, seconds, cpus, every_s=1.0):
+    """Back-to-back timed runs for ``seconds``: each sample (ms) with the time it ended (s since the start, monotonic),
+    and every ``every_s`` s (outside the timed region) the temperatures and the allowed CPUs' frequencies."""
+    clock = time.perf_counter_ns
+    samples, t_s, thermal = [], [], []
+    start = clock()
+    end = start + int(seconds * 1e9)
+    next_read = start
+    temp_reason = freq_reason = ""
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        if now >= next_read:
+            temps, temp_reason = read_temps()
+            freqs = read_freqs(cpus)
+            if not freqs:
+                freq_reason = "no /sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq for the allowed CPUs"
+            thermal.append({"t_s": (now - start) / 1e9, "temp_c": temps or None, "freq_khz": freqs or None})
+            next_read = now + int(every_s * 1e9)
+        model.feed(x)
+        t0 = clock()
+        model.infer()
+        t1 = clock()
+        samples.append((t1 - t0) / 1e6)
+        t_s.append((t1 - start) / 1e9)
+    return {
+        "seconds": seconds,
+        "duration_s": (clock() - start) / 1e9,
+        "samples_ms": samples,
+        "t_s": t_s,
+        "thermal": thermal,
+        "temperature_reason": temp_reason or None,
+        "frequency_reason": freq_reason or None,
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="edgedeploy device-side runner")
     ap.add_argument("--probe", action="store_true")
@@ -335,6 +397,7 @@ def main(argv=None):
     ap.add_argument("--state-every", type=int, default=10)
     ap.add_argument("--parity-inputs", help="folder of in-<i>.npy inputs to run once each (board-side parity)")
     ap.add_argument("--parity-outputs", help="folder to write out-<i>.npy (the first output of each input) into")
+    ap.add_argument("--sustained", type=float, default=0.0, help="after the timed runs: back-to-back runs for SECONDS")
     a = ap.parse_args(argv)
     if a.probe:
         print("RESULT " + json.dumps(probe()), flush=True)
@@ -396,6 +459,7 @@ def main(argv=None):
             progress.write(f"{ms:.6f}\n")
             progress.flush()
     trace.append({"i": a.iterations, "t": time.monotonic(), "freq_khz": read_freqs(cpus)})
+    sustained = run_sustained(model, x, a.sustained, cpus) if a.sustained > 0 else None
     if progress is not None:
         progress.close()
     last = model.output()
@@ -422,6 +486,8 @@ def main(argv=None):
         "freq_trace": trace,
     }
     result["memory"] = memory_after_run(mem_before)
+    if sustained is not None:
+        result["sustained"] = sustained
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -326,6 +326,13 @@ def render_html(
         ),
     ]
     all_results = list(results)
+    from edgedeploy.results.sustained_plot import caption, plot_sustained, sustained_results
+
+    if sustained_results(all_results):
+        svg = _svg(plot_sustained(all_results, _figure))
+        text = " ".join(caption(r) for r in sustained_results(all_results))
+        parts += ["<h2>Sustained runs: latency over time, temperature beside it</h2>",
+                  _figure_html("plot-sustained", text, svg)]  # fmt: skip
     if all_results:
         parts += [
             "<h2>History over commits</h2>",
