@@ -37,8 +37,9 @@ def test_sustained_windows() -> None:
     assert windows(600)[0] == 60.0
     w, note = windows(30)
     assert w == 10.0 and "third" in note
+    trace = [{"t_s": 0, "temp_c": None, "freq_khz": None}]
     s = summarize({"samples_ms": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0], "t_s": [1, 2, 13, 16, 25, 29], "duration_s": 30,
-                   "thermal": [{"t_s": 0, "temp_c": None, "freq_khz": None}], "temperature_reason": "none here"})  # fmt: skip
+                   "thermal": trace, "temperature_reason": "none here"})  # fmt: skip
     assert s["first_window_p50_ms"] == 1.0 and s["last_window_p50_ms"] == 3.0 and s["throttle_ratio"] == 3.0
     assert s["temperature_c_max"] is None and s["not_measured"]["temperature"] == "none here"
     hot = summarize({"samples_ms": [1.0, 1.0], "t_s": [1, 2], "duration_s": 3,
