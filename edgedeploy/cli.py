@@ -303,7 +303,7 @@ def bench_cmd(
 
         opts = MatrixOptions(device=device, threads=parse_sweep(threads_sweep), iterations=iterations, warmup=warmup,
                              max_minutes=max_minutes, trust_on_first_use=trust_on_first_use, store=out)  # fmt: skip
-        return run_matrix_command(target, opts, as_json, err_console)
+        return run_matrix_command(target, opts, as_json, err_console, markdown)
     if load_profile(device).transport == "labgrid":  # a farm: one case, on whichever board labgrid allocates
         from edgedeploy.bench.run import DEFAULT_RUNTIME
         from edgedeploy.suite import Suite

@@ -278,3 +278,39 @@ def run_matrix(model: str, opts: MatrixOptions) -> MatrixReport:
                       cases=[c.to_dict(model, profile.name) for c in cases])  # fmt: skip
         report.record = str(writer.path)
     return report
+
+
+def matrix_markdown(doc: dict[str, Any]) -> str:
+    """The ranked table as GitHub Markdown, from :meth:`MatrixReport.to_json_dict` (or its ``--json`` output)."""
+    from edgedeploy.results.figures import fmt, fmt_mb_bytes
+
+    cases = doc["cases"]
+    ranked = sorted((c for c in cases if c["status"] == "benchmarked"), key=lambda c: c["median_ms"])
+    rest = [c for c in cases if c["status"] != "benchmarked"]
+    lines = [
+        "| # | format | precision | runtime | threads | p50 ms | p90 ms | artifact MB | load ms | first ms | "
+        "peak RSS MB | RSS Δ MB | parity | status |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for i, c in enumerate([*ranked, *rest], 1):
+        status = c["status"] + (f": {c['reason']}" if c["reason"] else "")
+        lines.append(
+            f"| {i if c in ranked else '–'} | {c['format']} | {c['precision']} | {c['runtime']} | {c['threads']} | "
+            f"{fmt(c['median_ms'], '{:.2f}')} | {fmt(c['p90_ms'], '{:.2f}')} | {fmt_mb_bytes(c['artifact_bytes'])} | "
+            f"{fmt(c['load_ms'])} | {fmt(c['first_ms'])} | {fmt(c['peak_rss_mb'])} | {fmt(c['rss_delta_mb'])} | "
+            f"{c['parity'] or '–'} | {status.replace('|', '/')} |"
+        )
+    best = doc.get("best") or {}
+    fast, small = best.get("fastest"), best.get("smallest_memory")
+
+    def name(c: dict[str, Any]) -> str:
+        return f"{c['format']} {c['precision']} · {c['runtime']} · {c['threads']} thread{'s' * (c['threads'] != 1)}"
+
+    if fast:
+        line = f"Fastest passing parity: {name(fast)} ({fast['median_ms']:.2f} ms p50)"
+        if small:
+            line += f"; smallest memory passing parity: {name(small)} ({small['peak_rss_mb']:.1f} MB peak RSS)"
+        lines += ["", line + "."]
+    else:
+        lines += ["", f"No case passed its parity check ({best.get('reason', '')})."]
+    return "\n".join(lines) + "\n"

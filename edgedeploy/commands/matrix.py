@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgedeploy.bench.matrix import MatrixOptions, MatrixReport, run_matrix
+from edgedeploy.bench.matrix import MatrixOptions, MatrixReport, matrix_markdown, run_matrix
 from edgedeploy.results.figures import fmt, fmt_mb_bytes
 
 PARITY_STYLE = {"passed": "green", "failed": "red", "not run": "yellow"}
@@ -59,8 +59,11 @@ def matrix_table(report: MatrixReport) -> Table:
     return t
 
 
-def run_matrix_command(model: str, opts: MatrixOptions, as_json: bool, err_console: Console) -> None:
-    """Run the matrix with a status line on stderr, print the table and the best line, exit 0 / 1."""
+def run_matrix_command(
+    model: str, opts: MatrixOptions, as_json: bool, err_console: Console, markdown: str | None = None
+) -> None:
+    """Run the matrix with a status line on stderr, print the table and the best line (``markdown``: also write it
+    as Markdown there), exit 0 / 1."""
     with err_console.status(f"matrix {model}") as status:
         report = run_matrix(model, MatrixOptions(**{**opts.__dict__, "progress": lambda m: status.update(escape(m))}))
     stream = sys.stderr if as_json else sys.stdout
@@ -71,6 +74,13 @@ def run_matrix_command(model: str, opts: MatrixOptions, as_json: bool, err_conso
     console.print(escape(report.best_line()), soft_wrap=True)
     if report.record:
         err_console.print(f"results stored in {report.record} (run {report.run_id})")
+    if markdown:
+        from pathlib import Path
+
+        from edgedeploy._util import atomic_write_text
+
+        atomic_write_text(Path(markdown), matrix_markdown(report.to_json_dict()))
+        err_console.print(f"table written to {markdown}")
     if as_json:
         click.echo(json.dumps(report.to_json_dict(), indent=2))
     sys.exit(0 if report.fastest() is not None else 1)
