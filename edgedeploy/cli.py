@@ -421,8 +421,10 @@ def _print_result(r: Any) -> None:
         extra.append(f"first inference {r.first_ms:.1f} ms")
     from edgedeploy.results.figures import fmt, fmt_mb_bytes
 
-    extra.append(f"artifact {fmt_mb_bytes(getattr(r, 'artifact_bytes', None))} MB")
-    extra.append(f"peak RSS {fmt(getattr(r, 'peak_rss_mb', None))} MB (+{fmt(getattr(r, 'rss_delta_mb', None))} MB)")
+    size, peak, delta = (getattr(r, k, None) for k in ("artifact_bytes", "peak_rss_mb", "rss_delta_mb"))
+    extra.append(f"artifact {fmt_mb_bytes(size)} MB" if size is not None else "artifact n/a")
+    extra.append(f"peak RSS {fmt(peak)} MB (+{fmt(delta)} MB from just before the load)" if peak is not None
+                 else "peak RSS n/a")  # fmt: skip
     if extra:
         Console().print(", ".join(extra))
     s = getattr(r, "sustained", None)
