@@ -76,7 +76,7 @@ class MemoryReading:
     def from_runner(cls, memory: dict[str, Any] | None, where: str) -> MemoryReading:
         """From the ``memory`` object of the runner's ``RESULT`` (``None``: an old runner that has none)."""
         if not memory:
-            return cls.unmeasured(f"the runner on {where} reported no memory reading (runner older than version 2)")
+            return cls.unmeasured(f"the runner on {where} reported no memory reading (a runner older than issue 20's)")
         reading = cls(memory.get("peak_rss_mb"), memory.get("rss_delta_mb"), detail={**memory, "where": where})
         for name in MEMORY_FIELDS:
             if getattr(reading, name) is None:
