@@ -99,3 +99,27 @@ def test_memory_and_sustained_over_adb(bed, tmp_path: Path) -> None:  # noqa: F8
     s = out.sustained
     assert s["duration_s"] >= 4 and s["iterations"] == len(out.samples_ms) > 10
     assert s["throttle_ratio"] is not None and len(s["thermal_trace"]) >= 3
+
+
+@needs_adb
+def test_matrix_over_adb_runs_board_side(bed, tmp_path: Path) -> None:  # noqa: F811
+    import yaml
+
+    from edgedeploy.bench.matrix import MatrixOptions, run_matrix
+
+    prof = adb_profile(tmp_path, runtimes=["onnxruntime"])
+    path = tmp_path / "adbboard.yaml"
+    path.write_text(yaml.safe_dump(json.loads(prof.model_dump_json(exclude_none=True))))
+    opts = MatrixOptions(device=str(path), threads=(1,), iterations=3, warmup=0, store=str(tmp_path / "store"))
+    report = bed.ns.call(lambda: run_matrix("mobilevit_xxs", opts))
+    doc = report.to_json_dict()
+    assert {(c["format"], c["precision"]) for c in doc["cases"]} == {
+        ("onnx", "fp32"),
+        ("onnx", "fp16"),
+        ("onnx", "int8"),
+    }
+    fast = doc["best"]["fastest"]
+    assert fast is not None and fast["parity"] == "passed" and fast["peak_rss_mb"] > 0
+    assert all(
+        r.env["transport"] == "adb" and r.memory["where"] == "adbboard" for c in report.cases for r in [c.result]
+    )
