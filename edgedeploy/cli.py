@@ -297,6 +297,14 @@ def bench_cmd(
         suite = load_suite(suite_file) if suite_file else find_suite()
         return _run_suite(ctx, suite, device, out, as_json, markdown, trust_on_first_use)
     device = device or "local"
+    if not matrix and (threads_sweep is not None or max_minutes is not None):
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError("--threads-sweep and --max-minutes belong to --matrix")
+    if matrix and sustained is not None:
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError("--sustained times one case; run it on the case --matrix picks, not with --matrix")
     if matrix:
         from edgedeploy.bench.matrix import MatrixOptions
         from edgedeploy.commands.matrix import parse_sweep, run_matrix_command

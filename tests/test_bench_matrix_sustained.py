@@ -49,9 +49,15 @@ def test_sustained_windows() -> None:
     assert (hot["freq_mhz_first"], hot["freq_mhz_last"]) == (1800.0, 1200.0) and hot["not_measured"] == {}
 
 
-def test_bad_threads_sweep_is_exit_2() -> None:
+def test_bad_matrix_and_sustained_input_is_exit_2() -> None:
     p = run_cli("bench", "mobilevit_xxs", "--matrix", "--threads-sweep", "1,x")
     assert p.returncode == 2 and "threads-sweep" in p.stderr
+    p = run_cli("bench", "mobilevit_xxs", "--threads-sweep", "1")
+    assert p.returncode == 2 and "belong to --matrix" in p.stderr
+    p = run_cli("bench", "mobilevit_xxs", "--matrix", "--sustained", "5")
+    assert p.returncode == 2 and "--sustained" in p.stderr
+    p = run_cli("bench", "mobilevit_xxs", "--sustained", "0")
+    assert p.returncode == 2 and "--sustained" in p.stderr
 
 
 @pytest.mark.slow
