@@ -32,7 +32,8 @@ import edgedeploy
 from edgedeploy.bench.memory import MemoryRequest, child_command, run_runner_child
 
 BARE = r"""
-import json, sys
+import json, os, sys
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # as the runner does: onnxruntime >= 1.29 phones home otherwise
 rt, path, threads, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 import numpy as np
 if rt == "onnxruntime":
