@@ -183,7 +183,14 @@ def bench(
         target, native or opts.runtime, opts.precision, None if opts.weights is None else str(opts.weights),
         opts.input_size, progress=say, input_shape=opts.input_shape, name=opts.name,
     )  # fmt: skip
-    if profile.transport == "local":
+    if opts.sustained is not None and profile.transport == "local":
+        from edgedeploy.bench.sustained import bench_sustained_local
+
+        say(f"sustained run: {opts.sustained:g} s back-to-back in a fresh child process")
+        result = bench_sustained_local(resolved, opts.threads, opts.warmup, opts.sustained)
+        if opts.parity:
+            board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
+    elif profile.transport == "local":
         result = bench_local(
             resolved, opts.iterations, opts.warmup, opts.threads,
             None if opts.weights is None else str(opts.weights), on_sample=opts.on_sample,
@@ -191,6 +198,11 @@ def bench(
         )  # fmt: skip
         if opts.parity:
             board_parity.attach_local(result, resolved, None if opts.weights is None else str(opts.weights))
+        if opts.memory:
+            from edgedeploy.bench.memory import with_host_memory
+
+            say("measuring memory in a fresh child process")
+            result = with_host_memory(result, resolved.artifact, resolved.runtime, resolved.precision)
     else:
         from edgedeploy.devices.remote import bench_on_device
         from edgedeploy.devices.request import RemoteBench
@@ -205,12 +217,20 @@ def bench(
             say("computing the reference outputs for board-side parity")
             w = None if opts.weights is None else str(opts.weights)
             parity_kw["parity"] = board_parity.prepare(resolved.artifact, None, w)
+        sustained_kw = {}
+        if opts.sustained is not None:  # one timed run, then the sustained phase (edgedeploy.bench.sustained)
+            sustained_kw = {"sustained_s": opts.sustained, "timeout_s": opts.sustained + 1800.0}
         req = RemoteBench(
             resolved.artifact, opts.runtime if native else resolved.runtime, resolved.model, resolved.format,
-            resolved.precision, list(resolved.input_shape), iterations=opts.iterations, warmup=opts.warmup,
-            threads=opts.threads, allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
+            resolved.precision, list(resolved.input_shape), iterations=1 if opts.sustained else opts.iterations,
+            warmup=opts.warmup, threads=opts.threads, allow_oversubscribe=opts.allow_oversubscribe, **parity_kw,
+            **sustained_kw,
         )  # fmt: skip
         result = bench_on_device(profile, req)
+        if opts.sustained is not None:
+            from edgedeploy.bench import sustained
+
+            result = sustained.apply(result, getattr(result, "sustained", None))
         if resolved.verified is not None:
             extra = [resolved.unverified_reason()] if resolved.verified is False else []
             result = result.model_copy(update={"verified": resolved.verified, "warnings": [*result.warnings, *extra]})

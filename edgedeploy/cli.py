@@ -250,12 +250,21 @@ def export_cmd(
               "outputs with PyTorch fp32 (result: board_parity; exit 1 when it fails).")  # fmt: skip
 @click.option("--allow-oversubscribe", is_flag=True, help="Allow more --threads than the device has cores "
               "(up to 4x, with a warning).")  # fmt: skip
+@click.option("--matrix", is_flag=True, help="Every format x precision x runtime the device has, at 1..cores threads: "
+              "ranked, with parity, and the best case (see edgedeploy/bench/matrix.py).")  # fmt: skip
+@click.option("--threads-sweep", default=None, help="--matrix: thread counts, e.g. 1,2 (default 1..cores).")
+@click.option("--max-minutes", type=click.FloatRange(min=0.01), default=None,
+              help="--matrix: bound the whole run; cases not started by then are skipped.")  # fmt: skip
+@click.option("--sustained", type=click.FloatRange(min=1, max=86400), default=None, metavar="SECONDS",
+              help="Run back-to-back for SECONDS: per-iteration timestamps, temperature / frequency every second, "
+              "first- and last-window p50 and throttle_ratio (see edgedeploy/bench/sustained.py).")  # fmt: skip
 @click.pass_context
 def bench_cmd(
     ctx: click.Context, target: str | None, device: str | None, suite_file: str | None, markdown: str | None,
     runtime: str | None, iterations: int, warmup: int, threads: int | None, precision: str, weights: str | None,
     input_size: int | None, input_shape: str | None, name: str | None, as_json: bool, out: str | None,
-    trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool,
+    trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool, matrix: bool, threads_sweep: str | None,
+    max_minutes: float | None, sustained: float | None,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
 
@@ -283,6 +292,21 @@ def bench_cmd(
         suite = load_suite(suite_file) if suite_file else find_suite()
         return _run_suite(ctx, suite, device, out, as_json, markdown, trust_on_first_use)
     device = device or "local"
+    if not matrix and (threads_sweep is not None or max_minutes is not None):
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError("--threads-sweep and --max-minutes belong to --matrix")
+    if matrix and sustained is not None:
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError("--sustained times one case; run it on the case --matrix picks, not with --matrix")
+    if matrix:
+        from edgedeploy.bench.matrix import MatrixOptions
+        from edgedeploy.commands.matrix import parse_sweep, run_matrix_command
+
+        opts = MatrixOptions(device=device, threads=parse_sweep(threads_sweep), iterations=iterations, warmup=warmup,
+                             max_minutes=max_minutes, trust_on_first_use=trust_on_first_use, store=out)  # fmt: skip
+        return run_matrix_command(target, opts, as_json, err_console, markdown)
     if load_profile(device).transport == "labgrid":  # a farm: one case, on whichever board labgrid allocates
         from edgedeploy.bench.run import DEFAULT_RUNTIME
         from edgedeploy.suite import Suite
@@ -311,7 +335,7 @@ def bench_cmd(
             target, device=device, runtime=runtime, iterations=iterations, warmup=warmup, threads=threads,
             precision=precision, weights=weights, input_size=input_size, input_shape=input_shape, name=name,
             trust_on_first_use=trust_on_first_use, progress=say, on_sample=on_sample,
-            allow_oversubscribe=allow_oversubscribe, parity=with_parity,
+            allow_oversubscribe=allow_oversubscribe, parity=with_parity, sustained=sustained,
         )  # fmt: skip
     from edgedeploy.devices import board_parity
 
@@ -398,8 +422,23 @@ def _print_result(r: Any) -> None:
         extra.append(f"load {r.load_ms:.1f} ms")
     if r.first_ms is not None:
         extra.append(f"first inference {r.first_ms:.1f} ms")
+    from edgedeploy.results.figures import fmt, fmt_mb_bytes
+
+    size, peak, delta = (getattr(r, k, None) for k in ("artifact_bytes", "peak_rss_mb", "rss_delta_mb"))
+    extra.append(f"artifact {fmt_mb_bytes(size)} MB" if size is not None else "artifact n/a")
+    extra.append(f"peak RSS {fmt(peak)} MB (+{fmt(delta)} MB from just before the load)" if peak is not None
+                 else "peak RSS n/a")  # fmt: skip
     if extra:
         Console().print(", ".join(extra))
+    s = getattr(r, "sustained", None)
+    if s:
+        Console().print(
+            f"sustained {s['duration_s']:.0f} s: {s['iterations']} iterations; p50 {s['first_window_p50_ms']:.2f} ms "
+            f"in the first window, {s['last_window_p50_ms']:.2f} ms in the last ({s['window_s']:.0f} s windows): "
+            f"throttle_ratio {fmt(s['throttle_ratio'], '{:.3f}')}; temperature {fmt(s['temperature_c_max'])} °C max"
+        )
+    for name, why in (getattr(r, "not_measured", None) or {}).items():
+        err_console.print(f"[dim]{escape(name)} not measured: {escape(why)}[/]", soft_wrap=True)
     for w in r.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
 

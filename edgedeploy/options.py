@@ -76,6 +76,10 @@ class BenchOptions:
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
     parity: bool = False
+    #: measure peak_rss_mb / rss_delta_mb in a fresh child process (local runs; boards always report theirs)
+    memory: bool = True
+    #: run back-to-back for this many seconds instead of ``iterations`` (edgedeploy.bench.sustained)
+    sustained: float | None = None
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:

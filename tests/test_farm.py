@@ -166,6 +166,7 @@ def test_cli_farm_json_one_model_and_ctrl_c_releases(farm: Farm, tmp_path: Path)
     cases = json.loads(p.stdout)["cases"]
     assert len(cases) == 2 and {c["status"] for c in cases} == {"benchmarked"}
     assert {c["board"] for c in cases} <= set(farm.boards) and all(c["median_ms"] > 0 for c in cases)
+    assert all(c["peak_rss_mb"] > c["rss_delta_mb"] > 0 and c["artifact_bytes"] > 0 for c in cases)  # board runner's
     assert set(cases[0]) >= {"model", "format", "precision", "runtime", "device", "board", "status", "reason",
                              "median_ms"}  # fmt: skip
     _released(farm)

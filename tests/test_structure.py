@@ -69,6 +69,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.results": 6,
     "edgedeploy.suite": 6,
     "edgedeploy.bench.suite_run": 7,  # runs a suite through the public API: it sits beside api
+    "edgedeploy.bench.matrix": 7,  # the configuration matrix: suite cases through the public API, like suite_run
     # 7: the public API (edgedeploy/__init__ re-exports it)
     "edgedeploy.api": 7,
     "edgedeploy": 7,

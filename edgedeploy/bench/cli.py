@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgedeploy.bench.suite_run import CaseOutcome, SuiteReport, run_suite
+from edgedeploy.results.figures import fmt, fmt_mb_bytes
 from edgedeploy.suite import Suite
 
 STYLE = {"benchmarked": "green", "excluded": "dim", "export failed": "red", "parity failed": "red",
@@ -71,18 +72,28 @@ def _ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+FIGURE_COLUMNS = ("artifact MB", "load ms", "first ms", "peak RSS MB")
+
+
+def _figures(d: dict) -> list[str]:
+    """The ``FIGURE_COLUMNS`` cells of a case (``n/a``: not measured)."""
+    if d["median_ms"] is None:
+        return ["–"] * len(FIGURE_COLUMNS)
+    return [fmt_mb_bytes(d["artifact_bytes"]), fmt(d["load_ms"]), fmt(d["first_ms"]), fmt(d["peak_rss_mb"])]
+
+
 def suite_table(report: SuiteReport) -> Table:
     n_ok = sum(c.status == "benchmarked" for c in report.cases)
     n_ex = sum(c.status == "excluded" for c in report.cases)
     table = Table(title=f"suite {report.suite.name}: {n_ok} of {len(report.cases) - n_ex} cases benchmarked"
                   f"{f', {n_ex} excluded' if n_ex else ''} ({report.wall_s:.1f} s)")  # fmt: skip
-    for col in ("model", "format", "precision", "runtime", "device", "board", "median ms", "status"):
-        table.add_column(col, justify="right" if col == "median ms" else "left")
+    for col in ("model", "format", "precision", "runtime", "device", "board", "median ms", *FIGURE_COLUMNS, "status"):
+        table.add_column(col, justify="right" if col == "median ms" or col in FIGURE_COLUMNS else "left")
     for c in report.cases:
         d = c.to_dict()
         status = f"[{STYLE.get(c.status, '')}]{c.status}[/]" + (f": {escape(c.reason)}" if c.reason else "")
         table.add_row(d["model"], d["format"], d["precision"], d["runtime"], d["device"], d["board"] or "–",
-                      _ms(d["median_ms"]), status)  # fmt: skip
+                      _ms(d["median_ms"]), *_figures(d), status)  # fmt: skip
     return table
 
 
@@ -98,12 +109,14 @@ def suite_markdown(report: SuiteReport) -> str:
         f"### Suite `{cell(report.suite.name)}`: {n_ok} of {len(report.cases) - n_ex} cases benchmarked"
         + (f", {n_ex} excluded" if n_ex else ""),
         "",
-        "| model | format | precision | runtime | device | board | median ms | status |",
-        "|---|---|---|---|---|---|---:|---|",
+        "| model | format | precision | runtime | device | board | median ms | "
+        + " | ".join(FIGURE_COLUMNS)
+        + " | status |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for c in report.cases:
         d = c.to_dict()
         status = c.status + (f": {c.reason}" if c.reason else "")
         lines.append("| " + " | ".join(cell(x) for x in (d["model"], d["format"], d["precision"], d["runtime"],
-                     d["device"], d["board"] or "–", _ms(d["median_ms"]), status)) + " |")  # fmt: skip
+                     d["device"], d["board"] or "–", _ms(d["median_ms"]), *_figures(d), status)) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -86,7 +86,17 @@ class CaseOutcome:
         return {
             "model": c.model, "format": c.format, "precision": c.precision, "runtime": c.runtime, "device": c.device,
             "board": self.board, "status": self.status, "reason": self.reason, "median_ms": self.median_ms,
+            **self.figures(),
         }  # fmt: skip
+
+    def figures(self) -> dict[str, Any]:
+        """``artifact_bytes``, ``load_ms``, ``first_ms``, ``peak_rss_mb``, ``rss_delta_mb`` of the fastest complete
+        run (``None`` each when there is none or it did not measure that figure)."""
+        from edgedeploy.results.figures import FIGURES
+
+        done = self.complete
+        best = min(done, key=lambda r: r.median_ms) if done else None
+        return {k: getattr(best, k, None) for k in FIGURES}
 
 
 @dataclass

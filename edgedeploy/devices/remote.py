@@ -333,6 +333,11 @@ def _bench(
             "the same input gave different outputs on the first and the last run: the runtime does not compute the "
             f"same thing on repeated runs (output sum {res['output']['sum']:.6g} then {res['output_last']['sum']:.6g})"
         )
+    from edgedeploy.bench.memory import runner_memory_fields
+
+    extra.update(runner_memory_fields(res if runner_cmd else {}, files, profile.name))
+    if res and res.get("sustained"):
+        extra["sustained"] = res["sustained"]  # raw; edgedeploy.bench.sustained.apply summarizes it
     if parity_req is not None:
         label = (runner_rt, native_tool, arch)
         extra["board_parity"] = _board_parity(transport, parity_req, res, label, parity_dirs)
@@ -420,6 +425,9 @@ def _run_with_retries(
             "--precision", precision, "--input-shape", ",".join(str(d) for d in input_shape),
             "--progress", progress, "--state-every", str(int(req.state_every)),
         ]  # fmt: skip
+        from edgedeploy.bench.sustained import runner_args
+
+        argv += runner_args(req.sustained_s)
         if job.parity_dirs and last is None:  # board-side parity: in the first complete runner process
             argv += ["--parity-inputs", job.parity_dirs[0], "--parity-outputs", job.parity_dirs[1]]
         try:

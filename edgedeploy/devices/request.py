@@ -24,7 +24,8 @@ class RemoteBench:
     ``core_mask``: hex string overriding the profile's; ``pin``: pin with ``taskset``; ``state_every``: iterations
     between frequency readings; ``timeout_s``: per runner process (s); ``git_commit``: recorded in the result;
     ``parity``: a :class:`~edgedeploy.devices.parity_io.ParityRequest` (the runner also runs the reference inputs
-    and the result carries ``board_parity``); ``allow_oversubscribe``: accept more threads than cores (warned).
+    and the result carries ``board_parity``); ``allow_oversubscribe``: accept more threads than cores (warned);
+    ``sustained_s``: a sustained phase of that many seconds after the timed runs (per-iteration timestamps).
     """
 
     artifact: Path
@@ -43,3 +44,5 @@ class RemoteBench:
     git_commit: str | None = None
     parity: ParityRequest | None = None
     allow_oversubscribe: bool = False
+    #: after the timed runs, run back-to-back for this many seconds (edgedeploy.bench.sustained); None: no
+    sustained_s: float | None = None

@@ -260,6 +260,129 @@ def read_freqs(cpus):
     return out
 
 
+# ---------------------------------------------------------------------------------------------------- memory
+# The runner reads its own resident set from /proc/self/status (stdlib only; Linux and Android). VmHWM is the
+# high-water mark of the resident set; writing "5" to /proc/self/clear_refs (Linux >= 4.0) resets it to the current
+# resident set, so the peak measured after the run is the peak since just before the model load. Where the reset is
+# refused the peak is the process's whole-life high-water mark (imports included) and "hwm_reset" says so.
+def read_status_kb(keys=("VmRSS", "VmHWM")):
+    """``{key: kB}`` of ``/proc/self/status`` for ``keys``; ``{}`` where the file does not exist (not Linux)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in keys:
+                    out[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def memory_before_load(runtime=None):
+    """The reading just before the model load: ``{"rss_kb", "hwm_reset"}``, or ``{"reason"}`` (no procfs).
+
+    ``runtime`` (and numpy) is imported first, so the rise measured afterwards is the model's, not the import's."""
+    if runtime:
+        try:
+            _import(runtime)
+            import numpy  # noqa: F401
+        except Exception:  # noqa: BLE001 - the load that follows reports it
+            pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    st = read_status_kb()
+    if "VmRSS" not in st:
+        return {"reason": "no VmRSS in /proc/self/status on this system"}
+    return {"rss_kb": st["VmRSS"], "hwm_reset": reset}
+
+
+def memory_after_run(before):
+    """``peak_rss_mb`` (VmHWM after the run), ``rss_delta_mb`` (peak minus VmRSS just before the load), in MB
+    (2**20 bytes); a figure that cannot be read is ``None`` with ``reason``."""
+    st = read_status_kb()
+    res = {"method": "/proc/self/status VmHWM / VmRSS", "hwm_reset": before.get("hwm_reset"),
+           "torch_imported": "torch" in sys.modules}  # fmt: skip
+    if "VmHWM" not in st or "rss_kb" not in before:
+        res.update(peak_rss_mb=None, rss_delta_mb=None, reason=before.get("reason") or "no VmHWM in /proc/self/status")
+        return res
+    res.update(
+        peak_rss_mb=st["VmHWM"] / 1024.0,
+        rss_delta_mb=(st["VmHWM"] - before["rss_kb"]) / 1024.0,
+        rss_before_load_mb=before["rss_kb"] / 1024.0,
+        rss_after_mb=st.get("VmRSS", 0) / 1024.0,
+    )
+    if not before.get("hwm_reset"):
+        res["note"] = "clear_refs refused: the peak is the process's whole-life high-water mark (imports included)"
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------- sustained
+def read_temps():
+    """``({zone type or name: °C}, reason)`` from ``/sys/class/thermal/thermal_zone*/temp`` (millidegrees); an
+    empty dict with the reason where there is none (a VM, qemu-user, a locked-down Android)."""
+    base = "/sys/class/thermal"
+    out = {}
+    try:
+        zones = [z for z in os.listdir(base) if z.startswith("thermal_zone")]
+    except OSError as e:
+        return out, f"no {base} ({e.strerror or e})"
+    for z in sorted(zones):
+        try:
+            with open(os.path.join(base, z, "temp")) as f:
+                milli = int(f.read().strip())
+            try:
+                with open(os.path.join(base, z, "type")) as f:
+                    name = f.read().strip() or z
+            except OSError:
+                name = z
+            out[name if name not in out else z] = milli / 1000.0
+        except (OSError, ValueError):
+            continue
+    return out, ("" if out else f"no readable thermal zone under {base}")
+
+
+def run_sustained(model, x, seconds, cpus, every_s=1.0):
+    """Back-to-back timed runs for ``seconds``: each sample (ms) with the time it ended (s since the start, monotonic),
+    and every ``every_s`` s (outside the timed region) the temperatures and the allowed CPUs' frequencies."""
+    clock = time.perf_counter_ns
+    samples, t_s, thermal = [], [], []
+    start = clock()
+    end = start + int(seconds * 1e9)
+    next_read = start
+    temp_reason = freq_reason = ""
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        if now >= next_read:
+            temps, temp_reason = read_temps()
+            freqs = read_freqs(cpus)
+            if not freqs:
+                freq_reason = "no /sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq for the allowed CPUs"
+            thermal.append({"t_s": (now - start) / 1e9, "temp_c": temps or None, "freq_khz": freqs or None})
+            next_read = now + int(every_s * 1e9)
+        model.feed(x)
+        t0 = clock()
+        model.infer()
+        t1 = clock()
+        samples.append((t1 - t0) / 1e6)
+        t_s.append((t1 - start) / 1e9)
+    return {
+        "seconds": seconds,
+        "duration_s": (clock() - start) / 1e9,
+        "samples_ms": samples,
+        "t_s": t_s,
+        "thermal": thermal,
+        "temperature_reason": temp_reason or None,
+        "frequency_reason": freq_reason or None,
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="edgedeploy device-side runner")
     ap.add_argument("--probe", action="store_true")
@@ -274,6 +397,7 @@ def main(argv=None):
     ap.add_argument("--state-every", type=int, default=10)
     ap.add_argument("--parity-inputs", help="folder of in-<i>.npy inputs to run once each (board-side parity)")
     ap.add_argument("--parity-outputs", help="folder to write out-<i>.npy (the first output of each input) into")
+    ap.add_argument("--sustained", type=float, default=0.0, help="after the timed runs: back-to-back runs for SECONDS")
     a = ap.parse_args(argv)
     if a.probe:
         print("RESULT " + json.dumps(probe()), flush=True)
@@ -286,6 +410,7 @@ def main(argv=None):
         print("runner: unknown runtime {!r} (known: {})".format(runtime, ", ".join(RUNTIMES)), file=sys.stderr)
         return 2
     shape = [int(s) for s in a.input_shape.split(",") if s]
+    mem_before = memory_before_load(runtime)
     try:
         t0 = time.perf_counter_ns()
         model = load(runtime, a.artifact, a.threads, shape, a.precision)
@@ -334,6 +459,7 @@ def main(argv=None):
             progress.write(f"{ms:.6f}\n")
             progress.flush()
     trace.append({"i": a.iterations, "t": time.monotonic(), "freq_khz": read_freqs(cpus)})
+    sustained = run_sustained(model, x, a.sustained, cpus) if a.sustained > 0 else None
     if progress is not None:
         progress.close()
     last = model.output()
@@ -359,6 +485,9 @@ def main(argv=None):
         "parity_outputs": parity_files,
         "freq_trace": trace,
     }
+    result["memory"] = memory_after_run(mem_before)
+    if sustained is not None:
+        result["sustained"] = sustained
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

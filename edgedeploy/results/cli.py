@@ -64,7 +64,7 @@ _errors_to_exit = guarded
 
 
 def _console() -> Console:
-    return Console(width=160, highlight=False)
+    return Console(width=220, highlight=False)  # the comparison table has 17 columns
 
 
 def _write(path: str | None, text: str) -> None:
@@ -153,8 +153,8 @@ def print_comparison(report: ComparisonReport, console: Console | None = None, f
     t = Table(title=f"{report.baseline_label} → {report.current_label}")
     for col in ("verdict", "model", "format", "prec", "runtime", "device", "thr", "base p50 ms", "cur p50 ms"):
         t.add_column(col, justify="right" if "ms" in col or col == "thr" else "left")
-    for col in ("change", "shift ms [CI]", "p", "note"):
-        t.add_column(col, justify="left" if col == "note" else "right")
+    for col in ("change", "shift ms [CI]", "p", "load ms", "first ms", "peak RSS MB", "memory", "note"):
+        t.add_column(col, justify="left" if col in ("note", "memory") else "right")
     for row in report.sorted_rows():
         m, f, p, rt, d, th = row.key
         t.add_row(
@@ -170,6 +170,8 @@ def print_comparison(report: ComparisonReport, console: Console | None = None, f
             report_mod._f(row.change_pct, "{:+.1f} %"),
             report_mod._shift(row),
             report_mod._p(row.p_value),
+            *report_mod.figure_cells(row),
+            f"[{colors.get(row.memory_verdict, 'dim')}]{row.memory_verdict}[/]",
             row.note,
         )
     console.print(t)

@@ -41,6 +41,12 @@ environments", arXiv:1608.04295). ``aggregate="pool"`` pools all samples instead
 ``--confirm`` (the ``rerun`` hook of :func:`compare_results`): a flagged regression is re-measured once and kept only
 if the re-run is a regression by the same rule too; this is what removes most false alarms caused by a slow phase of
 a shared host (see the calibration).
+
+Besides latency each row carries the key's other figures (``figures``: artifact bytes, load and first-inference
+times, ``peak_rss_mb``, ``rss_delta_mb`` of both sides, :mod:`edgedeploy.results.figures`) and a
+``memory_verdict``: a memory regression (current peak RSS > baseline by more than ``memory_threshold_pct`` % and
+``min_abs_mb`` MB, default 10 % and 2 MB) is a regression too: it is listed in ``regressions`` and makes the exit
+code 1, whatever the latency verdict.
 """
 
 from __future__ import annotations
@@ -54,6 +60,12 @@ from typing import Any, Literal
 import numpy as np
 
 from edgedeploy.errors import ConfigError, EdgeDeployError
+from edgedeploy.results.figures import (
+    DEFAULT_MEMORY_THRESHOLD_PCT,
+    DEFAULT_MIN_ABS_MB,
+    FigureComparison,
+    compare_figures,
+)
 from edgedeploy.results.result import BenchResult
 
 #: Relative change of the median (in %) a regression must exceed. Chosen from the calibration (see module doc).
@@ -124,11 +136,16 @@ class RegressionRule:
     alpha: float = DEFAULT_ALPHA
     min_abs_ms: float = DEFAULT_MIN_ABS_MS
     aggregate: Aggregate = "fastest"
+    #: memory rule (edgedeploy.results.figures): peak RSS change above this % of the baseline AND above min_abs_mb
+    memory_threshold_pct: float = DEFAULT_MEMORY_THRESHOLD_PCT
+    min_abs_mb: float = DEFAULT_MIN_ABS_MB
 
     def __post_init__(self) -> None:
         from edgedeploy.limits import check_compare_rule
 
         check_compare_rule(self.threshold_pct, self.alpha, self.min_abs_ms)
+        if not (0 <= self.memory_threshold_pct <= 1000 and 0 <= self.min_abs_mb <= 1e6):
+            raise ConfigError("memory_threshold_pct must be 0..1000 and min_abs_mb 0..1e6")
         if self.aggregate not in ("fastest", "pool"):
             raise ConfigError(f"aggregate must be 'fastest' or 'pool' (got {self.aggregate!r})")
 
@@ -211,6 +228,17 @@ class KeyComparison:
     rerun: KeyComparison | None = None
     baseline_samples_ms: list[float] = field(default_factory=list, repr=False)
     current_samples_ms: list[float] = field(default_factory=list, repr=False)
+    figures: FigureComparison | None = None
+
+    @property
+    def memory_verdict(self) -> str:
+        """The memory rule's verdict (``unmeasured`` without figures)."""
+        return self.figures.memory_verdict if self.figures else "unmeasured"
+
+    @property
+    def regressed(self) -> bool:
+        """A latency or a memory regression."""
+        return self.verdict == "regression" or self.memory_verdict == "regression"
 
     @property
     def model(self) -> str:
@@ -240,6 +268,8 @@ class KeyComparison:
             out[name] = getattr(self, name)
         out["shift"] = asdict(self.shift) if self.shift else None
         out["rerun"] = self.rerun.to_dict(samples) if self.rerun else None
+        out["memory_verdict"] = self.memory_verdict
+        out["figures"] = self.figures.to_dict() if self.figures else None
         if samples:
             out["baseline_samples_ms"] = self.baseline_samples_ms
             out["current_samples_ms"] = self.current_samples_ms
@@ -261,7 +291,7 @@ class ComparisonReport:
 
     @property
     def regressions(self) -> list[KeyComparison]:
-        return [r for r in self.rows if r.verdict == "regression"]
+        return [r for r in self.rows if r.regressed]
 
     @property
     def improvements(self) -> list[KeyComparison]:
@@ -297,7 +327,9 @@ class ComparisonReport:
 
     def sorted_rows(self) -> list[KeyComparison]:
         """Regressions first (largest change first), then missing, improvements, unchanged."""
-        return sorted(self.rows, key=lambda r: (_ORDER[r.verdict], -(r.change_pct or 0.0), r.key))
+        return sorted(
+            self.rows, key=lambda r: (_ORDER["regression" if r.regressed else r.verdict], -(r.change_pct or 0.0), r.key)
+        )
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         return {
@@ -475,6 +507,12 @@ def compare_results(
         if row.verdict == "regression" and rerun is not None:
             row = _confirm(row, b, rerun, rule)
         rows.append(row)
+    for row in rows:
+        row.figures = compare_figures(
+            base_groups.get(row.key, []), cur_groups.get(row.key, []), rule.memory_threshold_pct, rule.min_abs_mb
+        )
+        if row.figures.note():
+            row.note = "; ".join(x for x in (row.note, row.figures.note()) if x)
     return ComparisonReport(rule, rows, baseline_label, current_label, confirmed=rerun is not None)
 
 

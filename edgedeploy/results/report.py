@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgedeploy.results.compare import ComparisonReport, Key, KeyComparison, group_by_key
+from edgedeploy.results.figures import RESULT_COLUMNS, result_row
 from edgedeploy.results.result import BenchResult
 
 _VERDICT_MD = {
@@ -58,8 +59,21 @@ def rule_sentence(report: ComparisonReport) -> str:
     return (
         f"A regression is Mann–Whitney U p < {r.alpha:g} **and** median change > +{r.threshold_pct:g} % **and** "
         f"> +{r.min_abs_ms:g} ms; shift = Hodges–Lehmann estimate with its {100 * (1 - r.alpha):g} % "
-        f"interval; several runs of a key: {r.aggregate}{conf}."
+        f"interval; several runs of a key: {r.aggregate}{conf}. A memory regression (peak RSS up by more than "
+        f"{r.memory_threshold_pct:g} % **and** {r.min_abs_mb:g} MB) is a regression too."
     )
+
+
+def _pair(b: float | None, c: float | None) -> str:
+    return f"{_f(b, '{:.1f}')} → {_f(c, '{:.1f}')}".replace("–", "n/a")
+
+
+def figure_cells(row: KeyComparison) -> list[str]:
+    """``load ms``, ``first ms``, ``peak RSS MB`` cells of a comparison row, each ``baseline → current``."""
+    if row.figures is None:
+        return ["n/a"] * 3
+    b, c = row.figures.baseline, row.figures.current
+    return [_pair(b.load_ms, c.load_ms), _pair(b.first_ms, c.first_ms), _pair(b.peak_rss_mb, c.peak_rss_mb)]
 
 
 def comparison_markdown(report: ComparisonReport, title: str = "Latency comparison") -> str:
@@ -76,18 +90,20 @@ def comparison_markdown(report: ComparisonReport, title: str = "Latency comparis
         f"{len(report.rows)} key(s) compared",
         "",
         "| verdict | model | format | precision | runtime | device | threads | baseline p50 (ms) | current p50 (ms) "
-        "| change | shift (ms) [CI] | p | n (base/cur) | note |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---|",
+        "| change | shift (ms) [CI] | p | n (base/cur) | load ms | first ms | peak RSS MB | memory | note |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in report.sorted_rows():
         m, f, prec, rt, dev, th = row.key
         change = _f(row.change_pct, "{:+.1f} %")
         if row.verdict == "regression":
             change = f"**{change}**"
+        verdict = _VERDICT_MD["regression" if row.regressed else row.verdict]
         lines.append(
-            f"| {_VERDICT_MD[row.verdict]} | **{m}** | {f} | {prec} | {rt} | {dev} | {th} | "
+            f"| {verdict} | **{m}** | {f} | {prec} | {rt} | {dev} | {th} | "
             f"{_f(row.baseline_median_ms)} | {_f(row.current_median_ms)} | {change} | {_shift(row)} | "
-            f"{_p(row.p_value)} | {row.n_baseline}/{row.n_current} | {html.escape(row.note)} |"
+            f"{_p(row.p_value)} | {row.n_baseline}/{row.n_current} | {' | '.join(figure_cells(row))} | "
+            f"{row.memory_verdict} | {html.escape(row.note)} |"
         )
     lines += ["", f"<sub>{rule_sentence(report)}</sub>", ""]
     return "\n".join(lines)
@@ -225,13 +241,16 @@ def _results_table(results: Sequence[BenchResult]) -> str:
             "<tr>"
             + "".join(f'<td class="l">{html.escape(str(v))}</td>' for v in (m, f, p, rt, d))
             + f"<td>{t}</td><td>{len(r.samples_ms)}</td><td>{r.median_ms:.3f}</td><td>{r.p90_ms:.3f}</td>"
-            f"<td>{r.p99_ms:.3f}</td><td class='l'>{html.escape((r.git_commit or '')[:10])}</td>"
+            f"<td>{r.p99_ms:.3f}</td>"
+            + "".join(f"<td>{v}</td>" for v in result_row(r))
+            + f"<td class='l'>{html.escape((r.git_commit or '')[:10])}</td>"
             f"<td class='l'>{html.escape(r.timestamp)}</td><td class='l'>{html.escape(r.status)}</td></tr>"
         )
     head = (
         "<tr><th class='l'>model</th><th class='l'>format</th><th class='l'>precision</th><th class='l'>runtime</th>"
         "<th class='l'>device</th><th>threads</th><th>n</th><th>p50 (ms)</th><th>p90 (ms)</th><th>p99 (ms)</th>"
-        "<th class='l'>commit</th><th class='l'>time (UTC)</th><th class='l'>status</th></tr>"
+        + "".join(f"<th>{html.escape(c)}</th>" for c in RESULT_COLUMNS)
+        + "<th class='l'>commit</th><th class='l'>time (UTC)</th><th class='l'>status</th></tr>"
     )
     return f"<table id='results-table'>{head}{''.join(rows)}</table>"
 
@@ -240,7 +259,8 @@ def _comparison_table(report: ComparisonReport) -> str:
     head = (
         "<tr><th class='l'>verdict</th><th class='l'>model</th><th class='l'>format</th><th class='l'>precision</th>"
         "<th class='l'>runtime</th><th class='l'>device</th><th>threads</th><th>baseline p50 (ms)</th>"
-        "<th>current p50 (ms)</th><th>change</th><th>shift (ms) [CI]</th><th>p</th><th class='l'>note</th></tr>"
+        "<th>current p50 (ms)</th><th>change</th><th>shift (ms) [CI]</th><th>p</th><th>load ms</th><th>first ms</th>"
+        "<th>peak RSS MB</th><th class='l'>memory</th><th class='l'>note</th></tr>"
     )
     rows = []
     for row in report.sorted_rows():
@@ -250,7 +270,8 @@ def _comparison_table(report: ComparisonReport) -> str:
             + "".join(f"<td class='l'>{html.escape(str(v))}</td>" for v in (m, f, p, rt, d))
             + f"<td>{t}</td><td>{_f(row.baseline_median_ms)}</td><td>{_f(row.current_median_ms)}</td>"
             f"<td>{_f(row.change_pct, '{:+.1f} %')}</td><td>{_shift(row)}</td><td>{_p(row.p_value)}</td>"
-            f"<td class='l'>{html.escape(row.note)}</td></tr>"
+            + "".join(f"<td>{html.escape(v)}</td>" for v in figure_cells(row))
+            + f"<td class='l'>{row.memory_verdict}</td><td class='l'>{html.escape(row.note)}</td></tr>"
         )
     return (
         f"<p>{html.escape(report.baseline_label)} → {html.escape(report.current_label)}: "
@@ -305,6 +326,13 @@ def render_html(
         ),
     ]
     all_results = list(results)
+    from edgedeploy.results.sustained_plot import caption, plot_sustained, sustained_results
+
+    if sustained_results(all_results):
+        svg = _svg(plot_sustained(all_results, _figure))
+        text = " ".join(caption(r) for r in sustained_results(all_results))
+        parts += ["<h2>Sustained runs: latency over time, temperature beside it</h2>",
+                  _figure_html("plot-sustained", text, svg)]  # fmt: skip
     if all_results:
         parts += [
             "<h2>History over commits</h2>",
@@ -331,14 +359,16 @@ def results_markdown(results: Sequence[BenchResult], title: str = "Latency resul
     lines = [
         f"### {title}",
         "",
-        "| model | format | precision | runtime | device | threads | runs | p50 (ms) | p90 (ms) | p99 (ms) | commit |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| model | format | precision | runtime | device | threads | runs | p50 (ms) | p90 (ms) | p99 (ms) | "
+        + " | ".join(RESULT_COLUMNS)
+        + " | commit |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, rs in sorted(group_by_key(results).items(), key=lambda kv: tuple(str(v) for v in kv[0])):
         r = max(rs, key=lambda r: r.timestamp)
         m, f, p, rt, d, t = key
         lines.append(
             f"| **{m}** | {f} | {p} | {rt} | {d} | {t} | {len(rs)} | {r.median_ms:.3f} | {r.p90_ms:.3f} | "
-            f"{r.p99_ms:.3f} | {(r.git_commit or '')[:10]} |"
+            f"{r.p99_ms:.3f} | {' | '.join(result_row(r))} | {(r.git_commit or '')[:10]} |"
         )
     return "\n".join([*lines, ""])

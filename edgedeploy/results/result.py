@@ -22,6 +22,13 @@ file's sha256 matched its manifest, null where there is no file (the torch runti
 ``board`` (the labgrid place name for a farm run, else ``null``), ``started_at`` and ``finished_at`` (ISO 8601 UTC,
 microseconds, around the timed phase: locally the warm-up and timed iterations, on a board the runner process that
 loads, warms up and times) were added later; files without them load with ``null``.
+
+Added with issue 20 (files without them load with ``null`` / empty): ``artifact_bytes`` (bytes on disk of the
+artifact and its side files), ``peak_rss_mb`` and ``rss_delta_mb`` (MB = 2**20 bytes; the high-water resident set of
+the process that ran the runtime and its rise from just before the model load, see :mod:`edgedeploy.bench.memory`),
+``memory`` (the raw reading), ``not_measured`` (field name -> why that figure is ``null``: never reported as 0) and
+``sustained`` (``--sustained``: per-iteration timestamps, thermal trace, window p50s and ``throttle_ratio``, see
+:mod:`edgedeploy.bench.sustained`).
 """
 
 from __future__ import annotations
@@ -81,6 +88,13 @@ class BenchResult(BaseModel):
     board: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    artifact_bytes: int | None = None
+    peak_rss_mb: float | None = None
+    rss_delta_mb: float | None = None
+    memory: dict[str, Any] = Field(default_factory=dict)
+    #: field name -> why it is null (a figure that could not be measured is never reported as 0)
+    not_measured: dict[str, str] = Field(default_factory=dict)
+    sustained: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _derive_stats(self) -> BenchResult:
