@@ -2,12 +2,16 @@
 
 Called by :func:`edgedeploy.cli.bench_cmd` for ``--suite FILE``, for no model at all (``./edgedeploy.yaml`` or the
 default suite), and for a model on a labgrid farm. Exit 0 when every case that was not excluded was benchmarked,
-1 otherwise; every result measured is in the result store either way.
+1 otherwise, 130 / 143 when SIGINT / SIGTERM stopped the suite (the table, ``--markdown`` / ``--json`` and the run
+file are still written, with the case in progress ``partial``); every result measured is in the result store
+either way.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from edgedeploy.bench.suite_run import CaseOutcome, SuiteReport, run_suite
 from edgedeploy.suite import Suite
 
 STYLE = {"benchmarked": "green", "excluded": "dim", "export failed": "red", "parity failed": "red",
-         "bench failed": "red"}  # fmt: skip
+         "bench failed": "red", "timed out": "red", "partial": "yellow", "interrupted": "yellow"}  # fmt: skip
 
 
 def run_suite_command(
@@ -60,11 +64,22 @@ def run_suite_command(
         atomic_write_text(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
         err_console.print(f"{len(results)} result(s) written to {out}")
     if markdown:
-        Path(markdown).write_text(suite_markdown(report))
+        from edgedeploy._util import atomic_write_text
+
+        atomic_write_text(Path(markdown), suite_markdown(report))
         err_console.print(f"table written to {markdown}")
     if as_json:
         click.echo(json.dumps(report.to_json_dict(), indent=2))
-    sys.exit(0 if report.ok else 1)
+    code = 0 if report.ok else 1
+    if report.interrupted is not None:
+        code = 128 + report.interrupted
+        err_console.print(f"[bold red]interrupted[/] ({signal.Signals(report.interrupted).name}): the finished cases "
+                          "and the samples of the case in progress are kept")  # fmt: skip
+    if report.abandoned:  # a board thread is still inside a runtime call: exiting normally would run the
+        sys.stdout.flush()  # runtime's static destructors under it (std::terminate, exit 134)
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _ms(v: float | None) -> str:
