@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgedeploy import registry
+from edgedeploy import limits, registry
 from edgedeploy._paths import load_yaml_config
 from edgedeploy.errors import ConfigError, EdgeDeployError
 
@@ -137,11 +137,14 @@ class Suite(BaseModel):
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
     runtimes: list[str] = Field(default_factory=list, description="default: every runtime the device has")
     devices: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
-    iterations: int = Field(100, ge=1, le=1_000_000)
-    warmup: int = Field(10, ge=0, le=100_000)
-    threads: int | None = Field(None, ge=1, le=1024)
+    # the bounds of edgedeploy.limits (what `bench` accepts), so a suite is refused when loaded, not case by case
+    iterations: int = Field(100, ge=limits.ITERATIONS[0], le=limits.ITERATIONS[1])
+    warmup: int = Field(10, ge=limits.WARMUP[0], le=limits.WARMUP[1])
+    threads: int | None = Field(None, ge=1, le=limits.MAX_THREADS)
     runs: int = Field(1, ge=1, le=100, description="benchmark each case this many times")
-    input_size: int | None = Field(None, ge=8, le=4096, description="square input side (default: each card's)")
+    input_size: int | None = Field(
+        None, ge=limits.INPUT_SIZE[0], le=limits.INPUT_SIZE[1], description="square input side (default: each card's)"
+    )
     case_timeout: float | None = Field(
         None, gt=0, le=86_400, description="s: an export or a timed run taking longer becomes a 'timed out' case"
     )

@@ -17,6 +17,7 @@ per call (importing torch: a few seconds).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import signal
@@ -29,21 +30,29 @@ from edgedeploy.errors import EdgeDeployError, ExportError
 
 #: seconds between SIGTERM and SIGKILL for a child that does not end
 KILL_AFTER_S = 5.0
+#: seconds a child may take to start and import its ``preload`` modules (not counted in the timeout)
+START_LIMIT_S = 300.0
 
 
-def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child_main(conn: Any, fn: Callable[..., Any], args: tuple[Any, ...], preload: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def _term(_signum: int, _frame: Any) -> None:
+    def _term(_signum: int, _frame: Any) -> None:  # once: unwind (staging folders go); a second one kills
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise KeyboardInterrupt("terminated by the suite")
 
     signal.signal(signal.SIGTERM, _term)
     try:
+        for name in preload:  # before the clock starts: the timeout is the step's, not the interpreter's start
+            importlib.import_module(name)
+        conn.send(("started", None))
         conn.send(("ok", fn(*args)))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent as data
         cls = type(e)
-        conn.send(("err", (cls.__module__, cls.__qualname__, str(e), isinstance(e, EdgeDeployError))))
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("err", (cls.__module__, cls.__qualname__, str(e), isinstance(e, EdgeDeployError))))
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         conn.close()
 
 
@@ -69,18 +78,21 @@ def _stop(proc: Any) -> None:
         proc.join(KILL_AFTER_S)
 
 
-def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str) -> Any:
+def run_isolated(
+    fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None, what: str, preload: tuple[str, ...] = ()
+) -> Any:
     """``fn(*args)`` in a child process, at most ``timeout`` s (None: no limit); see the module docstring.
 
     ``fn`` must be a module-level function and ``args`` / its result picklable. ``what`` names the step in the
-    timeout message (``"the export of net.py:build to onnx (fp32) timed out after 5 s (case timeout)"``).
+    timeout message (``"the export of net.py:build to onnx (fp32) timed out after 5 s (case timeout)"``). The
+    modules in ``preload`` are imported in the child before the clock starts (at most :data:`START_LIMIT_S`).
     """
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, fn, args), daemon=True, name="edgedeploy-case")
+    proc = ctx.Process(target=_child_main, args=(send, fn, args, preload), daemon=True, name="edgedeploy-case")
     proc.start()
     send.close()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = time.monotonic() + START_LIMIT_S + (timeout or 0)  # until the child says it started
     try:
         while True:
             if recv.poll(0.2):
@@ -91,6 +103,9 @@ def run_isolated(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float |
                     raise ExportError(
                         f"{what}: the child process ended without an answer (exit {proc.exitcode})"
                     ) from None
+                if kind == "started":
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    continue
                 break
             if not proc.is_alive() and not recv.poll(0):
                 raise ExportError(f"{what}: the child process died (exit code {proc.exitcode})")

@@ -434,7 +434,8 @@ def _export_all(
                 from edgedeploy.bench.case_process import run_isolated
 
                 what = f"the export of {model} to {fmt} ({precision})"
-                art = run_isolated(_export, (spec, fmt, precision, suite.input_size, None), suite.case_timeout, what)
+                args = (spec, fmt, precision, suite.input_size, None)
+                art = run_isolated(_export, args, suite.case_timeout, what, preload=("edgedeploy.export.pipeline",))
             if art.parity_status == "failed":
                 status, reason = "parity failed", "the exported artifact failed its parity check against PyTorch"
             out[key] = art
