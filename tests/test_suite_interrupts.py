@@ -241,3 +241,62 @@ def test_case_timeout_out_of_range_is_refused(tmp_path: Path, args: list[str], e
     suite.write_text(suite.read_text() + "case_timeout: 0\n")
     res = CliRunner().invoke(main, ["bench", "--suite", str(suite)])
     assert res.exit_code == 2 and "case_timeout" in one_line(res.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ an SSH board
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_timing_on_an_ssh_board(tmp_path: Path, sig: signal.Signals) -> None:
+    """The suite's device is a real sshd board (the path farm boards take too): the runner on the board is
+    stopped, its samples so far (from its progress file) are stored as the partial case, exit 130 / 143."""
+    import sys
+
+    from tests.testbed.sshd import SSHServer
+    from tests.testbed.sshd import skip_reason as sshd_skip
+
+    why = sshd_skip()
+    if why:
+        pytest.skip(why)
+    server = SSHServer(tmp_path).start()
+    try:
+        work = tmp_path / "boardwork"
+        board = server.profile_yaml(tmp_path / "board.yaml", str(work), sys.executable, runtimes=["onnxruntime"])
+        suite = _suite(tmp_path, ["quick.onnx", "heavy.onnx"], iterations=100000, warmup=0)
+        suite.write_text(suite.read_text() + f"devices: [{board}]\n")
+        proc, master, store, _ = _start(tmp_path, suite)
+        deadline = time.monotonic() + 300
+        progress_lines = 0
+        while time.monotonic() < deadline:
+            read_until(master, r"$^", timeout=0.2)
+            if list(store.glob("*.json")):  # quick.onnx is done: heavy.onnx is timing on the board
+                files = list((work / "runs").glob("*.samples")) if (work / "runs").is_dir() else []
+                progress_lines = max([len(f.read_text().splitlines()) for f in files] or [0])
+                if progress_lines >= 200:
+                    break
+        assert progress_lines >= 200, "heavy.onnx never reached 200 timed runs on the board"
+        stdout, tail = _finish(proc, master, sig)
+        _common(proc, stdout, tail, sig, tmp_path)
+        rec = _record(store)
+        by_model = {r["model"]: r for r in rec["results"]}
+        assert by_model["quick"]["status"] == "complete" and len(by_model["quick"]["samples_ms"]) == 100000
+        heavy = by_model["heavy"]
+        assert heavy["status"] == "partial" and 200 <= len(heavy["samples_ms"]) < 100000
+        assert heavy["device"] == "board"
+        cases = {c["model"]: c["status"] for c in rec["cases"]}
+        assert cases == {"../models/quick.onnx": "benchmarked", "../models/heavy.onnx": "partial"}
+        time.sleep(1.0)
+        left = [ln for ln in subprocess_ps() if "runner" in ln and str(work) in ln]
+        assert not left, left  # the runner on the board was stopped, not left timing
+        assert not (work / ".lock").exists()  # the board's lock was released
+    finally:
+        server.stop()
+
+
+def subprocess_ps() -> list[str]:
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        out.append(" ".join(p.info["cmdline"] or []))
+    return out

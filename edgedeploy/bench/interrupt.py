@@ -13,7 +13,9 @@ while a worker is inside onnxruntime ends in ``std::terminate`` (exit 134) and l
 * a second signal raises :class:`StopRequested` with ``force=True``: the caller stops waiting for the workers.
 
 :func:`case_deadline` sets a per-thread deadline (a suite's ``case_timeout``): :func:`check` past it raises
-:class:`StopRequested` with ``timed_out=True``. Nothing here prints or exits.
+:class:`StopRequested` with ``timed_out=True``. Transports wait in loops that also run clean-up commands, so they
+call :func:`check_interruptible`, which raises only inside :func:`interruptible` (the remote runner's run, see
+:mod:`edgedeploy.devices.remote`). Nothing here prints or exits.
 """
 
 from __future__ import annotations
@@ -111,3 +113,20 @@ def check() -> None:
     d = getattr(_local, "deadline", None)
     if d is not None and time.monotonic() > d[0]:
         raise StopRequested(f"{d[2]} timed out after {d[1]:g} s (case timeout)", timed_out=True)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """While inside (this thread): :func:`check_interruptible` checks like :func:`check` (a long remote run)."""
+    prev = getattr(_local, "interruptible", False)
+    _local.interruptible = True
+    try:
+        yield
+    finally:
+        _local.interruptible = prev
+
+
+def check_interruptible() -> None:
+    """:func:`check`, but only inside :func:`interruptible` (elsewhere a no-op: clean-up commands must run)."""
+    if getattr(_local, "interruptible", False):
+        check()
