@@ -163,3 +163,9 @@ class RuntimeUnavailableError(EdgeDeployError):
     """The runtime exists but cannot run here (e.g. CoreML prediction needs macOS); parity is "not run"."""
 
     exit_code = 3
+
+
+class UserCodeError(ConfigError):
+    """The user's own code (a ``file.py:callable``, its module, its model's ``forward``) raised: any exception,
+    ``SystemExit`` or a ``KeyboardInterrupt`` that was not a signal. Bad input: exit code 2, one line
+    ``<spec>: your callable raised <type>: <message>`` (see :mod:`edgedeploy.usercode`)."""

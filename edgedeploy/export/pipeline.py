@@ -41,6 +41,7 @@ from edgedeploy.profile.sourcemap import write_sourcemap
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source
+from edgedeploy.usercode import contain_exits, model_label
 from edgedeploy.zoo import count_params, module_fingerprint
 
 #: the lowering must not change outputs by more than this (max abs, fp32)
@@ -231,6 +232,7 @@ def _classifier(src: ModelSource) -> bool | None:
     return {"classifier": True, "auto": None}.get(src.output, False)
 
 
+@contain_exits(model_label)  # sys.exit / raise KeyboardInterrupt in the user's model code: one line, exit 2
 def export_model(
     model: str | ModelCard | ModelSource | nn.Module,
     fmt: str,
@@ -509,6 +511,7 @@ def cache_key(src: ModelSource, module: nn.Module | None, fmt: str, precision: s
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
+@contain_exits(model_label)
 def cached_export(
     model: str | ModelSource | nn.Module,
     fmt: str,
