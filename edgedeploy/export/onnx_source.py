@@ -65,6 +65,12 @@ def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ..
         raise ConfigError(f"{path}: {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); "
                           "edgedeploy exports single-input models")  # fmt: skip
     inp = inputs[0]
+    elem = inp.type.tensor_type.elem_type
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    if elem not in floats:
+        kind = onnx.TensorProto.DataType.Name(elem).lower()
+        raise ConfigError(f"{path}: input '{inp.name}' is {kind}: edgedeploy feeds images as float tensors (NCHW), "
+                          "so it exports and checks models with a float32 / float16 / float64 input only")  # fmt: skip
     dims = [(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?"))
             for d in inp.type.tensor_type.shape.dim]  # fmt: skip
     shown = ",".join(str(d) for d in dims)
