@@ -64,6 +64,11 @@ class ExportOptions:
     progress: Callable[[str], None] | None = None
     cache: bool = False
 
+    def __post_init__(self) -> None:
+        from edgedeploy.apitypes import check_field_types
+
+        check_field_types(self, "export")  # ConfigError, not a TypeError deep inside an exporter
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
         """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
@@ -127,6 +132,11 @@ class BenchOptions:
     progress: Callable[[str], None] | None = None
     out: str | Path | None = None
     parity: bool = False
+
+    def __post_init__(self) -> None:
+        from edgedeploy.apitypes import check_field_types
+
+        check_field_types(self, "bench")  # ConfigError, not a TypeError deep inside a runtime
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:
