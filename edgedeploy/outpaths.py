@@ -20,7 +20,7 @@ def _label(path: Path, option: str | None) -> str:
     return f"{option} {path}" if option else str(path)
 
 
-def _writable_ancestor(path: Path, label: str) -> None:
+def _writable_ancestor(path: Path, label: str, folder: bool = False) -> None:
     """The nearest existing ancestor of ``path`` must be a folder this process can create entries in."""
     parent = path.parent if str(path.parent) else Path(".")
     while not parent.exists():
@@ -33,6 +33,8 @@ def _writable_ancestor(path: Path, label: str) -> None:
     if not parent.is_dir():
         raise OutputError(f"cannot write {label}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
+        if folder:
+            raise OutputError(f"cannot write {label}: the output folder cannot be made, {parent} is not writable")
         raise OutputError(f"cannot write {label}: folder {parent} is not writable")
 
 
@@ -72,5 +74,5 @@ def check_output_dir(path: str | Path | None, option: str | None = None) -> Path
         if not os.access(p, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write {label}: output folder {p} is not writable")
         return p
-    _writable_ancestor(p, label)
+    _writable_ancestor(p, label, folder=True)
     return p
