@@ -31,6 +31,8 @@ def _writable_ancestor(path: Path, label: str, folder: bool = False) -> None:
             break
         parent = nxt
     if not parent.is_dir():
+        if folder:
+            raise OutputError(f"cannot write {label}: the output folder cannot be made, {parent} is not a folder")
         raise OutputError(f"cannot write {label}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         if folder:

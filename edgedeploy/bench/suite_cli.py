@@ -58,15 +58,11 @@ def run_suite_command(
         if why:
             err_console.print(f"[yellow]board {escape(board)} dropped out:[/] {escape(why)}", soft_wrap=True)
     if to_file:
-        from edgedeploy._util import atomic_write_text
-
         results = [json.loads(r.model_dump_json()) for c in report.cases for r in c.results]
-        atomic_write_text(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
+        _write(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
         err_console.print(f"{len(results)} result(s) written to {out}")
     if markdown:
-        from edgedeploy._util import atomic_write_text
-
-        atomic_write_text(Path(markdown), suite_markdown(report))
+        _write(Path(markdown), suite_markdown(report))
         err_console.print(f"table written to {markdown}")
     if as_json:
         click.echo(json.dumps(report.to_json_dict(), indent=2))
@@ -80,6 +76,17 @@ def run_suite_command(
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write an output checked before the run (edgedeploy.outpaths); a disk that fills meanwhile: OutputError."""
+    from edgedeploy._util import atomic_write_text
+    from edgedeploy.errors import OutputError
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e} (the results are in the run file)") from e
 
 
 def _ms(v: float | None) -> str:
