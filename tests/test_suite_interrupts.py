@@ -300,3 +300,58 @@ def subprocess_ps() -> list[str]:
     for p in psutil.process_iter(["cmdline"]):
         out.append(" ".join(p.info["cmdline"] or []))
     return out
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_sigterm_mid_timing_on_a_labgrid_farm_board(tmp_path: Path) -> None:
+    """A real labgrid farm (coordinator, exporter, one sshd board): SIGTERM while heavy.onnx is timing on the farm
+    board: its samples are kept (partial, naming the board), exit 143, and the place is released."""
+    import sys
+
+    import yaml
+
+    from tests.testbed import labgrid as lg
+    from tests.testbed.sshd import SSHServer
+    from tests.testbed.sshd import skip_reason as sshd_skip
+
+    why = sshd_skip() or lg.skip_reason()
+    if why:
+        pytest.skip(why)
+    (tmp_path / "board").mkdir()
+    server = SSHServer(tmp_path / "board").start()
+    try:
+        with lg.LabgridLab(tmp_path / "lab") as lab:
+            lab.add_exporter("host-0", {"board-a": {"address": "127.0.0.1", "port": server.port, "username": "root"}})
+            lab.add_place("board-a", "host-0/board-a/NetworkService", device="testboard")
+            work = tmp_path / "work"
+            prof = tmp_path / "farm.yaml"
+            prof.write_text(yaml.safe_dump({
+                "name": "testfarm", "transport": "labgrid", "coordinator": lab.address, "tags": {"device": "testboard"},
+                "key_file": str(server.client_key), "known_hosts": str(server.known_hosts),
+                "workdir": str(work / "{board}"), "python": sys.executable, "runtimes": ["onnxruntime"],
+                "retries": 1, "retry_backoff_s": 0.2, "connect_timeout_s": 5, "reserve_timeout_s": 30,
+            }))  # fmt: skip
+            suite = _suite(tmp_path, ["quick.onnx", "heavy.onnx"], iterations=100000, warmup=0)
+            suite.write_text(suite.read_text() + f"devices: [{prof}]\n")
+            proc, master, store, _ = _start(tmp_path, suite)
+            deadline = time.monotonic() + 400
+            lines = 0
+            while time.monotonic() < deadline and lines < 200:
+                read_until(master, r"$^", timeout=0.2)
+                if list(store.glob("*.json")):
+                    files = list(work.glob("*/runs/*.samples"))
+                    lines = max([len(f.read_text().splitlines()) for f in files] or [0])
+            assert lines >= 200, "heavy.onnx never reached 200 timed runs on the farm board"
+            stdout, tail = _finish(proc, master, signal.SIGTERM)
+            _common(proc, stdout, tail, signal.SIGTERM, tmp_path)
+            rec = _record(store)
+            by_model = {r["model"]: r for r in rec["results"]}
+            assert len(by_model["quick"]["samples_ms"]) == 100000
+            heavy = by_model["heavy"]
+            assert heavy["status"] == "partial" and 200 <= len(heavy["samples_ms"]) < 100000
+            assert heavy["board"] == "board-a" and heavy["device"] == "testfarm"
+            assert {c["model"]: c["status"] for c in rec["cases"]}["../models/heavy.onnx"] == "partial"
+            assert lab.place_acquired_by("board-a") is None  # released
+    finally:
+        server.stop()
