@@ -400,7 +400,12 @@ def compare_samples(
         verdict = "insufficient"
         note = (
             f"insufficient samples: {x.size} vs {y.size} can never reach p < {rule.alpha:g} (smallest p "
-            f"{min_p_value(x.size, y.size):.3g}); need {samples_needed_text(x.size, y.size, rule.alpha)}"
+            f"{min_p_value(x.size, y.size):.3g}); need "
+            + (
+                f"at least {samples_needed(rule.alpha)} per side"
+                if x.size == y.size
+                else samples_needed_text(x.size, y.size, rule.alpha)
+            )
         )
     return KeyComparison(
         key=key,
