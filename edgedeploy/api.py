@@ -266,10 +266,14 @@ def profile(
 
 
 def check_result_out(out: Path) -> None:
-    """Fail before measuring when ``out`` (a .json file, or a result folder) cannot be written."""
-    from edgedeploy.export.pipeline import ensure_writable_dir
+    """Fail before measuring when ``out`` (a .json file, or a result folder) cannot be written
+    (:mod:`edgedeploy.outpaths`; :class:`~edgedeploy.errors.OutputError`)."""
+    from edgedeploy.outpaths import check_output_dir, check_output_file
 
-    ensure_writable_dir(out if (out.is_dir() or not out.suffix) else out.parent)
+    if out.suffix == ".json" and not out.is_dir():
+        check_output_file(out, "--out")
+    else:
+        check_output_dir(out, "--out")
 
 
 def write_result(result: BenchResult, out: Path) -> Path:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgedeploy._paths import find_yaml_files, load_yaml_config
 from edgedeploy.errors import ConfigError, UnknownModelError
@@ -66,6 +66,17 @@ class ModelCard(BaseModel):
     paper: PaperFigures | None = None
     official: OfficialImpl | None = None
     path: Path | None = Field(None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:  # the artifact's file name: one path component (never outside --out)
+        from edgedeploy.errors import ConfigError
+        from edgedeploy.usercode import check_name
+
+        try:
+            return check_name(v, "the name")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 def load_card(path: str | Path) -> ModelCard:

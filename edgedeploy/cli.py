@@ -159,8 +159,10 @@ def export_cmd(
     from edgedeploy import api
     from edgedeploy.errors import UnknownFormatError
     from edgedeploy.limits import check_export_options
+    from edgedeploy.outpaths import check_output_dir
 
     check_export_options(opset, input_size, atol, min_cosine, min_top1)
+    check_output_dir(out_dir, "--out")  # before any model is built
     known = registry.format_names()
     fmts = known if formats == "all" else [formats]
     for f in fmts:
@@ -232,6 +234,13 @@ def export_cmd(
     help="Run a benchmark suite file (default with no model: ./edgedeploy.yaml, else the built-in suite).",
 )
 @click.option("--markdown", type=click.Path(dir_okay=False), default=None, help="Suites: write the table as Markdown.")
+@click.option(
+    "--case-timeout",
+    type=float,
+    default=None,
+    help="Suites: seconds an export or a timed run may take "
+    "before its case is marked `timed out` (the suite goes on; default: the suite's case_timeout, none).",
+)
 @click.option("--runtime", default=None,
               help="See `edgedeploy formats` (default: mnn for a model, else the file format's).")  # fmt: skip
 @click.option("--iterations", type=int, default=100, show_default=True, help="Timed batch-1 runs.")
@@ -264,7 +273,7 @@ def bench_cmd(
     runtime: str | None, iterations: int, warmup: int, threads: int | None, precision: str, weights: str | None,
     input_size: int | None, input_shape: str | None, name: str | None, as_json: bool, out: str | None,
     trust_on_first_use: bool, with_parity: bool, allow_oversubscribe: bool, matrix: bool, threads_sweep: str | None,
-    max_minutes: float | None, sustained: float | None,
+    max_minutes: float | None, sustained: float | None, case_timeout: float | None,
 ) -> None:  # fmt: skip
     """Time batch-1 inference of MODEL_SPEC_OR_FILE: load, first inference, warm-up, then N timed runs.
 
@@ -277,13 +286,20 @@ def bench_cmd(
     Exit codes: 0 done, 1 board-side parity failed (--parity; the result is printed and stored first), 2 bad input
     (also: --out could not be written; the message names the file the samples were saved to instead), 3 missing
     optional package, 5 device problem or partial result, 130 / 143 interrupted (the samples measured so far are
-    printed and stored first).
+    printed and stored first; in a suite the table is printed, the case in progress is `partial`).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgedeploy import api, limits
 
     limits.check_run_options(iterations, warmup, threads)  # before anything is loaded or started
+    from edgedeploy.outpaths import check_output_file
+
+    check_output_file(markdown, "--markdown")
+    if case_timeout is not None and not (0 < case_timeout <= 86_400):
+        from edgedeploy.errors import ConfigError
+
+        raise ConfigError(f"--case-timeout must be between 0 and 86400 s (got {case_timeout:g})")
     from edgedeploy.devices.profile import load_profile
 
     if suite_file is not None or target is None:
@@ -386,7 +402,9 @@ def _run_suite(
     from edgedeploy.bench.cli import run_suite_command
 
     given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    update: dict[str, Any] = {k: given[k] for k in ("iterations", "warmup", "threads", "input_size") if k in given}
+    update: dict[str, Any] = {
+        k: given[k] for k in ("iterations", "warmup", "threads", "input_size", "case_timeout") if k in given
+    }
     if "runtime" in given:
         update["runtimes"] = [registry.runtime_spec(given["runtime"]).name]
     if "precision" in given:

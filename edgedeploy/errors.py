@@ -6,14 +6,16 @@ Every error the toolkit raises on bad input or a failed step is an :class:`EdgeD
 Exit codes (stable, scripts may rely on them):
 
 * 1 — a verdict the user asked about came out negative (parity failed, latency regression);
-* 2 — bad input: unknown model / format / runtime / device, bad configuration, corrupt or mismatched file;
+* 2 — bad input: unknown model / format / runtime / device, bad configuration, corrupt or mismatched file, and
+  whatever the user's own code raised (:class:`UserCodeError`: an exception, ``SystemExit``, ``KeyboardInterrupt``);
 * 3 — a missing optional package (the message names the extra to install);
 * 4 — an export failed (the message names the op and node where known);
 * 5 — a device problem: unreachable, authentication, dropped connection, failed remote command;
 * 70 — an internal error: an exception the toolkit did not foresee (a bug). The CLI prints
   ``internal error: <type>: <message> (run with --debug for the traceback)``; see :mod:`edgedeploy.clierrors`;
 * 130 / 143 — interrupted by SIGINT (Ctrl-C) / SIGTERM (128 + the signal number). A benchmark interrupted while
-  timing prints / stores the samples measured so far first.
+  timing prints / stores the samples measured so far first; a suite prints its table, the case in progress
+  ``partial`` (:mod:`edgedeploy.bench.interrupt`).
 
 A bad or unwritable output path is exit code 2 (:class:`OutputError`); when a benchmark's result cannot be
 written, the message says where its samples were saved instead.
@@ -151,3 +153,9 @@ class RuntimeUnavailableError(EdgeDeployError):
     """The runtime exists but cannot run here (e.g. CoreML prediction needs macOS); parity is "not run"."""
 
     exit_code = 3
+
+
+class UserCodeError(ConfigError):
+    """The user's own code (a ``file.py:callable``, its module, its model's ``forward``) raised: any exception,
+    ``SystemExit`` or a ``KeyboardInterrupt`` that was not a signal. Bad input: exit code 2, one line
+    ``<spec>: your callable raised <type>: <message>`` (see :mod:`edgedeploy.usercode`)."""

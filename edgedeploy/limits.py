@@ -25,6 +25,8 @@ option                allowed                                    why
 ``--alpha``           0 < alpha < 1 (open)                       a significance level
 ``--threshold``       ≥ 0 %, finite                              a relative change
 ``--min-abs-ms``      ≥ 0 ms, finite                             an absolute change
+``profile --depth``   :data:`PROFILE_DEPTH` = 0 … 32             module-path depth (0: op-owning modules)
+``profile --top``     :data:`PROFILE_TOP` = 1 … 10 000           rows per table
 ====================  =========================================  ==============================================
 
 The device's cores: locally the CPUs this process may run on (``os.sched_getaffinity``); for a board, the cores
@@ -53,6 +55,9 @@ MAX_CHANNELS = 64
 OVERSUBSCRIBE_FACTOR = 4
 #: never more threads than this, whatever the device (also the cap when the device's cores are unknown)
 MAX_THREADS = 256
+#: allowed ``profile --depth`` and ``--top`` (inclusive)
+PROFILE_DEPTH = (0, 32)
+PROFILE_TOP = (1, 10_000)
 
 
 class OversubscribeWarning(UserWarning):
@@ -243,6 +248,12 @@ def check_compare_rule(threshold_pct: Any, alpha: Any, min_abs_ms: Any) -> None:
     check_alpha(alpha)
     if _finite("--min-abs-ms", min_abs_ms) < 0:
         raise ConfigError(f"--min-abs-ms must be 0 or more (got {min_abs_ms})")
+
+
+def check_profile_options(depth: Any, top: Any) -> None:
+    """``profile --depth`` (:data:`PROFILE_DEPTH`) and ``--top`` (:data:`PROFILE_TOP`); :class:`ConfigError`."""
+    _int_in("--depth", depth, *PROFILE_DEPTH)
+    _int_in("--top", top, *PROFILE_TOP)
 
 
 def warn(messages: list[str]) -> None:

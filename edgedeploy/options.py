@@ -42,6 +42,11 @@ class ExportOptions:
     progress: Callable[[str], None] | None = None
     cache: bool = False
 
+    def __post_init__(self) -> None:
+        from edgedeploy.apitypes import check_field_types
+
+        check_field_types(self, "export")  # ConfigError, not a TypeError deep inside an exporter
+
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ExportOptions:
         """Build from keyword arguments; :class:`ConfigError` names unknown ones."""
@@ -80,6 +85,11 @@ class BenchOptions:
     memory: bool = True
     #: run back-to-back for this many seconds instead of ``iterations`` (edgedeploy.bench.sustained)
     sustained: float | None = None
+
+    def __post_init__(self) -> None:
+        from edgedeploy.apitypes import check_field_types
+
+        check_field_types(self, "bench")  # ConfigError, not a TypeError deep inside a runtime
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BenchOptions:

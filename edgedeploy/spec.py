@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgedeploy.errors import ArtifactError, ConfigError
+from edgedeploy.errors import ArtifactError, ConfigError, UserCodeError
+from edgedeploy.usercode import check_name, user_code
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +70,16 @@ class UserModelCard(BaseModel):
             return list(check_input_shape(v))
         except ConfigError as e:
             raise ValueError(str(e).removeprefix("--input-shape ")) from None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                check_name(v, "the name")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("output")
     @classmethod
@@ -196,6 +207,8 @@ def resolve_model(
     ``input_shape`` overrides a card's; ``example`` (a ``(1, C, H, W)`` tensor) gives the shape of a bare module;
     ``input_size`` is the zoo's square side. Raises the errors listed in the module docstring.
     """
+    if name is not None:
+        check_name(name)  # one path component: the artifact's file name (never outside --out)
     shape = parse_input_shape(input_shape)
     if example is not None:
         ex_shape = check_input_shape(tuple(example.shape))
@@ -222,6 +235,8 @@ def resolve_model(
         return _card_source(model, shape, name, input_size)
     m = _CALLABLE.match(model)
     if m and (m.group("target").endswith(".py") or _DOTTED.match(m.group("target"))):
+        if m.group("target").endswith(".py") and not Path(m.group("target")).is_file():  # before "needs a shape"
+            raise ArtifactError(f"{model}: model file not found: {m.group('target')}")
         if shape is None:
             raise ConfigError(f"{model}: --input-shape 1,C,H,W is required for a callable without a model card")
         factory = callable_factory(model)
@@ -336,17 +351,23 @@ def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[mod_name] = module
             try:
-                loader_spec.loader.exec_module(module)
-            except Exception as e:
+                with user_code(what, f" while importing {path}"):
+                    loader_spec.loader.exec_module(module)
+            except BaseException:
                 sys.modules.pop(mod_name, None)
-                raise ConfigError(f"{what}: importing {path} raised {type(e).__name__}: {_first_line(e)}") from e
+                raise
     else:
         try:
             module = importlib.import_module(target)
         except ModuleNotFoundError as e:
             raise ConfigError(f"{what}: module {target!r} not found ({e.name} is not importable)") from e
         except Exception as e:
-            raise ConfigError(f"{what}: importing {target} raised {type(e).__name__}: {_first_line(e)}") from e
+            raise UserCodeError(
+                f"{what}: your module raised {type(e).__name__}: {_first_line(e)} while importing {target}"
+            ) from e
+        except (SystemExit, KeyboardInterrupt) as e:
+            with user_code(what, f" while importing {target}"):
+                raise e
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -357,10 +378,8 @@ def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str
     fn, kw = obj, dict(kwargs or {})
 
     def factory() -> Any:
-        try:
+        with user_code(spec, f" (calling {attr}())"):
             return fn(**kw)
-        except Exception as e:
-            raise ConfigError(f"{spec}: calling {attr}() raised {type(e).__name__}: {_first_line(e)}") from e
 
     return factory
 
@@ -422,8 +441,8 @@ def graph_inputs(model: Any) -> list[Any]:
 def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ...]:
     """The concrete NCHW input shape of ``path``: its static dims, or ``shape`` (must agree with static dims).
 
-    Raises :class:`ConfigError` for several inputs, a non-4-D input, dynamic dims without ``shape`` or a
-    ``shape`` that contradicts the file.
+    Raises :class:`ConfigError` for several inputs, a non-float input (named with its dtype), a non-4-D input,
+    dynamic dims without ``shape`` or a ``shape`` that contradicts the file.
     """
     onnx = import_onnx()
     try:
@@ -435,6 +454,12 @@ def onnx_input_shape(path: Path, shape: tuple[int, ...] | None) -> tuple[int, ..
         raise ConfigError(f"{path}: {len(inputs)} graph inputs ({', '.join(i.name for i in inputs)}); "
                           "edgedeploy exports single-input models")  # fmt: skip
     inp = inputs[0]
+    elem = inp.type.tensor_type.elem_type
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
+    if elem not in floats:
+        kind = onnx.TensorProto.DataType.Name(elem).lower()
+        raise ConfigError(f"{path}: input '{inp.name}' is {kind}: edgedeploy feeds images as float tensors (NCHW), "
+                          "so it exports and checks models with a float32 / float16 / float64 input only")  # fmt: skip
     dims = [(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?"))
             for d in inp.type.tensor_type.shape.dim]  # fmt: skip
     shown = ",".join(str(d) for d in dims)

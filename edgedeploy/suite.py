@@ -13,6 +13,7 @@ entries that show in the report as ``excluded: <reason>``. Example (``edgedeploy
     warmup: 10
     threads: 4                      # default: one per pinned core on a board, all cores here
     runs: 3                         # each case is benchmarked this many times (compare keeps the fastest)
+    case_timeout: 600               # s; an export or a timed run past it becomes a `timed out` case (default: none)
     exclude:
       - {model: mobilevit_s, runtime: mnn, precision: int8, reason: "MNN int8 LayerNorm drifts (issue 7)"}
       - {device: rk3288, format: onnx, reason: "no onnxruntime wheel for armv7l"}
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgedeploy import registry
+from edgedeploy import limits, registry
 from edgedeploy._paths import load_yaml_config
 from edgedeploy.errors import ConfigError, EdgeDeployError
 
@@ -136,11 +137,17 @@ class Suite(BaseModel):
     precisions: list[str] = Field(default_factory=lambda: ["fp32"])
     runtimes: list[str] = Field(default_factory=list, description="default: every runtime the device has")
     devices: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
-    iterations: int = Field(100, ge=1, le=1_000_000)
-    warmup: int = Field(10, ge=0, le=100_000)
-    threads: int | None = Field(None, ge=1, le=1024)
+    # the bounds of edgedeploy.limits (what `bench` accepts), so a suite is refused when loaded, not case by case
+    iterations: int = Field(100, ge=limits.ITERATIONS[0], le=limits.ITERATIONS[1])
+    warmup: int = Field(10, ge=limits.WARMUP[0], le=limits.WARMUP[1])
+    threads: int | None = Field(None, ge=1, le=limits.MAX_THREADS)
     runs: int = Field(1, ge=1, le=100, description="benchmark each case this many times")
-    input_size: int | None = Field(None, ge=8, le=4096, description="square input side (default: each card's)")
+    input_size: int | None = Field(
+        None, ge=limits.INPUT_SIZE[0], le=limits.INPUT_SIZE[1], description="square input side (default: each card's)"
+    )
+    case_timeout: float | None = Field(
+        None, gt=0, le=86_400, description="s: an export or a timed run taking longer becomes a 'timed out' case"
+    )
     exclude: list[Exclude] = Field(default_factory=list)
     path: Path | None = Field(None, exclude=True)
 
@@ -195,6 +202,8 @@ class Case:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file. Raises :class:`ConfigError` naming the file and the field."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"suite {p}: is a directory, not a suite file")
     if not p.is_file():
         raise ConfigError(f"suite {p}: no such file")
     return load_yaml_config(p, Suite, "suite")
@@ -206,9 +215,15 @@ def default_suite() -> Suite:
 
 
 def find_suite(cwd: Path | None = None) -> Suite:
-    """``./edgedeploy.yaml`` when it exists (validated), else :func:`default_suite`."""
+    """``./edgedeploy.yaml`` when it exists (validated), else :func:`default_suite`. Raises :class:`ConfigError`
+    when ``./edgedeploy.yaml`` exists but is not a file (a folder, a broken link): never silently the default."""
     f = (cwd or Path.cwd()) / SUITE_FILE
-    return load_suite(f) if f.is_file() else default_suite()
+    if f.is_file():
+        return load_suite(f)
+    if f.exists() or f.is_symlink():
+        raise ConfigError(f"suite {f}: is a directory, not a suite file" if f.is_dir() else
+                          f"suite {f}: not a regular file")  # fmt: skip
+    return default_suite()
 
 
 def local_runtimes() -> list[str]:

@@ -136,7 +136,7 @@ BAD_SPECS = [
     (["nowhere/net.py:build", "--input-shape", "1,3,32,32"], 2, "model file not found"),
     ([f"{USER_NET}:nope", "--input-shape", "1,3,32,32"], 2, "has no attribute 'nope'"),
     ([f"{USER_NET}:build_broken", "--input-shape", "1,3,32,32"], 2,
-     "calling build_broken() raised RuntimeError: weights server unreachable"),
+     "your callable raised RuntimeError: weights server unreachable (calling build_broken())"),
     ([f"{USER_NET}:not_a_module", "--input-shape", "1,3,32,32"], 2, "returned dict, not a torch.nn.Module"),
     ([f"{USER_NET}:build"], 2, "--input-shape 1,C,H,W is required"),
     ([f"{USER_NET}:build", "--input-shape", "1,3,96"], 2, "--input-shape must have 4 dims"),

@@ -547,3 +547,260 @@ def test_report_cases_tried() -> None:
     """Not a check: prints how many CLI cases this module drove (read by the issue's closing note)."""
     print(f"\ntest_fuzz_cli.py drove {len(CASES_TRIED)} CLI invocations")
     assert CASES_TRIED
+
+
+# ------------------------------------------------------------------------------------------------ issue 24
+# Table-driven: each row is (id, command line with {placeholders} for the files of the `bad24` fixture, exit code,
+# text the one line must contain). A new command or path (A/B, matrix, corpus) adds its rows here.
+USER_PY = """
+import sys
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
+def build_exit():
+    sys.exit(7)
+
+def build_kbd():
+    raise KeyboardInterrupt
+
+def build_value_error():
+    raise ValueError("no weights here")
+
+class ExitingForward(nn.Module):
+    def forward(self, x):
+        sys.exit(9)
+
+def build_exiting_forward():
+    return ExitingForward()
+"""
+
+
+@pytest.fixture(scope="module")
+def bad24(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    import onnx
+    from onnx import TensorProto, helper
+
+    root = tmp_path_factory.mktemp("bad24")
+    (root / "user.py").write_text(USER_PY)
+    (root / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    nodes = [helper.make_node("Cast", ["input"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("GlobalAveragePool", ["f"], ["out"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "i64", [helper.make_tensor_value_info("input", TensorProto.INT64, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 1, 1])])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "i64.onnx"))
+    tiny_onnx(root / "tiny.onnx")
+    (root / "a-file").write_text("x")
+    suites = root / "suites"
+    suites.mkdir()
+    (suites / "s.yaml").write_text("name: s\nmodels: [../tiny.onnx]\nruntimes: [onnxruntime]\niterations: 3\n")
+    (suites / "neg_timeout.yaml").write_text("name: s\nmodels: [../tiny.onnx]\ncase_timeout: -1\n")
+    (suites / "big_warmup.yaml").write_text("name: s\nmodels: [../tiny.onnx]\nwarmup: 20000\n")
+    (root / "good.json").write_text(write_result(root / "good.json", lognormal(3, 50)).read_text())
+    return {k: str(v) for k, v in {
+        "root": root, "user": root / "user.py", "exits_on_import": root / "exits_on_import.py",
+        "i64": root / "i64.onnx", "tiny": root / "tiny.onnx", "file": root / "a-file", "suite": suites / "s.yaml",
+        "neg_timeout": suites / "neg_timeout.yaml", "big_warmup": suites / "big_warmup.yaml",
+        "good": root / "good.json", "out": root / "out",
+    }.items()}  # fmt: skip
+
+
+SHAPE = ["--input-shape", "1,3,16,16"]
+BAD_INPUTS_24: list[tuple[str, list[str], int, str]] = [
+    # user code cannot take over the exit code
+    ("sys.exit in the callable", ["export", "{user}:build_exit", *SHAPE, "--to", "onnx", "--out", "{out}"], 2,
+     "your callable raised SystemExit: 7"),
+    ("KeyboardInterrupt in the callable", ["export", "{user}:build_kbd", *SHAPE, "--to", "onnx", "--out", "{out}"], 2,
+     "your callable raised KeyboardInterrupt"),
+    ("exception in the callable", ["bench", "{user}:build_value_error", *SHAPE, "--runtime", "onnxruntime"], 2,
+     "your callable raised ValueError: no weights here"),
+    ("sys.exit in forward", ["export", "{user}:build_exiting_forward", *SHAPE, "--to", "onnx", "--out", "{out}"], 2,
+     "your callable raised SystemExit: 9 (in the model's code)"),
+    ("sys.exit on import", ["export", "{exits_on_import}:build", *SHAPE, "--to", "onnx", "--out", "{out}"], 2,
+     "your callable raised SystemExit: 3 while importing"),
+    # names are one path component
+    *[(f"--name {n!r}", ["export", "{user}:build", *SHAPE, "--to", "onnx", "--out", "{out}/a/b", "--name", n], 2,
+       "--name") for n in ("../../escaped", "a/b", "..", ".", "", ".hidden", "x\\y", "tab\there")],
+    ("bench --name '../x'", ["bench", "{user}:build", *SHAPE, "--runtime", "onnxruntime", "--name", "../x"], 2,
+     "--name '../x' must be a single file name"),
+    # "file not found" before "--input-shape required"
+    ("missing file.py, no shape", ["export", "{root}/nothere.py:build", "--to", "onnx", "--out", "{out}"], 2,
+     "model file not found"),
+    # ONNX input dtypes
+    ("int64 ONNX input: bench", ["bench", "{i64}", "--iterations", "2"], 2,
+     "input 'input' of this ONNX model is int64"),
+    ("int64 ONNX input: export", ["export", "{i64}", "--to", "onnx", "--out", "{out}"], 2, "input 'input' is int64"),
+    # profile option ranges
+    *[(f"profile {o} {v}", ["profile", "{tiny}", o, v], 2, f"{o} must be between")
+      for o, v in (("--depth", "-1"), ("--depth", "33"), ("--top", "0"), ("--top", "10001"))],
+    # suites: case timeout, fields with the bench bounds
+    ("--case-timeout 0", ["bench", "--suite", "{suite}", "--case-timeout", "0"], 2, "--case-timeout must be between"),
+    ("suite case_timeout: -1", ["bench", "--suite", "{neg_timeout}"], 2, "case_timeout"),
+    ("suite warmup past the bench bound", ["bench", "--suite", "{big_warmup}"], 2, "warmup"),
+    ("--suite a folder", ["bench", "--suite", "{root}"], 2, "is a directory"),
+]  # fmt: skip
+
+#: every output option of every command: (command line, the option's value is appended); all must be refused before
+#: any work when the path cannot be written (a file in the way, a folder where a file goes)
+OUTPUT_OPTIONS_24: list[list[str]] = [
+    ["export", "{tiny}", "--to", "onnx", "--out"],
+    ["bench", "{tiny}", "--iterations", "2", "--out"],
+    ["bench", "--suite", "{suite}", "--markdown"],
+    ["bench", "--suite", "{suite}", "--out"],
+    ["profile", "{tiny}", "--html"],
+    ["compare", "{good}", "{good}", "--markdown"],
+    ["compare", "{good}", "{good}", "--json"],
+    ["compare", "{good}", "{good}", "--html"],
+    ["report", "{good}", "--html"],
+    ["report", "{good}", "--markdown"],
+]
+
+
+def _fill(args: list[str], files: dict[str, str]) -> list[str]:
+    return [a.format(**files) for a in args]
+
+
+@pytest.mark.parametrize(("case", "args", "code", "needle"), BAD_INPUTS_24, ids=[c for c, *_ in BAD_INPUTS_24])
+def test_issue24_bad_inputs_are_one_line(bad24: dict[str, str], case: str, args: list[str], code: int,
+                                         needle: str) -> None:  # fmt: skip
+    got, _, err = invoke(*_fill(args, bad24))
+    assert got == code, (case, err)
+    assert needle in one_line(err), case
+    assert not (Path(bad24["root"]).parent / "escaped.onnx").exists()
+    assert not list(Path(bad24["root"]).rglob("*.onnx.json")), "nothing was exported"
+
+
+@pytest.mark.parametrize("args", OUTPUT_OPTIONS_24, ids=[" ".join(a[:1] + a[-1:]) for a in OUTPUT_OPTIONS_24])
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_issue24_output_paths_are_checked_before_any_work(bad24: dict[str, str], args: list[str], where: str) -> None:
+    target = f"{bad24['file']}/sub/x.md" if where == "under a file" else bad24["file"]
+    if where == "a folder":
+        if args[-1] in ("--out",):  # a folder is what --out takes: give it a file instead
+            target = bad24["file"]
+        else:
+            target = bad24["root"]
+    for module in ("edgedeploy.api", "edgedeploy.devices.profile"):
+        importlib.import_module(module)
+    t0 = time.process_time()
+    code, _, err = invoke(*_fill(args, bad24), target)
+    cpu = time.process_time() - t0
+    line = one_line(err)
+    assert code == 2, err
+    assert "cannot write" in line or "is a directory" in line or "is a file" in line, line
+    assert cpu < 1.5, f"refused only after {cpu:.2f} s of CPU: the work ran first"
+
+
+def test_issue24_dot_edgedeploy_yaml_that_is_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "edgedeploy.yaml").mkdir()
+    code, out, err = invoke("bench")
+    assert code == 2 and "is a directory, not a suite file" in one_line(err) and out == ""
+
+
+def test_issue24_suite_paths_are_relative_to_the_suite_file(bad24: dict[str, str], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # not the suite's folder: ../tiny.onnx must be found next to it
+    code, out, err = invoke("bench", "--suite", bad24["suite"], "--json", "--out", str(tmp_path / "store"),
+                            env={"EDGEDEPLOY_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [c["status"] for c in doc["cases"]] == ["benchmarked"] * len(doc["cases"])
+
+
+def test_issue24_export_writes_only_under_out(bad24: dict[str, str], tmp_path: Path) -> None:
+    """Exports of a callable (with a name), a user card and an ONNX file into --out a/b: a walk of the whole tree
+    finds every new file under a/b (the source files excepted)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "user.py").write_text(USER_PY)
+    (tmp_path / "src" / "card.yaml").write_text("entry: user.py:build\nname: carded\ninput_shape: [1, 3, 16, 16]\n")
+    tiny_onnx(tmp_path / "src" / "t.onnx")
+    bad_card = tmp_path / "src" / "bad.yaml"
+    bad_card.write_text("entry: user.py:build\nname: ../../up\ninput_shape: [1, 3, 16, 16]\n")
+    before = set(tmp_path.rglob("*"))
+    out = tmp_path / "a" / "b"
+    for spec, extra in ((f"{tmp_path}/src/user.py:build", [*SHAPE, "--name", "named"]),
+                        (str(tmp_path / "src" / "card.yaml"), []), (str(tmp_path / "src" / "t.onnx"), [])):  # fmt: skip
+        code, _, err = invoke("export", spec, *extra, "--to", "onnx", "--out", str(out))
+        assert code == 0, err
+    code, _, err = invoke("export", str(bad_card), "--to", "onnx", "--out", str(out))
+    assert code == 2 and "must be a single file name" in one_line(err)
+    new = {p for p in tmp_path.rglob("*") if p not in before and p.is_file()}
+    outside = sorted(str(p) for p in new if not p.is_relative_to(out) and p.suffix != ".pyc")
+    assert outside == []
+    assert {p.name for p in new if p.suffix == ".onnx"} == {"named.onnx", "carded.onnx", "t.onnx"}
+    assert not list(tmp_path.glob("up*")) and not list(tmp_path.parent.glob("up.onnx*"))
+
+
+def test_issue24_stale_staging_folders_are_removed(bad24: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    from edgedeploy.export.pipeline import _owner_tag
+
+    out = tmp_path / "arts"
+    out.mkdir()
+    old = out / ".edgedeploy-staging-abc123"  # an older edgedeploy's, killed: no owner in the name
+    dead = out / f".edgedeploy-staging-{_owner_tag().rpartition('-')[0]}-999999999-xyz"  # a pid that cannot run
+    live = out / f".edgedeploy-staging-{_owner_tag()}-live"  # this very process: an export under way
+    for d in (old, dead, live):
+        d.mkdir()
+        (d / "half.onnx").write_bytes(b"partial")
+        os.utime(d, (time.time() - 3600, time.time() - 3600))
+    assert socket.gethostname()
+    code, _, err = invoke("export", str(bad24["tiny"]), "--to", "onnx", "--out", str(out))
+    assert code == 0, err
+    assert not old.exists() and not dead.exists()
+    assert live.exists()  # its owner still runs
+
+
+def test_issue24_sample_count_message_for_unequal_sides(tmp_path: Path) -> None:
+    base = write_result(tmp_path / "b.json", [10.0])
+    cur = write_result(tmp_path / "c.json", lognormal(2, 100, median=30.0))
+    code, _, err = invoke("compare", str(base), str(cur))
+    assert code == 2
+    line = one_line(err)
+    assert "(1 vs 100)" in line and "at least 2 baseline samples given 100 current ones, or 5 per side" in line
+
+
+@pytest.mark.parametrize(
+    ("call", "kwargs", "needle"),
+    [
+        ("bench", {"iterations": "5"}, "option iterations must be int"),
+        ("bench", {"warmup": 2.5}, "option warmup must be int"),
+        ("bench", {"threads": "1"}, "option threads must be int | None"),
+        ("bench", {"iterations": True}, "option iterations must be int"),
+        ("bench", {"device": 3}, "option device must be str"),
+        ("bench", {"runtime": 5}, "option runtime must be str | None"),
+        ("bench", {"out": 5}, "option out must be"),
+        ("bench", {"on_sample": "print"}, "option on_sample must be"),
+        ("export", {"opset": "17"}, "option opset must be int | None"),
+        ("export", {"parity": "yes"}, "option parity must be bool"),
+        ("export", {"atol": "0.1"}, "option atol must be float | None"),
+    ],
+)
+def test_issue24_api_argument_types_are_typed_errors(bad24: dict[str, str], call: str, kwargs: dict,
+                                                     needle: str) -> None:  # fmt: skip
+    import edgedeploy
+
+    with pytest.raises(ConfigError, match=needle.replace("|", r"\|")):
+        if call == "bench":
+            edgedeploy.bench(bad24["tiny"], **kwargs)
+        else:
+            edgedeploy.export(bad24["tiny"], "onnx", out=bad24["out"], **kwargs)
+
+
+def test_issue24_user_keyboard_interrupt_via_the_api_is_a_signal_or_an_error(bad24: dict[str, str]) -> None:
+    """Without the CLI's handlers a KeyboardInterrupt cannot be told from Ctrl-C: it passes through unchanged."""
+    import signal as _signal
+
+    import edgedeploy
+
+    assert _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        edgedeploy.export(f"{bad24['user']}:build_kbd", "onnx", input_shape=(1, 3, 16, 16), out=bad24["out"])
+    from edgedeploy.errors import UserCodeError
+
+    with pytest.raises(UserCodeError, match="your callable raised SystemExit: 7"):
+        edgedeploy.export(f"{bad24['user']}:build_exit", "onnx", input_shape=(1, 3, 16, 16), out=bad24["out"])

@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "edgedeploy._version": 1,
     "edgedeploy.signals": 1,
     "edgedeploy.registry": 1,
+    "edgedeploy.usercode": 1,  # runs a user's callable / module: its failures become one-line UserCodeErrors
+    "edgedeploy.outpaths": 1,  # output-path checks before any work (OutputError)
     # 2: records
     "edgedeploy.results.result": 2,
     "edgedeploy.results.stats": 2,
@@ -50,6 +52,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.export.sourcemap": 2,
     "edgedeploy.limits": 2,
     "edgedeploy.options": 2,  # the typed requests (ExportOptions, BenchOptions)
+    "edgedeploy.apitypes": 2,  # the typed requests' field-type checks (pydantic, strict)
     "edgedeploy.data": 2,
     # 3: models
     "edgedeploy.nn": 3,  # with nn.forms (the export forms, beside the families)

@@ -2,12 +2,16 @@
 
 Called by :func:`edgedeploy.cli.bench_cmd` for ``--suite FILE``, for no model at all (``./edgedeploy.yaml`` or the
 default suite), and for a model on a labgrid farm. Exit 0 when every case that was not excluded was benchmarked,
-1 otherwise; every result measured is in the result store either way.
+1 otherwise, 130 / 143 when SIGINT / SIGTERM stopped the suite (the table, ``--markdown`` / ``--json`` and the run
+file are still written, with the case in progress ``partial``); every result measured is in the result store
+either way.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from edgedeploy.results.figures import fmt, fmt_mb_bytes
 from edgedeploy.suite import Suite
 
 STYLE = {"benchmarked": "green", "excluded": "dim", "export failed": "red", "parity failed": "red",
-         "bench failed": "red"}  # fmt: skip
+         "bench failed": "red", "timed out": "red", "partial": "yellow", "interrupted": "yellow"}  # fmt: skip
 
 
 def run_suite_command(
@@ -55,17 +59,35 @@ def run_suite_command(
         if why:
             err_console.print(f"[yellow]board {escape(board)} dropped out:[/] {escape(why)}", soft_wrap=True)
     if to_file:
-        from edgedeploy._util import atomic_write_text
-
         results = [json.loads(r.model_dump_json()) for c in report.cases for r in c.results]
-        atomic_write_text(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
+        _write(Path(out), json.dumps(results, indent=1) + "\n")  # type: ignore[arg-type]
         err_console.print(f"{len(results)} result(s) written to {out}")
     if markdown:
-        Path(markdown).write_text(suite_markdown(report))
+        _write(Path(markdown), suite_markdown(report))
         err_console.print(f"table written to {markdown}")
     if as_json:
         click.echo(json.dumps(report.to_json_dict(), indent=2))
-    sys.exit(0 if report.ok else 1)
+    code = 0 if report.ok else 1
+    if report.interrupted is not None:
+        code = 128 + report.interrupted
+        err_console.print(f"[bold red]interrupted[/] ({signal.Signals(report.interrupted).name}): the finished cases "
+                          "and the samples of the case in progress are kept")  # fmt: skip
+    if report.abandoned:  # a board thread is still inside a runtime call: exiting normally would run the
+        sys.stdout.flush()  # runtime's static destructors under it (std::terminate, exit 134)
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write an output checked before the run (edgedeploy.outpaths); a disk that fills meanwhile: OutputError."""
+    from edgedeploy._util import atomic_write_text
+    from edgedeploy.errors import OutputError
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e} (the results are in the run file)") from e
 
 
 def _ms(v: float | None) -> str:

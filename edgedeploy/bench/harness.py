@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgedeploy.bench.interrupt import check as check_stop
 from edgedeploy.limits import check_run_options
 
 
@@ -49,24 +50,30 @@ def measure(
 
     ``on_sample(i, ms)`` is called after each timed run, outside the timed region (progress bars).
     A ``KeyboardInterrupt`` or an exception raised by ``infer`` during the timed runs stops the loop; the samples
-    measured so far are returned with ``interrupted`` set, so nothing measured is lost.
+    measured so far are returned with ``interrupted`` set, so nothing measured is lost. Between runs (outside the
+    timed region) it checks for a cooperative stop (:mod:`edgedeploy.bench.interrupt`: a signal during a suite, a
+    case deadline), which ends the loop the same way; before the first timed sample it raises
+    :class:`~edgedeploy.bench.interrupt.StopRequested`.
 
     Raises :class:`~edgedeploy.errors.ConfigError` for ``iterations`` or ``warmup`` out of range
     (:mod:`edgedeploy.limits`).
     """
     check_run_args(iterations, warmup)
     clock = time.perf_counter_ns
+    check_stop()
     t0 = clock()
     infer()
     first_ms = (clock() - t0) / 1e6
     warm: list[float] = []
     for _ in range(warmup):
+        check_stop()
         t0 = clock()
         infer()
         warm.append((clock() - t0) / 1e6)
     samples: list[float] = []
     try:
         for i in range(iterations):
+            check_stop()
             t0 = clock()
             infer()
             t1 = clock()

@@ -19,13 +19,25 @@
 4. **Store.** One result-store run (:class:`~edgedeploy.results.store.RunWriter`) holds every result, rewritten
    as each one arrives, plus ``suite`` and ``cases`` (the statuses) as extra record keys.
 
-Statuses: ``benchmarked`` (every run complete), ``export failed``, ``parity failed``, ``bench failed``, ``excluded``.
+Statuses: ``benchmarked`` (every run complete), ``export failed``, ``parity failed``, ``bench failed``, ``excluded``,
+``timed out`` (an export or a run took longer than ``suite.case_timeout``: the suite goes on; a run's samples
+measured before the deadline are kept), ``partial`` (the case in progress when SIGINT / SIGTERM arrived: its
+samples are kept) and ``interrupted`` (not run, or stopped before timing, because of the signal).
 A case's ``median_ms`` is the median of its fastest run (what ``compare`` keeps of repeated runs), in ms.
+
+**Interrupts** (:mod:`edgedeploy.bench.interrupt`): under SIGINT / SIGTERM the export in progress stops at once,
+each board finishes the inference it is in and stops (its partial samples stored), no new job starts, every
+finished case is kept, and :func:`run_suite` *returns* its report with ``interrupted`` set to the signal number
+(the caller prints the table and exits 130 / 143). A second signal stops the wait for the boards
+(``abandoned``). **Case timeout**: with ``suite.case_timeout`` each export runs in a child process
+(:mod:`edgedeploy.bench.case_process`: user code that never returns is killed there) and each timed run has a
+deadline checked between inferences.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 import tempfile
 import threading
 import time
@@ -37,6 +49,8 @@ from typing import Any
 
 import yaml
 
+from edgedeploy.bench import interrupt
+from edgedeploy.bench.interrupt import StopRequested
 from edgedeploy.devices.profile import DeviceProfile, load_profile
 from edgedeploy.errors import (
     ConfigError,
@@ -49,7 +63,18 @@ from edgedeploy.results.result import BenchResult
 from edgedeploy.results.store import RunWriter
 from edgedeploy.suite import Case, Suite, device_runtimes, expand
 
-STATUSES = ("benchmarked", "export failed", "parity failed", "bench failed", "excluded")
+STATUSES = (
+    "benchmarked",
+    "export failed",
+    "parity failed",
+    "bench failed",
+    "excluded",
+    "timed out",
+    "partial",
+    "interrupted",
+)
+#: how long (s) an interrupted suite waits for its boards to finish the inference they are in
+STOP_GRACE_S = 60.0
 #: errors after which a board is taken out of the suite (its jobs go to the other boards of its device)
 BOARD_GONE = (ConnectionDroppedError, DeviceUnreachableError, DeviceAuthError)
 
@@ -64,6 +89,8 @@ class CaseOutcome:
     results: list[BenchResult] = field(default_factory=list)
     runs_done: int = 0
     errors: list[str] = field(default_factory=list)
+    #: "timed out" / "partial" / "interrupted" and why, when a run was stopped (see the module docstring)
+    stopped: tuple[str, str] | None = None
 
     @property
     def complete(self) -> list[BenchResult]:
@@ -109,15 +136,20 @@ class SuiteReport:
     run_id: str
     boards: dict[str, str] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: the signal (SIGINT 2 / SIGTERM 15) that stopped the suite, or None
+    interrupted: int | None = None
+    #: True when a second signal stopped the wait: a board thread may still be inside a runtime call
+    abandoned: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when every case that was not excluded was benchmarked."""
-        return all(c.status in ("benchmarked", "excluded") for c in self.cases)
+        """True when every case that was not excluded was benchmarked (and no signal stopped the suite)."""
+        return self.interrupted is None and all(c.status in ("benchmarked", "excluded") for c in self.cases)
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"cases": [c.to_dict() for c in self.cases], "run_id": self.run_id,
-                "record": str(self.record) if self.record else None}  # fmt: skip
+                "record": str(self.record) if self.record else None,
+                "interrupted": signal.Signals(self.interrupted).name if self.interrupted else None}  # fmt: skip
 
 
 @dataclass
@@ -164,7 +196,7 @@ class _Queue:
 
     def take(self, device: str) -> tuple[CaseOutcome, int] | None:
         with self.cond:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not interrupt.stop_requested():
                 q = self.jobs.get(device)
                 if q:
                     self.in_flight[device] = self.in_flight.get(device, 0) + 1
@@ -205,8 +237,10 @@ def run_suite(
     if trust_on_first_use:
         profiles = [p.model_copy(update={"trust_on_first_use": True}) for p in profiles]
     writer = RunWriter(store, label=suite.name)
-    with contextlib.ExitStack() as stack:
-        boards: list[_Board] = []
+    outcomes: list[CaseOutcome] = []
+    boards: list[_Board] = []
+    abandoned = False
+    with interrupt.stop_on_signals(), contextlib.ExitStack() as stack:
         opened: set[int] = set()
 
         def open_boards(i: int) -> None:  # a farm's places are reserved only once its cases are ready to run
@@ -226,73 +260,128 @@ def run_suite(
                 path.write_text(yaml.safe_dump(b.profile.model_dump(mode="json", exclude={"path"})))
                 boards.append(_Board(b.name, prof.name, b.profile, str(path), farm_board=True))
 
-        outcomes: list[CaseOutcome] = []
-        for i, prof in enumerate(profiles):
-            probed = None
-            if not suite.runtimes and not prof.runtimes and prof.transport != "local":
-                open_boards(i)  # the runtimes this device has: ask its (first) board
-                probed = _probe(next(b for b in boards if b.device == prof.name))
-            cases = expand(suite, prof.name, suite.runtimes or device_runtimes(prof, probed))
-            if not cases:
-                raise ConfigError(
-                    f"suite {suite.name}: no case for device {prof.name} (runtimes "
-                    f"{suite.runtimes or prof.runtimes or probed or 'none found'}); name runtimes the device has "
-                    "in the suite or in the profile's `runtimes`"
-                )
-            outcomes += [CaseOutcome(c) for c in cases]
-        for o in outcomes:
-            if o.case.excluded is not None:
-                o.status, o.reason = "excluded", o.case.excluded
-        writer.extra.update(suite={"name": suite.name, "path": str(suite.path) if suite.path else None})
-        if on_plan:
-            on_plan(outcomes)
-
         def finish(o: CaseOutcome) -> None:
             writer.update(cases=[c.to_dict() for c in outcomes])
             if on_case:
                 on_case(o)
 
-        artifacts = _export_all(suite, [o for o in outcomes if o.status == "pending"], log, finish)
-        for i, prof in enumerate(profiles):
-            if any(o.status == "pending" and o.case.device == prof.name for o in outcomes):
-                open_boards(i)
-        queue = _Queue()
-        for o in outcomes:
-            if o.status == "pending":
-                for i in range(suite.runs):
-                    queue.put(o.case.device, (o, i))
-        lock = threading.Lock()
-        threads = [
-            threading.Thread(target=_worker, args=(b, queue, suite, artifacts, writer, lock, finish, log),
-                             name=f"board-{b.name}", daemon=True)
-            for b in boards
-        ]  # fmt: skip
-        for th in threads:
-            th.start()
         try:
-            while any(th.is_alive() for th in threads):
-                for th in threads:
-                    th.join(timeout=0.2)
-        except KeyboardInterrupt:
-            queue.stop.set()
-            log("interrupted: releasing the boards")
-            for th in threads:
-                th.join(timeout=2 / max(1, len(threads)))
-            for b in boards:  # a worker still mid-case holds its board's lock folder: take it away (ours only)
-                if b.busy:
-                    _release_own_lock(b.profile)
-            raise
-        for o in outcomes:  # jobs left: every board of the device dropped out
+            for i, prof in enumerate(profiles):
+                probed = None
+                if not suite.runtimes and not prof.runtimes and prof.transport != "local":
+                    open_boards(i)  # the runtimes this device has: ask its (first) board
+                    probed = _probe(next(b for b in boards if b.device == prof.name))
+                cases = expand(suite, prof.name, suite.runtimes or device_runtimes(prof, probed))
+                if not cases:
+                    raise ConfigError(
+                        f"suite {suite.name}: no case for device {prof.name} (runtimes "
+                        f"{suite.runtimes or prof.runtimes or probed or 'none found'}); name runtimes the device "
+                        "has in the suite or in the profile's `runtimes`"
+                    )
+                outcomes += [CaseOutcome(c) for c in cases]
+            for o in outcomes:
+                if o.case.excluded is not None:
+                    o.status, o.reason = "excluded", o.case.excluded
+            writer.extra.update(suite={"name": suite.name, "path": str(suite.path) if suite.path else None})
+            if on_plan:
+                on_plan(outcomes)
+            artifacts = _export_all(suite, [o for o in outcomes if o.status == "pending"], log, finish)
+            if not interrupt.stop_requested():
+                for i, prof in enumerate(profiles):
+                    if any(o.status == "pending" and o.case.device == prof.name for o in outcomes):
+                        open_boards(i)
+                abandoned = _bench_all(suite, outcomes, boards, artifacts, writer, finish, log)
+        except StopRequested:  # a signal in the main thread outside the export and bench steps (plan, farm)
+            pass
+        for o in outcomes:  # jobs left: stopped by a signal, or every board of the device dropped out
             if o.status == "pending":
-                gone = "; ".join(f"{b.name}: {b.dropped}" for b in boards if b.device == o.case.device and b.dropped)
-                o.status = "bench failed"
-                o.reason = "; ".join(o.errors) or f"no board of {o.case.device} left ({gone or 'none'})"
+                _settle_leftover(o, boards)
                 finish(o)
         writer.update(cases=[c.to_dict() for c in outcomes])
+        signum = interrupt.stop_signal()
     return SuiteReport(
         suite, outcomes, writer.path, writer.run.run_id, {b.name: b.dropped for b in boards},
-        time.monotonic() - t_start,
+        time.monotonic() - t_start, signum, abandoned,
     )  # fmt: skip
+
+
+def _settle_leftover(o: CaseOutcome, boards: list[_Board]) -> None:
+    """The final status of a case still pending once no board works on it."""
+    signum = interrupt.stop_signal()
+    if o.stopped is not None:
+        o.status, o.reason = o.stopped
+    elif signum is not None:
+        name = signal.Signals(signum).name
+        if o.results:
+            o.status, o.reason = "partial", f"interrupted ({name}) after {len(o.results)} of its runs"
+        else:
+            o.status, o.reason = "interrupted", f"not run: interrupted ({name})"
+    else:
+        gone = "; ".join(f"{b.name}: {b.dropped}" for b in boards if b.device == o.case.device and b.dropped)
+        o.status = "bench failed"
+        o.reason = "; ".join(o.errors) or f"no board of {o.case.device} left ({gone or 'none'})"
+
+
+def _bench_all(
+    suite: Suite,
+    outcomes: list[CaseOutcome],
+    boards: list[_Board],
+    artifacts: dict[tuple[str, str, str], _Artifact],
+    writer: RunWriter,
+    finish: Callable[[CaseOutcome], None],
+    log: Progress,
+) -> bool:
+    """Run every pending job on the boards (one worker thread each); returns True when a second signal made it
+    stop waiting for a board still inside a runtime call (the report is then ``abandoned``)."""
+    queue = _Queue()
+    for o in outcomes:
+        if o.status == "pending":
+            for i in range(suite.runs):
+                queue.put(o.case.device, (o, i))
+    lock = threading.Lock()
+    ended = [threading.Event() for _ in boards]
+
+    def work(b: _Board, done: threading.Event) -> None:
+        try:
+            _worker(b, queue, suite, artifacts, writer, lock, finish, log)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=work, args=(b, e), name=f"board-{b.name}", daemon=True)
+               for b, e in zip(boards, ended, strict=True)]  # fmt: skip
+    for th in threads:
+        th.start()
+    try:
+        _join(ended, None)
+        return False
+    except StopRequested as e:
+        queue.stop.set()
+        with queue.cond:
+            queue.cond.notify_all()
+        log(f"{e.reason}: finishing the inference in progress on each board")
+    try:
+        if _join(ended, STOP_GRACE_S):
+            return False
+    except StopRequested:  # a second signal: stop waiting
+        pass
+    for b in boards:  # a worker still mid-case holds its board's lock folder: take it away (ours only)
+        if b.busy:
+            _release_own_lock(b.profile)
+    return True
+
+
+def _join(ended: list[threading.Event], timeout: float | None) -> bool:
+    """Wait until every worker set its ``ended`` event (at most ``timeout`` s); True when they all ended.
+
+    Polls with ``time.sleep`` rather than ``Thread.join``: on Python 3.11 a signal handler raising inside
+    ``join`` marks the still running thread as stopped (``is_alive()`` False), which would end the wait early.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not all(e.is_set() for e in ended):
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _release_own_lock(profile: DeviceProfile) -> None:
@@ -330,20 +419,38 @@ def _probe(board: _Board) -> list[str] | None:
 def _export_all(
     suite: Suite, pending: list[CaseOutcome], log: Progress, finish: Callable[[CaseOutcome], None]
 ) -> dict[tuple[str, str, str], _Artifact]:
-    """Export each (model, format, precision) once; mark the cases of failed exports / parity checks."""
+    """Export each (model, format, precision) once; mark the cases of failed / timed-out exports and parity checks.
+
+    A signal stops the export in progress (its cases become ``interrupted``) and the remaining ones are not
+    started. With ``suite.case_timeout`` each export runs in a child process killed at the deadline.
+    """
     out: dict[tuple[str, str, str], _Artifact] = {}
     by_key: dict[tuple[str, str, str], list[CaseOutcome]] = {}
     for o in pending:
         by_key.setdefault((o.case.model, o.case.format, o.case.precision), []).append(o)
+    base = suite.path.parent if suite.path else None
     for n, (key, cases) in enumerate(by_key.items(), 1):
+        if interrupt.stop_requested():
+            break
         model, fmt, precision = key
         log(f"exporting {model} to {fmt} ({precision}) [{n}/{len(by_key)}]")
         status, reason = "", ""
+        spec = resolve_suite_model(model, base)
         try:
-            art = _export(model, fmt, precision, suite.input_size, log)
+            if suite.case_timeout is None:
+                art = _export(spec, fmt, precision, suite.input_size, log)
+            else:
+                from edgedeploy.bench.case_process import run_isolated
+
+                what = f"the export of {model} to {fmt} ({precision})"
+                args = (spec, fmt, precision, suite.input_size, None)
+                art = run_isolated(_export, args, suite.case_timeout, what, preload=("edgedeploy.export.pipeline",))
             if art.parity_status == "failed":
                 status, reason = "parity failed", "the exported artifact failed its parity check against PyTorch"
             out[key] = art
+        except StopRequested as e:
+            status = "timed out" if e.timed_out else "interrupted"
+            reason = e.reason if e.timed_out else f"{e.reason} during the export"
         except EdgeDeployError as e:
             status, reason = "export failed", str(e)
         except Exception as e:  # noqa: BLE001 - an exporter may fail in any way; the other cases must still run
@@ -355,7 +462,23 @@ def _export_all(
     return out
 
 
-def _export(model: str, fmt: str, precision: str, input_size: int | None, log: Progress) -> _Artifact:
+def resolve_suite_model(spec: str, base: Path | None) -> str:
+    """A suite's model spec with a relative path (``net.onnx``, ``card.yaml``, ``./net.py:build``) made relative to
+    the suite file's folder ``base``; zoo names, module specs and absolute paths are returned as they are."""
+    if base is None:
+        return spec
+    from edgedeploy.spec import _CALLABLE
+
+    m = _CALLABLE.match(spec)
+    if m and m.group("target").endswith(".py"):
+        target, attr = m.group("target"), m.group("attr")
+        return spec if Path(target).is_absolute() else f"{base / target}:{attr}"
+    if spec.endswith((".onnx", ".yaml", ".yml")) and not Path(spec).is_absolute():
+        return str(base / spec)
+    return spec
+
+
+def _export(model: str, fmt: str, precision: str, input_size: int | None, log: Progress | None) -> _Artifact:
     """Export (or reuse from the cache) one artifact with its parity check, through :func:`edgedeploy.api.export`."""
     from edgedeploy import api
 
@@ -364,14 +487,20 @@ def _export(model: str, fmt: str, precision: str, input_size: int | None, log: P
     return _Artifact(outcome.artifact, tuple(m.input.shape), m.model, outcome.parity.status)
 
 
-def _bench_one(board: _Board, o: CaseOutcome, suite: Suite, art: _Artifact) -> BenchResult:
+def _bench_one(board: _Board, o: CaseOutcome, suite: Suite, art: _Artifact, log: Progress) -> BenchResult:
     """One timed run through the public API (:func:`edgedeploy.bench`) of the artifact exported for ``o``."""
     from edgedeploy import api
 
     c = o.case
+    step = max(1, suite.iterations // 50)
+
+    def on_sample(i: int, _ms: float) -> None:
+        if i % step == 0 or i + 1 == suite.iterations:
+            log(f"{board.name}: timing {c.model} {i + 1}/{suite.iterations}")
+
     return api.bench(
         art.path, device=board.spec, runtime=c.runtime, iterations=suite.iterations, warmup=suite.warmup,
-        threads=suite.threads, trust_on_first_use=board.profile.trust_on_first_use,
+        threads=suite.threads, trust_on_first_use=board.profile.trust_on_first_use, on_sample=on_sample,
     )  # fmt: skip
 
 
@@ -386,27 +515,47 @@ def _worker(
     log: Progress,
 ) -> None:
     """One board: take the next job of its device, bench it, store the result; stop when the device has no jobs
-    left or the board drops out (its job goes back to the queue for the other boards)."""
+    left, a stop was requested (signal), or the board drops out (its job goes back to the queue for the others).
+    A run past ``suite.case_timeout`` keeps its samples and marks its case ``timed out``."""
     while True:
         job = queue.take(board.device)
         if job is None:
             return
         o, run = job
         c = o.case
-        log(f"{board.name}: {c.model} {c.format} {c.precision} {c.runtime} (run {run + 1}/{suite.runs})")
+        log(f"{board.name}: {c.model} {c.format} {c.precision} {c.runtime} (run {run + 1}/{suite.runs}): "
+            "loading, warm-up")  # fmt: skip
         handed_back = False
         board.busy = True
+        what = f"run {run + 1} of {c.model} {c.format} {c.runtime} on {board.name}"
         try:
-            res = _bench_one(board, o, suite, artifacts[(c.model, c.format, c.precision)])
+            with interrupt.case_deadline(suite.case_timeout, what):
+                res = _bench_one(board, o, suite, artifacts[(c.model, c.format, c.precision)], log)
+                timed_out = _past_deadline()
             if board.farm_board:
                 res = res.model_copy(update={"board": board.name})
             writer.add(res)
             with lock:
                 o.results.append(res)
-            if len(res.samples_ms) < res.iterations:  # the board gave up part-way: kept, and the job moves on
+            short = len(res.samples_ms) < res.iterations
+            if short and (timed_out or interrupt.stop_requested()):  # stopped: the samples are kept
+                kept = f"{len(res.samples_ms)} of {res.iterations} samples kept"
+                with lock:
+                    if timed_out:
+                        o.stopped = ("timed out", f"{what} timed out after {suite.case_timeout:g} s; {kept}")
+                    else:
+                        name = signal.Signals(interrupt.stop_signal() or signal.SIGINT).name
+                        o.stopped = ("partial", f"interrupted ({name}) while timing; {kept}")
+            elif short:  # the board gave up part-way: kept, and the job moves on
                 board.dropped = f"dropped out after {len(res.samples_ms)} of {res.iterations} iterations"
                 queue.put(board.device, job, front=True)
                 handed_back = True
+        except StopRequested as e:
+            with lock:
+                if e.timed_out:
+                    o.stopped = ("timed out", f"{e.reason} before timing started; nothing timed")
+                elif o.stopped is None:
+                    o.stopped = ("interrupted", f"{e.reason} before timing started (loading / warm-up)")
         except BOARD_GONE as e:
             board.dropped = str(e)
             queue.put(board.device, job, front=True)
@@ -423,7 +572,9 @@ def _worker(
                 o.runs_done += 1
                 last = o.runs_done == suite.runs
                 if last:
-                    if len(o.complete) == suite.runs:
+                    if o.stopped is not None:
+                        o.status, o.reason = o.stopped
+                    elif len(o.complete) == suite.runs:
                         o.status, o.reason = "benchmarked", ""
                     else:
                         o.status, o.reason = "bench failed", "; ".join(o.errors) or "incomplete"
@@ -433,3 +584,12 @@ def _worker(
         if handed_back:
             log(f"{board.name} dropped out ({board.dropped}); its remaining cases go to the other boards")
             return
+
+
+def _past_deadline() -> bool:
+    """True when this thread's case deadline has passed (the harness stopped for it)."""
+    try:
+        interrupt.check()
+    except StopRequested as e:
+        return e.timed_out
+    return False

@@ -29,6 +29,7 @@ from typing import Any
 
 from edgedeploy import registry
 from edgedeploy._util import sha256_file
+from edgedeploy.bench import interrupt
 from edgedeploy.devices import runner as runner_module
 from edgedeploy.devices.connect import connect
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
@@ -431,7 +432,16 @@ def _run_with_retries(
         if job.parity_dirs and last is None:  # board-side parity: in the first complete runner process
             argv += ["--parity-inputs", job.parity_dirs[0], "--parity-outputs", job.parity_dirs[1]]
         try:
-            r = transport.run(argv, timeout=timeout, check=False)
+            with interrupt.interruptible():  # a suite's SIGINT / SIGTERM or case timeout ends the wait
+                r = transport.run(argv, timeout=timeout, check=False)
+        except interrupt.StopRequested as e:
+            got = _stop_runner(transport, progress)
+            kept.extend(got[:remaining])
+            if not kept:
+                raise
+            status = "partial"
+            warnings.append(f"{e.reason} after {len(kept)} of {iterations} iterations: the samples measured were kept")
+            break
         except ConnectionDroppedError as e:
             status = "partial"
             got = _recover_samples(transport, profile, progress, e, attempt, retry_log)
@@ -462,6 +472,21 @@ def _run_with_retries(
     if status == "partial" and len(kept) >= iterations:
         warnings.append(f"samples come from {attempt + 1} runner processes (each re-loaded and warmed up)")
     return kept, last, status
+
+
+def _stop_runner(transport: Transport, progress: str) -> list[float]:
+    """Stop the runner writing ``progress`` (its unique path is in its command line) and return the samples in
+    that file (ms). Best effort: a board that does not answer gives what the file had, or nothing."""
+    vals: list[float] = []
+    folder, _, name = progress.rpartition("/")
+    pattern = f"{folder}/[{name[0]}]{name[1:]}"  # a regex that matches the runner, not this shell's command line
+    with contextlib.suppress(DeviceError):
+        transport.sh(f"pkill -f -- {shlex.quote(pattern)} 2>/dev/null; true", check=False, timeout=30)
+        for line in (transport.read_text(progress) or "").splitlines():
+            with contextlib.suppress(ValueError):
+                vals.append(float(line))
+        transport.run(["rm", "-f", progress], check=False, timeout=60)
+    return vals
 
 
 def _alive(transport: Transport) -> bool:

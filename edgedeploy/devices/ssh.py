@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgedeploy.bench.interrupt import StopRequested, check_interruptible
 from edgedeploy.devices.transport import CommandResult, Transport
 from edgedeploy.errors import (
     ConnectionDroppedError,
@@ -164,6 +165,11 @@ class SSHTransport(Transport):
                     raise ConnectionDroppedError(f"{self.profile.name}: command timed out after {timeout} s: {script}")
                 if not self._client.get_transport().is_active():
                     raise _dropped(f"{self.profile.name}: connection dropped while running: {script}", out)
+                try:
+                    check_interruptible()  # a suite's SIGINT / SIGTERM or case timeout (edgedeploy.bench.interrupt)
+                except StopRequested:
+                    chan.close()
+                    raise
                 select.select([chan], [], [], 0.2)
             status = chan.recv_exit_status() if chan.exit_status_ready() else -1
             chan.close()

@@ -50,6 +50,7 @@ from edgedeploy.options import ExportOptions
 from edgedeploy.registry import default_runtime, format_spec
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.spec import ModelSource, resolve_model, zoo_source
+from edgedeploy.usercode import contain_exits, model_label
 from edgedeploy.zoo import count_params, module_fingerprint
 
 #: the lowering must not change outputs by more than this (max abs, fp32)
@@ -100,12 +101,60 @@ def staged_artifact(final: Path) -> Iterator[Path]:
     An exception, Ctrl-C or SIGTERM inside leaves ``final`` (and its manifest) as they were; a SIGKILL leaves at
     most the hidden ``.edgedeploy-staging-*`` folder, never a file under the final name.
     """
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=final.parent))
+    started = time.time()
+    remove_stale_staging(final.parent, started)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_owner_tag()}-", dir=final.parent))
     try:
         yield staging / final.name
         publish_staged(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _owner_tag() -> str:
+    """``<host>-<pid>`` of this process, in its staging folders' names (so a later export can tell them stale)."""
+    import socket
+
+    host = "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _staging_owner(name: str) -> tuple[str, int] | None:
+    """(host, pid) from a staging folder's name, or None for a name without them (older edgedeploy)."""
+    rest = name[len(STAGING_PREFIX) :]
+    host_pid, _, _rand = rest.rpartition("-")
+    host, _, pid = host_pid.rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(folder: Path, before: float) -> list[Path]:
+    """Remove the ``.edgedeploy-staging-*`` folders in ``folder`` that an export killed earlier left behind: older
+    than ``before`` (a ``time.time()``, the current export's start) and not of a live export (a folder naming this
+    host and a process that still runs is kept; one from another host or an older edgedeploy only by its age).
+    Best effort; returns the folders removed."""
+    removed: list[Path] = []
+    host = _owner_tag().rpartition("-")[0]
+    with contextlib.suppress(OSError):
+        for p in folder.glob(f"{STAGING_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                if not p.is_dir() or p.is_symlink() or p.stat().st_mtime >= before:
+                    continue
+                owner = _staging_owner(p.name)
+                if owner is not None and owner[0] == host and _pid_alive(owner[1]):
+                    continue
+                shutil.rmtree(p)
+                removed.append(p)
+    return removed
 
 
 def publish_staged(staging: Path, final: Path) -> None:
@@ -235,6 +284,7 @@ def _classifier(src: ModelSource) -> bool | None:
     return {"classifier": True, "auto": None}.get(src.output, False)
 
 
+@contain_exits(model_label)  # sys.exit / raise KeyboardInterrupt in the user's model code: one line, exit 2
 def export_model(
     model: str | ModelCard | ModelSource | nn.Module,
     fmt: str,
@@ -515,6 +565,7 @@ def cache_key(src: ModelSource, module: nn.Module | None, fmt: str, precision: s
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
+@contain_exits(model_label)
 def cached_export(
     model: str | ModelSource | nn.Module,
     fmt: str,

@@ -32,9 +32,9 @@ COMPARE_DEFAULT = "onnxruntime,mnn"
     type=int,
     default=2,
     show_default=True,
-    help="Module table depth: 1 = stages, 2 = blocks (layer_4.1), 0 = op-owning modules.",
+    help="Module table depth: 1 = stages, 2 = blocks (layer_4.1), 0 = op-owning modules (0 … 32).",
 )
-@click.option("--top", type=int, default=30, show_default=True, help="Rows per module table.")
+@click.option("--top", type=int, default=30, show_default=True, help="Rows per module table (1 … 10000).")
 @click.option("--json", "as_json", is_flag=True, help="Print the record(s) as JSON (stdout).")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, help="Write a self-contained page.")
 def profile_cmd(
@@ -52,9 +52,13 @@ def profile_cmd(
     from edgedeploy.bench.harness import check_run_args
     from edgedeploy.clierrors import err_console
     from edgedeploy.commands.tables import compare_table, module_table, op_type_table
+    from edgedeploy.limits import check_profile_options
     from edgedeploy.opprof.render import headline
     from edgedeploy.opprof.run import check_runtime
+    from edgedeploy.outpaths import check_output_file
 
+    check_profile_options(depth, top)
+    check_output_file(html_out, "--html")  # before profiling, not after
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]
     names = [check_runtime(n) for n in names]  # litert → exit 3 before any export (the API checks again)
     check_run_args(iterations, warmup, threads)
@@ -78,12 +82,15 @@ def profile_cmd(
         from pathlib import Path
 
         from edgedeploy._util import atomic_write_text
-        from edgedeploy.export.pipeline import ensure_writable_dir
         from edgedeploy.opprof.render import render_html
 
-        path = Path(html_out)
-        ensure_writable_dir(path.parent if str(path.parent) else Path("."))
-        atomic_write_text(path, render_html(profiles, depth if depth > 1 else 2, max(top, 40)))
+        path = Path(html_out)  # checked before profiling (edgedeploy.outpaths)
+        try:
+            atomic_write_text(path, render_html(profiles, depth if depth > 1 else 2, max(top, 40)))
+        except OSError as e:
+            from edgedeploy.errors import OutputError
+
+            raise OutputError(f"cannot write --html {path}: {e.strerror or e}") from e
         err_console.print(f"profile page written to {path}")
     if as_json:
         if len(profiles) == 1:

@@ -17,7 +17,6 @@ for the rule ever to flag a key (the message says how many are needed).
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -77,18 +76,11 @@ def _write(path: str | None, text: str) -> None:
 
 
 def _check_outputs(*paths: str | None) -> None:
-    """Fail before any work when an output path cannot be written (a folder, a missing or read-only parent)."""
+    """Fail before any work when an output path cannot be written (the shared check, :mod:`edgedeploy.outpaths`)."""
+    from edgedeploy.outpaths import check_output_file
+
     for path in paths:
-        if not path:
-            continue
-        p = Path(path)
-        if p.is_dir():
-            raise OutputError(f"cannot write {path}: it is a folder")
-        parent = p.parent if str(p.parent) else Path(".")
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"cannot write {path}: {parent} is not a folder")
-        if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+        check_output_file(path)
 
 
 def subprocess_rerun(

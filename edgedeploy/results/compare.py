@@ -120,6 +120,20 @@ def samples_needed(alpha: float, other: int | None = None, limit: int = 100_000)
     return limit
 
 
+def samples_needed_text(n: int, m: int, alpha: float) -> str:
+    """What ``n`` baseline vs ``m`` current samples lack to be judgeable at ``alpha``, in words: "at least 5
+    samples per side" when the sides are equal, else also what the smaller side needs given the larger one
+    ("at least 12 baseline samples given 6 current ones, or 5 per side")."""
+    per_side = samples_needed(alpha)
+    if n == m:
+        return f"at least {per_side} samples per side"
+    big, small_name, big_name = (m, "baseline", "current") if n < m else (n, "current", "baseline")
+    need_small = samples_needed(alpha, other=big)
+    if need_small <= big:
+        return f"at least {need_small} {small_name} samples given {big} {big_name} ones, or {per_side} per side"
+    return f"at least {per_side} samples per side (got {n} baseline vs {m} current)"
+
+
 def can_flag(n: int, m: int, alpha: float) -> bool:
     """Whether ``n`` vs ``m`` samples can ever give ``p < alpha`` (see :func:`min_p_value`)."""
     return min_p_value(n, m) < alpha
@@ -317,12 +331,15 @@ class ComparisonReport:
         rows = self.insufficient
         if not rows:
             return ""
-        need = samples_needed(self.rule.alpha)
         shown = ", ".join(f"{r.label()} ({r.n_baseline} vs {r.n_current})" for r in rows[:3])
         more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        first = rows[0]
+        need = samples_needed_text(first.n_baseline, first.n_current, self.rule.alpha)
+        if len(rows) > 1 and any((r.n_baseline, r.n_current) != (first.n_baseline, first.n_current) for r in rows):
+            need += f" for {first.label()}"
         return (
             f"{len(rows)} key(s) have too few samples to be judged at alpha {self.rule.alpha:g}: {shown}{more}; "
-            f"the test needs at least {need} samples per side (bench with more --iterations)"
+            f"the test needs {need} (bench with more --iterations)"
         )
 
     def sorted_rows(self) -> list[KeyComparison]:
@@ -415,7 +432,12 @@ def compare_samples(
         verdict = "insufficient"
         note = (
             f"insufficient samples: {x.size} vs {y.size} can never reach p < {rule.alpha:g} (smallest p "
-            f"{min_p_value(x.size, y.size):.3g}); need at least {samples_needed(rule.alpha)} per side"
+            f"{min_p_value(x.size, y.size):.3g}); need "
+            + (
+                f"at least {samples_needed(rule.alpha)} per side"
+                if x.size == y.size
+                else samples_needed_text(x.size, y.size, rule.alpha)
+            )
         )
     return KeyComparison(
         key=key,

@@ -52,6 +52,10 @@ def create_session(ort: Any, path: Path, opts: Any) -> Any:
         raise ArtifactError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from e
 
 
+#: onnxruntime's input type names → the numpy dtype an image is fed as
+FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
 class OrtSession(Session):
     def __init__(self, sess: Any) -> None:
         self.sess = sess
@@ -59,15 +63,24 @@ class OrtSession(Session):
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
         self.output_names = [o.name for o in sess.get_outputs()]
+        if inp.type not in FLOAT_INPUTS:  # the inputs are images: a float tensor; say so instead of failing in run
+            kind = str(inp.type).removeprefix("tensor(").removesuffix(")")
+            raise ArtifactError(
+                f"input '{inp.name}' of this ONNX model is {kind}: edgedeploy feeds images as float tensors "
+                f"(NCHW), so it times and checks models with a float32 / float16 / float64 input only"
+            )
+        self.input_dtype = FLOAT_INPUTS[inp.type]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.sess.run(self.output_names[:1], {self.input_name: x})[0], dtype=np.float32)
+        feed = {self.input_name: np.asarray(x, dtype=self.input_dtype)}
+        return np.asarray(self.sess.run(self.output_names[:1], feed)[0], dtype=np.float32)
 
     def run_outputs(self, x: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(y, dtype=np.float32) for y in self.sess.run(self.output_names, {self.input_name: x})]
+        feed = {self.input_name: np.asarray(x, dtype=self.input_dtype)}
+        return [np.asarray(y, dtype=np.float32) for y in self.sess.run(self.output_names, feed)]
 
     def prepare(self, x: np.ndarray) -> Callable[[], Any]:
-        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=self.input_dtype)}
         names = self.output_names[:1]
         run = self.sess.run
         return lambda: run(names, feed)
@@ -85,4 +98,9 @@ class OnnxRuntime(Runtime):
 
     def load(self, path: Path, threads: int) -> Session:
         ort = self.import_engine()
-        return OrtSession(create_session(ort, path, session_options(ort, threads)))
+        try:
+            return OrtSession(create_session(ort, path, session_options(ort, threads)))
+        except ArtifactError as e:
+            if str(e).startswith("input '"):
+                raise ArtifactError(f"{path}: {e}") from None
+            raise
