@@ -14,8 +14,12 @@ output is compared on its own and the report gives each one and the worst):
 * ``top1_agreement`` — fraction of inputs whose arg-max class matches, for outputs that are class scores (2-D
   ``(1, N)``, or as the model card says); "n/a" and not gated otherwise (dense maps, features, boxes).
 
-Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — max abs error
-≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2,
+* ``scaled_error`` — max abs error ÷ the reference output's range, per output, gated per output kind (scores,
+  dense maps, embeddings; :mod:`edgedeploy.export.parity_kinds`), so one gate fits logits and sigmoid maps alike.
+
+Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — scaled error
+≤ 1e-3 (scores, embeddings) / 2e-3 (dense maps), cosine ≥ 0.9999, top-1 agreement 1.0 (``--atol`` replaces the
+scaled gates by one max abs error gate); fp16 — max rel error ≤ 1e-2,
 cosine ≥ 0.999, top-1 ≥ 0.8; int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only
 (absolute error is not meaningful after full-integer quantization).
 """
@@ -32,6 +36,7 @@ from torch import nn
 
 from edgedeploy.data import model_input, random_inputs
 from edgedeploy.errors import ArtifactError
+from edgedeploy.export.parity_kinds import DEFAULT_SCALED_GATES, how_far, output_kind, output_scale, rms
 
 Status = Literal["passed", "failed", "not run"]
 
@@ -42,16 +47,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class Thresholds:
-    """Gates of a parity check; ``None`` disables a gate."""
+    """Gates of a parity check; ``None`` disables a gate. ``max_scaled_error`` maps an output kind (``scores`` /
+    ``dense`` / ``embedding``) to its max of max abs error ÷ output range; a kind not in it is not gated."""
 
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    max_scaled_error: dict[str, float] | None = None
 
 
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "fp32": Thresholds(max_abs_error=1e-3, max_rel_error=1e-3, min_cosine=0.9999, min_top1=1.0),
+    "fp32": Thresholds(min_cosine=0.9999, min_top1=1.0, max_scaled_error=DEFAULT_SCALED_GATES["fp32"]),
     "fp16": Thresholds(max_rel_error=1e-2, min_cosine=0.999, min_top1=0.8),
     "int8": Thresholds(min_cosine=0.98, min_top1=0.6),
 }
@@ -79,6 +86,7 @@ class ParityReport:
     reason: str | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     reference: str | None = None
+    scaled_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +103,9 @@ class ParityReport:
     def summary(self) -> str:
         """One line: the metrics, the inputs and the runtime."""
         text = (
-            f"max abs {self.max_abs_error:.2e}, max rel {self.max_rel_error:.2e}, cosine "
+            f"max abs {self.max_abs_error:.2e}, max rel {self.max_rel_error:.2e}, "
+            + (f"scaled {self.scaled_error:.2e}, " if self.scaled_error is not None else "")
+            + f"cosine "
             f"{self.cosine_similarity:.6f}, top-1 {self.top1_text} ({len(self.inputs)} inputs, runtime {self.runtime}"
         )
         if len(self.outputs) > 1:
@@ -155,7 +165,8 @@ def compare_outputs(
         for o in first
     ]
     per = [{"name": names[i], "shape": list(first[i].shape), "max_abs_error": 0.0, "max_rel_error": 0.0,
-            "cosine_similarity": 1.0, "agree": 0} for i in range(n_out)]  # fmt: skip
+            "cosine_similarity": 1.0, "agree": 0, "kind": output_kind(first[i].shape, classifier),
+            "scaled_error": 0.0, "error_over_rms": 0.0} for i in range(n_out)]  # fmt: skip
     for name, refs in reference.items():
         refs_l, outs_l = _as_list(refs), _as_list(candidate[name])
         if len(outs_l) != len(refs_l):
@@ -170,6 +181,9 @@ def compare_outputs(
             row["max_abs_error"] = max(row["max_abs_error"], float(diff.max()) if diff.size else 0.0)
             scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
             row["max_rel_error"] = max(row["max_rel_error"], (float(diff.max()) if diff.size else 0.0) / scale)
+            worst = float(diff.max()) if diff.size else 0.0
+            row["scaled_error"] = max(row["scaled_error"], worst / output_scale(ref))
+            row["error_over_rms"] = max(row["error_over_rms"], worst / max(rms(ref), 1e-12))
             denom = float(np.linalg.norm(out) * np.linalg.norm(ref))
             cos = float(out @ ref / denom) if denom > 0 else float(np.array_equal(out, ref))
             row["cosine_similarity"] = min(row["cosine_similarity"], cos)
@@ -186,11 +200,19 @@ def compare_outputs(
     failures = []
     t = thresholds
     if t.max_abs_error is not None and not max_abs <= t.max_abs_error:
-        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g}")
+        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g} ({how_far(max_abs / t.max_abs_error)})")
     if t.max_rel_error is not None and not max_rel <= t.max_rel_error:
-        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g}")
+        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g} ({how_far(max_rel / t.max_rel_error)})")
+    for row in per:
+        gate = (t.max_scaled_error or {}).get(row["kind"])
+        if gate is not None and not row["scaled_error"] <= gate:
+            failures.append(
+                f"{row['name']} ({row['kind']}): max abs error {row['max_abs_error']:.3g} is "
+                f"{row['scaled_error']:.3g} of the output's range > {gate:g} ({how_far(row['scaled_error'] / gate)})"
+            )
     if t.min_cosine is not None and not min_cos >= t.min_cosine:
-        failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g}")
+        ratio = (1 - min_cos) / max(1 - t.min_cosine, 1e-12)
+        failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g} ({how_far(ratio)})")
     if t.min_top1 is not None and top1 is not None and not top1 >= t.min_top1:
         failures.append(f"top-1 agreement {top1:.2f} < {t.min_top1:g}")
     if n_out > 1 and failures:
@@ -207,6 +229,7 @@ def compare_outputs(
         thresholds=asdict(thresholds),
         failures=failures,
         outputs=per,
+        scaled_error=max(r["scaled_error"] for r in per),
     )
 
 
@@ -310,4 +333,6 @@ def gates_for(opts: ExportOptions) -> Thresholds:
     for name, value in (("max_abs_error", opts.atol), ("min_cosine", opts.min_cosine), ("min_top1", opts.min_top1)):
         if value is not None:
             t = replace(t, **{name: value})
+    if opts.atol is not None:  # the user's absolute gate replaces the scaled ones
+        t = replace(t, max_scaled_error=None)
     return t
