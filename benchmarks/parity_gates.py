@@ -1,0 +1,121 @@
+"""Calibrate the parity gates per output kind: the drift of correct artifacts vs the error of defective ones.
+
+Correct artifacts: PaddleOCR's ONNX files (shipped in ``rapidocr-onnxruntime`` 1.4.4) and zoo models, exported
+to the host runtimes. Defective artifacts: the same ONNX files with one weight tensor (the first / the last
+initializer of rank ≥ 2) scaled by 1.01, exported to ONNX and compared with the unperturbed source. Each row
+gives, per output, the kind, max abs error, scaled error (max abs ÷ output range), max abs ÷ output RMS and
+cosine; no gate is applied while measuring.
+
+    PYTHONPATH=. python benchmarks/parity_gates.py [--quick]   # writes results/parity_gates.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+import edgedeploy
+from edgedeploy.export.parity import Thresholds
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OCR_SHAPES = {
+    "ch_PP-OCRv4_det_infer.onnx": "1,3,480,480",
+    "ch_PP-OCRv4_rec_infer.onnx": "1,3,48,320",
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx": "1,3,48,192",
+}
+ZOO = [("mobilenetv2", ["onnx", "mnn", "ncnn", "tflite"]), ("emo_1m", ["mnn", "ncnn"]), ("edgevit_xxs", ["mnn"])]
+
+
+def ocr_models() -> Path:
+    """The folder of PaddleOCR ONNX files in the installed rapidocr-onnxruntime (without importing it: cv2)."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("rapidocr-onnxruntime==1.4.4 is not installed (pip install -e .[dev])")
+    return Path(spec.submodule_search_locations[0]) / "models"
+
+
+def perturb(src: Path, dst: Path, which: str) -> str:
+    """Copy ``src`` to ``dst`` with the first / last rank ≥ 2 initializer scaled by 1.01; returns its name."""
+    model = onnx.load(str(src))
+    # Paddle2ONNX stores weights as Constant nodes, torch.onnx as initializers
+    found = [(t, t.name) for t in model.graph.initializer if len(t.dims) >= 2]
+    found += [(a.t, n.output[0]) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+              if a.name == "value" and len(a.t.dims) >= 2 and a.t.data_type == onnx.TensorProto.FLOAT]  # fmt: skip
+    t, name = found[0] if which == "first" else found[-1]
+    arr = numpy_helper.to_array(t).astype(np.float32) * np.float32(1.01)
+    t.CopyFrom(numpy_helper.from_array(arr, t.name))
+    onnx.save(model, str(dst))
+    return name
+
+
+def row(case: str, fmt: str, outcome: Any, seconds: float) -> dict[str, Any]:
+    p = outcome.parity
+    return {"case": case, "format": fmt, "runtime": p.runtime, "export_s": round(seconds, 1),
+            "outputs": [{k: o[k] for k in ("name", "shape", "kind", "max_abs_error", "scaled_error",
+                                           "error_over_rms", "cosine_similarity")} for o in p.outputs]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="PaddleOCR files only")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = []
+    off = Thresholds()  # measure, do not gate
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for fname, shape in OCR_SHAPES.items():
+            src = ocr_models() / fname
+            for fmt in ("onnx", "mnn"):
+                t0 = time.perf_counter()
+                o = edgedeploy.export(src, fmt, input_shape=shape, out=out / fmt, thresholds=off)
+                rows.append(row(fname, fmt, o, time.perf_counter() - t0) | {"defect": None})
+                print(rows[-1], flush=True)
+            for which in ("first", "last"):
+                bad = out / f"bad_{which}_{fname}"
+                name = perturb(src, bad, which)
+                # the artifact of the perturbed file, compared with the unperturbed source's onnxruntime outputs
+                o = edgedeploy.export(bad, "onnx", input_shape=shape, out=out / "bad", thresholds=off)
+                from edgedeploy.export.onnx_source import reference_runner
+                from edgedeploy.export.parity import ParitySetup, check_parity
+                from edgedeploy.runtimes.base import get_runtime
+
+                sess = get_runtime("onnxruntime").load(o.artifact, threads=1)
+                dims = tuple(int(v) for v in shape.split(","))
+                rep = check_parity(reference_runner(src), sess.run_outputs, dims, off, "onnxruntime",
+                                   setup=ParitySetup(reference="onnxruntime on the unperturbed file"))  # fmt: skip
+                o.parity = rep
+                rows.append(row(fname, "onnx", o, 0.0) | {"defect": f"{name} x 1.01 ({which} weight)"})
+                print(rows[-1], flush=True)
+        if not args.quick:
+            for model, fmts in ZOO:
+                for fmt in fmts:
+                    t0 = time.perf_counter()
+                    o = edgedeploy.export(model, fmt, out=out / fmt, thresholds=off)
+                    rows.append(row(model, fmt, o, time.perf_counter() - t0) | {"defect": None})
+                    print(rows[-1], flush=True)
+    machine = f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "parity_gates.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1) + "\n")
+    lines = [f"# Parity gate calibration ({machine})", "",
+             "| case | format | defect | output (kind) | max abs | max abs ÷ range | max abs ÷ RMS | cosine |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        for o in r["outputs"]:
+            lines.append(f"| {r['case']} | {r['format']} | {r['defect'] or '–'} | {o['name']} {o['shape']} "
+                         f"({o['kind']}) | {o['max_abs_error']:.2e} | {o['scaled_error']:.2e} | "
+                         f"{o['error_over_rms']:.2e} | {o['cosine_similarity']:.7f} |")  # fmt: skip
+    (RESULTS / "parity_gates.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
