@@ -178,10 +178,12 @@ def export_cmd(
 
         sys.exit(run_export_all(model, fmts, out_dir, as_json, precision=precision, parity=not no_parity,
                                 input_shape=input_shape, name=name, **kwargs))  # fmt: skip
-    with err_console.status(f"exporting {model} to {fmts[0]}") as status:
+    from edgedeploy.commands.progress import stage_progress
+
+    with stage_progress(err_console, f"exporting {model} to {fmts[0]}") as progress:
         outcome = api.export(
             model, fmts[0], out=out_dir, precision=precision, parity=not no_parity, input_shape=input_shape,
-            name=name, progress=lambda msg: status.update(msg), **kwargs,
+            name=name, progress=progress, **kwargs,
         )  # fmt: skip
     p = outcome.parity
     if as_json:
