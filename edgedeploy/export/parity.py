@@ -221,7 +221,7 @@ def compare_outputs(
     if t.min_top1 is not None and top1 is not None and not top1 >= t.min_top1:
         failures.append(f"top-1 agreement {top1:.2f} < {t.min_top1:g}")
     if n_out > 1 and failures:
-        worst = max(per, key=lambda r: (r["max_rel_error"], -r["cosine_similarity"]))
+        worst = max(per, key=lambda r: (r["scaled_error"], -r["cosine_similarity"]))
         failures.append(f"worst output: {worst['name']}")
     return ParityReport(
         status="failed" if failures else "passed",
