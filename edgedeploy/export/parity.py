@@ -144,6 +144,11 @@ def is_class_scores(shape: Sequence[int]) -> bool:
     return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
 
 
+def _ratio(value: float, gate: float) -> float:
+    """How many times ``value`` is its ``gate`` (inf for a zero gate)."""
+    return value / gate if gate > 0 else float("inf")
+
+
 def compare_outputs(
     reference: dict[str, Outputs],
     candidate: dict[str, Outputs],
@@ -205,18 +210,21 @@ def compare_outputs(
     failures = []
     t = thresholds
     if t.max_abs_error is not None and not max_abs <= t.max_abs_error:
-        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g} ({how_far(max_abs / t.max_abs_error)})")
+        far = how_far(_ratio(max_abs, t.max_abs_error))
+        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g} ({far})")
     if t.max_rel_error is not None and not max_rel <= t.max_rel_error:
-        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g} ({how_far(max_rel / t.max_rel_error)})")
+        far = how_far(_ratio(max_rel, t.max_rel_error))
+        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g} ({far})")
     for row in per:
         gate = (t.max_scaled_error or {}).get(row["kind"])
         if gate is not None and not row["scaled_error"] <= gate:
+            far = how_far(_ratio(row["scaled_error"], gate))
             failures.append(
                 f"{row['name']} ({row['kind']}): max abs error {row['max_abs_error']:.3g} is "
-                f"{row['scaled_error']:.3g} of the output's range > {gate:g} ({how_far(row['scaled_error'] / gate)})"
+                f"{row['scaled_error']:.3g} of the output's range > {gate:g} ({far})"
             )
     if t.min_cosine is not None and not min_cos >= t.min_cosine:
-        ratio = (1 - min_cos) / max(1 - t.min_cosine, 1e-12)
+        ratio = _ratio(1 - min_cos, 1 - t.min_cosine)
         failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g} ({how_far(ratio)})")
     if t.min_top1 is not None and top1 is not None and not top1 >= t.min_top1:
         failures.append(f"top-1 agreement {top1:.2f} < {t.min_top1:g}")

@@ -61,6 +61,8 @@ def rms(ref: np.ndarray) -> float:
 
 def how_far(ratio: float) -> str:
     """Wording for a metric that missed its gate by ``ratio`` (metric ÷ gate, or (1 − cos) ÷ (1 − gate))."""
+    if ratio == float("inf"):
+        return "the gate allows no error at all"
     if ratio <= 3:
         return f"{ratio:.2g}x the gate: a near miss, numerical drift rather than a different model"
     if ratio <= 30:
