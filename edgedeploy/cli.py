@@ -131,7 +131,7 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
 @click.option("--input-shape", default=None, help="Input shape N,C,H,W, e.g. 1,3,96,160 (non-square allowed).")
 @click.option("--name", default=None, help="Artifact / model name (default: the card's, callable's or file's).")
 @click.option("--lowering", type=click.Choice(["default", "none"]), default="default", show_default=True)
-@click.option("--atol", type=float, default=None, help="Parity gate: max abs error (fp32 default 1e-3).")
+@click.option("--atol", type=float, default=None, help="Parity gate: max abs error (replaces the scaled-error gates).")
 @click.option("--min-cosine", type=float, default=None, help="Parity gate: min cosine similarity.")
 @click.option("--min-top1", type=float, default=None, help="Parity gate: min top-1 agreement (0..1).")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (manifest says 'not run').")
@@ -180,10 +180,12 @@ def export_cmd(
 
         sys.exit(run_export_all(model, fmts, out_dir, as_json, precision=precision, parity=not no_parity,
                                 input_shape=input_shape, name=name, **kwargs))  # fmt: skip
-    with err_console.status(f"exporting {model} to {fmts[0]}") as status:
+    from edgedeploy.commands.progress import stage_progress
+
+    with stage_progress(err_console, f"exporting {model} to {fmts[0]}") as progress:
         outcome = api.export(
             model, fmts[0], out=out_dir, precision=precision, parity=not no_parity, input_shape=input_shape,
-            name=name, progress=lambda msg: status.update(msg), **kwargs,
+            name=name, progress=progress, **kwargs,
         )  # fmt: skip
     p = outcome.parity
     if as_json:

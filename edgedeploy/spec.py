@@ -324,7 +324,7 @@ def _onnx_source(path: str, shape: tuple[int, ...] | None, name: str | None) -> 
     if not p.is_file():
         raise ArtifactError(f"ONNX file not found: {p}")
     final = onnx_input_shape(p, shape)
-    return ModelSource(name or p.name.split(".")[0], "onnx", str(p), final, onnx_path=p.resolve())
+    return ModelSource(name or p.stem, "onnx", str(p), final, onnx_path=p.resolve())
 
 
 def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str | None = None) -> Callable[[], Any]:

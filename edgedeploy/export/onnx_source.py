@@ -3,8 +3,9 @@
 Steps: read the file; fix its input shape (the file's static dims, or ``--input-shape`` for dynamic ones); apply
 the ONNX-level lowering the target needs (:mod:`edgedeploy.export.onnx_passes`: wrap Pad → Slice + Concat for
 MNN), proven equal with onnxruntime; simplify with onnxsim (input shape overwritten, constant folding) and check
-with ``onnx.checker``; then convert (MNN's converter) or write it (``--to onnx``; fp16 / int8 with onnxruntime's
-tools). Only formats whose :attr:`~edgedeploy.registry.FormatSpec.from_onnx` is true can start from ONNX; others
+with ``onnx.checker``; then convert (MNN's converter, saving a static model: no ``Shape`` / ``Rank`` ops left) or
+write it (``--to onnx``; fp16 / int8 with onnxruntime's tools).
+Only formats whose :attr:`~edgedeploy.registry.FormatSpec.from_onnx` is true can start from ONNX; others
 (TFLite via litert-torch and CoreML via coremltools convert PyTorch modules) raise :class:`ConfigError`.
 
 The parity reference is onnxruntime running the *source* file (:func:`reference_runner`), recorded in the manifest.
@@ -146,7 +147,11 @@ def export_onnx_file(src: Path, shape: tuple[int, ...], fmt: str, out_path: Path
 
                 if int8_mode(settings) == "full":
                     raise ConfigError("int8 full-integer MNN from an ONNX file is not supported; use --int8 weight")
+            # the input shape is fixed here, so the converter folds the shape computations it would otherwise
+            # insert (Shape / Rank ops from Gemm, Flatten, Squeeze ...; PP-OCRv4 rec: 12 + 9) into a static model
+            args = [*args, "--saveStaticModel"]
             onnx_to_mnn(prepared, out_path, args)
+            notes.append("MNN static model (--saveStaticModel): shape computations folded for the fixed input shape")
             tool += " -> MNN converter (in-process _tools.mnnconvert" + (f", {' '.join(args)})" if args else ")")
         else:  # a third-party from_onnx format: its exporter takes an ONNX file
             from edgedeploy.export.base import get_exporter

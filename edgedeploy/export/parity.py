@@ -14,8 +14,12 @@ output is compared on its own and the report gives each one and the worst):
 * ``top1_agreement`` — fraction of inputs whose arg-max class matches, for outputs that are class scores (2-D
   ``(1, N)``, or as the model card says); "n/a" and not gated otherwise (dense maps, features, boxes).
 
-Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — max abs error
-≤ 1e-3, max rel error ≤ 1e-3, cosine ≥ 0.9999, top-1 agreement 1.0; fp16 — max rel error ≤ 1e-2,
+* ``scaled_error`` — max abs error ÷ the reference output's range, per output, gated per output kind (scores,
+  dense maps, embeddings; :mod:`edgedeploy.export.parity_kinds`), so one gate fits logits and sigmoid maps alike.
+
+Default gates per precision (:data:`DEFAULT_THRESHOLDS`, overridable on the command line): fp32 — scaled error
+≤ 1e-3 (scores, embeddings) / 2e-3 (dense maps), cosine ≥ 0.9999, top-1 agreement 1.0 (``--atol`` replaces the
+scaled gates by one max abs error gate); fp16 — max rel error ≤ 1e-2,
 cosine ≥ 0.999, top-1 ≥ 0.8; int8 — cosine ≥ 0.98 and top-1 ≥ 0.6 only
 (absolute error is not meaningful after full-integer quantization).
 """
@@ -32,6 +36,7 @@ from torch import nn
 
 from edgedeploy.data import model_input, random_inputs
 from edgedeploy.errors import ArtifactError
+from edgedeploy.export.parity_kinds import DEFAULT_SCALED_GATES, how_far, output_kind, output_scale
 
 Status = Literal["passed", "failed", "not run"]
 
@@ -42,16 +47,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class Thresholds:
-    """Gates of a parity check; ``None`` disables a gate."""
+    """Gates of a parity check; ``None`` disables a gate. ``max_scaled_error`` maps an output kind (``scores`` /
+    ``dense`` / ``embedding``) to its max of max abs error ÷ output range; a kind not in it is not gated."""
 
     max_abs_error: float | None = None
     max_rel_error: float | None = None
     min_cosine: float | None = None
     min_top1: float | None = None
+    max_scaled_error: dict[str, float] | None = None
 
 
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "fp32": Thresholds(max_abs_error=1e-3, max_rel_error=1e-3, min_cosine=0.9999, min_top1=1.0),
+    "fp32": Thresholds(min_cosine=0.9999, min_top1=1.0, max_scaled_error=DEFAULT_SCALED_GATES["fp32"]),
     "fp16": Thresholds(max_rel_error=1e-2, min_cosine=0.999, min_top1=0.8),
     "int8": Thresholds(min_cosine=0.98, min_top1=0.6),
 }
@@ -79,6 +86,7 @@ class ParityReport:
     reason: str | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     reference: str | None = None
+    scaled_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +103,9 @@ class ParityReport:
     def summary(self) -> str:
         """One line: the metrics, the inputs and the runtime."""
         text = (
-            f"max abs {self.max_abs_error:.2e}, max rel {self.max_rel_error:.2e}, cosine "
+            f"max abs {self.max_abs_error:.2e}, max rel {self.max_rel_error:.2e}, "
+            + (f"scaled {self.scaled_error:.2e}, " if self.scaled_error is not None else "")
+            + f"cosine "
             f"{self.cosine_similarity:.6f}, top-1 {self.top1_text} ({len(self.inputs)} inputs, runtime {self.runtime}"
         )
         if len(self.outputs) > 1:
@@ -134,6 +144,11 @@ def is_class_scores(shape: Sequence[int]) -> bool:
     return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
 
 
+def _ratio(value: float, gate: float) -> float:
+    """How many times ``value`` is its ``gate`` (inf for a zero gate)."""
+    return value / gate if gate > 0 else float("inf")
+
+
 def compare_outputs(
     reference: dict[str, Outputs],
     candidate: dict[str, Outputs],
@@ -155,7 +170,10 @@ def compare_outputs(
         for o in first
     ]
     per = [{"name": names[i], "shape": list(first[i].shape), "max_abs_error": 0.0, "max_rel_error": 0.0,
-            "cosine_similarity": 1.0, "agree": 0} for i in range(n_out)]  # fmt: skip
+            "cosine_similarity": 1.0, "agree": 0, "kind": output_kind(first[i].shape, classifier),
+            "scaled_error": 0.0, "error_over_rms": 0.0} for i in range(n_out)]  # fmt: skip
+    spans = [0.0] * n_out  # the output's range, the largest over the inputs
+    sq = [(0.0, 0)] * n_out  # sum of squares and count of the reference, for the RMS
     for name, refs in reference.items():
         refs_l, outs_l = _as_list(refs), _as_list(candidate[name])
         if len(outs_l) != len(refs_l):
@@ -170,12 +188,18 @@ def compare_outputs(
             row["max_abs_error"] = max(row["max_abs_error"], float(diff.max()) if diff.size else 0.0)
             scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
             row["max_rel_error"] = max(row["max_rel_error"], (float(diff.max()) if diff.size else 0.0) / scale)
+            spans[i] = max(spans[i], output_scale(ref))
+            sq[i] = (sq[i][0] + float(np.square(ref).sum()), sq[i][1] + ref.size)
             denom = float(np.linalg.norm(out) * np.linalg.norm(ref))
             cos = float(out @ ref / denom) if denom > 0 else float(np.array_equal(out, ref))
             row["cosine_similarity"] = min(row["cosine_similarity"], cos)
             if top1_on[i]:
                 row["agree"] += int(np.argmax(out) == np.argmax(ref))
     for i, row in enumerate(per):
+        # scaled by the output's span over all inputs: one near-constant map (a detector on noise) is not a scale
+        row["scaled_error"] = row["max_abs_error"] / spans[i] if spans[i] > 0 else 0.0
+        root = float(np.sqrt(sq[i][0] / sq[i][1])) if sq[i][1] else 0.0
+        row["error_over_rms"] = row["max_abs_error"] / max(root, 1e-12)
         agree = row.pop("agree")
         row["top1_agreement"] = agree / len(reference) if top1_on[i] else None
     max_abs = max(r["max_abs_error"] for r in per)
@@ -186,15 +210,26 @@ def compare_outputs(
     failures = []
     t = thresholds
     if t.max_abs_error is not None and not max_abs <= t.max_abs_error:
-        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g}")
+        far = how_far(_ratio(max_abs, t.max_abs_error))
+        failures.append(f"max abs error {max_abs:.3g} > {t.max_abs_error:g} ({far})")
     if t.max_rel_error is not None and not max_rel <= t.max_rel_error:
-        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g}")
+        far = how_far(_ratio(max_rel, t.max_rel_error))
+        failures.append(f"max rel error {max_rel:.3g} > {t.max_rel_error:g} ({far})")
+    for row in per:
+        gate = (t.max_scaled_error or {}).get(row["kind"])
+        if gate is not None and not row["scaled_error"] <= gate:
+            far = how_far(_ratio(row["scaled_error"], gate))
+            failures.append(
+                f"{row['name']} ({row['kind']}): max abs error {row['max_abs_error']:.3g} is "
+                f"{row['scaled_error']:.3g} of the output's range > {gate:g} ({far})"
+            )
     if t.min_cosine is not None and not min_cos >= t.min_cosine:
-        failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g}")
+        ratio = _ratio(1 - min_cos, 1 - t.min_cosine)
+        failures.append(f"cosine similarity {min_cos:.6f} < {t.min_cosine:g} ({how_far(ratio)})")
     if t.min_top1 is not None and top1 is not None and not top1 >= t.min_top1:
         failures.append(f"top-1 agreement {top1:.2f} < {t.min_top1:g}")
     if n_out > 1 and failures:
-        worst = max(per, key=lambda r: (r["max_rel_error"], -r["cosine_similarity"]))
+        worst = max(per, key=lambda r: (r["scaled_error"], -r["cosine_similarity"]))
         failures.append(f"worst output: {worst['name']}")
     return ParityReport(
         status="failed" if failures else "passed",
@@ -207,6 +242,7 @@ def compare_outputs(
         thresholds=asdict(thresholds),
         failures=failures,
         outputs=per,
+        scaled_error=max(r["scaled_error"] for r in per),
     )
 
 
@@ -310,4 +346,6 @@ def gates_for(opts: ExportOptions) -> Thresholds:
     for name, value in (("max_abs_error", opts.atol), ("min_cosine", opts.min_cosine), ("min_top1", opts.min_top1)):
         if value is not None:
             t = replace(t, **{name: value})
+    if opts.atol is not None:  # the user's absolute gate replaces the scaled ones
+        t = replace(t, max_scaled_error=None)
     return t
