@@ -29,6 +29,7 @@ err_console = Console(stderr=True, highlight=False)
 #: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
 #: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"
 LAZY_COMMANDS = {
+    "ab": "edgedeploy.results.ab_cli:ab_cmd",
     "devices": "edgedeploy.devices.cli:devices_group",
     "compare": "edgedeploy.results.cli:compare_cmd",
     "report": "edgedeploy.results.cli:report_cmd",
