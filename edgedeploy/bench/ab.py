@@ -56,6 +56,8 @@ class ABTiming:
     block_size: int = 0
     elapsed_s: float = 0.0
     stopped: str = "rule"  # rule | max_seconds | max_blocks | interrupted
+    #: the one process that timed both sides: ``pid``, ``arch`` (and ``runtime_version`` on a board)
+    process: dict[str, Any] = field(default_factory=dict)
 
 
 def _time_block(infer: Callable[[], Any], n: int) -> list[float]:
@@ -87,7 +89,10 @@ def run_interleaved(
         infer()  # first inference (allocations, lazy init): never timed
         warm += _time_block(infer, plan.warmup)
     n = plan.block_size or size_block(warm, plan.block_ms)
-    timing = ABTiming(block_size=n)
+    import os
+    import platform
+
+    timing = ABTiming(block_size=n, process={"pid": os.getpid(), "arch": platform.machine()})
     sides = {"baseline": baseline, "candidate": candidate}
     start = time.monotonic()
     try:

@@ -72,6 +72,7 @@ class ABSide:
     format: str
     artifact: str | None
     blocks_ms: list[list[float]]
+    process: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples_ms(self) -> list[float]:
@@ -87,7 +88,7 @@ class ABSide:
         return {
             "spec": self.spec, "model": self.model, "format": self.format, "artifact": self.artifact,
             "median_ms": self.median_ms, "samples_ms": self.samples_ms,
-            "block_medians_ms": [sorted(b)[len(b) // 2] for b in self.blocks_ms],
+            "block_medians_ms": [sorted(b)[len(b) // 2] for b in self.blocks_ms], "process": self.process,
         }  # fmt: skip
 
 
@@ -271,6 +272,7 @@ def result_from_timing(
     verdict = est.verdict if timing.stopped == "rule" else "inconclusive"
     base, cand = sides
     base.blocks_ms, cand.blocks_ms = timing.baseline, timing.candidate
+    base.process = cand.process = dict(timing.process)
     return ABResult(verdict or "inconclusive", est.ratio, est.ci_low, est.ci_high, rule.confidence,
                     rule.threshold_pct, ratios, base, cand, where[0], where[1], timing.elapsed_s,
                     block_size=timing.block_size, stopped=timing.stopped)  # fmt: skip
@@ -308,12 +310,21 @@ def run_ab(baseline: Any, candidate: Any, opts: ABOptions) -> ABResult:
     base_t, cand_t = resolve_pair(baseline, candidate, opts)
     sides = (_side(baseline, base_t), _side(candidate, cand_t))
     if profile.transport != "local":
-        from edgedeploy.devices.remote_ab import ab_on_device
+        from edgedeploy.devices.remote_ab import MAX_BOARD_BLOCKS, BoardABRequest, ab_on_device
+        from edgedeploy.results.ab_verdict import critical_values
 
+        if base_t.artifact is None or cand_t.artifact is None:
+            raise ConfigError("the torch runtime runs only on the local device")
         if opts.trust_on_first_use:
             profile = profile.model_copy(update={"trust_on_first_use": True})
-        say(f"A/B on {profile.name} ({profile.transport}) …")
-        timing = ab_on_device(profile, (base_t, cand_t), settings.plan, settings.rule, opts.threads)
+        say(f"A/B on {profile.name} ({profile.transport}): both sides in one runner process …")
+        req = BoardABRequest(
+            (base_t.artifact, cand_t.artifact), registry.device_runtime(base_t.runtime), opts.threads,
+            tuple(base_t.input_shape or cand_t.input_shape or (1, 3, 224, 224)), settings.plan,
+            settings.rule.threshold_pct, settings.rule.min_blocks,
+            tuple(critical_values(settings.rule.confidence, MAX_BOARD_BLOCKS)),
+        )  # fmt: skip
+        timing = ab_on_device(profile, req)
         where = (profile.name, base_t.runtime)
     else:
         threads = opts.threads or os.cpu_count() or 1
