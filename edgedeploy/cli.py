@@ -30,6 +30,7 @@ err_console = Console(stderr=True, highlight=False)
 #: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"
 LAZY_COMMANDS = {
     "ab": "edgedeploy.results.ab_cli:ab_cmd",
+    "calibrate": "edgedeploy.results.ab_cli:calibrate_cmd",
     "devices": "edgedeploy.devices.cli:devices_group",
     "compare": "edgedeploy.results.cli:compare_cmd",
     "report": "edgedeploy.results.cli:report_cmd",

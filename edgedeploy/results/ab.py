@@ -242,7 +242,7 @@ def resolve_pair(baseline: Any, candidate: Any, opts: ABOptions) -> tuple[Any, A
     return got[0], got[1]
 
 
-def _load_local(target: Any, threads: int) -> tuple[Callable[[], Any], tuple[int, ...]]:
+def load_local(target: Any, threads: int) -> tuple[Callable[[], Any], tuple[int, ...]]:
     """Load one side here; returns its prepared ``infer()`` and its input shape (NCHW or NHWC)."""
     from edgedeploy.data import model_input
     from edgedeploy.runtimes.base import get_runtime
@@ -328,8 +328,8 @@ def run_ab(baseline: Any, candidate: Any, opts: ABOptions) -> ABResult:
         where = (profile.name, base_t.runtime)
     else:
         threads = opts.threads or os.cpu_count() or 1
-        infer_b, shape_b = _load_local(base_t, threads)
-        infer_c, shape_c = _load_local(cand_t, threads)
+        infer_b, shape_b = load_local(base_t, threads)
+        infer_c, shape_c = load_local(cand_t, threads)
         if shape_b != shape_c:
             raise ConfigError(
                 f"the two sides take different inputs: baseline {list(shape_b)}, candidate {list(shape_c)}"

@@ -120,3 +120,72 @@ def ab_cmd(
     if result.stopped == "interrupted":
         sys.exit(130)
     sys.exit(result.exit_code)
+
+
+@click.command("calibrate")
+@click.option("--device", default="local", show_default=True, help="Device profile name or YAML path.")
+@click.option("--runtime", default="onnxruntime", show_default=True, help="Runtime to calibrate with.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
+@click.option("--threshold", type=float, default=3.0, show_default=True, help="Band half-width the rule uses (%).")
+@click.option("--max-seconds", type=float, default=900.0, show_default=True, help="Time budget of the whole run (s).")
+@click.option("--trial-seconds", type=float, default=20.0, show_default=True, help="Time cap of one trial (s).")
+@click.option("--input-size", type=int, default=96, show_default=True, help="ABNet's input side.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to store it (default: the device's calibration file, see `ab --calibration`).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON (stdout).")
+@click.option("--trust-on-first-use", is_flag=True, help="SSH: accept and record an unknown host key.")
+@guarded
+def calibrate_cmd(
+    device: str,
+    runtime: str,
+    threads: int,
+    threshold: float,
+    max_seconds: float,
+    trial_seconds: float,
+    input_size: int,
+    out_path: str | None,
+    as_json: bool,
+    trust_on_first_use: bool,
+) -> None:
+    """Measure A/A false alarms and the power against real extra-block slowdowns on DEVICE; choose the block
+    length and confidence keeping false alarms <= 1 %; store it for `edgedeploy ab --device DEVICE`."""
+    from rich.table import Table
+
+    from edgedeploy.errors import OutputError
+    from edgedeploy.results import ab_calibration
+    from edgedeploy.results.ab_calibrate import CalibrateOptions, calibrate
+
+    console = Console(stderr=as_json, highlight=False)
+    _check_outputs(out_path)
+    opts = CalibrateOptions(device=device, runtime=runtime, threads=threads, threshold_pct=threshold,
+                            max_seconds=max_seconds, trial_seconds=trial_seconds, input_size=input_size,
+                            progress=_say(console))  # fmt: skip
+    if trust_on_first_use:
+        from edgedeploy.devices.profile import load_profile
+
+        load_profile(device)  # the profile must load; TOFU is recorded by the first connection
+    run = calibrate(opts)
+    cal = run.calibration
+    assert cal is not None
+    try:
+        where = ab_calibration.save(cal, out_path)
+    except OSError as e:
+        raise OutputError(f"cannot write the calibration: {e.strerror or e}") from e
+    fa = cal.false_alarm
+    t = Table(title=f"A/B calibration of {cal.device}: block {cal.block_ms:g} ms, confidence {cal.confidence}, "
+                    f"band ±{cal.threshold_pct:g} %")  # fmt: skip
+    for col in ("condition", "achieved", "trials", "regression verdicts", "rate", "median s", "p95 s"):
+        t.add_column(col)
+    t.add_row("A/A", "0", str(fa.get("trials")), str(fa.get("regression")), f"{fa.get('rate', 0):.1%}",
+              f"{fa.get('median_s', 0):.1f}", f"{fa.get('p95_s', 0):.1f}")  # fmt: skip
+    for label, p in cal.power.items():
+        rate = p.get("rate")
+        t.add_row(label, f"{p['achieved_pct']:+.1f} %", str(p["trials"]), str(p["detected"]),
+                  "–" if rate is None else f"{rate:.1%}", f"{p.get('median_s') or 0:.1f}",
+                  f"{p.get('p95_s') or 0:.1f}")  # fmt: skip
+    console.print(t)
+    met = "meets" if fa.get("meets_target") else "does NOT meet"
+    console.print(f"{len(run.trials)} trials in {run.elapsed_s:.0f} s; the chosen rule {met} the 1 % false-alarm "
+                  f"target on these trials; stored in {where}")  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(cal.model_dump()))
