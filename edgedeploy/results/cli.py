@@ -317,7 +317,9 @@ def report_cmd(
             store_mod.load_source(baseline, store), loaded, baseline_label=baseline, current_label=" ".join(results)
         )
     if html_path:
-        _write(html_path, report_mod.render_html(loaded, comparison, title=title))
+        from edgedeploy.results.history import history
+
+        _write(html_path, report_mod.render_html(loaded, comparison, title=title, history=history(loaded)))
         click.echo(f"wrote {html_path}")
     if markdown_path:
         md = report_mod.comparison_markdown(comparison) if comparison else report_mod.results_markdown(loaded, title)
@@ -401,6 +403,15 @@ def baseline_show_cmd(branch: str, folder: str | None) -> None:
     others = [b for b in baseline_mod.list_baselines(folder) if b != branch]
     if others:
         console.print(f"other baselines: {', '.join(others)}")
+
+
+def _add_history() -> None:
+    from edgedeploy.results.history_cli import history_cmd
+
+    results_group.add_command(history_cmd)
+
+
+_add_history()
 
 
 @click.group(cls=ErrorHandlingGroup)
