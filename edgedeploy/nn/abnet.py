@@ -53,3 +53,23 @@ def abnet(extra_blocks: int = 0, blocks: int = DEFAULT_BLOCKS, width: int = 32, 
 def extra_for_pct(pct: float, blocks: int = DEFAULT_BLOCKS) -> int:
     """Extra blocks for a nominal ``pct`` % slowdown (at least 1 for pct > 0): ``round(blocks * pct / 100)``."""
     return 0 if pct <= 0 else max(1, round(blocks * pct / 100))
+
+
+class WithExtraBlocks(nn.Module):
+    """``net(x) + 0.01 · side(x)``: any classifier plus an ABNet side branch of ``extra_blocks`` blocks (stem and
+    head always present, so ``extra_blocks=0`` is the baseline and each variant differs by blocks alone). The side
+    branch's output really feeds the result, so no exporter can drop it. ``classes`` must match ``net``'s."""
+
+    def __init__(self, net: nn.Module, extra_blocks: int, width: int = 32, classes: int = 1000):
+        super().__init__()
+        self.net = net
+        torch.manual_seed(1)
+        self.side = ABNet(0, extra_blocks, width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + 0.01 * self.side(x)
+
+
+def with_extra_blocks(net: nn.Module, extra_blocks: int, width: int = 32, classes: int = 1000) -> WithExtraBlocks:
+    """:class:`WithExtraBlocks` in eval mode."""
+    return WithExtraBlocks(net, extra_blocks, width, classes).eval()
