@@ -36,7 +36,7 @@ def describe(r: Any) -> str:
 @click.command("ab")
 @click.argument("baseline", required=False, metavar="BASELINE")
 @click.argument("candidate", required=False, metavar="CANDIDATE")
-@click.option("--device", default="local", show_default=True, help="Device profile name or YAML path.")
+@click.option("--device", default=None, help="Device profile name or YAML path (default: local; --suite: its devices).")
 @click.option("--runtime", default=None, help="Runtime for both sides (default: the artifact's, else MNN).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores / the profile's).")
 @click.option("--threshold", type=float, default=None, help="Band half-width, percent (default: calibration, else 3).")
@@ -59,7 +59,7 @@ def describe(r: Any) -> str:
 def ab_cmd(
     baseline: str | None,
     candidate: str | None,
-    device: str,
+    device: str | None,
     runtime: str | None,
     threads: int | None,
     threshold: float | None,
@@ -111,6 +111,7 @@ def ab_cmd(
         raise ConfigError("give BASELINE and CANDIDATE (model specs or artifacts), or --suite FILE --baseline-ref REF")
     from edgedeploy.spec import parse_input_shape
 
+    common["device"] = device or "local"
     result = api.ab(baseline, candidate, input_shape=parse_input_shape(input_shape), **common)
     console.print(describe(result))
     if markdown_path:
