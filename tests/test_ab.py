@@ -100,6 +100,7 @@ def test_max_seconds_0_exit_2(cards: dict[str, Path]) -> None:
                      "--max-seconds")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_formats_exit_2(cards: dict[str, Path], tmp_path: Path) -> None:
     """Two artifacts of two formats; an artifact against a spec exported to another format."""
     out = tmp_path / "art"
