@@ -393,11 +393,12 @@ def _ab_verdict(ratios, tcrit, threshold_pct, min_blocks):
 
 
 def ab_main(argv):
-    """``runner.py ab``: load BOTH artifacts in this one process and time them in interleaved blocks (even blocks
-    baseline first, odd blocks candidate first), ``--block-size`` runs per side per block (0: sized to
-    ``--block-ms`` from the warm-up), until the sequential rule decides (``--tcrit`` critical values computed by
-    the host, ``--threshold-pct``, ``--min-blocks``), ``--max-seconds`` or ``--max-blocks``. Each block is printed
-    at once as ``B {json}``; ``RESULT {json}`` at the end holds every block's samples (ms) and ``stopped``."""
+    """``runner.py ab``: load BOTH artifacts in this one process and time them in interleaved blocks (the sides
+    alternate run by run, A B, B A …; even blocks start with the baseline), ``--block-size`` runs per side per
+    block (0: sized to ``--block-ms`` from the warm-up), until the sequential rule decides (``--tcrit`` critical
+    values computed by the host, ``--threshold-pct``, ``--min-blocks``), ``--max-seconds`` or ``--max-blocks``.
+    Each block is printed at once as ``B {json}``; ``RESULT {json}`` at the end holds every block's samples (ms)
+    and ``stopped``."""
     ap = argparse.ArgumentParser(prog="runner.py ab", description="edgedeploy device-side interleaved A/B")
     ap.add_argument("--baseline", required=True)
     ap.add_argument("--candidate", required=True)
@@ -460,7 +461,10 @@ def ab_main(argv):
     start = time.monotonic()
     while len(ratios) < a.max_blocks:
         order = ("baseline", "candidate") if len(ratios) % 2 == 0 else ("candidate", "baseline")
-        got = {side: timed(models[side], n) for side in order}
+        got = {"baseline": [], "candidate": []}
+        for j in range(n):  # run by run: A B, B A, A B … (see edgedeploy.bench.ab)
+            for side in order if j % 2 == 0 else order[::-1]:
+                got[side].extend(timed(models[side], 1))
         for side in ("baseline", "candidate"):
             blocks[side].append(got[side])
         ratios.append(_ab_median(got["candidate"]) / _ab_median(got["baseline"]))
