@@ -9,7 +9,8 @@ ratio ``r_i = median(candidate block i) / median(baseline block i)``. The estima
 
 Why this: the block median makes each block robust to the single slow iteration (an interrupt, a page fault);
 pairing two blocks timed seconds apart cancels the host's slow phases, which last seconds to minutes and hit both
-sides alike (what makes ``compare`` of runs taken at different times weak); the log makes a slowdown symmetric and
+sides alike (the harness alternates the sides run by run within a block; ``compare`` of runs taken at different
+times has no such pairing); the log makes a slowdown symmetric and
 multiplicative (a 5 % slower candidate is +0.049 whatever the model's latency); and the block log ratios are close
 to normal and independent enough for a t interval after a handful of blocks (their autocorrelation is what the
 per-device calibration measures, not what it assumes).
