@@ -27,7 +27,7 @@ _os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 # finds ``edgedeploy.export`` in sys.modules and leaves the attribute alone (tests/test_api.py checks it).
 import edgedeploy.bench as _bench_pkg  # noqa: F401
 import edgedeploy.export as _export_pkg  # noqa: F401
-from edgedeploy.api import bench, compare, export
+from edgedeploy.api import ab, bench, compare, export
 
 # ``import edgedeploy.export.pipeline as p`` resolves ``edgedeploy.export`` by attribute (the function) and then
 # falls back to ``sys.modules[f"{that.__name__}.pipeline"]``: the functions carry their package's dotted name so
@@ -35,4 +35,4 @@ from edgedeploy.api import bench, compare, export
 export.__name__ = "edgedeploy.export"
 bench.__name__ = "edgedeploy.bench"
 
-__all__ = ["__version__", "bench", "compare", "export"]
+__all__ = ["__version__", "ab", "bench", "compare", "export"]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from edgedeploy.export.multi import MultiExport
     from edgedeploy.export.pipeline import ExportOutcome
     from edgedeploy.opprof.record import Profile
+    from edgedeploy.results.ab import ABResult
     from edgedeploy.results.compare import ComparisonReport
     from edgedeploy.results.result import BenchResult
 
@@ -342,3 +343,20 @@ def _results(side: Any, store: Any, label: str) -> tuple[list[BenchResult], str]
     if isinstance(side, Sequence) and all(isinstance(r, BenchResult) for r in side):
         return list(side), label
     raise ConfigError(f"{label}: give a result file / folder / run id, a BenchResult or a list of them")
+
+
+def ab(baseline: Any, candidate: Any, **options: Any) -> ABResult:
+    """A/B the latency of ``candidate`` against ``baseline``: both loaded in one process (here, or in one runner
+    process on the board), timed in interleaved blocks, judged sequentially on the paired block ratios.
+
+    Each side is anything :func:`bench` takes (a model spec exported into the cache, or an artifact); an artifact
+    fixes the format the other side is exported to. ``options``: see :class:`~edgedeploy.results.ab.ABOptions`
+    (``device``, ``runtime``, ``threads``, ``threshold_pct``, ``confidence``, ``max_seconds`` (s), ``block_size``,
+    ``calibration`` …). Returns an :class:`~edgedeploy.results.ab.ABResult` (``verdict``, ``ratio``,
+    ``ci_low`` / ``ci_high``, both sides' samples in ms, ``to_json()``, ``exit_code``). Raises
+    :class:`ConfigError` (exit 2: different input shapes or formats, ``max_seconds <= 0``, another device's
+    calibration), ``ArtifactError`` / ``Unknown*Error`` (2), ``MissingExtraError`` (3), ``DeviceError`` (5).
+    """
+    from edgedeploy.results.ab import ABOptions, run_ab
+
+    return run_ab(baseline, candidate, ABOptions.from_kwargs(**options))

@@ -27,6 +27,8 @@ from edgedeploy.clierrors import ErrorHandlingGroup, err_console
 #: command groups that live beside their library code, imported when first used (so that ``bench --threads 9999``
 #: is refused without importing numpy / scipy for ``compare``): name -> "module:attribute"
 LAZY_COMMANDS = {
+    "ab": "edgedeploy.commands.ab:ab_cmd",
+    "calibrate": "edgedeploy.commands.ab:calibrate_cmd",
     "devices": "edgedeploy.devices.cli:devices_group",
     "compare": "edgedeploy.results.cli:compare_cmd",
     "report": "edgedeploy.results.cli:report_cmd",

@@ -78,3 +78,21 @@ def check_output_dir(path: str | Path | None, option: str | None = None) -> Path
         return p
     _writable_ancestor(p, label, folder=True)
     return p
+
+
+def check_output_files(*paths: str | Path | None) -> None:
+    """:func:`check_output_file` of each path given (``None`` skipped): every output is checked before any work."""
+    for path in paths:
+        check_output_file(path)
+
+
+def write_output(path: str | Path | None, text: str) -> None:
+    """Write an output file atomically (nothing when ``path`` is ``None``); :class:`OutputError` (exit 2) when it
+    cannot be written (read-only folder, full disk)."""
+    if path:
+        from edgedeploy._util import atomic_write_text
+
+        try:
+            atomic_write_text(Path(path), text)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e

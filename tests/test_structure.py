@@ -73,6 +73,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy.suite": 6,
     "edgedeploy.bench.suite_run": 7,  # runs a suite through the public API: it sits beside api
     "edgedeploy.bench.matrix": 7,  # the configuration matrix: suite cases through the public API, like suite_run
+    "edgedeploy.results.ab_suite": 7,  # A/B of a suite at a git ref vs the working tree, through the public API
     # 7: the public API (edgedeploy/__init__ re-exports it)
     "edgedeploy.api": 7,
     "edgedeploy": 7,

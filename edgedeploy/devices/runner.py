@@ -492,5 +492,128 @@ def main(argv=None):
     return 0
 
 
+# ------------------------------------------------------------------------------------------------- A/B (``ab``)
+def _ab_median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def _ab_verdict(ratios, tcrit, threshold_pct, min_blocks):
+    """The host's sequential rule (edgedeploy.results.ab_verdict) with its critical values ``tcrit[n]``: a
+    t-interval on the log block ratios against the band [1 - t, 1 + t]; None while undecided."""
+    import math
+
+    n = len(ratios)
+    if n < max(2, min_blocks) or n >= len(tcrit):
+        return None
+    logs = [math.log(r) for r in ratios]
+    mean = sum(logs) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in logs) / (n - 1))
+    half = tcrit[n] * sd / math.sqrt(n)
+    low, high, t = math.exp(mean - half), math.exp(mean + half), threshold_pct / 100.0
+    if low > 1 + t:
+        return "regression"
+    if high < 1 - t:
+        return "improvement"
+    if low >= 1 - t and high <= 1 + t:
+        return "unchanged"
+    return None
+
+
+def ab_main(argv):
+    """``runner.py ab``: load BOTH artifacts in this one process and time them in interleaved blocks (the sides
+    alternate run by run, A B, B A …; even blocks start with the baseline), ``--block-size`` runs per side per
+    block (0: sized to ``--block-ms`` from the warm-up), until the sequential rule decides (``--tcrit`` critical
+    values computed by the host, ``--threshold-pct``, ``--min-blocks``), ``--max-seconds`` or ``--max-blocks``.
+    Each block is printed at once as ``B {json}``; ``RESULT {json}`` at the end holds every block's samples (ms)
+    and ``stopped``."""
+    ap = argparse.ArgumentParser(prog="runner.py ab", description="edgedeploy device-side interleaved A/B")
+    ap.add_argument("--baseline", required=True)
+    ap.add_argument("--candidate", required=True)
+    ap.add_argument("--runtime", default="auto")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--input-shape", default="1,3,224,224")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--block-size", type=int, default=0)
+    ap.add_argument("--block-ms", type=float, default=100.0)
+    ap.add_argument("--max-seconds", type=float, default=60.0)
+    ap.add_argument("--max-blocks", type=int, default=500)
+    ap.add_argument("--threshold-pct", type=float, default=3.0)
+    ap.add_argument("--min-blocks", type=int, default=6)
+    ap.add_argument("--tcrit", default="", help="comma-separated critical values t[n] for n = 0 .. max blocks")
+    a = ap.parse_args(argv)
+    if a.threads < 1 or a.warmup < 0 or a.block_size < 0 or not a.max_seconds > 0 or a.max_blocks < 1:
+        print("runner ab: need --threads >= 1, --warmup >= 0, --block-size >= 0, --max-seconds > 0", file=sys.stderr)
+        return 2
+    tcrit = [float(v) for v in a.tcrit.split(",") if v]
+    runtime = _guess_runtime(a.baseline) if a.runtime == "auto" else a.runtime
+    if runtime not in RUNTIMES:
+        print("runner: unknown runtime {!r} (known: {})".format(runtime, ", ".join(RUNTIMES)), file=sys.stderr)
+        return 2
+    shape = [int(s) for s in a.input_shape.split(",") if s]
+    models = {}
+    for side in ("baseline", "candidate"):
+        path = getattr(a, side)
+        try:
+            models[side] = load(runtime, path, a.threads, shape, a.precision)
+        except Exception as e:  # noqa: BLE001 - report any load failure as one line
+            print(f"runner: {runtime} cannot load {path}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 3
+    if list(models["baseline"].shape) != list(models["candidate"].shape):
+        print(f"runner ab: the two sides take different inputs: {models['baseline'].shape}, "
+              f"{models['candidate'].shape}", file=sys.stderr)  # fmt: skip
+        return 2
+    import numpy as np
+
+    x = _input_array(np, models["baseline"].shape)
+    clock = time.perf_counter_ns
+
+    def timed(model, n):
+        out = []
+        for _ in range(n):
+            model.feed(x)  # a fresh input before every run, outside the timed region
+            t0 = clock()
+            model.infer()
+            out.append((clock() - t0) / 1e6)
+        return out
+
+    warm = []
+    for side in ("baseline", "candidate"):
+        timed(models[side], 1)  # first inference: never timed
+        warm += timed(models[side], a.warmup)
+    n = a.block_size or max(3, min(10000, round(a.block_ms / max(_ab_median(warm) if warm else 1.0, 1e-3))))
+    blocks = {"baseline": [], "candidate": []}
+    ratios = []
+    stopped = "max_blocks"
+    start = time.monotonic()
+    while len(ratios) < a.max_blocks:
+        order = ("baseline", "candidate") if len(ratios) % 2 == 0 else ("candidate", "baseline")
+        got = {"baseline": [], "candidate": []}
+        for j in range(n):  # run by run: A B, B A, A B … (see edgedeploy.bench.ab)
+            for side in order if j % 2 == 0 else order[::-1]:
+                got[side].extend(timed(models[side], 1))
+        for side in ("baseline", "candidate"):
+            blocks[side].append(got[side])
+        ratios.append(_ab_median(got["candidate"]) / _ab_median(got["baseline"]))
+        sys.stdout.write("B " + json.dumps({"i": len(ratios) - 1, "first": order[0], **got}) + "\n")
+        sys.stdout.flush()
+        if _ab_verdict(ratios, tcrit, a.threshold_pct, a.min_blocks) is not None:
+            stopped = "rule"
+            break
+        if time.monotonic() - start >= a.max_seconds:
+            stopped = "max_seconds"
+            break
+    result = {
+        "runner_version": RUNNER_VERSION, "runtime": runtime, "runtime_version": models["baseline"].version,
+        "arch": platform.machine(), "pid": os.getpid(), "threads": a.threads, "input_shape": models["baseline"].shape,
+        "block_size": n, "baseline": blocks["baseline"], "candidate": blocks["candidate"], "stopped": stopped,
+        "elapsed_s": time.monotonic() - start,
+    }  # fmt: skip
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(ab_main(sys.argv[2:]) if sys.argv[1:2] == ["ab"] else main())

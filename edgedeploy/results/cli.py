@@ -31,6 +31,7 @@ from rich.table import Table
 
 from edgedeploy.clierrors import ErrorHandlingGroup, guarded
 from edgedeploy.errors import ConfigError, EdgeDeployError, OutputError
+from edgedeploy.outpaths import check_output_files, write_output
 from edgedeploy.results import baseline as baseline_mod
 from edgedeploy.results import report as report_mod
 from edgedeploy.results import sources as sources_mod
@@ -64,23 +65,6 @@ _errors_to_exit = guarded
 
 def _console() -> Console:
     return Console(width=220, highlight=False)  # the comparison table has 17 columns
-
-
-def _write(path: str | None, text: str) -> None:
-    """Write an output file atomically; :class:`OutputError` (exit 2) when it cannot be written."""
-    if path:
-        try:
-            store_mod.atomic_write_text(Path(path), text)
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-def _check_outputs(*paths: str | None) -> None:
-    """Fail before any work when an output path cannot be written (the shared check, :mod:`edgedeploy.outpaths`)."""
-    from edgedeploy.outpaths import check_output_file
-
-    for path in paths:
-        check_output_file(path)
 
 
 def subprocess_rerun(
@@ -265,7 +249,7 @@ def compare_cmd(
 
     # bad rule values fail before any file is read or written (api.compare builds the same rule again)
     RegressionRule(parse_threshold(threshold), alpha, min_abs_ms, aggregate)  # type: ignore[arg-type]
-    _check_outputs(markdown_path, json_path, html_path)
+    check_output_files(markdown_path, json_path, html_path)
     base = sources_mod.load_source(baseline, store)
     cur = sources_mod.load_source(current, store)
     hook = subprocess_rerun(cur, rerun_cmd) if confirm else None
@@ -274,10 +258,10 @@ def compare_cmd(
         baseline_label=baseline, current_label=current,
     )  # fmt: skip
     print_comparison(report, fail_on_missing=fail_on_missing)
-    _write(markdown_path, report_mod.comparison_markdown(report))
-    _write(json_path, report.to_json())
+    write_output(markdown_path, report_mod.comparison_markdown(report))
+    write_output(json_path, report.to_json())
     if html_path:
-        _write(html_path, report_mod.render_html(list(base) + list(cur), report))
+        write_output(html_path, report_mod.render_html(list(base) + list(cur), report))
     code = exit_code_for(report, fail_on_missing)
     if report.insufficient and not report.regressions:
         click.echo(f"error: {report.insufficient_message()}", err=True)
@@ -310,7 +294,7 @@ def report_cmd(
     """Write reports for RESULTS (files, folders, run ids): an HTML page with plots and/or a Markdown summary."""
     if not html_path and not markdown_path:
         raise ConfigError("give --html FILE and/or --markdown FILE")
-    _check_outputs(html_path, markdown_path)
+    check_output_files(html_path, markdown_path)
     loaded = [r for spec in results for r in sources_mod.load_source(spec, store)]
     comparison = None
     if baseline:
@@ -318,11 +302,13 @@ def report_cmd(
             sources_mod.load_source(baseline, store), loaded, baseline_label=baseline, current_label=" ".join(results)
         )
     if html_path:
-        _write(html_path, report_mod.render_html(loaded, comparison, title=title))
+        from edgedeploy.results.history import history
+
+        write_output(html_path, report_mod.render_html(loaded, comparison, title=title, history=history(loaded)))
         click.echo(f"wrote {html_path}")
     if markdown_path:
         md = report_mod.comparison_markdown(comparison) if comparison else report_mod.results_markdown(loaded, title)
-        _write(markdown_path, md)
+        write_output(markdown_path, md)
         click.echo(f"wrote {markdown_path}")
 
 
@@ -402,6 +388,15 @@ def baseline_show_cmd(branch: str, folder: str | None) -> None:
     others = [b for b in baseline_mod.list_baselines(folder) if b != branch]
     if others:
         console.print(f"other baselines: {', '.join(others)}")
+
+
+def _add_history() -> None:
+    from edgedeploy.commands.history import history_cmd
+
+    results_group.add_command(history_cmd)
+
+
+_add_history()
 
 
 @click.group(cls=ErrorHandlingGroup)

@@ -164,8 +164,11 @@ def plot_distributions(groups: dict[Key, list[tuple[str, Sequence[float]]]]) -> 
     return _svg(fig)
 
 
-def plot_history(results: Sequence[BenchResult]) -> str:
-    """Median latency per run over time (x = run, labelled by commit), p10–p90 band, one line per key; SVG."""
+def plot_history(results: Sequence[BenchResult], history: Sequence[Any] | None = None) -> str:
+    """Median latency per run over time (x = run, labelled by commit), p10–p90 band, one line per key; SVG.
+
+    ``history``: :class:`~edgedeploy.results.history.KeyHistory` items whose change points are marked (a dashed
+    line before the first run after the change, labelled with the change in percent)."""
     groups = group_by_key(results)
     keys = list(groups)[:MAX_KEYS_PLOTTED]
     runs_sorted = sorted({(r.timestamp, r.git_commit or "") for k in keys for r in groups[k]})
@@ -180,6 +183,14 @@ def plot_history(results: Sequence[BenchResult]) -> str:
         hi = [float(np.percentile(r.samples_ms, 90)) for r in rs]
         (line,) = ax.plot(x, med, marker="o", markersize=3, label=_key_label(key))
         ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+        for h in history or ():
+            if h.key != key:
+                continue
+            for cp in h.change_points:
+                at = x[cp.index] - 0.5
+                ax.axvline(at, color=line.get_color(), linestyle="--", linewidth=1)
+                ax.annotate(f"{cp.change_pct:+.1f}% @{(cp.commit or '?')[:7]}", (at, cp.after_ms), fontsize=6,
+                            color=line.get_color(), rotation=90, va="bottom")  # fmt: skip
     labels = [f"{c[:7] or '?'}\n{t[5:16].replace('T', ' ')}" for t, c in runs_sorted]
     step = max(1, len(labels) // 12)
     ax.set_xticks(range(0, len(labels), step), labels[::step], fontsize=6)
@@ -285,8 +296,23 @@ def _figure_html(plot_id: str, caption: str, svg: str) -> str:
     return f"<figure class='plot' id='{plot_id}'>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
+def _change_points_table(history: Sequence[Any]) -> str:
+    rows = "".join(
+        f"<tr class='change-point'><td>{html.escape(_key_label(h.key))}</td><td>{cp.index}</td>"
+        f"<td>{html.escape((cp.commit or '?')[:10])}</td><td>{cp.before_ms:.3f}</td><td>{cp.after_ms:.3f}</td>"
+        f"<td>{cp.change_pct:+.1f} %</td></tr>"
+        for h in history
+        for cp in h.change_points
+    )
+    head = "<tr><th>key</th><th>at run</th><th>commit</th><th>before ms</th><th>after ms</th><th>change</th></tr>"
+    return f"<h3>Change points</h3><table id='change-points'>{head}{rows or '<tr><td>none</td></tr>'}</table>"
+
+
 def render_html(
-    results: Sequence[BenchResult], comparison: ComparisonReport | None = None, title: str = "edgedeploy latency report"
+    results: Sequence[BenchResult],
+    comparison: ComparisonReport | None = None,
+    title: str = "edgedeploy latency report",
+    history: Sequence[Any] | None = None,
 ) -> str:
     """A self-contained HTML page: comparison table (if given), the three plots, and the table of all runs.
 
@@ -338,9 +364,11 @@ def render_html(
             "<h2>History over commits</h2>",
             _figure_html(
                 "plot-history",
-                "Median latency of each run (ms), shaded p10–p90, oldest first.",
-                plot_history(all_results),
+                "Median latency of each run (ms), shaded p10–p90, oldest first"
+                + ("; dashed lines: change points (ruptures PELT), the change and its commit." if history else "."),
+                plot_history(all_results, history),
             ),
+            *([_change_points_table(history)] if history else []),
             "<h2>Per-format comparison</h2>",
             _figure_html(
                 "plot-formats",
