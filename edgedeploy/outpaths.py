@@ -20,6 +20,17 @@ def _label(path: Path, option: str | None) -> str:
     return f"{option} {path}" if option else str(path)
 
 
+def _given(path: str | Path | None, option: str | None) -> tuple[Path, str] | None:
+    """``(path, its label)``, or None for no path; :class:`OutputError` for a path holding a NUL byte."""
+    if path is None or str(path) == "":
+        return None
+    p = Path(path)
+    label = _label(p, option)
+    if "\0" in str(p):
+        raise OutputError(f"cannot write {label!r}: the path holds a NUL byte")
+    return p, label
+
+
 def _writable_ancestor(path: Path, label: str, folder: bool = False) -> None:
     """The nearest existing ancestor of ``path`` must be a folder this process can create entries in."""
     parent = path.parent if str(path.parent) else Path(".")
@@ -45,12 +56,10 @@ def check_output_file(path: str | Path | None, option: str | None = None) -> Pat
 
     ``option`` (``"--markdown"``) is named in the message. Raises :class:`OutputError`.
     """
-    if path is None or str(path) == "":
+    given = _given(path, option)
+    if given is None:
         return None
-    p = Path(path)
-    label = _label(p, option)
-    if "\0" in str(p):
-        raise OutputError(f"cannot write {label!r}: the path holds a NUL byte")
+    p, label = given
     if p.is_dir():
         raise OutputError(f"cannot write {label}: it is a folder")
     if p.exists() and not os.access(p, os.W_OK) and not os.access(p.parent if str(p.parent) else ".", os.W_OK):
@@ -64,12 +73,10 @@ def check_output_dir(path: str | Path | None, option: str | None = None) -> Path
 
     Raises :class:`OutputError`.
     """
-    if path is None or str(path) == "":
+    given = _given(path, option)
+    if given is None:
         return None
-    p = Path(path)
-    label = _label(p, option)
-    if "\0" in str(p):
-        raise OutputError(f"cannot write {label!r}: the path holds a NUL byte")
+    p, label = given
     if p.exists():
         if not p.is_dir():
             raise OutputError(f"cannot write {label}: it is a file, not a folder")

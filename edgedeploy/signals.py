@@ -41,9 +41,17 @@ def signals_as_interrupts() -> Iterator[None]:
         yield
         return
     _received.clear()
+    with handling(_raise_interrupted):
+        yield
+
+
+@contextmanager
+def handling(handler: Any) -> Iterator[None]:
+    """While inside: ``handler`` handles SIGINT and SIGTERM; the previous handlers are restored after. Main thread
+    only (the caller checks: signals cannot be caught in another thread)."""
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     for s in old:
-        signal.signal(s, _raise_interrupted)
+        signal.signal(s, handler)
     try:
         yield
     finally:

@@ -235,6 +235,20 @@ def drain(master: int) -> str:
     return ANSI.sub("", _drain(master))
 
 
+def signal_and_collect(proc: subprocess.Popen, master: int, sig: signal.Signals) -> tuple[str, str]:
+    """Send ``sig`` to the child on the pty ``master``; its stdout and the pty's remaining output (the child is
+    killed if it does not end within 120 s; the pty is closed)."""
+    proc.send_signal(sig)
+    try:
+        stdout, _ = proc.communicate(timeout=120)
+        tail = drain(master)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return stdout.decode() if isinstance(stdout, bytes) else stdout, tail
+
+
 def _drain(master: int) -> str:
     out = ""
     while True:
@@ -259,13 +273,12 @@ def test_interrupted_bench_prints_and_stores_the_samples_measured(tmp_path: Path
     try:
         seen, m = read_until(master, r"\b([3-9]|\d\d+)/100000", timeout=240)
         assert m, f"the bench never reached 3 timed runs:\n{seen[-2000:]}"
-        proc.send_signal(sig)
-        stdout, _ = proc.communicate(timeout=120)
-        tail = drain(master)
-    finally:
+    except BaseException:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+        raise
+    stdout, tail = signal_and_collect(proc, master, sig)
     assert proc.returncode == 128 + sig, tail
     doc = json.loads(stdout)
     assert doc["status"] == "partial" and len(doc["samples_ms"]) >= 3

@@ -10,7 +10,6 @@ the run file complete (every case with its status; the finished cases' samples a
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.robust_util import tiny_onnx
-from tests.test_faults import CLI, _env, drain, read_until, spawn_on_pty
+from tests.test_faults import CLI, _env, read_until, signal_and_collect, spawn_on_pty
 
 SLOW_PY = """
 import os, time
@@ -57,18 +56,6 @@ def _start(tmp: Path, suite: Path) -> tuple[object, int, Path, dict[str, str]]:
     return proc, master, store, env
 
 
-def _finish(proc, master: int, sig: signal.Signals) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    proc.send_signal(sig)
-    try:
-        stdout, _ = proc.communicate(timeout=120)
-        tail = drain(master)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    return stdout.decode(), tail
-
-
 def _record(store: Path) -> dict:
     files = list(store.glob("*.json"))
     assert len(files) == 1, files
@@ -93,7 +80,7 @@ def test_signal_mid_timing_keeps_the_partial_case_and_the_finished_ones(tmp_path
     assert m, seen[-3000:]
     seen2, m2 = read_until(master, r"timing \S*heavy\.onnx ([1-9]\d{3,})/100000", timeout=120)
     assert m2, seen2[-3000:]
-    stdout, tail = _finish(proc, master, sig)
+    stdout, tail = signal_and_collect(proc, master, sig)
     _common(proc, stdout, tail, sig, tmp_path)
     rec = _record(store)
     by_model = {r["model"]: r for r in rec["results"]}
@@ -122,7 +109,7 @@ def test_signal_during_warm_up(tmp_path: Path, sig: signal.Signals) -> None:
     seen, m = read_until(master, r"heavy\.onnx onnx fp32 onnxruntime \(run 1/1\): loading, warm-up", timeout=300)
     assert m, seen[-3000:]
     time.sleep(1.0)  # load of a tiny file: ms; 10000 warm-up runs of heavy.onnx: seconds
-    stdout, tail = _finish(proc, master, sig)
+    stdout, tail = signal_and_collect(proc, master, sig)
     _common(proc, stdout, tail, sig, tmp_path)
     rec = _record(store)
     assert [r["model"] for r in rec["results"]] == ["quick"]  # nothing of heavy was timed
@@ -143,7 +130,7 @@ def test_signal_between_cases(tmp_path: Path, sig: signal.Signals) -> None:
     while time.monotonic() < deadline and not list(store.glob("*.json")):
         read_until(master, r"$^", timeout=0.05)  # keep the terminal drained
     assert list(store.glob("*.json")), "the first case never finished"
-    stdout, tail = _finish(proc, master, sig)
+    stdout, tail = signal_and_collect(proc, master, sig)
     _common(proc, stdout, tail, sig, tmp_path)
     rec = _record(store)
     assert [r["model"] for r in rec["results"]] == ["quick"]
@@ -172,7 +159,7 @@ def test_signal_during_export(tmp_path: Path, sig: signal.Signals, timeout: int 
         read_until(master, r"$^", timeout=0.1)
     assert marker.exists(), "the export of the user's model never started"
     children = psutil.Process(proc.pid).children(recursive=True)
-    stdout, tail = _finish(proc, master, sig)
+    stdout, tail = signal_and_collect(proc, master, sig)
     _common(proc, stdout, tail, sig, tmp_path)
     assert not store.exists() or not list(store.glob("*.json"))  # nothing was measured: no empty run record
     assert re.search(r"slow\.yaml.*interrupted", stdout), stdout
@@ -275,7 +262,7 @@ def test_signal_mid_timing_on_an_ssh_board(tmp_path: Path, sig: signal.Signals) 
                 if progress_lines >= 200:
                     break
         assert progress_lines >= 200, "heavy.onnx never reached 200 timed runs on the board"
-        stdout, tail = _finish(proc, master, sig)
+        stdout, tail = signal_and_collect(proc, master, sig)
         _common(proc, stdout, tail, sig, tmp_path)
         rec = _record(store)
         by_model = {r["model"]: r for r in rec["results"]}
@@ -343,7 +330,7 @@ def test_sigterm_mid_timing_on_a_labgrid_farm_board(tmp_path: Path) -> None:
                     files = list(work.glob("*/runs/*.samples"))
                     lines = max([len(f.read_text().splitlines()) for f in files] or [0])
             assert lines >= 200, "heavy.onnx never reached 200 timed runs on the farm board"
-            stdout, tail = _finish(proc, master, signal.SIGTERM)
+            stdout, tail = signal_and_collect(proc, master, signal.SIGTERM)
             _common(proc, stdout, tail, signal.SIGTERM, tmp_path)
             rec = _record(store)
             by_model = {r["model"]: r for r in rec["results"]}
