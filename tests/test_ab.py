@@ -17,7 +17,7 @@ from conftest import run_cli
 from edgedeploy.results.ab_verdict import ABRule, band_verdict, evaluate, interval
 
 KEYS = ["verdict", "ratio", "ci_low", "ci_high", "confidence", "threshold_pct", "blocks", "block_ratios",
-        "baseline", "candidate", "device", "runtime", "elapsed_s"]  # fmt: skip
+        "baseline", "candidate", "device", "runtime", "elapsed_s", "memory_verdict"]  # fmt: skip
 COMMON = ["--runtime", "onnxruntime", "--threads", "1", "--no-calibration"]
 
 
@@ -53,6 +53,11 @@ def test_a_a_is_unchanged_and_json_has_exactly_the_documented_keys(cards: dict[s
         assert len(doc[side]["samples_ms"]) >= 6 * 3
     assert doc["device"] == "local" and doc["runtime"] == "onnxruntime"
     assert "no calibration" in r.stderr
+    # memory: each side in its own fresh child process; the same file twice is not a memory regression
+    for side in ("baseline", "candidate"):
+        assert doc[side]["peak_rss_mb"] > doc[side]["rss_delta_mb"] > 0, doc[side]["not_measured"]
+    assert doc["memory_verdict"] == "unchanged"
+    assert "memory unchanged (peak RSS" in " ".join(r.stderr.split())
 
 
 def test_extra_blocks_are_a_regression_exit_1(cards: dict[str, Path], tmp_path: Path) -> None:

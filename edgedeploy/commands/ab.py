@@ -29,8 +29,15 @@ def describe(r: Any) -> str:
         f"{r.verdict}: candidate / baseline = {r.ratio:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}] at "
         f"{r.confidence:.1%}, band ±{r.threshold_pct:g} %, {r.blocks} blocks × {r.block_size} runs per side, "
         f"{r.elapsed_s:.1f} s ({r.stopped}); baseline p50 {r.baseline.median_ms:.3f} ms, candidate p50 "
-        f"{r.candidate.median_ms:.3f} ms; {r.device} / {r.runtime}; {cal}"
+        f"{r.candidate.median_ms:.3f} ms; {r.device} / {r.runtime}; {cal}; memory {_memory(r)}"
     )
+
+
+def _memory(r: Any) -> str:
+    b, c = r.baseline.memory.get("peak_rss_mb"), r.candidate.memory.get("peak_rss_mb")
+    if b is None or c is None:
+        return "not measured"
+    return f"{r.memory_verdict} (peak RSS {b:.1f} -> {c:.1f} MB)"
 
 
 @click.command("ab")

@@ -25,7 +25,7 @@ from edgedeploy.results import ab_calibration
 from edgedeploy.results.ab_verdict import DEFAULT_CONFIDENCE, DEFAULT_THRESHOLD_PCT, ABRule, block_ratio, evaluate
 
 JSON_KEYS = ("verdict", "ratio", "ci_low", "ci_high", "confidence", "threshold_pct", "blocks", "block_ratios",
-             "baseline", "candidate", "device", "runtime", "elapsed_s")  # fmt: skip
+             "baseline", "candidate", "device", "runtime", "elapsed_s", "memory_verdict")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class ABOptions:
     calibration: str | Path | bool | None = None
     trust_on_first_use: bool = False
     progress: Callable[[str], None] | None = None
+    #: after timing, measure each side's peak RSS in a fresh child process holding only the runtime (host runs;
+    #: :mod:`edgedeploy.bench.memory`) and judge it with the memory rule of :mod:`edgedeploy.results.figures`
+    memory: bool = True
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ABOptions:
@@ -73,6 +76,8 @@ class ABSide:
     artifact: str | None
     blocks_ms: list[list[float]]
     process: dict[str, Any] = field(default_factory=dict)
+    #: ``peak_rss_mb`` / ``rss_delta_mb`` (MB, a fresh child process per side) or None, ``not_measured`` reasons
+    memory: dict[str, Any] = field(default_factory=dict)
 
     @property
     def samples_ms(self) -> list[float]:
@@ -89,6 +94,8 @@ class ABSide:
             "spec": self.spec, "model": self.model, "format": self.format, "artifact": self.artifact,
             "median_ms": self.median_ms, "samples_ms": self.samples_ms,
             "block_medians_ms": [sorted(b)[len(b) // 2] for b in self.blocks_ms], "process": self.process,
+            "peak_rss_mb": self.memory.get("peak_rss_mb"), "rss_delta_mb": self.memory.get("rss_delta_mb"),
+            "not_measured": self.memory.get("not_measured", {"peak_rss_mb": "memory not measured (memory=False)"}),
         }  # fmt: skip
 
 
@@ -116,6 +123,8 @@ class ABResult:
     stopped: str = "rule"
     calibration: str | None = None
     settings_from: dict[str, str] = field(default_factory=dict)
+    #: the memory rule on the sides' ``peak_rss_mb`` (regression / improvement / unchanged / unmeasured)
+    memory_verdict: str = "unmeasured"
 
     @property
     def blocks(self) -> int:
@@ -123,8 +132,8 @@ class ABResult:
 
     @property
     def exit_code(self) -> int:
-        """1 for a regression, 0 otherwise (the CLI's exit status)."""
-        return 1 if self.verdict == "regression" else 0
+        """1 for a latency or a memory regression, 0 otherwise (the CLI's exit status)."""
+        return 1 if "regression" in (self.verdict, self.memory_verdict) else 0
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document: exactly :data:`JSON_KEYS`."""
@@ -133,7 +142,7 @@ class ABResult:
             "confidence": self.confidence, "threshold_pct": self.threshold_pct, "blocks": self.blocks,
             "block_ratios": self.block_ratios, "baseline": self.baseline.to_json(),
             "candidate": self.candidate.to_json(), "device": self.device, "runtime": self.runtime,
-            "elapsed_s": self.elapsed_s,
+            "elapsed_s": self.elapsed_s, "memory_verdict": self.memory_verdict,
         }  # fmt: skip
         assert tuple(d) == JSON_KEYS
         return d
@@ -340,4 +349,40 @@ def run_ab(baseline: Any, candidate: Any, opts: ABOptions) -> ABResult:
     result = result_from_timing(timing, sides, settings.rule, where)
     result.calibration = settings.calibration
     result.settings_from = settings.settings_from
+    if opts.memory:
+        say("measuring each side's memory in a fresh child process …")
+        judge_memory(result, (base_t, cand_t), opts, profile.transport == "local")
     return result
+
+
+def judge_memory(result: ABResult, targets: tuple[Any, Any], opts: ABOptions, local: bool) -> None:
+    """Fill each side's ``memory`` (peak / rise of the resident set, MB) and ``result.memory_verdict``.
+
+    On the host each side's artifact runs in its own fresh child process that holds only the runtime
+    (:func:`edgedeploy.bench.memory.measure_host_memory`): the A/B process holds both sides and torch, so its own
+    resident set cannot tell them apart. On a board both sides share one runner process: not measured, with that
+    reason. The verdict is the memory rule of ``compare`` (:func:`edgedeploy.results.figures.memory_verdict`)."""
+    from edgedeploy.results.figures import memory_verdict
+
+    for side, t in zip((result.baseline, result.candidate), targets, strict=True):
+        side.memory = _side_memory(t, opts, local)
+    result.memory_verdict = memory_verdict(
+        result.baseline.memory.get("peak_rss_mb"), result.candidate.memory.get("peak_rss_mb")
+    )
+
+
+def _side_memory(t: Any, opts: ABOptions, local: bool) -> dict[str, Any]:
+    from edgedeploy.bench.memory import MemoryReading, MemoryRequest, measure_host_memory
+
+    if not local:
+        reading = MemoryReading.unmeasured(
+            "both sides ran in one runner process on the board, whose resident set cannot tell them apart"
+        )
+    elif t.artifact is None:
+        reading = MemoryReading.unmeasured("the torch runtime runs only inside edgedeploy's own process")
+    else:
+        shape = tuple(t.input_shape or (1, 3, 224, 224))
+        threads = opts.threads or os.cpu_count() or 1
+        reading = measure_host_memory(MemoryRequest(Path(t.artifact), t.runtime, threads, shape, opts.precision))
+    f = reading.result_fields()
+    return {"peak_rss_mb": f["peak_rss_mb"], "rss_delta_mb": f["rss_delta_mb"], "not_measured": f["not_measured"]}
