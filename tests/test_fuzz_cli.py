@@ -656,6 +656,12 @@ OUTPUT_OPTIONS_24: list[list[str]] = [
     ["compare", "{good}", "{good}", "--html"],
     ["report", "{good}", "--html"],
     ["report", "{good}", "--markdown"],
+    ["bench", "{tiny}", "--matrix", "--markdown"],
+    ["ab", "{tiny}", "{tiny}", "--markdown"],
+    ["calibrate", "--device", "local", "--out"],
+    ["results", "history", "{good}", "--markdown"],
+    ["results", "history", "{good}", "--html"],
+    ["baseline", "save", "{good}", "--dir"],
 ]
 
 
@@ -678,7 +684,7 @@ def test_issue24_bad_inputs_are_one_line(bad24: dict[str, str], case: str, args:
 def test_issue24_output_paths_are_checked_before_any_work(bad24: dict[str, str], args: list[str], where: str) -> None:
     target = f"{bad24['file']}/sub/x.md" if where == "under a file" else bad24["file"]
     if where == "a folder":
-        if args[-1] in ("--out",):  # a folder is what --out takes: give it a file instead
+        if args[-1] in ("--out", "--dir") and args[0] not in ("calibrate",):  # a folder is what they take: a file
             target = bad24["file"]
         else:
             target = bad24["root"]
