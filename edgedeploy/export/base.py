@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy import registry
 from edgedeploy.errors import ConfigError
@@ -92,9 +92,7 @@ class Exporter(ABC):
         registry.check_format_request(self.format, settings.precision, settings.opset, settings.layout)
 
     @abstractmethod
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         """Write ``out_path``; raise :class:`~edgedeploy.errors.ExportError` naming the op and node on failure."""
 
     @abstractmethod

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, UnsupportedOpError
@@ -150,9 +150,7 @@ class CoreMlExporter(Exporter):
 
     format = "coreml"
 
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         torch_to_coreml(module, example, out_path, settings.precision)
         info = validate_package(out_path)
         if info["input"]["shape"] != list(example.shape):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
@@ -110,9 +110,7 @@ class MnnExporter(Exporter):
 
     format = "mnn"
 
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         from edgedeploy.export.quantize import int8_mode, mnn_full_int8
 
         mode = int8_mode(settings) if settings.precision == "int8" else None

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy._util import sha256_file
 from edgedeploy.errors import ExportError, MissingExtraError, UnsupportedOpError
@@ -237,9 +237,7 @@ class NcnnExporter(Exporter):
 
     format = "ncnn"
 
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         precision = settings.precision
         notes, pnnx_s = torch_to_ncnn(module, example, out_path, precision)
         graph = read_param(out_path)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ArtifactError, ExportError, MissingExtraError, UnsupportedOpError
@@ -204,9 +204,7 @@ class OnnxExporter(Exporter):
 
     format = "onnx"
 
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         names = settings.output_names
         if settings.precision == "fp32":
             return export_default(module, example, out_path, settings.opset, names)

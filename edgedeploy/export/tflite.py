@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.errors import ConfigError, ExportError, MissingExtraError, UnsupportedOpError
@@ -117,9 +117,7 @@ class TfliteExporter(Exporter):
 
     format = "tflite"
 
-    def export(
-        self, module: nn.Module, example: torch.Tensor, out_path: Path, settings: ExportSettings
-    ) -> ExportedFile:
+    def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
         from edgedeploy.export.quantize import int8_mode, quantize_tflite
 
         layout = settings.layout

@@ -469,6 +469,22 @@ def group_by_key(results: Iterable[BenchResult]) -> dict[Key, list[BenchResult]]
 RerunHook = Callable[[Key], BenchResult]
 
 
+def _missing_row(
+    key: Key,
+    base_groups: dict[Key, list[BenchResult]],
+    cur_groups: dict[Key, list[BenchResult]],
+    rule: RegressionRule,
+    labels: tuple[str, str],
+) -> KeyComparison:
+    """The ``missing`` row of a key only one side has: that side's median (ms), samples and runs."""
+    side = "baseline" if key in base_groups else "current"
+    samples, runs = select_samples((base_groups if side == "baseline" else cur_groups)[key], rule.aggregate)
+    note = f"not in {labels[1]}" if side == "baseline" else f"new: not in {labels[0]}"
+    fields = {f"{side}_median_ms": float(np.median(samples)), f"n_{side}": len(samples), f"runs_{side}": runs,
+              f"{side}_samples_ms": samples}  # fmt: skip
+    return KeyComparison(key, "missing", note=note, **fields)
+
+
 def compare_results(
     baseline: Sequence[BenchResult],
     current: Sequence[BenchResult],
@@ -495,33 +511,8 @@ def compare_results(
     cur_groups = group_by_key(current)
     rows: list[KeyComparison] = []
     for key in sorted(set(base_groups) | set(cur_groups), key=lambda k: tuple(str(v) for v in k)):
-        if key not in cur_groups:
-            b, nb = select_samples(base_groups[key], rule.aggregate)
-            rows.append(
-                KeyComparison(
-                    key,
-                    "missing",
-                    baseline_median_ms=float(np.median(b)),
-                    n_baseline=len(b),
-                    runs_baseline=nb,
-                    note=f"not in {current_label}",
-                    baseline_samples_ms=b,
-                )
-            )
-            continue
-        if key not in base_groups:
-            c, nc = select_samples(cur_groups[key], rule.aggregate)
-            rows.append(
-                KeyComparison(
-                    key,
-                    "missing",
-                    current_median_ms=float(np.median(c)),
-                    n_current=len(c),
-                    runs_current=nc,
-                    note=f"new: not in {baseline_label}",
-                    current_samples_ms=c,
-                )
-            )
+        if key not in cur_groups or key not in base_groups:
+            rows.append(_missing_row(key, base_groups, cur_groups, rule, (baseline_label, current_label)))
             continue
         b, nb = select_samples(base_groups[key], rule.aggregate)
         c, nc = select_samples(cur_groups[key], rule.aggregate)
