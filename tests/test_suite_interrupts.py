@@ -70,6 +70,19 @@ def _common(proc, stdout: str, tail: str, sig: signal.Signals, tmp: Path) -> Non
     assert not list((tmp / "cache").rglob(".edgedeploy-staging-*")), "an export staging folder was left"
 
 
+def _stop_mid_heavy(proc, master: int, sig: signal.Signals, tmp: Path, store: Path, at_least: int) -> tuple:  # type: ignore[no-untyped-def]
+    """Signal the suite while heavy.onnx times; the run file's record, heavy's (partial) result and the stdout,
+    after the checks every such stop shares: quick.onnx complete, heavy partial with at least ``at_least`` samples."""
+    stdout, tail = signal_and_collect(proc, master, sig)
+    _common(proc, stdout, tail, sig, tmp)
+    rec = _record(store)
+    by_model = {r["model"]: r for r in rec["results"]}
+    assert by_model["quick"]["status"] == "complete" and len(by_model["quick"]["samples_ms"]) == 100000
+    heavy = by_model["heavy"]
+    assert heavy["status"] == "partial" and at_least <= len(heavy["samples_ms"]) < 100000
+    return rec, heavy, stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_timing_keeps_the_partial_case_and_the_finished_ones(tmp_path: Path, sig: signal.Signals) -> None:
@@ -80,13 +93,7 @@ def test_signal_mid_timing_keeps_the_partial_case_and_the_finished_ones(tmp_path
     assert m, seen[-3000:]
     seen2, m2 = read_until(master, r"timing \S*heavy\.onnx ([1-9]\d{3,})/100000", timeout=120)
     assert m2, seen2[-3000:]
-    stdout, tail = signal_and_collect(proc, master, sig)
-    _common(proc, stdout, tail, sig, tmp_path)
-    rec = _record(store)
-    by_model = {r["model"]: r for r in rec["results"]}
-    assert by_model["quick"]["status"] == "complete" and len(by_model["quick"]["samples_ms"]) == 100000
-    heavy = by_model["heavy"]
-    assert heavy["status"] == "partial" and 1000 <= len(heavy["samples_ms"]) < 100000
+    rec, heavy, stdout = _stop_mid_heavy(proc, master, sig, tmp_path, store, 1000)
     assert any(f"interrupted after {len(heavy['samples_ms'])} of 100000" in w for w in heavy["warnings"])
     cases = {c["model"]: c for c in rec["cases"]}
     assert cases["../models/quick.onnx"]["status"] == "benchmarked"
@@ -262,13 +269,7 @@ def test_signal_mid_timing_on_an_ssh_board(tmp_path: Path, sig: signal.Signals) 
                 if progress_lines >= 200:
                     break
         assert progress_lines >= 200, "heavy.onnx never reached 200 timed runs on the board"
-        stdout, tail = signal_and_collect(proc, master, sig)
-        _common(proc, stdout, tail, sig, tmp_path)
-        rec = _record(store)
-        by_model = {r["model"]: r for r in rec["results"]}
-        assert by_model["quick"]["status"] == "complete" and len(by_model["quick"]["samples_ms"]) == 100000
-        heavy = by_model["heavy"]
-        assert heavy["status"] == "partial" and 200 <= len(heavy["samples_ms"]) < 100000
+        rec, heavy, _ = _stop_mid_heavy(proc, master, sig, tmp_path, store, 200)
         assert heavy["device"] == "board"
         cases = {c["model"]: c["status"] for c in rec["cases"]}
         assert cases == {"../models/quick.onnx": "benchmarked", "../models/heavy.onnx": "partial"}
