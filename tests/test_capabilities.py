@@ -41,3 +41,20 @@ def test_declared_capabilities() -> None:
     registry.check_format_request("tflite", "int8", None, "NHWC")  # declared: no error
     assert set(registry.native_tools().values()) <= set(registry.runtime_names())
     assert registry.profiler_runtimes() == ["onnxruntime", "mnn", "torch"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad"),
+    [
+        ("coreml", {"opset": 13}),
+        ("coreml", {"layout": "NHWC"}),
+        ("tflite", {"opset": 13}),
+        ("tflite", {"layout": "NWHC"}),
+    ],
+)
+def test_exporter_rejects_settings_its_format_does_not_take(fmt: str, bad: dict) -> None:
+    """CoreML has no opset and takes NCHW only; TFLite has no opset and takes NCHW / NHWC (not a typo like NWHC)."""
+    from edgedeploy.export.base import ExportSettings, get_exporter
+
+    with pytest.raises(ConfigError):
+        get_exporter(fmt).check_settings(ExportSettings(**bad))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgedeploy.errors import ConfigError, RuntimeUnavailableError
+from edgedeploy.errors import RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS
 from edgedeploy.export.pipeline import export_model, run_parity
@@ -48,14 +48,6 @@ class Tiny(nn.Module):
         x = nn.functional.gelu(self.conv(x))
         x = self.norm(x.permute(0, 2, 3, 1)).mean(dim=(1, 2))
         return self.fc(x)
-
-
-def test_coreml_rejects_opset_and_nhwc() -> None:
-    exp = get_exporter("coreml")
-    with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(opset=13))
-    with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(layout="NHWC"))
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from edgedeploy.nn.edgevit import EdgeViT, GlobalSparseAttn, SelfAttn, build_edg
 from edgedeploy.nn.forms.edgevit import LoweredSelfAttn
 from edgedeploy.zoo import build_model, count_params
 from tests.lowering_checks import assert_4d_onnx_matches
-from tests.weights import seeded_state
+from tests.weights import assert_matches_official_logits, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 
@@ -61,16 +61,7 @@ def test_state_dict_matches_official_keys_and_shapes(name: str) -> None:
 
 
 def test_matches_official_logits() -> None:
-    ref = json.loads((FIXTURES / "edgevit_xxs_reference_logits.json").read_text())["logits"]
-    model = build_model("edgevit_xxs")
-    model.load_state_dict(seeded_state(model.state_dict()))
-    for size, logits in ref.items():
-        s = int(size)
-        x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(s))
-        with torch.no_grad():
-            y = model(x)[0]
-        expected = torch.tensor(logits)
-        assert torch.allclose(y, expected, atol=1e-4, rtol=1e-4), float((y - expected).abs().max())
+    assert_matches_official_logits("edgevit_xxs")
 
 
 @pytest.mark.parametrize("size", [224, 256, 160])

@@ -28,7 +28,7 @@ from edgedeploy.nn.emo import (
 from edgedeploy.nn.forms.emo import LoweredIRMB
 from edgedeploy.zoo import build_model, count_params
 from tests.lowering_checks import assert_4d_onnx_matches
-from tests.weights import seeded_state
+from tests.weights import assert_matches_official_logits, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
 
@@ -94,16 +94,7 @@ def test_output_shape_other_sizes(size: int) -> None:
 
 def test_matches_official_logits() -> None:
     """End to end against logits the official EMO_1M produced with the same seeded weights (224, 256, 192)."""
-    ref = json.loads((FIXTURES / "emo_1m_reference_logits.json").read_text())["logits"]
-    model = build_model("emo_1m")
-    model.load_state_dict(seeded_state(model.state_dict()))
-    for size, logits in ref.items():
-        s = int(size)
-        x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(s))
-        with torch.no_grad():
-            y = model(x)[0]
-        expected = torch.tensor(logits)
-        assert torch.allclose(y, expected, atol=1e-4, rtol=1e-4), (size, float((y - expected).abs().max()))
+    assert_matches_official_logits("emo_1m")
 
 
 def test_norm_and_activation_bindings() -> None:

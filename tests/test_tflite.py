@@ -16,7 +16,7 @@ import torch
 from conftest import run_cli
 from torch import nn
 
-from edgedeploy.errors import ArtifactError, ConfigError
+from edgedeploy.errors import ArtifactError
 from edgedeploy.export.base import ExportSettings, get_exporter
 from edgedeploy.export.parity import DEFAULT_THRESHOLDS, check_parity
 from edgedeploy.runtimes.base import get_runtime
@@ -60,14 +60,6 @@ def test_litert_rejects_a_file_that_is_not_tflite(tmp_path: Path) -> None:
     bad.write_bytes(b"not a flatbuffer at all" * 10)
     with pytest.raises(ArtifactError):
         get_runtime("litert").load(bad, threads=1)
-
-
-def test_tflite_rejects_opset_and_bad_layout() -> None:
-    exp = get_exporter("tflite")
-    with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(opset=13))
-    with pytest.raises(ConfigError):
-        exp.check_settings(ExportSettings(layout="NWHC"))
 
 
 @pytest.mark.slow

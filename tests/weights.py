@@ -70,3 +70,21 @@ def seeded_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             val = torch.randn(v.shape, generator=g) / math.sqrt(math.prod(v.shape[1:]))
         out[k] = val
     return out
+
+
+def assert_matches_official_logits(name: str) -> None:
+    """``name`` built by the zoo, loaded with :func:`seeded_state`, gives the logits the official code produced with
+    the same weights on seeded inputs (``<name>_reference_logits.json``: one entry per input size), to 1e-4."""
+    from edgedeploy.zoo import build_model
+
+    ref = json.loads((OFFICIAL_KEYS / f"{name}_reference_logits.json").read_text())["logits"]
+    model = build_model(name)
+    model.load_state_dict(seeded_state(model.state_dict()))
+    for size, logits in ref.items():
+        s = int(size)
+        x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(s))
+        with torch.no_grad():
+            y = model(x)[0]
+        expected = torch.tensor(logits)
+        assert torch.allclose(y, expected, atol=1e-4, rtol=1e-4), (size, float((y - expected).abs().max()))
+        assert torch.isfinite(y).all()
