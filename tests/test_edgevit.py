@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from edgedeploy.cards import get_card
 from edgedeploy.errors import ConfigError
@@ -20,7 +19,7 @@ from edgedeploy.export.lowering import lower, verify_lowering
 from edgedeploy.nn.edgevit import EdgeViT, GlobalSparseAttn, SelfAttn, build_edgevit
 from edgedeploy.nn.forms.edgevit import LoweredSelfAttn
 from edgedeploy.zoo import build_model, count_params
-from tests.lowering_checks import assert_4d_onnx_matches
+from tests.lowering_checks import MaxRank, assert_4d_onnx_matches, assert_rewrite_removes_high_rank
 from tests.weights import assert_matches_official_logits, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
@@ -156,24 +155,6 @@ def test_global_sparse_attn_against_reference(r: int, H: int, W: int) -> None:
 # lowering and export
 
 
-class _MaxRank(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_rank = 0
-        self.ops: set[str] = set()
-        self.transposed_convs = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        self.ops.add(str(func.overloadpacket))
-        if func.overloadpacket == torch.ops.aten.convolution and args[6]:  # (input, weight, bias, ..., transposed, …)
-            self.transposed_convs += 1
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.max_rank = max(self.max_rank, t.dim())
-        return out
-
-
 @pytest.mark.parametrize(("name", "size"), [("edgevit_xxs", 224), ("edgevit_xxs", 256), ("edgevit_xs", 224)])
 def test_lowering_is_exact_and_4d(name: str, size: int) -> None:
     model = build_model(name, input_size=size)
@@ -183,14 +164,9 @@ def test_lowering_is_exact_and_4d(name: str, size: int) -> None:
     assert sorted(names) == sorted(n for n, m in model.named_modules() if isinstance(m, SelfAttn))
     assert all(isinstance(lowered.get_submodule(n), LoweredSelfAttn) for n in names)
     assert verify_lowering(model, lowered, x).max_abs_error < 1e-5
-    with torch.no_grad(), _MaxRank() as mode:
-        lowered(x)
-    assert mode.max_rank <= 4
-    assert not any("scaled_dot_product" in op for op in mode.ops)
-    with torch.no_grad(), _MaxRank() as mode:
-        model(x)
-    assert mode.max_rank == 5  # the training-time qkv layout is 5-D: the rewrite is doing real work
-    assert sorted(lowered.state_dict()) == sorted(model.state_dict())
+    assert_rewrite_removes_high_rank(
+        model, lowered, x, 5
+    )  # the training-time qkv layout is 5-D: the rewrite is doing real work
 
 
 def test_tflite_lowering_replaces_transposed_conv_exactly() -> None:
@@ -198,10 +174,10 @@ def test_tflite_lowering_replaces_transposed_conv_exactly() -> None:
     model.load_state_dict(seeded_state(model.state_dict()))
     x = torch.randn(1, 3, 224, 224)
     lowered, _ = lower(model, x, target="tflite")
-    with torch.no_grad(), _MaxRank() as mode:
+    with torch.no_grad(), MaxRank() as mode:
         y = lowered(x)
     assert mode.transposed_convs == 0 and mode.max_rank <= 4
-    with torch.no_grad(), _MaxRank() as mode:
+    with torch.no_grad(), MaxRank() as mode:
         ref = model(x)
     assert mode.transposed_convs == 5  # the detector sees the training-time LocalProps
     assert torch.equal(y, ref)  # bitwise: one product and one bias add per output pixel either way

@@ -27,7 +27,7 @@ from edgedeploy.nn.emo import (
 )
 from edgedeploy.nn.forms.emo import LoweredIRMB
 from edgedeploy.zoo import build_model, count_params
-from tests.lowering_checks import assert_4d_onnx_matches
+from tests.lowering_checks import assert_4d_onnx_matches, assert_rewrite_removes_high_rank
 from tests.weights import assert_matches_official_logits, seeded_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official_keys"
@@ -227,21 +227,6 @@ def test_attn_pre_false_path_matches_lowered() -> None:
 # lowering and export
 
 
-class _MaxRank(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_rank = 0
-        self.ops: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        self.ops.add(str(func.overloadpacket))
-        for t in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(t, torch.Tensor):
-                self.max_rank = max(self.max_rank, t.dim())
-        return out
-
-
 @pytest.mark.parametrize("size", [224, 256, 192])
 def test_lowering_is_exact_and_4d(size: int) -> None:
     model = build_model("emo_1m", input_size=size)
@@ -253,14 +238,9 @@ def test_lowering_is_exact_and_4d(size: int) -> None:
     assert all(isinstance(lowered.get_submodule(n), LoweredIRMB) for n in names)
     check = verify_lowering(model, lowered, x)
     assert check.max_abs_error < 1e-5
-    with torch.no_grad(), _MaxRank() as mode:
-        lowered(x)
-    assert mode.max_rank <= 4
-    assert not any("scaled_dot_product" in op for op in mode.ops)
-    with torch.no_grad(), _MaxRank() as mode:
-        model(x)
-    assert mode.max_rank == 6  # the training-time module does use 6-D windows: the rewrite is doing real work
-    assert sorted(lowered.state_dict()) == sorted(model.state_dict())
+    assert_rewrite_removes_high_rank(
+        model, lowered, x, 6
+    )  # the training-time module does use 6-D windows: the rewrite is doing real work
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
