@@ -125,7 +125,8 @@ def test_reports_and_compare_show_load_first_and_peak(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text(cur.to_json())
     p = run_cli("compare", str(tmp_path / "b.json"), str(tmp_path / "c.json"), "--json", str(tmp_path / "r.json"))
     assert p.returncode == 1, p.stderr
-    assert "peak RSS MB" in p.stdout and "memory regression" in p.stdout
+    # the table's memory column says regression (the note column wraps: the latency verdict is "insufficient")
+    assert "peak RSS MB" in p.stdout and "│ regression │" in p.stdout and "memory" in p.stdout
     (doc,) = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert doc["memory_verdict"] == "regression"
     assert doc["figures"]["current"]["peak_rss_mb"] == pytest.approx(cur.peak_rss_mb)
