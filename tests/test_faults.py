@@ -49,8 +49,12 @@ needs_ns = [pytest.mark.root, pytest.mark.skipif(NS_SKIP is not None, reason=NS_
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "EDGEDEPLOY_CACHE": str(tmp / "cache"),
-           "EDGEDEPLOY_LOCK_DIR": str(tmp / "locks")}  # device locks of its own, never the user's
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "EDGEDEPLOY_CACHE": str(tmp / "cache"),
+        "EDGEDEPLOY_LOCK_DIR": str(tmp / "locks"),
+    }  # device locks of its own, never the user's
     env.pop("EDGEDEPLOY_DEBUG", None)
     env.update(extra)
     return env

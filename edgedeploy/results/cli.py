@@ -355,7 +355,7 @@ def baseline_save_cmd(results: tuple[str, ...], branch: str, folder: str | None,
     """Save RESULTS (files, folders, run ids) as BRANCH's baseline, replacing the previous one atomically."""
     from edgedeploy.outpaths import check_output_dir
 
-    check_output_dir(baseline_mod.baseline_path(branch, folder).parent, "--dir")  # before loading anything
+    check_output_dir(baseline_mod.baseline_path(branch, folder).parent, "the baseline")  # before loading anything
     loaded = [r for spec in results for r in sources_mod.load_source(spec, store)]
     try:
         run = baseline_mod.save_baseline(loaded, branch, folder)
