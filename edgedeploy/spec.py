@@ -327,6 +327,18 @@ def _onnx_source(path: str, shape: tuple[int, ...] | None, name: str | None) -> 
     return ModelSource(name or p.stem, "onnx", str(p), final, onnx_path=p.resolve())
 
 
+def spec_relative_to(spec: str, base: Path) -> str:
+    """``spec`` with a relative path (``net.onnx``, ``card.yaml``, ``./net.py:build``) made relative to the folder
+    ``base`` (a suite file's); zoo names, module specs (``pkg.mod:fn``) and absolute paths are returned as they are."""
+    m = _CALLABLE.match(spec)
+    if m and m.group("target").endswith(".py"):
+        target, attr = m.group("target"), m.group("attr")
+        return spec if Path(target).is_absolute() else f"{base / target}:{attr}"
+    if spec.endswith((".onnx", ".yaml", ".yml")) and not Path(spec).is_absolute():
+        return str(base / spec)
+    return spec
+
+
 def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str | None = None) -> Callable[[], Any]:
     """A zero-argument function calling ``file.py:callable`` / ``package.module:callable`` (imported now).
 

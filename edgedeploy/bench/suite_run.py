@@ -61,6 +61,7 @@ from edgedeploy.errors import (
 )
 from edgedeploy.results.result import BenchResult
 from edgedeploy.results.store import RunWriter
+from edgedeploy.spec import spec_relative_to
 from edgedeploy.suite import Case, Suite, device_runtimes, expand
 
 STATUSES = (
@@ -435,7 +436,7 @@ def _export_all(
         model, fmt, precision = key
         log(f"exporting {model} to {fmt} ({precision}) [{n}/{len(by_key)}]")
         status, reason = "", ""
-        spec = resolve_suite_model(model, base)
+        spec = model if base is None else spec_relative_to(model, base)
         try:
             if suite.case_timeout is None:
                 art = _export(spec, fmt, precision, suite.input_size, log)
@@ -460,22 +461,6 @@ def _export_all(
                 o.status, o.reason = status, reason
                 finish(o)
     return out
-
-
-def resolve_suite_model(spec: str, base: Path | None) -> str:
-    """A suite's model spec with a relative path (``net.onnx``, ``card.yaml``, ``./net.py:build``) made relative to
-    the suite file's folder ``base``; zoo names, module specs and absolute paths are returned as they are."""
-    if base is None:
-        return spec
-    from edgedeploy.spec import _CALLABLE
-
-    m = _CALLABLE.match(spec)
-    if m and m.group("target").endswith(".py"):
-        target, attr = m.group("target"), m.group("attr")
-        return spec if Path(target).is_absolute() else f"{base / target}:{attr}"
-    if spec.endswith((".onnx", ".yaml", ".yml")) and not Path(spec).is_absolute():
-        return str(base / spec)
-    return spec
 
 
 def _export(model: str, fmt: str, precision: str, input_size: int | None, log: Progress | None) -> _Artifact:

@@ -56,7 +56,7 @@ def push_runner(transport: Transport, workdir: str) -> str:
     return path
 
 
-def _has(transport: Transport, tool: str) -> bool:
+def has_command(transport: Transport, tool: str) -> bool:
     return transport.sh(f"command -v {shlex.quote(tool)} >/dev/null 2>&1", check=False, timeout=60).ok
 
 
@@ -258,7 +258,7 @@ def _bench(
             cores = fastest_cores(before)
             mask = hex(sum(1 << c for c in cores)) if cores else None
         pin = bool(req.pin) and mask is not None
-        if pin and not _has(transport, "taskset"):
+        if pin and not has_command(transport, "taskset"):
             warnings.append("taskset not found on the device: the run is not pinned to a core mask")
             pin = False
         if mask is None:

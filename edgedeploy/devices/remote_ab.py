@@ -18,7 +18,8 @@ from edgedeploy.bench.ab import ABTiming, BlockPlan
 from edgedeploy.devices.connect import connect
 from edgedeploy.devices.lock import LocalDeviceLock, RemoteDeviceLock
 from edgedeploy.devices.profile import DeviceProfile
-from edgedeploy.devices.remote import _has, artifact_digest, push_cached, push_runner
+from edgedeploy.devices.push import artifact_digest, push_cached
+from edgedeploy.devices.remote import has_command, push_runner
 from edgedeploy.errors import ConfigError, RemoteCommandError
 
 #: blocks the board runner may time at most (the critical-value table is sent on its command line)
@@ -73,7 +74,7 @@ def ab_on_device(profile: DeviceProfile, req: BoardABRequest) -> ABTiming:
                 ]
                 runner = push_runner(transport, workdir)
                 prefix: list[str] = []
-                if profile.pin_mask and _has(transport, "taskset"):
+                if profile.pin_mask and has_command(transport, "taskset"):
                     prefix = ["taskset", profile.pin_mask]
                 argv = [
                     *prefix, profile.python, runner, "ab", "--baseline", remote[0], "--candidate", remote[1],

@@ -334,7 +334,7 @@ def run_ab(baseline: Any, candidate: Any, opts: ABOptions) -> ABResult:
             tuple(critical_values(settings.rule.confidence, MAX_BOARD_BLOCKS)),
         )  # fmt: skip
         timing = ab_on_device(profile, req)
-        where = (profile.name, base_t.runtime)
+        where, shape = (profile.name, base_t.runtime), None
     else:
         threads = opts.threads or os.cpu_count() or 1
         infer_b, shape_b = load_local(base_t, threads)
@@ -345,18 +345,20 @@ def run_ab(baseline: Any, candidate: Any, opts: ABOptions) -> ABResult:
             )
         say("timing interleaved blocks …")
         timing = run_interleaved(infer_b, infer_c, settings.plan, stop_rule(settings.rule))
-        where = ("local", base_t.runtime)
+        where, shape = ("local", base_t.runtime), shape_b
     result = result_from_timing(timing, sides, settings.rule, where)
     result.calibration = settings.calibration
     result.settings_from = settings.settings_from
     if opts.memory:
         say("measuring each side's memory in a fresh child process …")
-        judge_memory(result, (base_t, cand_t), opts, profile.transport == "local")
+        judge_memory(result, (base_t, cand_t), opts, shape)
     return result
 
 
-def judge_memory(result: ABResult, targets: tuple[Any, Any], opts: ABOptions, local: bool) -> None:
+def judge_memory(result: ABResult, targets: tuple[Any, Any], opts: ABOptions, shape: tuple[int, ...] | None) -> None:
     """Fill each side's ``memory`` (peak / rise of the resident set, MB) and ``result.memory_verdict``.
+
+    ``shape``: the input both sides took here (the shape the sessions reported); ``None`` for a board run.
 
     On the host each side's artifact runs in its own fresh child process that holds only the runtime
     (:func:`edgedeploy.bench.memory.measure_host_memory`): the A/B process holds both sides and torch, so its own
@@ -365,23 +367,22 @@ def judge_memory(result: ABResult, targets: tuple[Any, Any], opts: ABOptions, lo
     from edgedeploy.results.figures import memory_verdict
 
     for side, t in zip((result.baseline, result.candidate), targets, strict=True):
-        side.memory = _side_memory(t, opts, local)
+        side.memory = _side_memory(t, opts, shape)
     result.memory_verdict = memory_verdict(
         result.baseline.memory.get("peak_rss_mb"), result.candidate.memory.get("peak_rss_mb")
     )
 
 
-def _side_memory(t: Any, opts: ABOptions, local: bool) -> dict[str, Any]:
+def _side_memory(t: Any, opts: ABOptions, shape: tuple[int, ...] | None) -> dict[str, Any]:
     from edgedeploy.bench.memory import MemoryReading, MemoryRequest, measure_host_memory
 
-    if not local:
+    if shape is None:
         reading = MemoryReading.unmeasured(
             "both sides ran in one runner process on the board, whose resident set cannot tell them apart"
         )
     elif t.artifact is None:
         reading = MemoryReading.unmeasured("the torch runtime runs only inside edgedeploy's own process")
     else:
-        shape = tuple(t.input_shape or (1, 3, 224, 224))
         threads = opts.threads or os.cpu_count() or 1
         reading = measure_host_memory(MemoryRequest(Path(t.artifact), t.runtime, threads, shape, opts.precision))
     f = reading.result_fields()
