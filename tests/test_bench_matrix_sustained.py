@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,27 @@ def test_sustained_30s_on_the_host_gives_throttle_ratio_and_temperature_null_wit
     assert "plot-sustained" in page and "throttle_ratio" in page
     if s["temperature_c_max"] is None:
         assert "temperature not measured" in page
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_sustained_keeps_the_samples(tmp_path: Path, sig: signal.Signals) -> None:
+    """A real signal to a real `bench --sustained` process mid-phase: the runner child stops its phase and reports,
+    the samples measured are printed and stored as `partial`, exit 130 / 143."""
+    from tests.robust_util import tiny_onnx
+    from tests.test_faults import CLI, _env, read_until, signal_and_collect, spawn_on_pty
+
+    onnx = tiny_onnx(tmp_path / "tiny.onnx")
+    out = tmp_path / "r.json"
+    argv = [*CLI, "bench", str(onnx), "--sustained", "120", "--threads", "1", "--json", "--out", str(out)]
+    proc, master = spawn_on_pty(argv, _env(tmp_path))
+    seen, m = read_until(master, r"sustained run", timeout=240)
+    assert m, seen[-2000:]
+    time.sleep(5)  # well inside the 120 s phase
+    stdout, tail = signal_and_collect(proc, master, sig)
+    assert proc.returncode == 128 + sig, tail[-2000:]
+    doc = json.loads(stdout)
+    assert doc["status"] == "partial" and len(doc["samples_ms"]) > 10
+    assert doc["sustained"]["duration_s"] < 60 and doc["sustained"]["iterations"] == len(doc["samples_ms"])
+    assert any(f"interrupted ({sig.name})" in w for w in doc["warnings"]), doc["warnings"]
+    assert json.loads(out.read_text())["samples_ms"] == doc["samples_ms"]  # stored too

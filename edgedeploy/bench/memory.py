@@ -118,24 +118,59 @@ def child_command(req: MemoryRequest) -> list[str]:
     ]  # fmt: skip
 
 
+#: seconds an interrupted runner child gets to report what it measured (one inference, then its RESULT line)
+INTERRUPT_GRACE_S = 60.0
+
+
 def run_runner_child(argv: list[str], timeout_s: float) -> dict[str, Any]:
     """Run the runner as a child of this process and return its ``RESULT`` object.
 
     Raises :class:`~edgedeploy.errors.RemoteCommandError` (non-zero exit, no ``RESULT`` line) and
-    :class:`~edgedeploy.errors.DeviceError` on a timeout (s).
+    :class:`~edgedeploy.errors.DeviceError` on a timeout (s). On SIGINT / SIGTERM (``Interrupted`` in this process,
+    :mod:`edgedeploy.signals`) the signal is passed on to the child (its own session: a terminal's Ctrl-C does not
+    reach it), and the interrupt is re-raised carrying the child's ``RESULT`` (or ``None``) as ``runner_result``.
     """
     from edgedeploy.errors import DeviceError, RemoteCommandError
+    from edgedeploy.signals import Interrupted
 
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C reaches this process only; it decides what the child gets
+    )  # fmt: skip
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        stdout, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
+        child.kill()
+        child.communicate()
         raise DeviceError(f"the runner child timed out after {timeout_s:g} s") from e
+    except Interrupted as e:  # pass the signal on; a runner in its sustained phase reports what it measured
+        child.send_signal(e.signum)
+        try:
+            stdout, stderr = child.communicate(timeout=INTERRUPT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise e from None
+        e.runner_result = _result_line(stdout)  # type: ignore[attr-defined]
+        raise
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
+    p = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
     if p.returncode != 0:
         raise RemoteCommandError(" ".join(argv), p.returncode, p.stderr[-2000:] or p.stdout[-2000:])
-    for line in reversed(p.stdout.splitlines()):
+    res = _result_line(p.stdout)
+    if res is None:
+        raise RemoteCommandError(" ".join(argv), p.returncode, "the runner printed no RESULT line: " + p.stderr[-2000:])
+    return res
+
+
+def _result_line(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    raise RemoteCommandError(" ".join(argv), p.returncode, "the runner printed no RESULT line: " + p.stderr[-2000:])
+    return None
 
 
 def measure_host_memory(req: MemoryRequest) -> MemoryReading:
@@ -172,7 +207,8 @@ def calling_process_rss_mb() -> float | None:
 
 def with_host_memory(result: Any, artifact: Path | None, runtime: str, precision: str) -> Any:
     """``result`` (a local :class:`~edgedeploy.results.result.BenchResult`) with ``artifact_bytes`` and the memory
-    figures of a fresh child process at the result's thread count and input shape."""
+    figures of a fresh child process at the result's thread count and input shape. A SIGINT / SIGTERM while the
+    child runs keeps the samples: the result becomes ``partial`` with the memory ``null`` and the reason."""
     update: dict[str, Any] = {"artifact_bytes": artifact_bytes(artifact)}
     not_measured = dict(result.not_measured)
     if artifact is None:
@@ -182,8 +218,15 @@ def with_host_memory(result: Any, artifact: Path | None, runtime: str, precision
             "no process holds only this runtime"
         )
     else:
+        from edgedeploy.signals import Interrupted
+
         req = MemoryRequest(Path(artifact), runtime, result.threads, tuple(result.input_shape), precision)
-        reading = measure_host_memory(req)
+        try:
+            reading = measure_host_memory(req)
+        except Interrupted as e:  # the timed samples are kept: the result is partial, its memory not measured
+            why = f"interrupted ({e}) before the memory child reported"
+            reading = MemoryReading.unmeasured(why)
+            update.update(status="partial", warnings=[*result.warnings, why])
     fields = reading.result_fields()
     fields["not_measured"] = {**not_measured, **fields["not_measured"]}
     return result.model_copy(update={**update, **fields})

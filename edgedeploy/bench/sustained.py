@@ -131,6 +131,7 @@ def bench_sustained_local(target: Any, threads: int | None, warmup: int, seconds
     (a :class:`~edgedeploy.bench.run.BenchTarget` with an artifact) for ``seconds``; returns a ``BenchResult``
     with the sustained samples, the summary and the child's memory figures.
 
+    SIGINT / SIGTERM stop the child's phase: the samples it measured are returned as a ``partial`` result.
     Raises :class:`~edgedeploy.errors.ConfigError` for the torch runtime (no artifact to hand to a runner),
     :class:`~edgedeploy.errors.RemoteCommandError` / ``DeviceError`` when the child fails.
     """
@@ -142,6 +143,7 @@ def bench_sustained_local(target: Any, threads: int | None, warmup: int, seconds
     from edgedeploy.errors import ConfigError
     from edgedeploy.results.result import BenchResult, utc_now_iso
     from edgedeploy.runtimes.base import get_runtime
+    from edgedeploy.signals import Interrupted
 
     if target.artifact is None:
         raise ConfigError("--sustained runs an artifact in the runner; the torch runtime has none")
@@ -150,7 +152,16 @@ def bench_sustained_local(target: Any, threads: int | None, warmup: int, seconds
     argv = child_command(req)
     argv[argv.index("--warmup") + 1] = str(warmup)
     started_at = utc_now_iso()
-    res = run_runner_child([*argv, *runner_args(seconds)], timeout_s=seconds + 900.0)
+    warnings: list[str] = []
+    try:
+        res = run_runner_child([*argv, *runner_args(seconds)], timeout_s=seconds + 900.0)
+    except Interrupted as e:  # the child stopped its sustained phase and reported: keep what it measured
+        res = getattr(e, "runner_result", None)
+        if not res or not (res.get("sustained") or {}).get("samples_ms"):
+            raise
+        phase = res["sustained"]
+        warnings.append(f"interrupted ({phase.get('interrupted') or e}) after {phase['duration_s']:.1f} of "
+                        f"{seconds:g} s: the {len(phase['samples_ms'])} samples measured were kept")  # fmt: skip
     finished_at = utc_now_iso()
     reading = MemoryReading.from_runner(res.get("memory"), "the host (a fresh child process)")
     env = local_fingerprint({target.runtime: get_runtime(target.runtime).version()})
@@ -163,6 +174,6 @@ def bench_sustained_local(target: Any, threads: int | None, warmup: int, seconds
         artifact={"path": str(target.artifact), "sha256": sha256_file(target.artifact)},
         env=env, git_commit=env.get("git_commit") or env.get("package_commit"), started_at=started_at,
         finished_at=finished_at, verified=target.verified, artifact_bytes=artifact_bytes(target.artifact),
-        **reading.result_fields(),
+        status="partial" if warnings else "complete", warnings=warnings, **reading.result_fields(),
     )  # fmt: skip
     return apply(result, res.get("sustained"))

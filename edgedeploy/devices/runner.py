@@ -348,14 +348,23 @@ def read_temps():
 
 def run_sustained(model, x, seconds, cpus, every_s=1.0):
     """Back-to-back timed runs for ``seconds``: each sample (ms) with the time it ended (s since the start, monotonic),
-    and every ``every_s`` s (outside the timed region) the temperatures and the allowed CPUs' frequencies."""
+    and every ``every_s`` s (outside the timed region) the temperatures and the allowed CPUs' frequencies. SIGINT /
+    SIGTERM end the phase early: the samples so far are reported, ``interrupted`` names the signal."""
+    import signal
+    import threading
+
+    stop = []  # SIGINT / SIGTERM end the phase after the inference in progress; what was measured is reported
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, lambda signum, _frame: stop.append(signal.Signals(signum).name))
     clock = time.perf_counter_ns
     samples, t_s, thermal = [], [], []
     start = clock()
     end = start + int(seconds * 1e9)
     next_read = start
     temp_reason = freq_reason = ""
-    while True:
+    while not stop:
         now = clock()
         if now >= end:
             break
@@ -372,7 +381,10 @@ def run_sustained(model, x, seconds, cpus, every_s=1.0):
         t1 = clock()
         samples.append((t1 - t0) / 1e6)
         t_s.append((t1 - start) / 1e9)
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
     return {
+        "interrupted": stop[0] if stop else None,
         "seconds": seconds,
         "duration_s": (clock() - start) / 1e9,
         "samples_ms": samples,
