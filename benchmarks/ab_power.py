@@ -35,6 +35,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,16 @@ def summarize(trials: list[dict[str, Any]], method: str) -> dict[str, Any]:
     return out
 
 
-def run_model(model: str, size: int, n_aa: int, n_per: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_model(
+    model: str,
+    size: int,
+    counts: tuple[int, int],
+    args: argparse.Namespace,
+    checkpoint: Callable[[dict[str, Any]], None],
+    load_samples: list[float],
+) -> dict[str, Any]:
+    """Run one model's shuffled A/A + slowdown trials; ``checkpoint`` gets the partial result every 10 trials."""
+    n_aa, n_per = counts
     rule = ABRule(args.threshold, args.confidence)
     plan = BlockPlan(block_ms=args.block_ms, max_seconds=args.max_seconds)
     print(f"== {model} at {size}: exporting …", flush=True)
@@ -159,29 +169,36 @@ def run_model(model: str, size: int, n_aa: int, n_per: int, args: argparse.Names
     sessions = {"A/A": base2, **{c: export(model, k, size, args.threads) for c, k in ks.items()}}
     conds = ["A/A"] * n_aa + [c for c in ks for _ in range(n_per)]
     random.Random(args.seed).shuffle(conds)
-    trials = []
+    trials: list[dict[str, Any]] = []
     t_start = time.monotonic()
+
+    def result() -> dict[str, Any]:
+        return {
+            "model": model,
+            "input_size": size,
+            "baseline_ms": base_ms,
+            "percent_per_extra_block": per_block,
+            "extra_blocks": ks,
+            "planned_trials": len(conds),
+            "trials": trials,
+            "ab": summarize(trials, "ab"),
+            "compare": summarize(trials, "compare") if not args.no_compare else None,
+            "wall_s": time.monotonic() - t_start,
+        }
+
     for i, cond in enumerate(conds):
         trial = {"condition": cond, "ab": ab_trial(base, sessions[cond], rule, plan)}
         if not args.no_compare:
             trial["compare"] = compare_trial(base, sessions[cond], args)
         trials.append(trial)
         if (i + 1) % 10 == 0:
+            load_samples.append(os.getloadavg()[0])
             print(
-                f"   {i + 1}/{len(conds)} trials, {time.monotonic() - t_start:.0f} s, load {os.getloadavg()[0]:.2f}",
+                f"   {i + 1}/{len(conds)} trials, {time.monotonic() - t_start:.0f} s, load {load_samples[-1]:.2f}",
                 flush=True,
             )
-    return {
-        "model": model,
-        "input_size": size,
-        "baseline_ms": base_ms,
-        "percent_per_extra_block": per_block,
-        "extra_blocks": ks,
-        "trials": trials,
-        "ab": summarize(trials, "ab"),
-        "compare": summarize(trials, "compare") if not args.no_compare else None,
-        "wall_s": time.monotonic() - t_start,
-    }
+            checkpoint(result())  # an interrupted run keeps every finished trial (results marked partial)
+    return result()
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -205,14 +222,17 @@ def markdown(payload: dict[str, Any]) -> str:
         "fastest run per side, default rule (threshold 10 %, alpha 0.01, Mann–Whitney)",
         "- slowdowns: extra blocks of a real ABNet side branch (graph changes, not busy-waits); `achieved` is the "
         "median block ratio measured over that condition's trials",
-        f"- wall time {payload['wall_s']:.0f} s",
+        f"- wall time {payload['wall_s']:.0f} s"
+        + (" — PARTIAL: the run was stopped before all planned trials finished" if payload.get("partial") else ""),
         "",
     ]
     for res in payload["models"]:
         lines += [
             f"## {res['model']} (input {res['input_size']}², baseline {res['baseline_ms']:.2f} ms)",
             "",
-            "counts: " + ", ".join(f"{c}: {v['trials']}" for c, v in res["ab"].items()) + "; "
+            "counts: "
+            + ", ".join(f"{c}: {v['trials']}" for c, v in res["ab"].items())
+            + f" ({len(res['trials'])} of {res.get('planned_trials', len(res['trials']))} planned trials); "
             f"extra blocks per slowdown {res['extra_blocks']}",
             "",
             "| condition | achieved | `ab` flagged | `ab` unchanged / improvement / inconclusive | `ab` median s | "
@@ -262,28 +282,37 @@ def main() -> None:
     load_samples = [os.getloadavg()[0]]
     start = time.monotonic()
     m0 = machine_description()
-    models = [run_model("abnet", args.small_size, args.aa, args.per_slowdown, args)]
-    load_samples.append(os.getloadavg()[0])
-    if not args.skip_edgeformer:
-        models.append(
-            run_model("edgeformer_s", args.edgeformer_size, args.edgeformer_aa, args.edgeformer_per_slowdown, args)
-        )
-    load_samples.append(os.getloadavg()[0])
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
     ).stdout.strip()
-    payload = {
-        "machine": m0,
-        "args": vars(args),
-        "models": models,
-        "wall_s": time.monotonic() - start,
-        "load_samples": load_samples,
-        "load_note": load_note(max(load_samples), load_samples[-1], os.cpu_count() or 1),
-        "onnxruntime": onnxruntime.__version__,
-        "commit": commit,
-    }
-    md = markdown(payload)
-    write_results(args.name, payload, md)
+    done: list[dict[str, Any]] = []
+
+    def payload(models: list[dict[str, Any]], partial: bool) -> dict[str, Any]:
+        return {
+            "machine": m0,
+            "args": vars(args),
+            "partial": partial,
+            "models": models,
+            "wall_s": time.monotonic() - start,
+            "load_samples": load_samples,
+            "load_note": load_note(max(load_samples), load_samples[-1], os.cpu_count() or 1),
+            "onnxruntime": onnxruntime.__version__,
+            "commit": commit,
+        }
+
+    def checkpoint(current: dict[str, Any]) -> None:
+        p = payload([*done, current], partial=True)
+        write_results(args.name, p, markdown(p))
+
+    plan = [("abnet", args.small_size, (args.aa, args.per_slowdown))]
+    if not args.skip_edgeformer:
+        plan.append(("edgeformer_s", args.edgeformer_size, (args.edgeformer_aa, args.edgeformer_per_slowdown)))
+    for model, size, counts in plan:
+        done.append(run_model(model, size, counts, args, checkpoint, load_samples))
+    load_samples.append(os.getloadavg()[0])
+    final = payload(done, partial=False)
+    md = markdown(final)
+    write_results(args.name, final, md)
     print(md)
 
 
