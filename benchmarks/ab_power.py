@@ -29,6 +29,7 @@ The rates come from independent trials; with N trials a 0/N false-alarm count bo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_note, machine_description, write_results
+from _common import RESULTS, load_note, machine_description, write_results
 
 from edgedeploy.bench.ab import BlockPlan, run_interleaved
 from edgedeploy.bench.harness import measure
@@ -201,6 +202,54 @@ def run_model(
     return result()
 
 
+def _rate(k: int, n: int) -> str:
+    """``k/n`` as a percentage with its exact 95 % interval (Clopper–Pearson, scipy.stats.binomtest)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+    return f"{k / n:.1%} ({k}/{n}) [{ci.low:.1%}, {ci.high:.1%}]"
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """The power curve: share flagged ``regression`` vs the achieved slowdown, ``ab`` and ``compare``, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import binomtest
+
+    fig, axes = plt.subplots(1, len(payload["models"]), figsize=(5 * len(payload["models"]), 3.6), squeeze=False)
+    for ax, res in zip(axes[0], payload["models"], strict=True):
+        for method, style in (("ab", "o-"), ("compare", "s--")):
+            summ = res.get(method) or {}
+            pts = sorted(
+                (0.0 if c == "A/A" else res["ab"][c]["achieved_pct"], v.get("regression", 0), v["trials"])
+                for c, v in summ.items()
+            )
+            if not pts:
+                continue
+            xs = [x for x, _, _ in pts]
+            ys = [100 * k / n for _, k, n in pts]
+            cis = [binomtest(k, n).proportion_ci(0.95, method="exact") for _, k, n in pts]
+            err = [
+                [y - 100 * c.low for y, c in zip(ys, cis, strict=True)],
+                [100 * c.high - y for y, c in zip(ys, cis, strict=True)],
+            ]
+            label = "ab (interleaved, sequential)" if method == "ab" else "compare (best of 3 runs per side)"
+            ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
+        ax.axvline(payload["args"]["threshold"], color="grey", lw=0.8, ls=":")
+        ax.set(
+            title=f"{res['model']} ({res['baseline_ms']:.1f} ms)",
+            xlabel="achieved slowdown (%)",
+            ylabel="flagged regression (%)",
+            ylim=(-3, 103),
+        )
+        ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def markdown(payload: dict[str, Any]) -> str:
     m = payload["machine"]
     a = payload["args"]
@@ -215,7 +264,8 @@ def markdown(payload: dict[str, Any]) -> str:
         f"- Python {m.get('python')}, onnxruntime {payload.get('onnxruntime')}; threads = {a['threads']}",
         f"- load: {payload['load_note']}; 1-min load average sampled during the run: "
         f"min {min(payload['load_samples']):.2f}, median {statistics.median(payload['load_samples']):.2f}, "
-        f"max {max(payload['load_samples']):.2f} (other helpers' builds and tests shared the 2 CPUs)",
+        f"max {max(payload['load_samples']):.2f} on the whole machine; this run's CPU affinity "
+        f"{payload.get('affinity', '?')}",
         f"- `ab`: band ±{a['threshold']:g} %, confidence {a['confidence']}, blocks of ~{a['block_ms']:g} ms per side, "
         f"min 6 blocks, cap {a['max_seconds']:g} s per verdict (then `inconclusive`)",
         f"- `compare`: 3 runs × {a['iterations']} iterations (warm-up {a['warmup']}) per side, baseline runs first, "
@@ -242,15 +292,19 @@ def markdown(payload: dict[str, Any]) -> str:
         for cond, s in res["ab"].items():
             c = (res["compare"] or {}).get(cond, {})
             ach = "0" if cond == "A/A" else f"{s['achieved_pct']:+.1f} %"
-            cmp_ = f"{c['regression_rate']:.1%} ({c.get('regression', 0)}/{c['trials']})" if c else "–"
+            cmp_ = f"{_rate(c.get('regression', 0), c['trials'])}" if c else "–"
             cmp_s = f"{c['median_s']:.1f}" if c else "–"
             lines.append(
-                f"| {cond} | {ach} | {s['regression_rate']:.1%} ({s.get('regression', 0)}/{s['trials']}) | "
+                f"| {cond} | {ach} | {_rate(s.get('regression', 0), s['trials'])} | "
                 f"{s.get('unchanged', 0)} / {s.get('improvement', 0)} / {s.get('inconclusive', 0)} | "
                 f"{s['median_s']:.1f} | {s['p95_s']:.1f} | {cmp_} | {cmp_s} |"
             )
         lines.append("")
-    lines += ["False alarms = the A/A row's flagged share; detection = the slowdown rows' flagged share.", ""]
+    lines += [
+        "False alarms = the A/A row's flagged share; detection = the slowdown rows' flagged share; [a, b] is the "
+        "exact (Clopper–Pearson) 95 % interval of the rate from that many independent trials.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -274,7 +328,13 @@ def main() -> None:
     ap.add_argument("--skip-edgeformer", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="ab_power")
+    ap.add_argument("--replot", action="store_true", help="re-render <name>.md / .png from <name>.json, no timing")
     args = ap.parse_args()
+    if args.replot:
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text())
+        write_results(args.name, saved, markdown(saved))
+        plot(saved, RESULTS / f"{args.name}.png")
+        return
     import subprocess
 
     import onnxruntime
@@ -298,6 +358,7 @@ def main() -> None:
             "load_note": load_note(max(load_samples), load_samples[-1], os.cpu_count() or 1),
             "onnxruntime": onnxruntime.__version__,
             "commit": commit,
+            "affinity": sorted(os.sched_getaffinity(0)),
         }
 
     def checkpoint(current: dict[str, Any]) -> None:
@@ -313,6 +374,7 @@ def main() -> None:
     final = payload(done, partial=False)
     md = markdown(final)
     write_results(args.name, final, md)
+    plot(final, RESULTS / f"{args.name}.png")
     print(md)
 
 
