@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import block_parser, load_note
 from _common import interleaved as interleaved_blocks
-from _common import load_note
 
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
@@ -207,10 +207,7 @@ def run_group(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = block_parser(__doc__, blocks=6, iters=8)
     ap.add_argument("--quick", action="store_true", help="One model per group (for a smoke run).")
     ap.add_argument("--groups", default="gcc,attention,layernorm")
     ap.add_argument("--formats", default="onnx,mnn", help="onnx, mnn, tflite (tflite converts with litert-torch)")

@@ -14,7 +14,6 @@ ratio is the median of per-block ratios vs fp32 (see ``lowering_ablation.py`` fo
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import load_note
+from _common import block_parser, load_note
 from lowering_ablation import RESULTS, interleaved
 
 from edgedeploy.cards import get_card
@@ -92,12 +91,9 @@ def make_artifacts(model: str, folder: Path, formats: list[str]) -> dict[str, di
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = block_parser(__doc__, blocks=6, iters=8)
     ap.add_argument("--model", default="edgeformer_s")
     ap.add_argument("--formats", default="onnx,mnn,tflite")
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
