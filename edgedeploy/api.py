@@ -45,7 +45,7 @@ def _export_options(options: dict[str, Any]) -> ExportOptions:
     from edgedeploy.limits import check_export_options
 
     opts = ExportOptions.from_kwargs(**options)
-    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
+    check_export_options(opts)
     return opts
 
 

@@ -126,12 +126,12 @@ def test_every_variant_exports_to_onnx_and_mnn_with_parity(model: str, tmp_path:
         assert r.status == "parity passed", (r.format, r.error, r.parity.get("failures"))
 
 
-def _count_export_checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+def _count_export_checks(monkeypatch: pytest.MonkeyPatch) -> list[ExportOptions]:
     from edgedeploy import limits
 
-    checks: list[tuple[Any, ...]] = []
+    checks: list[ExportOptions] = []
     real = limits.check_export_options
-    monkeypatch.setattr(limits, "check_export_options", lambda *a: checks.append(a) or real(*a))
+    monkeypatch.setattr(limits, "check_export_options", lambda opts: checks.append(opts) or real(opts))
     return checks
 
 
@@ -147,7 +147,7 @@ def test_cli_bad_export_option_is_refused_by_the_api(
     checks = _count_export_checks(monkeypatch)
     res = CliRunner().invoke(main, ["export", "m", "--to", to, "--opset", "99", "--out", str(tmp_path / "never")])
     assert res.exit_code == 2 and "--opset must be between" in res.stderr
-    assert len(checks) == 1 and checks[0][0] == 99
+    assert len(checks) == 1 and checks[0].opset == 99
     assert fake_export == [] and not (tmp_path / "never").exists()
 
 
@@ -162,7 +162,7 @@ def test_cli_export_options_are_checked_once(
     checks = _count_export_checks(monkeypatch)
     res = CliRunner().invoke(main, ["export", "m", "--to", "all", "--opset", "17", "--out", str(tmp_path)])
     assert res.exit_code == 4, res.stderr  # the fake's mnn export fails
-    assert checks == [(17, None, None, None, None)]
+    assert len(checks) == 1 and checks[0].opset == 17
     from edgedeploy import registry
 
     assert [c[0] for c in fake_export] == registry.format_names()
