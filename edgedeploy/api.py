@@ -259,16 +259,15 @@ def profile(
     """Per-operator profiles of ``target`` (a zoo model or card, exported or reused from the cache, or an artifact
     file) on each of ``runtimes``, interleaved with bench runs (:mod:`edgedeploy.opprof`); times in ms.
 
-    Every runtime is checked before any export: ``UnknownRuntimeError`` / ``ConfigError`` (exit 2: no profiler
+    Every runtime and number is checked once, before any export (by
+    :func:`~edgedeploy.opprof.run.profile_many`): ``UnknownRuntimeError`` / ``ConfigError`` (exit 2: no profiler
     here, bad numbers, a device other than local), ``RuntimeUnavailableError`` (3: litert has no op profiler).
     Returns one :class:`~edgedeploy.opprof.record.Profile` per runtime, in order.
     """
-    from edgedeploy.bench.harness import check_run_args
-    from edgedeploy.opprof.run import check_runtime, profile_many
+    from edgedeploy.opprof.run import ProfileRequest, profile_many
 
-    names = [check_runtime(n) for n in runtimes]  # litert -> exit 3 before any export
-    check_run_args(iterations, warmup, threads)
-    return profile_many(target, names, device, iterations, warmup, threads, progress=progress)
+    request = ProfileRequest(device=device, iterations=iterations, warmup=warmup, threads=threads, progress=progress)
+    return profile_many(target, runtimes, request)
 
 
 def check_result_out(out: Path) -> None:
