@@ -110,6 +110,14 @@ def summarize_pair(a: list[list[float]], b: list[list[float]], slow_factor: floa
     }
 
 
+def time_pair(a: str, b: str, runtime: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Zoo models ``a`` and ``b`` on ``runtime`` (``args.threads``), interleaved in ``args.blocks`` blocks of
+    ``args.per_block`` iterations: :func:`summarize_pair` of the two plus ``samples_ms`` ({model: blocks})."""
+    infers = {a: infer_for(a, runtime, args.threads), b: infer_for(b, runtime, args.threads)}
+    samples = interleaved(infers, args.blocks, args.per_block)
+    return summarize_pair(samples[a], samples[b]) | {"samples_ms": samples}
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     """Write ``benchmarks/results/<name>.json`` and ``<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ exported by edgedeploy (lowered, parity-checked) and timed in one process, inter
 
 from __future__ import annotations
 
-from _common import infer_for, interleaved, machine_description, machine_markdown, pair_parser, publish, summarize_pair
+from _common import machine_description, machine_markdown, pair_parser, publish, time_pair
 
 A, B = "mobilevit_s", "edgeformer_s"
 PAPER_RATIO = 353 / 457
@@ -21,10 +21,7 @@ def main() -> None:
     machine = machine_description()
     rows = {}
     for runtime in args.runtimes.split(","):
-        infers = {m: infer_for(m, runtime, args.threads) for m in (A, B)}
-        samples = interleaved(infers, args.blocks, args.per_block)
-        rows[runtime] = summarize_pair(samples[A], samples[B]) | {"samples_ms": samples}
-        r = rows[runtime]
+        r = rows[runtime] = time_pair(A, B, runtime, args)
         print(
             f"{runtime:12s} MobileViT-S {r['median_a_ms']:7.2f} ms  EdgeFormer-S {r['median_b_ms']:7.2f} ms  "
             f"ratio {r['ratio_of_medians']:.3f} (paired {r['median_paired_ratio']:.3f}; paper 0.772)  "

@@ -10,7 +10,7 @@ timed interleaved A B / B A in blocks inside one process, batch 1, fp32. Usage::
 
 from __future__ import annotations
 
-from _common import infer_for, interleaved, machine_description, machine_markdown, pair_parser, publish, summarize_pair
+from _common import machine_description, machine_markdown, pair_parser, publish, time_pair
 
 from edgedeploy.cards import get_card
 from edgedeploy.zoo import build_model, count_macs, count_params
@@ -35,10 +35,8 @@ def main() -> None:
             "macs": (count_macs(mb, size).total, count_macs(mp, size).total),
         }
         for runtime in args.runtimes.split(","):
-            infers = {base: infer_for(base, runtime, args.threads), plug: infer_for(plug, runtime, args.threads)}
-            samples = interleaved(infers, args.blocks, args.per_block)
-            r = summarize_pair(samples[base], samples[plug])
-            rows.append({"baseline": base, "plugin": plug, "runtime": runtime, **info, **r, "samples_ms": samples})
+            r = time_pair(base, plug, runtime, args)
+            rows.append({"baseline": base, "plugin": plug, "runtime": runtime, **info, **r})
             print(
                 f"{runtime:12s} {base:12s} {r['median_a_ms']:8.2f} ms  {plug:17s} {r['median_b_ms']:8.2f} ms  "
                 f"ratio {r['ratio_of_medians']:.3f} (paired {r['median_paired_ratio']:.3f})  "
