@@ -7,6 +7,7 @@ paired ratios and overall medians, and count the blocks that ran in a slow phase
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -109,11 +110,46 @@ def summarize_pair(a: list[list[float]], b: list[list[float]], slow_factor: floa
     }
 
 
+def time_pair(a: str, b: str, runtime: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Zoo models ``a`` and ``b`` on ``runtime`` (``args.threads``), interleaved in ``args.blocks`` blocks of
+    ``args.per_block`` iterations: :func:`summarize_pair` of the two plus ``samples_ms`` ({model: blocks})."""
+    infers = {a: infer_for(a, runtime, args.threads), b: infer_for(b, runtime, args.threads)}
+    samples = interleaved(infers, args.blocks, args.per_block)
+    return summarize_pair(samples[a], samples[b]) | {"samples_ms": samples}
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
     """Write ``benchmarks/results/<name>.json`` and ``<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
+
+
+def publish(name: str, machine: dict[str, Any], args: argparse.Namespace, rows: Any, md: list[str]) -> None:
+    """Write ``{"machine", "args", "rows"}`` and the Markdown table as ``results/<name>.*``, then print the table."""
+    write_results(name, {"machine": machine, "args": vars(args), "rows": rows}, "".join(md))
+    print("".join(md))
+
+
+def block_parser(doc: str | None, blocks: int, iters: int, threads: int = 2) -> argparse.ArgumentParser:
+    """The options of an interleaved suite: ``--blocks``, ``--iters`` (timed iterations per block and variant),
+    ``--threads``; the description is the first line of ``doc`` (the script's docstring)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--blocks", type=int, default=blocks)
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--threads", type=int, default=threads)
+    return ap
+
+
+def pair_parser(doc: str | None, blocks: int, runtimes: str) -> argparse.ArgumentParser:
+    """The options of a model-pair suite: ``--threads`` (default: all cores), ``--blocks``, ``--per-block``
+    (timed iterations per block and model), ``--runtimes`` (comma-separated)."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--blocks", type=int, default=blocks)
+    ap.add_argument("--per-block", type=int, default=10)
+    ap.add_argument("--runtimes", default=runtimes)
+    return ap
 
 
 def load_note(load_start: float, load_end: float, cpus: int) -> str:

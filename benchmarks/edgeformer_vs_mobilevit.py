@@ -10,29 +10,18 @@ exported by edgedeploy (lowered, parity-checked) and timed in one process, inter
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from _common import infer_for, interleaved, machine_description, machine_markdown, summarize_pair, write_results
+from _common import machine_description, machine_markdown, pair_parser, publish, time_pair
 
 A, B = "mobilevit_s", "edgeformer_s"
 PAPER_RATIO = 353 / 457
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--blocks", type=int, default=10)
-    p.add_argument("--per-block", type=int, default=10)
-    p.add_argument("--runtimes", default="onnxruntime,mnn,torch")
-    args = p.parse_args()
+    args = pair_parser(__doc__, blocks=10, runtimes="onnxruntime,mnn,torch").parse_args()
     machine = machine_description()
     rows = {}
     for runtime in args.runtimes.split(","):
-        infers = {m: infer_for(m, runtime, args.threads) for m in (A, B)}
-        samples = interleaved(infers, args.blocks, args.per_block)
-        rows[runtime] = summarize_pair(samples[A], samples[B]) | {"samples_ms": samples}
-        r = rows[runtime]
+        r = rows[runtime] = time_pair(A, B, runtime, args)
         print(
             f"{runtime:12s} MobileViT-S {r['median_a_ms']:7.2f} ms  EdgeFormer-S {r['median_b_ms']:7.2f} ms  "
             f"ratio {r['ratio_of_medians']:.3f} (paired {r['median_paired_ratio']:.3f}; paper 0.772)  "
@@ -55,8 +44,7 @@ def main() -> None:
             f"{r['median_paired_ratio']:.3f} | {quiet} | {PAPER_RATIO:.3f} (353 / 457 ms) | "
             f"{r['slow_blocks']}/{r['blocks']} |\n"
         )
-    write_results("edgeformer_vs_mobilevit", {"machine": machine, "args": vars(args), "rows": rows}, "".join(md))
-    print("".join(md))
+    publish("edgeformer_vs_mobilevit", machine, args, rows, md)
 
 
 if __name__ == "__main__":

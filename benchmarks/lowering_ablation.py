@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import block_parser, load_note
 from _common import interleaved as interleaved_blocks
-from _common import load_note
 
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
@@ -206,11 +206,35 @@ def run_group(
     return group
 
 
+Variant = tuple[str, dict[str, Any]]
+
+
+def group_plan(groups: list[str], quick: bool) -> list[tuple[str, list[Variant]]]:
+    """(title, [(label, export settings)]) of each group asked for, in order: the GCC forms of EdgeFormer-S, then
+    attention lowering on and off, then the LayerNorm form, per model (one model each with ``quick``)."""
+    plan: list[tuple[str, list[Variant]]] = []
+    if "gcc" in groups:
+        forms = (("cat-then-conv", "cat"), ("circular pad", "pad"), ("roll", "roll"))
+        gcc = {"model": "edgeformer_s", "lowering": "default", "opset": 13}
+        plan.append(
+            ("GCC form, EdgeFormer-S (opset 13, lowering default)", [(k, {**gcc, "form": f}) for k, f in forms])
+        )
+    if "attention" in groups:
+        for model in ["mobilevit_s"] if quick else ["mobilevit_s", "emo_1m", "edgevit_xxs"]:
+            lowerings = [
+                (f"lowering {lw}", {"model": model, "lowering": lw, "opset": 17}) for lw in ("default", "none")
+            ]
+            plan.append((f"attention lowering, {model} (opset 17)", lowerings))
+    if "layernorm" in groups:
+        for model in ["mobilevit_s"] if quick else ["mobilevit_s", "edgevit_xxs"]:
+            opsets = (("opset 17 LayerNormalization", 17), ("opset 13 decomposed", 13))
+            forms_ln = [(k, {"model": model, "lowering": "default", "opset": o}) for k, o in opsets]
+            plan.append((f"LayerNorm form, {model} (lowering default)", forms_ln))
+    return plan
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = block_parser(__doc__, blocks=6, iters=8)
     ap.add_argument("--quick", action="store_true", help="One model per group (for a smoke run).")
     ap.add_argument("--groups", default="gcc,attention,layernorm")
     ap.add_argument("--formats", default="onnx,mnn", help="onnx, mnn, tflite (tflite converts with litert-torch)")
@@ -228,47 +252,8 @@ def main() -> None:
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="edgedeploy-ablation-") as tmp:
         folder = Path(tmp)
-        if "gcc" in groups:
-            results["groups"].append(
-                run_group(
-                    "GCC form, EdgeFormer-S (opset 13, lowering default)",
-                    [
-                        ("cat-then-conv", {"model": "edgeformer_s", "lowering": "default", "opset": 13, "form": "cat"}),
-                        ("circular pad", {"model": "edgeformer_s", "lowering": "default", "opset": 13, "form": "pad"}),
-                        ("roll", {"model": "edgeformer_s", "lowering": "default", "opset": 13, "form": "roll"}),
-                    ],
-                    args,
-                    folder,
-                )
-            )
-        attention_models = ["mobilevit_s"] if args.quick else ["mobilevit_s", "emo_1m", "edgevit_xxs"]
-        if "attention" in groups:
-            for model in attention_models:
-                results["groups"].append(
-                    run_group(
-                        f"attention lowering, {model} (opset 17)",
-                        [
-                            ("lowering default", {"model": model, "lowering": "default", "opset": 17}),
-                            ("lowering none", {"model": model, "lowering": "none", "opset": 17}),
-                        ],
-                        args,
-                        folder,
-                    )
-                )
-        ln_models = ["mobilevit_s"] if args.quick else ["mobilevit_s", "edgevit_xxs"]
-        if "layernorm" in groups:
-            for model in ln_models:
-                results["groups"].append(
-                    run_group(
-                        f"LayerNorm form, {model} (lowering default)",
-                        [
-                            ("opset 17 LayerNormalization", {"model": model, "lowering": "default", "opset": 17}),
-                            ("opset 13 decomposed", {"model": model, "lowering": "default", "opset": 13}),
-                        ],
-                        args,
-                        folder,
-                    )
-                )
+        for title, variants in group_plan(groups, args.quick):
+            results["groups"].append(run_group(title, variants, args, folder))
     results["load_average_end"] = os.getloadavg()
     results["wall_s"] = round(time.time() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -14,18 +14,18 @@ ratio is the median of per-block ratios vs fp32 (see ``lowering_ablation.py`` fo
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import load_note
+from _common import block_parser, load_note
 from lowering_ablation import RESULTS, interleaved
 
 from edgedeploy.cards import get_card
@@ -40,6 +40,21 @@ from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.zoo import build_model
 
 
+def _quantized(quantize: Callable[..., Any], f32: Path, calib: Any, labels: tuple[str, str]) -> dict[str, Path]:
+    """{variant: path}: the fp32 file ``f32`` and its fp16, int8 weight-only and int8 full (``calib``) versions
+    beside it (``m.fp16.<suffix>``, ``m.int8w.<suffix>``, ``m.int8.<suffix>``); ``labels`` name the fp16 and the
+    weight-only variant."""
+    folder, suffix = f32.parent, f32.suffix
+    v = {"fp32": f32}
+    quantize(f32, folder / f"m.fp16{suffix}", "fp16")
+    v[labels[0]] = folder / f"m.fp16{suffix}"
+    quantize(f32, folder / f"m.int8w{suffix}", "int8", mode="weight")
+    v[labels[1]] = folder / f"m.int8w{suffix}"
+    quantize(f32, folder / f"m.int8{suffix}", "int8", calib, "full")
+    v["int8 full"] = folder / f"m.int8{suffix}"
+    return v
+
+
 def make_artifacts(model: str, folder: Path, formats: list[str]) -> dict[str, dict[str, Path]]:
     """{runtime: {variant: path}} for every precision variant (see the module docstring)."""
     card = get_card(model)
@@ -52,13 +67,7 @@ def make_artifacts(model: str, folder: Path, formats: list[str]) -> dict[str, di
         lowered = lower(module, x, target="onnx")[0]
         f32 = torch_to_onnx(lowered, x, folder / "m.onnx", opset=17).path
         if "onnx" in formats:
-            v = out["onnxruntime"] = {"fp32": f32}
-            quantize_onnx(f32, folder / "m.fp16.onnx", "fp16")
-            v["fp16"] = folder / "m.fp16.onnx"
-            quantize_onnx(f32, folder / "m.int8w.onnx", "int8", mode="weight")
-            v["int8 weight (dynamic)"] = folder / "m.int8w.onnx"
-            quantize_onnx(f32, folder / "m.int8.onnx", "int8", calib, "full")
-            v["int8 full"] = folder / "m.int8.onnx"
+            out["onnxruntime"] = _quantized(quantize_onnx, f32, calib, ("fp16", "int8 weight (dynamic)"))
         if "mnn" in formats:
             lowered = lower(module, x, target="mnn")[0]
             o13 = torch_to_onnx(lowered, x, folder / "m13.onnx", opset=13).path
@@ -81,23 +90,14 @@ def make_artifacts(model: str, folder: Path, formats: list[str]) -> dict[str, di
         t0 = time.perf_counter()
         torch_to_tflite(lowered, x, f32)
         print(f"   TFLite conversion {time.perf_counter() - t0:.0f} s", flush=True)
-        v = out["litert"] = {"fp32": f32}
-        quantize_tflite(f32, folder / "m.fp16.tflite", "fp16")
-        v["fp16 weights"] = folder / "m.fp16.tflite"
-        quantize_tflite(f32, folder / "m.int8w.tflite", "int8", mode="weight")
-        v["int8 weight"] = folder / "m.int8w.tflite"
-        quantize_tflite(f32, folder / "m.int8.tflite", "int8", calib, "full")
-        v["int8 full"] = folder / "m.int8.tflite"
+        out["litert"] = _quantized(quantize_tflite, f32, calib, ("fp16 weights", "int8 weight"))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = block_parser(__doc__, blocks=6, iters=8)
     ap.add_argument("--model", default="edgeformer_s")
     ap.add_argument("--formats", default="onnx,mnn,tflite")
-    ap.add_argument("--blocks", type=int, default=6)
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()

@@ -10,10 +10,7 @@ timed interleaved A B / B A in blocks inside one process, batch 1, fp32. Usage::
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from _common import infer_for, interleaved, machine_description, machine_markdown, summarize_pair, write_results
+from _common import machine_description, machine_markdown, pair_parser, publish, time_pair
 
 from edgedeploy.cards import get_card
 from edgedeploy.zoo import build_model, count_macs, count_params
@@ -27,12 +24,7 @@ PAIRS = [
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--blocks", type=int, default=6)
-    p.add_argument("--per-block", type=int, default=10)
-    p.add_argument("--runtimes", default="onnxruntime,mnn")
-    args = p.parse_args()
+    args = pair_parser(__doc__, blocks=6, runtimes="onnxruntime,mnn").parse_args()
     machine = machine_description()
     rows = []
     for base, plug in PAIRS:
@@ -43,10 +35,8 @@ def main() -> None:
             "macs": (count_macs(mb, size).total, count_macs(mp, size).total),
         }
         for runtime in args.runtimes.split(","):
-            infers = {base: infer_for(base, runtime, args.threads), plug: infer_for(plug, runtime, args.threads)}
-            samples = interleaved(infers, args.blocks, args.per_block)
-            r = summarize_pair(samples[base], samples[plug])
-            rows.append({"baseline": base, "plugin": plug, "runtime": runtime, **info, **r, "samples_ms": samples})
+            r = time_pair(base, plug, runtime, args)
+            rows.append({"baseline": base, "plugin": plug, "runtime": runtime, **info, **r})
             print(
                 f"{runtime:12s} {base:12s} {r['median_a_ms']:8.2f} ms  {plug:17s} {r['median_b_ms']:8.2f} ms  "
                 f"ratio {r['ratio_of_medians']:.3f} (paired {r['median_paired_ratio']:.3f})  "
@@ -69,8 +59,7 @@ def main() -> None:
             f"{r['median_b_ms']:.2f} | {r['ratio_of_medians']:.3f} | {r['median_paired_ratio']:.3f} | "
             f"{r['slow_blocks']}/{r['blocks']} |\n"
         )
-    write_results("table3", {"machine": machine, "args": vars(args), "rows": rows}, "".join(md))
-    print("".join(md))
+    publish("table3", machine, args, rows, md)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ above 1.3× the variant's fastest block median) — the machine is shared, so on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -32,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, cpu_flags, load_note, machine_description, machine_markdown, summarize_pair, write_results
+from _common import (
+    RESULTS,
+    block_parser,
+    cpu_flags,
+    load_note,
+    machine_description,
+    machine_markdown,
+    summarize_pair,
+    write_results,
+)
 
 import edgedeploy
 from edgedeploy.errors import EdgeDeployError
@@ -95,10 +103,7 @@ def time_interleaved(artifacts: dict[str, str], runtime: str, blocks: int, iters
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", type=int, default=12)
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = block_parser(__doc__, blocks=12, iters=20)
     ap.add_argument("--name", default="user_net_lowering")
     ap.add_argument("--out", default=None, help="artifact folder (default: a fresh one under /tmp)")
     ap.add_argument("--runtimes", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))

@@ -113,3 +113,15 @@ def si_format(n: float | None, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suffix}{unit}"
     return f"{n:.3g}{unit}"
+
+
+def cpuinfo_model_name() -> str | None:
+    """The first ``model name`` of /proc/cpuinfo (x86 hosts), or None where there is none or it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None

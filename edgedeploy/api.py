@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     from edgedeploy.results.result import BenchResult
 
 
+def _export_options(options: dict[str, Any]) -> ExportOptions:
+    """The one check of an export request (unknown names, types, numeric ranges), at the API boundary: the CLI
+    relies on it. Runs before any heavy import or model build; raises :class:`ConfigError`."""
+    from edgedeploy.limits import check_export_options
+
+    opts = ExportOptions.from_kwargs(**options)
+    check_export_options(opts)
+    return opts
+
+
 def export(
     model: Any,
     to: str,
@@ -63,12 +73,9 @@ def export(
     ``UnknownModelError`` / ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming
     the op and node (4).
     """
-    opts = ExportOptions.from_kwargs(**options)
+    opts = _export_options(options)
     from edgedeploy.export.parity import gates_for
     from edgedeploy.export.pipeline import cached_export, export_model
-    from edgedeploy.limits import check_export_options
-
-    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
 
     if opts.cache:
         custom = [f for f in ("thresholds", "atol", "min_cosine", "min_top1", "calibration") if getattr(opts, f)]
@@ -100,12 +107,10 @@ def export_all(
     ``exported`` / ``export failed`` with the op and node / ``skipped`` / ``missing extra``). Raises what concerns
     the whole request: ``ConfigError`` (bad options, an unwritable folder), ``UnknownModelError``, ``WeightsError``.
     """
+    opts = _export_options(options)
     from edgedeploy.export.multi import MultiExport, export_each
-    from edgedeploy.limits import check_export_options
     from edgedeploy.spec import is_spec, resolve_model
 
-    opts = ExportOptions.from_kwargs(**options)
-    check_export_options(opts.opset, opts.input_size, opts.atol, opts.min_cosine, opts.min_top1)
     source: Any = model
     extra: dict[str, Any] = {}
     if not isinstance(model, str) or is_spec(model):
@@ -254,16 +259,15 @@ def profile(
     """Per-operator profiles of ``target`` (a zoo model or card, exported or reused from the cache, or an artifact
     file) on each of ``runtimes``, interleaved with bench runs (:mod:`edgedeploy.opprof`); times in ms.
 
-    Every runtime is checked before any export: ``UnknownRuntimeError`` / ``ConfigError`` (exit 2: no profiler
+    Every runtime and number is checked once, before any export (by
+    :func:`~edgedeploy.opprof.run.profile_many`): ``UnknownRuntimeError`` / ``ConfigError`` (exit 2: no profiler
     here, bad numbers, a device other than local), ``RuntimeUnavailableError`` (3: litert has no op profiler).
     Returns one :class:`~edgedeploy.opprof.record.Profile` per runtime, in order.
     """
-    from edgedeploy.bench.harness import check_run_args
-    from edgedeploy.opprof.run import check_runtime, profile_many
+    from edgedeploy.opprof.run import ProfileRequest, profile_many
 
-    names = [check_runtime(n) for n in runtimes]  # litert -> exit 3 before any export
-    check_run_args(iterations, warmup, threads)
-    return profile_many(target, names, device, iterations, warmup, threads, progress=progress)
+    request = ProfileRequest(device=device, iterations=iterations, warmup=warmup, threads=threads, progress=progress)
+    return profile_many(target, runtimes, request)
 
 
 def check_result_out(out: Path) -> None:

@@ -160,11 +160,9 @@ def export_cmd(
     """
     from edgedeploy import api
     from edgedeploy.errors import UnknownFormatError
-    from edgedeploy.limits import check_export_options
     from edgedeploy.outpaths import check_output_dir
 
-    check_export_options(opset, input_size, atol, min_cosine, min_top1)
-    check_output_dir(out_dir, "--out")  # before any model is built
+    check_output_dir(out_dir, "--out")  # before any model is built (the options are checked once, by the API)
     known = registry.format_names()
     fmts = known if formats == "all" else [formats]
     for f in fmts:

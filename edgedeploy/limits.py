@@ -220,17 +220,13 @@ def check_thresholds_object(thresholds: Any) -> None:
     )
 
 
-def check_export_options(
-    opset: Any = None,
-    input_size: Any = None,
-    atol: Any = None,
-    min_cosine: Any = None,
-    min_top1: Any = None,
-) -> None:
-    """Everything numeric ``export`` takes (see the module docstring)."""
-    check_opset(opset)
-    check_input_size(input_size)
-    check_parity_thresholds(atol=atol, min_cosine=min_cosine, min_top1=min_top1)
+def check_export_options(opts: Any) -> None:
+    """Everything numeric ``export`` takes (see the module docstring): ``opts`` is an
+    :class:`~edgedeploy.options.ExportOptions` (its ``opset``, ``input_size``, ``atol``, ``min_cosine``,
+    ``min_top1``); raises :class:`ConfigError`."""
+    check_opset(opts.opset)
+    check_input_size(opts.input_size)
+    check_parity_thresholds(atol=opts.atol, min_cosine=opts.min_cosine, min_top1=opts.min_top1)
 
 
 def check_alpha(alpha: Any) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,17 +54,20 @@ def write_manifest_for(artifact: Path, shape: list[int] | None = None, model: st
     return write_manifest(m, artifact)
 
 
-def result(samples: list[float], model: str = "tiny", commit: str = "c0ffee1") -> BenchResult:
+#: what :func:`result` records unless told otherwise
+RESULT_FIELDS: dict[str, Any] = {
+    "format": "onnx",
+    "runtime": "onnxruntime",
+    "device": "local",
+    "threads": 1,
+    "warmup": 0,
+}
+
+
+def result(samples: list[float], model: str = "tiny", commit: str = "c0ffee1", **fields: Any) -> BenchResult:
+    """A result of ``samples`` (ms); ``fields`` override :data:`RESULT_FIELDS` (``runtime="mnn"``, ``threads=4`` …)."""
     return BenchResult(
-        model=model,
-        format="onnx",
-        runtime="onnxruntime",
-        device="local",
-        threads=1,
-        iterations=len(samples),
-        warmup=0,
-        samples_ms=samples,
-        git_commit=commit,
+        model=model, iterations=len(samples), samples_ms=samples, git_commit=commit, **{**RESULT_FIELDS, **fields}
     )
 
 

@@ -85,14 +85,21 @@ def _assert_board_parity(res: dict, arch: str, version_prefix: str) -> None:
     assert not any("different outputs" in w for w in res["warnings"])
 
 
+def _says(t: SSHTransport, machine: str, cpu: str) -> tuple[int, int]:
+    """The board's ``uname -m`` is ``machine`` and its emulated CPU (``$QEMU_CPU``) ``cpu``; returns its
+    (AT_HWCAP, AT_HWCAP2) as its own Python reads them."""
+    assert t.sh("uname -m").stdout.strip() == machine
+    assert t.sh("echo $QEMU_CPU").stdout.strip() == cpu
+    hwcap, hwcap2 = map(int, t.run(["python3", "-c", AUXV]).stdout.split())
+    return hwcap, hwcap2
+
+
 # ------------------------------------------------------------------------------------------------ armhf (armv7l)
 @needs_armhf
 def test_armhf_board_says_armv7l_with_cortex_a15(armhf: EmulatedBoard, tmp_path: Path) -> None:
     prof = load_profile(str(armhf.profile(tmp_path / "rk3288-emu.yaml")))
     with SSHTransport(prof) as t:
-        assert t.sh("uname -m").stdout.strip() == "armv7l"
-        assert t.sh("echo $QEMU_CPU").stdout.strip() == "cortex-a15"
-        hwcap, hwcap2 = map(int, t.run(["python3", "-c", AUXV]).stdout.split())
+        hwcap, hwcap2 = _says(t, "armv7l", "cortex-a15")
         assert hwcap & (1 << 12) and hwcap2 == 0  # NEON (HWCAP_NEON = bit 12) yes; AES/SHA/CRC no
         assert not t.sh("test -e /sys/devices/system/cpu", check=False).ok  # the host's /sys is not mounted
     from edgedeploy.devices.remote import probe_device
@@ -147,9 +154,7 @@ def test_arm64_board_says_aarch64_with_cortex_a72(arm64: EmulatedBoard, tmp_path
 
     prof = load_profile(str(arm64.profile(tmp_path / "rpi4-emu.yaml")))
     with SSHTransport(prof) as t:
-        assert t.sh("uname -m").stdout.strip() == "aarch64"
-        assert t.sh("echo $QEMU_CPU").stdout.strip() == "cortex-a72"
-        hwcap, _ = map(int, t.run(["python3", "-c", AUXV]).stdout.split())
+        hwcap, _ = _says(t, "aarch64", "cortex-a72")
         assert hwcap & (1 << 1) and not hwcap & (1 << 8)  # ASIMD yes, LSE atomics (ARMv8.1) no: an ARMv8.0 core
         probe = probe_device(t, prof)
     assert probe["arch"] == "aarch64"

@@ -21,6 +21,7 @@ from edgedeploy.nn.forms.gcc import BakedGCCBlock, UnrolledGCCBlock
 from edgedeploy.nn.gcc import GCCBlock
 from edgedeploy.nn.layers import fill_deterministic_, hash_uniform
 from edgedeploy.zoo import CHECKPOINT_ADAPTERS, build_model, count_macs, count_params, load_weights
+from tests.official_checks import zoo_models_fixture
 from tests.weights import official_fixture
 
 VARIANTS = ["edgeformer_s", "edgeformer_xs", "edgeformer_h"]
@@ -34,9 +35,7 @@ def reference_input(size: int) -> torch.Tensor:
     return hash_uniform(3 * size * size, 20240229).reshape(1, 3, size, size).float()
 
 
-@pytest.fixture(scope="module")
-def models() -> dict[str, torch.nn.Module]:
-    return {name: build_model(name) for name in VARIANTS}
+models = zoo_models_fixture(VARIANTS)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -124,3 +124,45 @@ def test_every_variant_exports_to_onnx_and_mnn_with_parity(model: str, tmp_path:
     results = multi.export_each(model, ["onnx", "mnn"], tmp_path)
     for r in results:
         assert r.status == "parity passed", (r.format, r.error, r.parity.get("failures"))
+
+
+def _count_export_checks(monkeypatch: pytest.MonkeyPatch) -> list[ExportOptions]:
+    from edgedeploy import limits
+
+    checks: list[ExportOptions] = []
+    real = limits.check_export_options
+    monkeypatch.setattr(limits, "check_export_options", lambda opts: checks.append(opts) or real(opts))
+    return checks
+
+
+@pytest.mark.parametrize("to", ["onnx", "all"])
+def test_cli_bad_export_option_is_refused_by_the_api(
+    to: str, fake_export: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI relies on the API's check (issue 21): the same one-line error and exit 2, nothing exported."""
+    from click.testing import CliRunner
+
+    from edgedeploy.cli import main
+
+    checks = _count_export_checks(monkeypatch)
+    res = CliRunner().invoke(main, ["export", "m", "--to", to, "--opset", "99", "--out", str(tmp_path / "never")])
+    assert res.exit_code == 2 and "--opset must be between" in res.stderr
+    assert len(checks) == 1 and checks[0].opset == 99
+    assert fake_export == [] and not (tmp_path / "never").exists()
+
+
+def test_cli_export_options_are_checked_once(
+    fake_export: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One CLI export, one check of its options (at the API boundary, not again in the CLI)."""
+    from click.testing import CliRunner
+
+    from edgedeploy.cli import main
+
+    checks = _count_export_checks(monkeypatch)
+    res = CliRunner().invoke(main, ["export", "m", "--to", "all", "--opset", "17", "--out", str(tmp_path)])
+    assert res.exit_code == 4, res.stderr  # the fake's mnn export fails
+    assert len(checks) == 1 and checks[0].opset == 17
+    from edgedeploy import registry
+
+    assert [c[0] for c in fake_export] == registry.format_names()

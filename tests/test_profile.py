@@ -232,12 +232,12 @@ FAMILY_SMALLEST = ["edgeformer_xs", "mobilevit_xxs", "edgevit_xxs", "emo_1m", "p
 @pytest.mark.slow
 @pytest.mark.parametrize("model", FAMILY_SMALLEST)
 def test_every_family_puts_90_percent_of_op_time_on_named_modules(model: str) -> None:
-    from edgedeploy.opprof.run import profile_many
+    from edgedeploy.opprof.run import ProfileRequest, profile_many
     from edgedeploy.zoo import build_model
 
     net = build_model(model)
     names = {n for n, _ in net.named_modules()}
-    profiles = profile_many(model, ["onnxruntime", "mnn"], iterations=10, warmup=2, threads=1)
+    profiles = profile_many(model, ["onnxruntime", "mnn"], ProfileRequest(iterations=10, warmup=2, threads=1))
     for p in profiles:
         assert p.sourcemap == "export", p.runtime
         assert p.attributed_share >= 0.90, (p.runtime, sorted((o.ms, o.name) for o in p.ops if not o.module)[-5:])
@@ -295,9 +295,9 @@ def test_profile_of_an_exported_artifact_reads_its_source_map_and_torch_profiles
     assert r.returncode == 0, r.stderr[-2000:]
     p = json.loads(r.stdout)
     assert p["sourcemap"] == "export" and p["attributed_share"] >= 0.9 and p["model"] == "mobilevit_xxs"
-    from edgedeploy.opprof.run import profile
+    from edgedeploy.opprof.run import ProfileRequest, profile
 
-    t = profile("mobilevit_xxs", "torch", iterations=3, warmup=1, threads=1)
+    t = profile("mobilevit_xxs", "torch", ProfileRequest(iterations=3, warmup=1, threads=1))
     assert t.runtime == "torch" and t.attributed_share >= 0.9
     assert {"layer_3", "layer_4", "layer_5"} <= {s.module for s in t.stages}
     assert any(o.op_type == "aten::conv2d" for o in t.ops)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgedeploy.results.cli import compare_cmd, main
-from edgedeploy.results.result import BenchResult
+from tests.robust_util import result
 
 
 def samples(seed: int, n: int = 150, median: float = 21.0) -> np.ndarray:
@@ -23,22 +23,8 @@ def samples(seed: int, n: int = 150, median: float = 21.0) -> np.ndarray:
 
 
 def write_bench(path: Path, per_model: dict[str, np.ndarray], commit: str = "c0ffee1") -> Path:
-    docs = [
-        json.loads(
-            BenchResult(
-                model=m,
-                format="mnn",
-                runtime="mnn",
-                device="rk3288",
-                threads=4,
-                iterations=len(s),
-                warmup=10,
-                samples_ms=s.tolist(),
-                git_commit=commit,
-            ).to_json()
-        )
-        for m, s in per_model.items()
-    ]
+    board = {"format": "mnn", "runtime": "mnn", "device": "rk3288", "threads": 4, "warmup": 10}
+    docs = [json.loads(result(s.tolist(), m, commit, **board).to_json()) for m, s in per_model.items()]
     path.write_text(json.dumps(docs))
     return path
 

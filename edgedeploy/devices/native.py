@@ -61,19 +61,27 @@ def tool_runtime(runtime: str | None) -> str | None:
     return None
 
 
+def _model_row(rows: list[tuple[str, ...]], keys: tuple[str, str], model: str | None, what: str) -> dict[str, Any]:
+    """The result of one ``(name, a, b, avg)`` row (ms) of a native tool: ``model``'s line, else the last one.
+
+    ``keys`` name ``a`` and ``b`` in the order the tool prints them; raises :class:`ValueError` ("no ``what``")."""
+    if not rows:
+        raise ValueError(f"no {what}")
+    if model is not None:
+        rows = [r for r in rows if r[0] == model] or rows
+    name, a, b, avg = rows[-1]
+    return {"model": name, keys[0]: float(a), keys[1]: float(b), "mean_ms": float(avg)}
+
+
 def parse_mnn_benchmark(text: str, model_file: str | None = None) -> dict[str, Any]:
     """Parse MNN ``benchmark.out`` output; ``model_file`` picks one model's line (default: the only / last one).
 
     Returns ``{"model", "max_ms", "min_ms", "mean_ms", "threads", "precision", "forward", "loop"}``; raises
     :class:`ValueError` when no result line is found.
     """
-    rows = re.findall(rf"\[ - \]\s+(\S+)\s+max\s*=\s*{_NUM}\s*ms\s+min\s*=\s*{_NUM}\s*ms\s+avg\s*=\s*{_NUM}\s*ms", text)
-    if not rows:
-        raise ValueError("no '[ - ] model max = .. min = .. avg = ..' line in MNN benchmark output")
-    if model_file is not None:
-        rows = [r for r in rows if r[0] == model_file] or rows
-    name, mx, mn, avg = rows[-1]
-    out: dict[str, Any] = {"model": name, "max_ms": float(mx), "min_ms": float(mn), "mean_ms": float(avg)}
+    pattern = rf"\[ - \]\s+(\S+)\s+max\s*=\s*{_NUM}\s*ms\s+min\s*=\s*{_NUM}\s*ms\s+avg\s*=\s*{_NUM}\s*ms"
+    what = "'[ - ] model max = .. min = .. avg = ..' line in MNN benchmark output"
+    out = _model_row(re.findall(pattern, text), ("max_ms", "min_ms"), model_file, what)
     m = re.search(r"Forward type: \**(\w+)\**\s+thread=(\d+)\**\s+precision=(\d+)", text)
     if m:
         out.update(forward=m.group(1), threads=int(m.group(2)), precision=int(m.group(3)))
@@ -154,12 +162,7 @@ def parse_benchncnn(text: str, model: str | None = None) -> dict[str, Any]:
     "cooling_down"}`` (the header fields the build printed); raises :class:`ValueError` without a result line.
     """
     rows = re.findall(rf"^\s*(\S+)\s+min\s*=\s*{_NUM}\s+max\s*=\s*{_NUM}\s+avg\s*=\s*{_NUM}\s*$", text, re.M)
-    if not rows:
-        raise ValueError("no 'NAME  min = ..  max = ..  avg = ..' line in benchncnn output")
-    if model is not None:
-        rows = [r for r in rows if r[0] == model] or rows
-    name, mn, mx, avg = rows[-1]
-    out: dict[str, Any] = {"model": name, "min_ms": float(mn), "max_ms": float(mx), "mean_ms": float(avg)}
+    out = _model_row(rows, ("min_ms", "max_ms"), model, "'NAME  min = ..  max = ..  avg = ..' line in benchncnn output")
     for key, field in (("loop_count", "loop"), ("num_threads", "threads"), ("powersave", "powersave"),
                        ("gpu_device", "gpu_device"), ("cooling_down", "cooling_down")):  # fmt: skip
         m = re.search(rf"^{key} = (-?\d+)", text, re.M)

@@ -49,19 +49,15 @@ def profile_cmd(
     from rich.console import Console
 
     from edgedeploy import api
-    from edgedeploy.bench.harness import check_run_args
     from edgedeploy.clierrors import err_console
     from edgedeploy.commands.tables import compare_table, module_table, op_type_table
     from edgedeploy.limits import check_profile_options
     from edgedeploy.opprof.render import headline
-    from edgedeploy.opprof.run import check_runtime
     from edgedeploy.outpaths import check_output_file
 
     check_profile_options(depth, top)
     check_output_file(html_out, "--html")  # before profiling, not after
     names = [r.strip() for r in (runtimes or (COMPARE_DEFAULT if compare else "onnxruntime")).split(",") if r.strip()]
-    names = [check_runtime(n) for n in names]  # litert → exit 3 before any export (the API checks again)
-    check_run_args(iterations, warmup, threads)
     out = Console(stderr=as_json)
     with err_console.status(f"profiling {target} on {', '.join(names)}") as status:
         profiles = api.profile(

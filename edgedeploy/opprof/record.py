@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from edgedeploy._util import cpuinfo_model_name
+
 
 @dataclass
 class RawProfile:
@@ -242,14 +244,6 @@ def central_runs(raw: RawProfile) -> np.ndarray:
 
 def machine() -> dict[str, Any]:
     """CPU model, logical cores and the 1/5/15-min load average, recorded with every profile."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpuinfo_model_name() or platform.processor() or platform.machine()
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": load}

@@ -88,44 +88,44 @@ class _Job:
     bench_ms: list[float] = field(default_factory=list)
 
 
-def profile(
-    target: str,
-    runtime: str,
-    device: str = "local",
-    iterations: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Profile:
+@dataclass(frozen=True)
+class ProfileRequest:
+    """How to profile (what :func:`edgedeploy.api.profile` takes besides the target and the runtimes): the
+    ``device`` (local only), ``iterations`` profiled runs, ``warmup`` untimed ones, intra-op ``threads`` (None:
+    all cores), ``progress(msg)`` called at each step."""
+
+    device: str = "local"
+    iterations: int = 50
+    warmup: int = 10
+    threads: int | None = None
+    progress: Callable[[str], None] | None = None
+
+
+def profile(target: str, runtime: str, request: ProfileRequest | None = None) -> Profile:
     """Profile ``target`` (a zoo model name or card, exported or reused from the cache; or an artifact file) on
     ``runtime``; see :mod:`edgedeploy.opprof.record` for the record and :func:`profile_many`."""
-    return profile_many(target, [runtime], device, iterations, warmup, threads, progress)[0]
+    return profile_many(target, [runtime], request)[0]
 
 
-def profile_many(
-    target: str,
-    runtimes: Sequence[str],
-    device: str = "local",
-    iterations: int = 50,
-    warmup: int = 10,
-    threads: int | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> list[Profile]:
+def profile_many(target: str, runtimes: Sequence[str], request: ProfileRequest | None = None) -> list[Profile]:
     """Profile ``target`` on each of ``runtimes``, all interleaved in blocks of :data:`BLOCK` runs (runtime A's
     bench block, A's profiler block, B's bench block, B's profiler block, …), one :class:`Profile` per runtime.
 
-    ``iterations`` profiled runs and as many bench-harness runs per runtime, after ``1 + warmup`` untimed ones.
-    Raises :class:`RuntimeUnavailableError` (litert; exit 3), :class:`ConfigError` (a device other than local,
-    bad counts), :class:`~edgedeploy.errors.ArtifactError`, :class:`~edgedeploy.errors.UnknownModelError`.
+    ``request.iterations`` profiled runs and as many bench-harness runs per runtime, after ``1 + warmup`` untimed
+    ones. The request is checked here, once, before any export: raises :class:`RuntimeUnavailableError` (litert;
+    exit 3), :class:`ConfigError` (a device other than local, bad counts, no profiler for a runtime),
+    :class:`~edgedeploy.errors.ArtifactError`, :class:`~edgedeploy.errors.UnknownModelError`.
     """
     from edgedeploy.bench.harness import check_run_args, measure
 
-    say = progress or (lambda _m: None)
+    req = request or ProfileRequest()
+    iterations, warmup = req.iterations, req.warmup
+    say = req.progress or (lambda _m: None)
     names = [check_runtime(r) for r in runtimes]
-    check_run_args(iterations, warmup, threads)
-    if device != "local":
-        raise ConfigError(f"profile runs on the local device only (got --device {device})")
-    threads = threads or os.cpu_count() or 1
+    check_run_args(iterations, warmup, req.threads)
+    if req.device != "local":
+        raise ConfigError(f"profile runs on the local device only (got --device {req.device})")
+    threads = req.threads or os.cpu_count() or 1
     jobs = [_prepare(target, rt, say) for rt in names]
     for job in jobs:
         # the bench session and the profiler's never live together: MNN's thread pool serves two runtimes only

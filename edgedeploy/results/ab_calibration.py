@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgedeploy._util import atomic_write_text
+from edgedeploy._util import atomic_write_text, cpuinfo_model_name
 from edgedeploy.errors import ConfigError
 
 CALIBRATION_ENV = "EDGEDEPLOY_CALIBRATION"
@@ -59,15 +59,7 @@ def device_id(profile: Any) -> str:
     """The identity a calibration is bound to: this host's name and CPU for ``local``, else the profile's name and
     address (an SSH host:port or an ADB serial)."""
     if profile.transport == "local":
-        cpu = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        cpu = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
+        cpu = cpuinfo_model_name() or platform.processor() or platform.machine()
         return f"local:{platform.node()}:{cpu}:{os.cpu_count()}"
     where = profile.serial or f"{profile.host}:{profile.port}"
     return f"{profile.name}:{profile.transport}:{where}"

@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 A_CNXN, A_OPEN, A_OKAY, A_WRTE, A_CLSE, A_AUTH = (
@@ -47,6 +48,10 @@ SH_STDIN, SH_STDOUT, SH_STDERR, SH_EXIT, SH_CLOSE_STDIN, SH_WINSIZE = 0, 1, 2, 3
 
 def _msg(cmd: int, a0: int, a1: int, data: bytes = b"") -> bytes:
     return struct.pack("<6I", cmd, a0, a1, len(data), sum(data) & 0xFFFFFFFF, cmd ^ 0xFFFFFFFF) + data
+
+
+class _StreamEnded(Exception):
+    """A sync session's stream ended before the request or chunk it was reading was complete."""
 
 
 class Stream:
@@ -233,27 +238,30 @@ class Connection:
     def _sync(self, st: Stream) -> None:
         buf = b""
 
-        def need(n: int) -> bytes | None:
+        def need(n: int) -> bytes:
             nonlocal buf
             while len(buf) < n:
                 data = st.read()
                 if data is None:
-                    return None
+                    raise _StreamEnded
                 buf += data
             out, buf = buf[:n], buf[n:]
             return out
 
-        while True:
+        def header() -> tuple[bytes, int]:
+            """A sync request's or chunk's 4-byte id and its little-endian u32 (a length, or DONE's mtime)."""
             head = need(8)
-            if head is None:
-                return
-            rid, n = head[:4], struct.unpack("<I", head[4:])[0]
+            return head[:4], struct.unpack("<I", head[4:])[0]
+
+        with contextlib.suppress(_StreamEnded):  # the client went away mid-request: end the sync session
+            self._sync_requests(st, need, header)
+
+    def _sync_requests(self, st: Stream, need: Callable[[int], bytes], header: Callable[[], tuple[bytes, int]]) -> None:
+        while True:
+            rid, n = header()
             if rid == b"QUIT":
                 return
-            arg = need(n)
-            if arg is None:
-                return
-            path = arg.decode("utf-8", "replace")
+            path = need(n).decode("utf-8", "replace")
             if rid == b"STAT":
                 try:
                     s = os.stat(self._path(path))
@@ -277,15 +285,9 @@ class Connection:
                 target = self._path(dest)
                 chunks, err = [], None
                 while True:
-                    h = need(8)
-                    if h is None:
-                        return
-                    kind, size = h[:4], struct.unpack("<I", h[4:])[0]
+                    kind, size = header()
                     if kind == b"DATA":
-                        data = need(size)
-                        if data is None:
-                            return
-                        chunks.append(data)
+                        chunks.append(need(size))
                     elif kind == b"DONE":
                         break
                     else:
