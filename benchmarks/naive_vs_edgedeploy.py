@@ -75,7 +75,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_flags, interleaved, load_note, machine_description, summarize_pair, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    cpu_flags,
+    dual_interleaved,
+    gemm_ceiling,
+    interleaved,
+    load_note,
+    machine_description,
+    summarize_pair,
+    write_results,
+)
 
 from edgedeploy._util import captured_fd_output  # noqa: E402
 from edgedeploy.cards import get_card  # noqa: E402
@@ -92,7 +101,6 @@ RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "mnn": ("mnn", "MNN"), "lite
             "ncnn": ("ncnn", "ncnn")}  # fmt: skip
 FORMAT_OF = {rt: fmt for rt, (fmt, _) in RUNTIMES.items()}
 LABEL_OF = {rt: label for rt, (_, label) in RUNTIMES.items()}
-GEMM_N = 2048
 #: a naive artifact whose output is further than this from PyTorch's (max abs, logits) is flagged "wrong"
 WRONG_ABS = 1e-2
 
@@ -327,55 +335,6 @@ def edgedeploy_sessions(
 
 
 # ----------------------------------------------------------------------------------------------------- main
-def dual_interleaved(
-    fns: dict[str, Callable[[], Any]], blocks: int, iters: int, warmup: int = 2
-) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]]]:
-    """Like ``_common.interleaved``, recording per inference both the *process CPU time* and the wall time (ms).
-
-    With ``--threads 1`` (no worker threads, so nothing spins) CPU time is the work an inference does, nearly
-    independent of how the scheduler shares an oversubscribed host — the wall clock is not (TOOLCHAIN_NOTES.md).
-    """
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    cpu: dict[str, list[list[float]]] = {k: [] for k in fns}
-    wall: dict[str, list[list[float]]] = {k: [] for k in fns}
-    for b in range(blocks):
-        order = list(fns) if b % 2 == 0 else list(reversed(fns))
-        for name in order:
-            cb, wb = [], []
-            f = fns[name]
-            for _ in range(iters):
-                c0, w0 = time.process_time(), time.perf_counter()
-                f()
-                w1, c1 = time.perf_counter(), time.process_time()
-                cb.append((c1 - c0) * 1e3)
-                wb.append((w1 - w0) * 1e3)
-            cpu[name].append(cb)
-            wall[name].append(wb)
-    return cpu, wall
-
-
-def gemm_ceiling(reps: int) -> list[dict[str, float]]:
-    """``reps`` timings of a 2048³ fp32 ``numpy.matmul`` (OpenBLAS, ``OPENBLAS_NUM_THREADS`` threads).
-
-    Each entry: ``cpu_s``, ``wall_s`` and the GMAC/s of each (2048³ multiply-accumulates per product).
-    """
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
-    b = rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)  # warm-up (OpenBLAS buffers)
-    out = []
-    for _ in range(reps):
-        c0, w0 = time.process_time(), time.perf_counter()
-        np.matmul(a, b, out=c)
-        w1, c1 = time.perf_counter(), time.process_time()
-        out.append({"cpu_s": c1 - c0, "wall_s": w1 - w0,
-                    "gmacs_cpu": GEMM_N**3 / (c1 - c0) / 1e9, "gmacs_wall": GEMM_N**3 / (w1 - w0) / 1e9})  # fmt: skip
-    return out
-
-
 def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list[str]) -> dict[str, Any]:
     print(f"== {model}", flush=True)
     gemm_before = gemm_ceiling(args.gemm_reps)
