@@ -90,8 +90,9 @@ def run_runtime(
         except Exception as e:  # noqa: BLE001 - an export that fails is a result
             entry["error"] = f"{precision} export failed: {type(e).__name__}: {_first_line(e)}"
             return entry
-        if not outcome.parity.passed:
-            raise SystemExit(f"{model} {fmt} {precision}: parity failed; refusing to time a wrong model")
+        if not outcome.parity.passed:  # a wrong artifact is a result, never timed
+            entry["error"] = f"{precision} artifact failed parity ({outcome.parity.status}): not timed"
+            return entry
         m = outcome.manifest
         sessions[precision] = rt.load(outcome.artifact, args.threads)
         entry[precision] = {
