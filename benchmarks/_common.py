@@ -11,6 +11,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from edgedeploy.runtimes.torch_rt import TorchRuntime
 from edgedeploy.zoo import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the side of the fp32 GEMM whose speed is the machine's compute ceiling (TOOLCHAIN_NOTES.md)
+GEMM_N = 2048
 
 
 def infer_for(model: str, runtime: str, threads: int) -> Callable[[], Any]:
@@ -78,6 +81,58 @@ def interleaved(
         order = list(infers) if b % 2 == 0 else list(reversed(infers))  # A B, then B A: no position bias
         for name in order:
             out[name].append(measure(infers[name], iterations=per_block, warmup=0).samples_ms)
+    return out
+
+
+def dual_interleaved(
+    fns: dict[str, Callable[[], Any]], blocks: int, iters: int, warmup: int = 2
+) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]]]:
+    """Like ``_common.interleaved``, recording per inference both the *process CPU time* and the wall time (ms).
+
+    With ``--threads 1`` (no worker threads, so nothing spins) CPU time is the work an inference does, nearly
+    independent of how the scheduler shares an oversubscribed host — the wall clock is not (TOOLCHAIN_NOTES.md).
+    """
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    cpu: dict[str, list[list[float]]] = {k: [] for k in fns}
+    wall: dict[str, list[list[float]]] = {k: [] for k in fns}
+    for b in range(blocks):
+        order = list(fns) if b % 2 == 0 else list(reversed(fns))
+        for name in order:
+            cb, wb = [], []
+            f = fns[name]
+            for _ in range(iters):
+                c0, w0 = time.process_time(), time.perf_counter()
+                f()
+                w1, c1 = time.perf_counter(), time.process_time()
+                cb.append((c1 - c0) * 1e3)
+                wb.append((w1 - w0) * 1e3)
+            cpu[name].append(cb)
+            wall[name].append(wb)
+    return cpu, wall
+
+
+def gemm_ceiling(reps: int) -> list[dict[str, float]]:
+    """``reps`` timings of a 2048³ fp32 ``numpy.matmul`` (OpenBLAS, ``OPENBLAS_NUM_THREADS`` threads).
+
+    OpenBLAS reads ``OPENBLAS_NUM_THREADS`` when numpy is first imported: a script sets it before importing this
+    module.
+
+    Each entry: ``cpu_s``, ``wall_s`` and the GMAC/s of each (2048³ multiply-accumulates per product).
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
+    b = rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32)
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)  # warm-up (OpenBLAS buffers)
+    out = []
+    for _ in range(reps):
+        c0, w0 = time.process_time(), time.perf_counter()
+        np.matmul(a, b, out=c)
+        w1, c1 = time.perf_counter(), time.process_time()
+        out.append({"cpu_s": c1 - c0, "wall_s": w1 - w0,
+                    "gmacs_cpu": GEMM_N**3 / (c1 - c0) / 1e9, "gmacs_wall": GEMM_N**3 / (w1 - w0) / 1e9})  # fmt: skip
     return out
 
 

@@ -1,9 +1,12 @@
-"""edgedeploy's fp32 artifacts vs the naive path (no toolkit), on onnxruntime and MNN, in one process.
+"""edgedeploy's fp32 artifacts vs the naive path (no toolkit) per runtime: onnxruntime, MNN, LiteRT, ncnn.
 
 Run: ``python benchmarks/naive_vs_edgedeploy.py [--models edgeformer_s,mobilevit_s,emo_5m,edgevit_xs]
-[--blocks 8] [--iters 10] [--threads 2] [--clock wall|cpu] [--name naive_vs_edgedeploy]``.
-``--clock cpu --threads 1`` records process CPU time per inference instead of latency (for a busy host).
-Writes ``benchmarks/results/<name>.json`` (every raw sample, the machine) and ``<name>.md``.
+[--runtimes onnxruntime,mnn,litert,ncnn] [--blocks 8] [--iters 10] [--threads 2] [--clock wall|cpu]
+[--cache-dir DIR] [--gemm-reps 3] [--name naive_vs_edgedeploy]``.
+``--clock cpu --threads 1`` records process CPU time per inference instead of latency (for a busy host); the wall
+latency of every sample is recorded beside it. ``--cache-dir`` keeps the naive artifacts for re-runs (edgedeploy's
+own artifacts come from its export cache, ``edgedeploy.export(..., cache=True)``).
+Writes ``benchmarks/results/<name>.json`` (every raw sample, the machine) and ``<name>.md``: one table per runtime.
 
 The naive path is what a user gets with no toolkit, on the same ``nn.Module`` the zoo builds (random init, eval):
 
@@ -12,20 +15,31 @@ The naive path is what a user gets with no toolkit, on the same ``nn.Module`` th
   ``intra_op_num_threads = threads`` (CPU execution provider);
 * MNN: that simplified ONNX file through MNN's compiled converter (``_tools.mnnconvert``, default flags; never
   ``MNN.tools``), run with the Express ``Module`` API, ``numThread = threads``, default precision (MNN's
-  "normal"; on x86 this is fp32 compute).
+  "normal"; on x86 this is fp32 compute);
+* LiteRT: ``litert_torch.convert(module, (x,)).export(path)`` of the un-lowered module, run with the LiteRT
+  interpreter edgedeploy's ``litert`` runtime uses (``ai_edge_litert``, XNNPACK, ``num_threads = threads``);
+* ncnn: ``torch.jit.trace(module, x)`` saved, then the pnnx executable with only ``inputshape=[1,3,H,W]``
+  (pnnx's defaults otherwise: ``optlevel=2``, fp16 weights), run with edgedeploy's ``ncnn`` runtime (fp32 compute:
+  every reduced-precision option off, ``num_threads = threads``). If pnnx writes no loadable file the table says so
+  with pnnx's or ncnn's reason; a file whose output differs from PyTorch is timed and flagged.
 
 edgedeploy's path is the toolkit's own fp32 export for each format (lowering, exporter choice, converter flags,
-runtime settings: whatever the toolkit does by default), made with ``edgedeploy.export.pipeline.export_model``
-(parity-checked; a failed parity aborts the run) and loaded with the runtimes the toolkit's ``bench`` uses
+runtime settings: whatever the toolkit does by default), made with the public API (``edgedeploy.export``,
+parity-checked; a failed parity aborts the run) and loaded with the runtimes the toolkit's ``bench`` uses
 (``edgedeploy.runtimes``), ``threads`` threads.
 
-Method (TOOLCHAIN_NOTES.md, "Timing on this machine"): per model, the four sessions (naive/edgedeploy ×
-onnxruntime/MNN) and a control (a second onnxruntime session of the naive file, last in the session order) are
-loaded in this process and timed in interleaved blocks with ``benchmarks/_common.interleaved`` (order reversed
-every other block), ``iters`` timed runs per session per block after 2 warm-up runs. Reported:
-the median over all samples per session; per runtime the median of per-block paired ratios
-edgedeploy / naive; best-vs-best: the paired ratio of edgedeploy's fastest runtime (by median) against the naive
-path's fastest runtime; slow blocks (a block median above 1.3× the fastest block median of the same session).
+Method (TOOLCHAIN_NOTES.md, "Timing on this machine"): per model, every session (naive / edgedeploy per runtime)
+and per runtime a control (a second session of the naive file, last in the session order) are loaded in this
+process and timed in interleaved blocks (order reversed every other block), ``iters`` timed runs per session per
+block after 2 warm-up runs. Reported: the median over all samples per session; per runtime the median of per-block
+paired ratios edgedeploy / naive and naive-again / naive (the control); best-vs-best: the paired ratio of
+edgedeploy's fastest runtime (by median) against the naive path's fastest runtime; slow blocks (a block median
+above 1.3× the fastest block median of the same session).
+
+Efficiency: the 2048 × 2048 × 2048 fp32 GEMM (``numpy.matmul``, OpenBLAS with ``threads`` threads) is timed
+``--gemm-reps`` times before and after every model, on the same clock; its median GMAC/s (2048³ MACs / time) is the
+machine's ceiling. Per model and runtime: GMAC/s = the un-lowered zoo module's MACs (``edgedeploy.zoo.count_macs``:
+conv + linear + matmul, the EdgeFormer / MobileViT convention) ÷ the median time, and its share of the ceiling.
 The load average is recorded before and after.
 """
 
@@ -34,39 +48,77 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
 
+def _threads_from_argv(argv: list[str]) -> str:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "2"
+
+
+# OpenBLAS (numpy's matmul, the GEMM ceiling) reads its thread count at import
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before anything imports onnxruntime
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_flags, interleaved, load_note, machine_description, summarize_pair, write_results
 
-from edgedeploy._util import captured_fd_output
-from edgedeploy.cards import get_card
-from edgedeploy.data import real_image
-from edgedeploy.export.mnn import onnx_to_mnn
-from edgedeploy.export.pipeline import export_model
-from edgedeploy.runtimes.base import get_runtime
-from edgedeploy.runtimes.mnn_rt import import_mnn
-from edgedeploy.zoo import build_model
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import (  # noqa: E402
+    cpu_flags,
+    dual_interleaved,
+    gemm_ceiling,
+    interleaved,
+    load_note,
+    machine_description,
+    summarize_pair,
+    write_results,
+)
+
+from edgedeploy._util import captured_fd_output  # noqa: E402
+from edgedeploy.cards import get_card  # noqa: E402
+from edgedeploy.data import real_image  # noqa: E402
+from edgedeploy.export.mnn import onnx_to_mnn  # noqa: E402
+from edgedeploy.export.pipeline import export_model  # noqa: E402
+from edgedeploy.runtimes.base import get_runtime  # noqa: E402
+from edgedeploy.runtimes.mnn_rt import import_mnn  # noqa: E402
+from edgedeploy.zoo import build_model, count_macs  # noqa: E402
 
 DEFAULT_MODELS = "edgeformer_s,mobilevit_s,emo_5m,edgevit_xs"
-FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn"}
+#: runtime -> (edgedeploy format, label in session names and tables)
+RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "mnn": ("mnn", "MNN"), "litert": ("tflite", "LiteRT"),
+            "ncnn": ("ncnn", "ncnn")}  # fmt: skip
+FORMAT_OF = {rt: fmt for rt, (fmt, _) in RUNTIMES.items()}
+LABEL_OF = {rt: label for rt, (_, label) in RUNTIMES.items()}
+#: a naive artifact whose output is further than this from PyTorch's (max abs, logits) is flagged "wrong"
+WRONG_ABS = 1e-2
 
 
 # ------------------------------------------------------------------------------------------------ naive path
+def _first_line(e: BaseException | str) -> str:
+    text = str(e).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
 def naive_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
     """``torch.onnx.export(module, (x,), path)`` (default exporter) then onnxsim; returns the simplified file."""
     import onnx
     import onnxsim
 
+    if path.is_file():  # --cache-dir: converted once
+        return path
     raw = path.with_name(path.stem + ".raw.onnx")
     with warnings.catch_warnings(), torch.no_grad(), captured_fd_output():
         warnings.simplefilter("ignore")
@@ -75,6 +127,47 @@ def naive_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
     with captured_fd_output():
         simplified, ok = onnxsim.simplify(model)
     onnx.save(simplified if ok else model, str(path))
+    return path
+
+
+def naive_tflite(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """``litert_torch.convert(module, (x,)).export(path)``: what a LiteRT user does without a toolkit."""
+    if path.is_file():
+        return path
+    import litert_torch
+
+    with warnings.catch_warnings(), torch.no_grad(), captured_fd_output():
+        warnings.simplefilter("ignore")
+        litert_torch.convert(module.eval(), (x,)).export(str(path))
+    return path
+
+
+def naive_ncnn(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """``torch.jit.trace`` + the pnnx executable with only ``inputshape`` (pnnx's defaults): ``path`` (.param).
+
+    Raises ``RuntimeError`` with pnnx's last line when it writes no ncnn pair.
+    """
+    from edgedeploy.export.ncnn import bin_path, pnnx_executable
+
+    if path.is_file() and bin_path(path).is_file():
+        return path
+    work = path.parent / (path.stem + ".pnnx")
+    work.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(module.eval(), (x,)).save(str(work / "model.pt"))
+    shape = ",".join(str(int(d)) for d in x.shape)
+    proc = subprocess.run(
+        [str(pnnx_executable()), "model.pt", f"inputshape=[{shape}]"],
+        cwd=work, capture_output=True, text=True, errors="replace", timeout=1800, check=False,
+    )  # fmt: skip
+    (work / "pnnx.log").write_text(proc.stdout + proc.stderr)
+    param, weights = work / "model.ncnn.param", work / "model.ncnn.bin"
+    if proc.returncode != 0 or not param.is_file() or not weights.is_file():
+        tail = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise RuntimeError(f"pnnx exit {proc.returncode}, no ncnn pair: {tail[-1][:200] if tail else 'no output'}")
+    os.replace(weights, bin_path(path))
+    os.replace(param, path)
     return path
 
 
@@ -93,55 +186,116 @@ def naive_mnn(path: Path, threads: int) -> Any:
         return mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=rt)
 
 
-def naive_sessions(model: str, folder: Path, threads: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
-    """{"naive onnxruntime": fn, "naive MNN": fn} and info (export times, errors vs PyTorch, failures)."""
+def _naive_runtime(
+    runtime: str, module: torch.nn.Module, x: torch.Tensor, ref: np.ndarray, folder: Path, threads: int
+) -> tuple[list[Callable[[], Any]], dict[str, Any]]:
+    """Convert the naive artifact for ``runtime`` and load it twice: ([fn, control fn], info)."""
+    xn = x.numpy()
+    model = folder.name
+    info: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if runtime in ("onnxruntime", "mnn"):
+        onnx_path = naive_onnx(module, x, folder / f"{model}.naive.onnx")
+        if runtime == "onnxruntime":
+            import onnx
+
+            g = onnx.load(str(onnx_path), load_external_data=False)
+            info["onnx_opset"] = next((o.version for o in g.opset_import if o.domain in ("", "ai.onnx")), None)
+            info["onnx_nodes"] = len(g.graph.node)
+            info["convert_s"] = round(time.perf_counter() - t0, 2)
+            sessions = [naive_ort(onnx_path, threads) for _ in range(2)]
+            in_name = sessions[0].get_inputs()[0].name
+            feed = {in_name: xn}
+            out = sessions[0].run(None, feed)[0]
+            fns = [lambda s=s: s.run(None, feed) for s in sessions]
+        else:
+            mnn_path = folder / f"{model}.naive.mnn"
+            if not mnn_path.is_file():
+                onnx_to_mnn(onnx_path, mnn_path)  # the compiled converter with default flags (+ --bizCode)
+            info["convert_s"] = round(time.perf_counter() - t0, 2)
+            mods = [naive_mnn(mnn_path, threads) for _ in range(2)]
+            F = import_mnn().expr
+            var = F.const(xn, list(xn.shape), F.NCHW)
+            out = np.array(mods[0].forward(var).read(), dtype=np.float32).reshape(ref.shape)
+            fns = [lambda m=m: m.forward(var).read() for m in mods]
+    elif runtime == "litert":
+        path = naive_tflite(module, x, folder / f"{model}.naive.tflite")
+        info["convert_s"] = round(time.perf_counter() - t0, 2)
+        from edgedeploy.runtimes.litert_rt import tflite_op_census
+
+        census = tflite_op_census(path)
+        info["ops"] = sum(census.values())
+        info["op_census"] = census
+        rt = get_runtime("litert")
+        sessions = [rt.load(path, threads) for _ in range(2)]
+        out = sessions[0].run(xn).reshape(ref.shape)
+        fns = [s.prepare(xn) for s in sessions]
+    elif runtime == "ncnn":
+        from edgedeploy.export.ncnn import unconverted_layers
+        from edgedeploy.runtimes.ncnn_rt import ncnn_op_census
+
+        path = naive_ncnn(module, x, folder / f"{model}.naive.param")
+        info["convert_s"] = round(time.perf_counter() - t0, 2)
+        census = ncnn_op_census(path)
+        info["ops"] = sum(census.values())
+        info["op_census"] = census
+        left = unconverted_layers(path)
+        if left:
+            info["unconverted"] = {k: len(v) for k, v in left.items()}
+        rt = get_runtime("ncnn")
+        try:
+            sessions = [rt.load(path, threads) for _ in range(2)]
+        except Exception as e:
+            names = ", ".join(f"{k} ×{len(v)}" for k, v in left.items())
+            raise RuntimeError(
+                f"pnnx left ops ncnn has no layer for ({names}); ncnn: {_first_line(e)}" if left else _first_line(e)
+            ) from e
+        out = sessions[0].run(xn).reshape(ref.shape)
+        fns = [s.prepare(xn) for s in sessions]
+    else:
+        raise SystemExit(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
+    info["max_abs_error_vs_torch"] = float(np.abs(out - ref).max())
+    info["top1_equal_torch"] = bool(int(out.argmax()) == int(ref.argmax()))
+    if info["max_abs_error_vs_torch"] > WRONG_ABS:
+        info["wrong_output"] = True
+    return fns, info
+
+
+def naive_sessions(
+    model: str, folder: Path, threads: int, runtimes: list[str]
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """{"naive <label>": fn, "naive <label> again": control fn, ...} and info per runtime (errors, failures)."""
     card = get_card(model)
     size = card.input_size
     module = build_model(card, size).eval()
-    xn = real_image(size)
-    x = torch.from_numpy(xn)
+    x = torch.from_numpy(real_image(size))
     with torch.no_grad():
         ref = module(x).numpy()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"macs": count_macs(module, size).total}
     fns: dict[str, Callable[[], Any]] = {}
-    t0 = time.perf_counter()
-    onnx_path = naive_onnx(module, x, folder / f"{model}.naive.onnx")
-    info["onnx_export_s"] = round(time.perf_counter() - t0, 2)
-    import onnx
-
-    g = onnx.load(str(onnx_path), load_external_data=False)
-    info["onnx_opset"] = next((o.version for o in g.opset_import if o.domain in ("", "ai.onnx")), None)
-    info["onnx_nodes"] = len(g.graph.node)
-    sess = naive_ort(onnx_path, threads)
-    in_name = sess.get_inputs()[0].name
-    out = sess.run(None, {in_name: xn})[0]
-    info["onnxruntime_max_abs_error_vs_torch"] = float(np.abs(out - ref).max())
-    feed = {in_name: xn}
-    fns["naive onnxruntime"] = lambda: sess.run(None, feed)
-    again = naive_ort(onnx_path, threads)  # the control: the same file in a second session
-    fns["naive onnxruntime again"] = lambda: again.run(None, feed)
-    try:
-        mnn_path = folder / f"{model}.naive.mnn"
-        t0 = time.perf_counter()
-        onnx_to_mnn(onnx_path, mnn_path)  # the compiled converter with default flags (+ --bizCode)
-        info["mnn_convert_s"] = round(time.perf_counter() - t0, 2)
-        mod = naive_mnn(mnn_path, threads)
-        F = import_mnn().expr
-        var = F.const(xn, list(xn.shape), F.NCHW)
-        out = np.array(mod.forward(var).read(), dtype=np.float32).reshape(ref.shape)
-        info["mnn_max_abs_error_vs_torch"] = float(np.abs(out - ref).max())
-        fns["naive MNN"] = lambda: mod.forward(var).read()
-    except Exception as e:  # noqa: BLE001 - a naive path that fails is a result
-        info["mnn_error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    for runtime in runtimes:
+        label = LABEL_OF[runtime]
+        print(f"   naive {label} ...", flush=True)
+        try:
+            (fn, again), info[runtime] = _naive_runtime(runtime, module, x, ref, folder, threads)
+        except Exception as e:  # noqa: BLE001 - a naive path that fails is a result
+            info[runtime] = {"error": f"{type(e).__name__}: {_first_line(e)}"}
+            print(f"   naive {label} failed: {info[runtime]['error']}", flush=True)
+            continue
+        fns[f"naive {label}"] = fn
+        fns[f"naive {label} again"] = again
     return fns, info
 
 
 # ------------------------------------------------------------------------------------------ edgedeploy path
-def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+def edgedeploy_sessions(
+    model: str, folder: Path, threads: int, runtimes: list[str]
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
     """{"edgedeploy onnxruntime": fn, "edgedeploy MNN": fn, ...} from the toolkit's own fp32 exports.
 
-    Exports go through the public API (``edgedeploy.export``, parity-checked); sessions are the runtimes'
-    ``load`` with the toolkit's default settings, as ``edgedeploy bench`` uses them.
+    Exports go through the public API (``edgedeploy.export``, parity-checked; from edgedeploy's export cache when
+    ``folder`` is None); sessions are the runtimes' ``load`` with the toolkit's default settings, as
+    ``edgedeploy bench`` uses them.
     """
     import edgedeploy
 
@@ -149,9 +303,13 @@ def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[st
     x = real_image(size)
     fns: dict[str, Callable[[], Any]] = {}
     info: dict[str, Any] = {}
-    for runtime, fmt in FORMAT_OF.items():
+    for runtime in runtimes:
+        fmt = FORMAT_OF[runtime]
+        print(f"   edgedeploy {fmt} ...", flush=True)
         t0 = time.perf_counter()
-        if hasattr(edgedeploy, "export"):
+        if folder is None:
+            outcome = edgedeploy.export(model, fmt, cache=True)
+        elif hasattr(edgedeploy, "export"):
             outcome = edgedeploy.export(model, fmt, out=folder / fmt)
         else:  # before the public API landed
             outcome = export_model(model, fmt, folder / fmt)
@@ -162,6 +320,7 @@ def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[st
         session = rt.load(outcome.artifact, threads)
         info[fmt] = {
             "export_s": round(time.perf_counter() - t0, 2),
+            "artifact": str(outcome.artifact),
             "exporter": m.exporter,
             "opset": m.opset,
             "rewritten_modules": len(m.lowering.get("rewritten", [])),
@@ -171,127 +330,166 @@ def edgedeploy_sessions(model: str, folder: Path, threads: int) -> tuple[dict[st
             "notes": m.notes,
             "runtime_settings": getattr(session, "settings", {}),
         }
-        label = "MNN" if runtime == "mnn" else runtime
-        fns[f"edgedeploy {label}"] = session.prepare(x)
+        fns[f"edgedeploy {LABEL_OF[runtime]}"] = session.prepare(x)
     return fns, info
 
 
 # ----------------------------------------------------------------------------------------------------- main
-def cpu_interleaved(fns: dict[str, Callable[[], Any]], args: argparse.Namespace) -> dict[str, list[list[float]]]:
-    """Like ``_common.interleaved`` but each sample is the *process CPU time* of one inference (ms).
-
-    With ``--threads 1`` (no worker threads, so nothing spins) CPU time is the work an inference does, nearly
-    independent of how the scheduler shares an oversubscribed host — the wall clock is not (TOOLCHAIN_NOTES.md).
-    """
-    for f in fns.values():
-        f()
-        f()
-    out: dict[str, list[list[float]]] = {k: [] for k in fns}
-    for b in range(args.blocks):
-        order = list(fns) if b % 2 == 0 else list(reversed(fns))
-        for name in order:
-            block = []
-            for _ in range(args.iters):
-                t0 = time.process_time()
-                fns[name]()
-                block.append((time.process_time() - t0) * 1e3)
-            out[name].append(block)
-    return out
-
-
-def run_model(model: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list[str]) -> dict[str, Any]:
     print(f"== {model}", flush=True)
-    naive, ninfo = naive_sessions(model, folder, args.threads)
-    ours, einfo = edgedeploy_sessions(model, folder, args.threads)
-    control = {"naive onnxruntime again": naive.pop("naive onnxruntime again")}
-    fns = {**naive, **ours, **control}  # the control last: it is timed after a different session than the first
-    samples = interleaved(fns, args.blocks, args.iters) if args.clock == "wall" else cpu_interleaved(fns, args)
+    gemm_before = gemm_ceiling(args.gemm_reps)
+    mfolder = folder / model
+    mfolder.mkdir(parents=True, exist_ok=True)
+    naive, ninfo = naive_sessions(model, mfolder, args.threads, runtimes)
+    ours, einfo = edgedeploy_sessions(model, None if args.cache_dir else mfolder, args.threads, runtimes)
+    controls = {k: naive.pop(k) for k in [k for k in naive if k.endswith(" again")]}
+    fns = {**naive, **ours, **controls}  # controls last: each is timed after a different session than its pair
+    if args.clock == "wall":
+        samples = interleaved(fns, args.blocks, args.iters)
+        wall = samples
+    else:
+        samples, wall = dual_interleaved(fns, args.blocks, args.iters)
+    gemm_after = gemm_ceiling(args.gemm_reps)
     res: dict[str, Any] = {
         "model": model,
         "input_size": get_card(model).input_size,
+        "macs": ninfo.pop("macs"),
         "naive": ninfo,
         "edgedeploy": einfo,
+        "gemm": gemm_before + gemm_after,
     }
     res["samples_ms"] = samples
+    if args.clock == "cpu":
+        res["wall_samples_ms"] = wall
     res["median_ms"] = {k: float(np.median(np.concatenate(v))) for k, v in samples.items()}
-    res["pairs"] = {}
-    for rt, a, b in (
-        ("onnxruntime", "naive onnxruntime", "edgedeploy onnxruntime"),
-        ("MNN", "naive MNN", "edgedeploy MNN"),
-        ("control", "naive onnxruntime", "naive onnxruntime again"),
-    ):
+    res["wall_median_ms"] = {k: float(np.median(np.concatenate(v))) for k, v in wall.items()}
+    res["pairs"], res["wall_pairs"], res["controls"] = {}, {}, {}
+    for rt in runtimes:
+        label = LABEL_OF[rt]
+        a, b, c = f"naive {label}", f"edgedeploy {label}", f"naive {label} again"
         if a in samples and b in samples:
             res["pairs"][rt] = summarize_pair(samples[a], samples[b])
-    naive_best = min(
-        (k for k in samples if k.startswith("naive") and not k.endswith("again")), key=lambda k: res["median_ms"][k]
-    )
+            res["wall_pairs"][rt] = summarize_pair(wall[a], wall[b])
+        if a in samples and c in samples:
+            res["controls"][rt] = summarize_pair(samples[a], samples[c])
+    naive_keys = [k for k in samples if k.startswith("naive") and not k.endswith("again")]
+    naive_ok = [k for k in naive_keys if not ninfo.get(_runtime_of(k), {}).get("wrong_output")]
     ed_best = min((k for k in samples if k.startswith("edgedeploy")), key=lambda k: res["median_ms"][k])
-    res["best"] = {"naive": naive_best, "edgedeploy": ed_best, **summarize_pair(samples[naive_best], samples[ed_best])}
+    if naive_ok:
+        naive_best = min(naive_ok, key=lambda k: res["median_ms"][k])
+        res["best"] = {"naive": naive_best, "edgedeploy": ed_best,
+                       **summarize_pair(samples[naive_best], samples[ed_best])}  # fmt: skip
     for k, v in res["median_ms"].items():
-        print(f"   {k:24s} median {v:7.2f} ms", flush=True)
+        print(f"   {k:26s} median {v:7.2f} ms ({args.clock}); wall {res['wall_median_ms'][k]:7.2f} ms", flush=True)
     for rt, p in res["pairs"].items():
-        print(f"   {rt:11s} edgedeploy/naive paired {p['median_paired_ratio']:.3f} (slow blocks {p['slow_blocks']})")
-    print(f"   best {ed_best} / {naive_best}: paired {res['best']['median_paired_ratio']:.3f}", flush=True)
+        c = res["controls"].get(rt, {}).get("median_paired_ratio", float("nan"))
+        print(f"   {rt:11s} edgedeploy/naive paired {p['median_paired_ratio']:.3f} (slow blocks {p['slow_blocks']}); "
+              f"control {c:.3f}", flush=True)  # fmt: skip
     return res
+
+
+def _runtime_of(session: str) -> str:
+    label = session.split()[1]
+    return next(rt for rt, lab in LABEL_OF.items() if lab == label)
+
+
+def ceiling(payload: dict[str, Any]) -> float:
+    """The GEMM ceiling in GMAC/s on the run's clock: the median over every timed 2048³ product of the run."""
+    key = "gmacs_cpu" if payload["clock"] == "cpu" else "gmacs_wall"
+    return float(np.median([g[key] for r in payload["models"] for g in r["gemm"]]))
+
+
+def _eff(r: dict[str, Any], session: str, ceil: float) -> str:
+    if session not in r["median_ms"]:
+        return "–"
+    g = r["macs"] / (r["median_ms"][session] * 1e-3) / 1e9
+    return f"{g:.1f} ({100 * g / ceil:.0f} %)"
+
+
+def _ratio(pair: dict[str, Any] | None) -> str:
+    return f"{pair['median_paired_ratio']:.3f}" if pair else "–"
+
+
+def _naive_why(n: dict[str, Any]) -> str:
+    if "error" in n:
+        return f"naive: no file — {n['error']}"
+    s = f"max abs vs torch {n['max_abs_error_vs_torch']:.1e}"
+    if n.get("wrong_output"):
+        s += f" — **naive output wrong** (top-1 {'kept' if n.get('top1_equal_torch') else 'changed'})"
+    if n.get("ops"):
+        s += f"; {n['ops']} ops"
+    if n.get("onnx_nodes"):
+        s += f"; ONNX opset {n.get('onnx_opset')}, {n['onnx_nodes']} nodes after onnxsim"
+    return s
 
 
 def markdown(payload: dict[str, Any]) -> str:
     m = payload["machine"]
+    ceil = ceiling(payload)
+    clock = "process CPU time per inference" if payload.get("clock") == "cpu" else "wall (latency)"
+    gkey = "gmacs_cpu" if payload["clock"] == "cpu" else "gmacs_wall"
+    gemms = [g[gkey] for r in payload["models"] for g in r["gemm"]]
+    v = payload["versions"]
     lines = [
         f"# edgedeploy vs the naive path ({payload['label']})",
         "",
         f"Machine: {m['cpu_model']}, {m['cores']} logical cores, flags {' '.join(payload['cpu_flags'])}; "
-        f"{m['platform']}, Python {m['python']}, torch {torch.__version__}, onnxruntime {payload['versions']['ort']}, "
-        f"MNN {payload['versions']['mnn']}; edgedeploy commit {str(m.get('package_commit') or '?')[:10]}; "
-        f"{m['date']}.",
-        f"Load average (1/5/15 min) before {'/'.join(f'{v:.2f}' for v in payload['load_before'])}, after "
-        f"{'/'.join(f'{v:.2f}' for v in payload['load_after'])}: "
-        f"{load_note(payload['load_before'][0], payload['load_after'][0], m['cores'])}.",
-        f"Clock: {'process CPU time per inference' if payload.get('clock') == 'cpu' else 'wall (latency)'}; "
-        f"{payload['threads']} threads, {payload['blocks']} interleaved blocks × {payload['iters']} runs per session; "
-        f"wall {payload['wall_s']} s. Ratios are medians of per-block paired ratios edgedeploy / naive "
-        "(< 1: edgedeploy faster). 'control': a second onnxruntime session of the naive file, paired with the first "
-        "the same way: its distance from 1.000 is the harness's own bias and noise for identical graphs. "
-        "Slow blocks: either side's block median > 1.3× its fastest block.",
-        "",
-        "| model | naive ORT ms | edgedeploy ORT ms | ORT paired | control (same file) | naive MNN ms | "
-        "edgedeploy MNN ms | MNN paired | best vs best (paired) | slow blocks ORT / MNN / best |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        f"{m['platform']}, Python {m['python']}, torch {torch.__version__}, "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if k != "torch")
+        + f"; edgedeploy commit {str(m.get('package_commit') or '?')[:10]}; {m['date']}.",
+        f"Load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in payload['load_before'])}, after "
+        f"{'/'.join(f'{x:.2f}' for x in payload['load_after'])}: "
+        f"{load_note(payload['load_before'][0], payload['load_after'][0], m['cores'])}."
+        + (f" {payload['conditions']}" if payload.get("conditions") else ""),
+        f"Clock: {clock}; {payload['threads']} thread(s), {payload['blocks']} interleaved blocks × {payload['iters']} "
+        f"runs per session; wall {payload['wall_s']} s. Ratios are medians of per-block paired ratios edgedeploy / "
+        "naive (< 1: edgedeploy faster). 'control': a second session of the naive file of the same runtime, paired "
+        "with the first the same way: its distance from 1.000 is the harness's own bias and noise for identical "
+        "graphs. Slow blocks: either side's block median > 1.3× its fastest block (pair / control).",
+        f"Ceiling: 2048³ fp32 GEMM (numpy.matmul, OpenBLAS, {payload['threads']} thread(s)), same clock, "
+        f"{len(gemms)} products before / after each model: median **{ceil:.1f} GMAC/s** (min {min(gemms):.1f}, "
+        f"max {max(gemms):.1f}). GMAC/s = the un-lowered model's MACs (conv + linear + matmul, "
+        "`edgedeploy.zoo.count_macs`) ÷ median time; (%) = share of the ceiling.",
     ]
-    for r in payload["models"]:
-        med = r["median_ms"]
-        p = r["pairs"]
-
-        def cell(k: str, med: dict[str, float] = med) -> str:
-            return f"{med[k]:.2f}" if k in med else "–"
-
-        def ratio(rt: str, p: dict[str, Any] = p) -> str:
-            return f"{p[rt]['median_paired_ratio']:.3f}" if rt in p else "–"
-
-        slow = " / ".join(str(p[rt]["slow_blocks"]) if rt in p else "–" for rt in ("onnxruntime", "MNN"))
-        b = r["best"]
-        best = (
-            f"{b['median_paired_ratio']:.3f} ({b['edgedeploy'].split()[1]} {b['median_b_ms']:.2f} vs "
-            f"{b['naive'].split()[1]} {b['median_a_ms']:.2f})"
-        )
-        lines.append(
-            f"| {r['model']} @{r['input_size']} | {cell('naive onnxruntime')} | {cell('edgedeploy onnxruntime')} | "
-            f"{ratio('onnxruntime')} | {ratio('control')} | {cell('naive MNN')} | {cell('edgedeploy MNN')} | "
-            f"{ratio('MNN')} | {best} | "
-            f"{slow} / {b['slow_blocks']} |"
-        )
+    for rt in payload["runtimes"]:
+        label = LABEL_OF[rt]
+        lines += [
+            "",
+            f"## {label}",
+            "",
+            "| model | GMACs | naive ms | edgedeploy ms | edgedeploy ÷ naive (paired) | wall-clock paired | "
+            "control (same file) | slow blocks pair / control | naive GMAC/s (% ceiling) | "
+            "edgedeploy GMAC/s (% ceiling) | naive path |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        ]
+        for r in payload["models"]:
+            med, n = r["median_ms"], r["naive"].get(rt, {})
+            a, b = f"naive {label}", f"edgedeploy {label}"
+            p, wp, c = r["pairs"].get(rt), r["wall_pairs"].get(rt), r["controls"].get(rt)
+            lines.append(
+                f"| {r['model']} @{r['input_size']} | {r['macs'] / 1e9:.2f} | "
+                f"{f'{med[a]:.2f}' if a in med else '–'} | {f'{med[b]:.2f}' if b in med else '–'} | "
+                f"{_ratio(p)} | {_ratio(wp)} | {_ratio(c)} | "
+                f"{p['slow_blocks'] if p else '–'} / {c['slow_blocks'] if c else '–'} of {payload['blocks']} | "
+                f"{_eff(r, a, ceil)} | {_eff(r, b, ceil)} | {_naive_why(n)} |"
+            )
+    if len(payload["runtimes"]) > 1:
+        lines += ["", "## Best edgedeploy artifact vs best naive one (paired)", ""]
+        lines += ["| model | best naive | best edgedeploy | paired ratio | slow blocks |", "|---|---|---|---:|---:|"]
+        for r in payload["models"]:
+            b = r.get("best")
+            if b:
+                lines.append(
+                    f"| {r['model']} | {b['naive']} {b['median_a_ms']:.2f} ms | {b['edgedeploy']} "
+                    f"{b['median_b_ms']:.2f} ms | {b['median_paired_ratio']:.3f} | {b['slow_blocks']} |"
+                )
     lines += ["", "## What each side ran", ""]
     for r in payload["models"]:
-        n = r["naive"]
-        lines.append(
-            f"- **{r['model']}** naive: ONNX opset {n.get('onnx_opset')} ({n.get('onnx_nodes')} nodes after onnxsim), "
-            f"ORT max abs vs torch {n.get('onnxruntime_max_abs_error_vs_torch', float('nan')):.1e}, "
-            + (
-                f"MNN max abs {n['mnn_max_abs_error_vs_torch']:.1e}"
-                if "mnn_max_abs_error_vs_torch" in n
-                else f"MNN failed: {n.get('mnn_error')}"
-            )
-        )
+        lines.append(f"- **{r['model']}**")
+        for rt in payload["runtimes"]:
+            n = r["naive"].get(rt, {})
+            lines.append(f"  - naive {LABEL_OF[rt]}: {_naive_why(n)}"
+                         + (f"; converted in {n['convert_s']} s" if "convert_s" in n else ""))  # fmt: skip
         for fmt, e in r["edgedeploy"].items():
             lines.append(
                 f"  - edgedeploy {fmt}: {e['exporter']}; opset {e['opset']}; {e['op_census_total']} ops; "
@@ -301,39 +499,65 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _versions(runtimes: list[str]) -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {"torch": torch.__version__, "numpy": np.__version__}
+    for rt in runtimes:
+        out[rt] = get_runtime(rt).version()
+    pkgs = {"onnxruntime": ("onnxsim",), "mnn": ("onnxsim",), "litert": ("litert-torch",), "ncnn": ("pnnx",)}
+    for rt in runtimes:
+        for pkg in pkgs[rt]:
+            try:
+                out[pkg] = version(pkg)
+            except Exception:  # noqa: BLE001 - a missing distribution is reported, not fatal
+                out[pkg] = "?"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=DEFAULT_MODELS)
+    ap.add_argument("--runtimes", default="onnxruntime,mnn", help=f"comma list of {', '.join(RUNTIMES)}")
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="naive_vs_edgedeploy")
     ap.add_argument("--label", default="", help="free text for the results title (e.g. 'before')")
+    ap.add_argument("--conditions", default="", help="free text on the run's conditions (load, shared cores)")
+    ap.add_argument("--cache-dir", default="", help="keep naive artifacts here; edgedeploy's from its export cache")
+    ap.add_argument("--gemm-reps", type=int, default=3, help="2048³ GEMM timings before and after every model")
     ap.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: perf_counter latency; cpu: process CPU time per inference (use with --threads 1 on a busy host)",
     )  # fmt: skip
     args = ap.parse_args()
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime
-
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise SystemExit(f"unknown runtime(s) {', '.join(unknown)}: use {', '.join(RUNTIMES)}")
     torch.set_num_threads(args.threads)
     started = time.time()
     payload: dict[str, Any] = {
         "label": args.label or args.name,
+        "runtimes": runtimes,
         "threads": args.threads,
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "clock": args.clock,
         "blocks": args.blocks,
         "iters": args.iters,
+        "conditions": args.conditions,
         "cpu_flags": cpu_flags(),
+        "affinity": sorted(os.sched_getaffinity(0)),
         "load_before": list(os.getloadavg()),
         "machine": machine_description(),
-        "versions": {"torch": torch.__version__, "ort": onnxruntime.__version__, "mnn": import_mnn().version()},
+        "versions": _versions(runtimes),
         "models": [],
     }
     with tempfile.TemporaryDirectory(prefix="edgedeploy-naive-") as tmp:
+        folder = Path(args.cache_dir) if args.cache_dir else Path(tmp)
         for model in args.models.split(","):
-            payload["models"].append(run_model(model, args, Path(tmp)))
+            payload["models"].append(run_model(model, args, folder, runtimes))
             payload["load_after"] = list(os.getloadavg())
             payload["wall_s"] = round(time.time() - started, 1)
             write_results(args.name, payload, markdown(payload))  # after every model: a killed run keeps its results

@@ -1,0 +1,243 @@
+"""Full-integer int8 vs fp32 per runtime (onnxruntime, MNN, LiteRT): speed ratio, top-1 agreement, GMAC/s.
+
+Run: ``python benchmarks/int8_per_runtime.py [--models edgeformer_s,mobilevit_s] [--runtimes onnxruntime,mnn,litert]
+[--blocks 8] [--iters 6] [--threads 1] [--clock cpu|wall] [--gemm-reps 2] [--name int8_per_runtime]``.
+Writes ``benchmarks/results/<name>.json`` (raw samples on both clocks, per-input agreement) and ``<name>.md``.
+
+Artifacts: the toolkit's own exports through the public API, ``edgedeploy.export(model, fmt, cache=True)`` at fp32
+and ``precision="int8"`` (full integer, the default calibration set of :mod:`edgedeploy.export.calibration`: 16
+views of the embedded photo), parity-checked; a failed parity aborts the run. int8 per format
+(:mod:`edgedeploy.export.quantize`): onnxruntime QDQ (``quantize_static``), MNN's compiled quantizer (EMA), LiteRT
+ai-edge-quantizer ``static_wi8_ai8`` run by the XNNPACK delegate (its QS8 kernels where the ops are int8). ncnn and
+CoreML have no int8 export in edgedeploy (``registry.py``: ncnn is fp32 / fp16; CoreML cannot run on Linux).
+
+Agreement set: ``int8_speedup.agreement_set`` (200 or more inputs; none equals a calibration image, checked by
+sha256). Reported: top-1 agreement of int8 with fp32 of the same runtime and with PyTorch fp32; cosine similarity
+of the logits (min, median).
+
+Latency: per model and runtime the fp32 and int8 sessions (``edgedeploy.runtimes``, the sessions
+``edgedeploy bench`` uses) are loaded in this process and timed in interleaved blocks (order reversed every other
+block), recording process CPU time and wall time per inference; speed ratio = median of per-block paired ratios
+fp32 / int8 (> 1: int8 faster); slow blocks counted. The 2048³ fp32 GEMM (numpy / OpenBLAS, ``threads`` threads)
+is timed before and after each model on the same clocks: its median GMAC/s is the ceiling; GMAC/s per artifact =
+the un-lowered module's MACs (``edgedeploy.zoo.count_macs``) ÷ median time (for int8 these are int8 MACs, compared
+with the fp32 ceiling: a share above 100 % is possible and means the int8 kernels beat fp32 GEMM throughput).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _threads_from_argv(argv: list[str]) -> str:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))  # read when numpy is imported
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import (  # noqa: E402
+    cpu_flags,
+    dual_interleaved,
+    gemm_ceiling,
+    load_note,
+    machine_description,
+    summarize_pair,
+    write_results,
+)
+from int8_speedup import _cos, agreement_set  # noqa: E402
+
+import edgedeploy  # noqa: E402
+from edgedeploy.cards import get_card  # noqa: E402
+from edgedeploy.runtimes.base import get_runtime  # noqa: E402
+from edgedeploy.zoo import build_model, count_macs  # noqa: E402
+
+FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn", "litert": "tflite"}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def run_runtime(
+    model: str, runtime: str, inputs: list[np.ndarray], ref: list[np.ndarray], names: list[str], args: Any
+) -> dict[str, Any]:
+    """One model on one runtime: export fp32 + int8 (cached), agreement on ``inputs``, interleaved timing."""
+    fmt = FORMAT_OF[runtime]
+    rt = get_runtime(runtime)
+    entry: dict[str, Any] = {}
+    sessions = {}
+    for precision in ("fp32", "int8"):
+        t0 = time.perf_counter()
+        try:
+            outcome = edgedeploy.export(model, fmt, precision=precision, cache=True)
+        except Exception as e:  # noqa: BLE001 - an export that fails is a result
+            entry["error"] = f"{precision} export failed: {type(e).__name__}: {_first_line(e)}"
+            return entry
+        if not outcome.parity.passed:  # a wrong artifact is a result, never timed
+            entry["error"] = f"{precision} artifact failed parity ({outcome.parity.status}): not timed"
+            return entry
+        m = outcome.manifest
+        sessions[precision] = rt.load(outcome.artifact, args.threads)
+        entry[precision] = {
+            "artifact": str(outcome.artifact),
+            "artifact_bytes": m.size_bytes,
+            "exporter": m.exporter,
+            "export_s": round(time.perf_counter() - t0, 1),
+            "quantization": getattr(m, "quantization", None),
+            "op_census": m.op_census,
+            "settings": getattr(sessions[precision], "settings", {}),
+        }
+    outs = {p: [s.run(x).reshape(r.shape) for x, r in zip(inputs, ref, strict=True)] for p, s in sessions.items()}
+    top1 = {p: [int(o.argmax()) for o in v] for p, v in outs.items()}
+    top1_torch = [int(r.argmax()) for r in ref]
+    agree = [a == b for a, b in zip(top1["fp32"], top1["int8"], strict=True)]
+    cos = [_cos(a, b) for a, b in zip(outs["fp32"], outs["int8"], strict=True)]
+    entry["agreement"] = {
+        "inputs": len(inputs),
+        "top1_int8_vs_fp32": float(np.mean(agree)),
+        "top1_int8_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["int8"], strict=True)])),
+        "top1_fp32_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["fp32"], strict=True)])),
+        "disagreeing_inputs": [n for n, ok in zip(names, agree, strict=True) if not ok],
+        "cosine_min": float(np.min(cos)),
+        "cosine_median": float(np.median(cos)),
+        "distinct_fp32_classes": len(set(top1["fp32"])),
+    }
+    x = inputs[0]
+    cpu, wall = dual_interleaved({p: s.prepare(x) for p, s in sessions.items()}, args.blocks, args.iters)
+    samples = cpu if args.clock == "cpu" else wall
+    pair = summarize_pair(samples["int8"], samples["fp32"])  # b / a = fp32 / int8 = speed ratio
+    wpair = summarize_pair(wall["int8"], wall["fp32"])
+    entry["timing"] = {
+        "samples_ms": cpu,
+        "wall_samples_ms": wall,
+        **pair,
+        "speedup_paired": pair["median_paired_ratio"],
+        "wall_speedup_paired": wpair["median_paired_ratio"],
+    }
+    return entry
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="edgeformer_s,mobilevit_s")
+    ap.add_argument("--runtimes", default="onnxruntime,mnn,litert")
+    ap.add_argument("--blocks", type=int, default=8)
+    ap.add_argument("--iters", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap.add_argument("--gemm-reps", type=int, default=2)
+    ap.add_argument("--conditions", default="")
+    ap.add_argument("--name", default="int8_per_runtime")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+    payload: dict[str, Any] = {
+        "threads": args.threads, "clock": args.clock, "blocks": args.blocks, "iters": args.iters,
+        "conditions": args.conditions, "cpu_flags": cpu_flags(), "affinity": sorted(os.sched_getaffinity(0)),
+        "load_before": list(os.getloadavg()), "machine": machine_description(),
+        "versions": {rt: get_runtime(rt).version() for rt in args.runtimes.split(",")}, "models": {},
+    }  # fmt: skip
+    for model in args.models.split(","):
+        card = get_card(model)
+        size = card.input_size
+        inputs, names = agreement_set(size)
+        module = build_model(card, size).eval()
+        with torch.no_grad():
+            ref = [module(torch.from_numpy(x)).numpy() for x in inputs]
+        res: dict[str, Any] = {
+            "input_size": size, "macs": count_macs(module, size).total, "agreement_inputs": len(inputs),
+            "agreement_input_names": names, "gemm": gemm_ceiling(args.gemm_reps), "runtimes": {},
+        }  # fmt: skip
+        payload["models"][model] = res
+        print(f"== {model}: {len(inputs)} agreement inputs (disjoint from the 16 calibration views)", flush=True)
+        for runtime in args.runtimes.split(","):
+            e = run_runtime(model, runtime, inputs, ref, names, args)
+            res["runtimes"][runtime] = e
+            if "timing" in e:
+                t, a = e["timing"], e["agreement"]
+                print(f"   {runtime}: fp32/int8 {t['speedup_paired']:.3f} (fp32 {t['median_b_ms']:.2f} ms, int8 "
+                      f"{t['median_a_ms']:.2f} ms, slow {t['slow_blocks']}); top-1 {a['top1_int8_vs_fp32']:.3f}",
+                      flush=True)  # fmt: skip
+            else:
+                print(f"   {runtime}: {e.get('error')}", flush=True)
+            payload["load_after"] = list(os.getloadavg())
+            payload["wall_s"] = round(time.time() - started, 1)
+            write_results(args.name, payload, markdown(payload))  # after every runtime: a killed run keeps results
+        res["gemm"] += gemm_ceiling(args.gemm_reps)
+    payload["load_after"] = list(os.getloadavg())
+    payload["wall_s"] = round(time.time() - started, 1)
+    write_results(args.name, payload, markdown(payload))
+    print(markdown(payload))
+
+
+def markdown(p: dict[str, Any]) -> str:
+    m = p["machine"]
+    key = "gmacs_cpu" if p["clock"] == "cpu" else "gmacs_wall"
+    gemms = [g[key] for r in p["models"].values() for g in r["gemm"]]
+    ceil = float(np.median(gemms))
+    clock = "process CPU time per inference" if p["clock"] == "cpu" else "wall (latency)"
+    lines = [
+        "# int8 vs fp32 per runtime",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cores']} logical cores, flags {' '.join(p['cpu_flags'])}; {m['platform']}, "
+        f"Python {m['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+        + f"; edgedeploy commit {str(m.get('package_commit') or '?')[:10]}; {m['date']}. "
+        f"Load average before {'/'.join(f'{v:.2f}' for v in p['load_before'])}, after "
+        f"{'/'.join(f'{v:.2f}' for v in p.get('load_after', p['load_before']))}: "
+        f"{load_note(p['load_before'][0], p.get('load_after', p['load_before'])[0], m['cores'])}. "
+        + (f"{p['conditions']} " if p.get("conditions") else "")
+        + f"Clock: {clock}; {p['threads']} thread(s), {p['blocks']} interleaved blocks × {p['iters']} runs per "
+        f"session; wall {p.get('wall_s', '?')} s.",
+        f"Speed ratio = median of per-block paired ratios fp32 / int8 (> 1: int8 faster); 'wall' = the same on the "
+        f"wall clock. Ceiling: 2048³ fp32 GEMM (numpy.matmul, OpenBLAS, {p['threads']} thread(s)), {len(gemms)} "
+        f"products, median **{ceil:.1f} GMAC/s** (min {min(gemms):.1f}, max {max(gemms):.1f}); GMAC/s = the "
+        "un-lowered model's MACs ÷ median time, (%) of that ceiling. Agreement on inputs disjoint from the "
+        "calibration set (`int8_speedup.agreement_set`).",
+        "",
+        "| model | runtime | fp32 ms | int8 ms | fp32 ÷ int8 (paired) | wall paired | slow blocks | top-1 int8 vs fp32 "
+        "| top-1 int8 vs torch | cosine min / median | fp32 GMAC/s (%) | int8 GMAC/s (%) | int8 method |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for model, r in p["models"].items():
+        for rt, e in r["runtimes"].items():
+            if "timing" not in e:
+                lines.append(f"| {model} @{r['input_size']} | {rt} | – | – | – | – | – | – | – | – | – | – | "
+                             f"{e.get('error')} |")  # fmt: skip
+                continue
+            t, a = e["timing"], e["agreement"]
+            q = (e["int8"].get("quantization") or {}).get("method", "?")
+
+            def eff(ms: float, r: dict[str, Any] = r) -> str:
+                g = r["macs"] / (ms * 1e-3) / 1e9
+                return f"{g:.1f} ({100 * g / ceil:.0f} %)"
+
+            lines.append(
+                f"| {model} @{r['input_size']} | {rt} | {t['median_b_ms']:.2f} | {t['median_a_ms']:.2f} | "
+                f"**{t['speedup_paired']:.3f}** | {t['wall_speedup_paired']:.3f} | {t['slow_blocks']} of "
+                f"{t['blocks']} | {a['top1_int8_vs_fp32']:.3f} ({a['inputs']}) | {a['top1_int8_vs_torch']:.3f} | "
+                f"{a['cosine_min']:.4f} / {a['cosine_median']:.4f} | {eff(t['median_b_ms'])} | "
+                f"{eff(t['median_a_ms'])} | {q} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
