@@ -308,22 +308,29 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: numeric options: (flag, type, default, help); the defaults are the issue's counts and the CLI's `ab` rule
+NUMERIC_OPTIONS: tuple[tuple[str, type, float, str], ...] = (
+    ("--aa", int, 200, "A/A trials, small model"),
+    ("--per-slowdown", int, 100, "trials per slowdown, small model"),
+    ("--edgeformer-aa", int, 200, ""),
+    ("--edgeformer-per-slowdown", int, 100, ""),
+    ("--edgeformer-size", int, 256, ""),
+    ("--small-size", int, 128, "ABNet input side (~5 ms at 1 thread here)"),
+    ("--threads", int, 1, ""),
+    ("--threshold", float, 3.0, ""),
+    ("--confidence", float, 0.99, ""),
+    ("--block-ms", float, 100.0, ""),
+    ("--max-seconds", float, 60.0, ""),
+    ("--iterations", int, 100, ""),
+    ("--warmup", int, 10, ""),
+    ("--probe-blocks", int, 20, ""),
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--aa", type=int, default=200, help="A/A trials, small model")
-    ap.add_argument("--per-slowdown", type=int, default=100, help="trials per slowdown, small model")
-    ap.add_argument("--edgeformer-aa", type=int, default=200)
-    ap.add_argument("--edgeformer-per-slowdown", type=int, default=100)
-    ap.add_argument("--edgeformer-size", type=int, default=256)
-    ap.add_argument("--small-size", type=int, default=128, help="ABNet input side (~5 ms at 1 thread here)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--threshold", type=float, default=3.0)
-    ap.add_argument("--confidence", type=float, default=0.99)
-    ap.add_argument("--block-ms", type=float, default=100.0)
-    ap.add_argument("--max-seconds", type=float, default=60.0)
-    ap.add_argument("--iterations", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--probe-blocks", type=int, default=20)
+    for flag, kind, default, text in NUMERIC_OPTIONS:
+        ap.add_argument(flag, type=kind, default=default, help=text or None)
     ap.add_argument("--no-compare", action="store_true")
     ap.add_argument("--skip-edgeformer", action="store_true")
     ap.add_argument("--seed", type=int, default=0)

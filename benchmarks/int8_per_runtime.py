@@ -29,29 +29,22 @@ from __future__ import annotations
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _threads import threads_from_argv
 
-def _threads_from_argv(argv: list[str]) -> str:
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
-
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))  # read when numpy is imported
+os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_from_argv(sys.argv, "1"))  # read when numpy is imported
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
+from _common import (
     cpu_flags,
     dual_interleaved,
     gemm_ceiling,
@@ -60,12 +53,12 @@ from _common import (  # noqa: E402
     summarize_pair,
     write_results,
 )
-from int8_speedup import _cos, agreement_set  # noqa: E402
+from int8_speedup import agreement, agreement_set, int8_cells
 
-import edgedeploy  # noqa: E402
-from edgedeploy.cards import get_card  # noqa: E402
-from edgedeploy.runtimes.base import get_runtime  # noqa: E402
-from edgedeploy.zoo import build_model, count_macs  # noqa: E402
+import edgedeploy
+from edgedeploy.cards import get_card
+from edgedeploy.runtimes.base import get_runtime
+from edgedeploy.zoo import build_model, count_macs
 
 FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn", "litert": "tflite"}
 
@@ -105,20 +98,7 @@ def run_runtime(
             "settings": getattr(sessions[precision], "settings", {}),
         }
     outs = {p: [s.run(x).reshape(r.shape) for x, r in zip(inputs, ref, strict=True)] for p, s in sessions.items()}
-    top1 = {p: [int(o.argmax()) for o in v] for p, v in outs.items()}
-    top1_torch = [int(r.argmax()) for r in ref]
-    agree = [a == b for a, b in zip(top1["fp32"], top1["int8"], strict=True)]
-    cos = [_cos(a, b) for a, b in zip(outs["fp32"], outs["int8"], strict=True)]
-    entry["agreement"] = {
-        "inputs": len(inputs),
-        "top1_int8_vs_fp32": float(np.mean(agree)),
-        "top1_int8_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["int8"], strict=True)])),
-        "top1_fp32_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["fp32"], strict=True)])),
-        "disagreeing_inputs": [n for n, ok in zip(names, agree, strict=True) if not ok],
-        "cosine_min": float(np.min(cos)),
-        "cosine_median": float(np.median(cos)),
-        "distinct_fp32_classes": len(set(top1["fp32"])),
-    }
+    entry["agreement"] = {"inputs": len(inputs), **agreement(outs, ref, names)}
     x = inputs[0]
     cpu, wall = dual_interleaved({p: s.prepare(x) for p, s in sessions.items()}, args.blocks, args.iters)
     samples = cpu if args.clock == "cpu" else wall
@@ -222,19 +202,17 @@ def markdown(p: dict[str, Any]) -> str:
                 lines.append(f"| {model} @{r['input_size']} | {rt} | – | – | – | – | – | – | – | – | – | – | "
                              f"{e.get('error')} |")  # fmt: skip
                 continue
-            t, a = e["timing"], e["agreement"]
-            q = (e["int8"].get("quantization") or {}).get("method", "?")
+            t, c = e["timing"], int8_cells(e)
 
             def eff(ms: float, r: dict[str, Any] = r) -> str:
                 g = r["macs"] / (ms * 1e-3) / 1e9
                 return f"{g:.1f} ({100 * g / ceil:.0f} %)"
 
             lines.append(
-                f"| {model} @{r['input_size']} | {rt} | {t['median_b_ms']:.2f} | {t['median_a_ms']:.2f} | "
-                f"**{t['speedup_paired']:.3f}** | {t['wall_speedup_paired']:.3f} | {t['slow_blocks']} of "
-                f"{t['blocks']} | {a['top1_int8_vs_fp32']:.3f} ({a['inputs']}) | {a['top1_int8_vs_torch']:.3f} | "
-                f"{a['cosine_min']:.4f} / {a['cosine_median']:.4f} | {eff(t['median_b_ms'])} | "
-                f"{eff(t['median_a_ms'])} | {q} |"
+                f"| {model} @{r['input_size']} | {rt} | {c['fp32_ms']} | {c['int8_ms']} | **{c['ratio']}** | "
+                f"{t['wall_speedup_paired']:.3f} | {c['slow']} | {c['top1']} ({e['agreement']['inputs']}) | "
+                f"{c['top1_torch']} | {c['cosine']} | {eff(t['median_b_ms'])} | {eff(t['median_a_ms'])} | "
+                f"{c['method']} |"
             )
     return "\n".join(lines) + "\n"
 

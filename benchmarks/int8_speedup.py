@@ -125,6 +125,27 @@ def agreement_set(size: int, photo_views: int = 160, per_other: int = 8, seed: i
     return arrays, names
 
 
+def agreement(outs: dict[str, list[np.ndarray]], ref: list[np.ndarray], names: list[str]) -> dict[str, Any]:
+    """Top-1 agreement (int8 vs fp32, each vs torch) and output cosines over the agreement inputs.
+
+    ``outs`` maps ``"fp32"`` / ``"int8"`` to one logits array per input, ``ref`` the PyTorch logits, ``names`` the
+    inputs' names (listed where int8 and fp32 disagree).
+    """
+    top1 = {p: [int(o.argmax()) for o in v] for p, v in outs.items()}
+    top1_torch = [int(r.argmax()) for r in ref]
+    agree = [a == b for a, b in zip(top1["fp32"], top1["int8"], strict=True)]
+    cos = [_cos(a, b) for a, b in zip(outs["fp32"], outs["int8"], strict=True)]
+    return {
+        "top1_int8_vs_fp32": float(np.mean(agree)),
+        "top1_int8_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["int8"], strict=True)])),
+        "top1_fp32_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["fp32"], strict=True)])),
+        "disagreeing_inputs": [n for n, ok in zip(names, agree, strict=True) if not ok],
+        "cosine_min": float(np.min(cos)),
+        "cosine_median": float(np.median(cos)),
+        "distinct_fp32_classes": len(set(top1["fp32"])),
+    }
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
@@ -176,20 +197,7 @@ def main() -> None:
             outs = {
                 p: [s.run(x).reshape(r.shape) for x, r in zip(inputs, ref, strict=True)] for p, s in sessions.items()
             }
-            top1 = {p: [int(o.argmax()) for o in v] for p, v in outs.items()}
-            top1_torch = [int(r.argmax()) for r in ref]
-            agree = [a == b for a, b in zip(top1["fp32"], top1["int8"], strict=True)]
-            agree_torch = [a == b for a, b in zip(top1_torch, top1["int8"], strict=True)]
-            cos = [_cos(a, b) for a, b in zip(outs["fp32"], outs["int8"], strict=True)]
-            entry["agreement"] = {
-                "top1_int8_vs_fp32": float(np.mean(agree)),
-                "top1_int8_vs_torch": float(np.mean(agree_torch)),
-                "top1_fp32_vs_torch": float(np.mean([a == b for a, b in zip(top1_torch, top1["fp32"], strict=True)])),
-                "disagreeing_inputs": [n for n, ok in zip(names, agree, strict=True) if not ok],
-                "cosine_min": float(np.min(cos)),
-                "cosine_median": float(np.median(cos)),
-                "distinct_fp32_classes": len(set(top1["fp32"])),
-            }
+            entry["agreement"] = agreement(outs, ref, names)
             x = inputs[0]
             samples = interleaved({p: s.prepare(x) for p, s in sessions.items()}, args.blocks, args.iters)
             pair = summarize_pair(samples["int8"], samples["fp32"])  # b / a = fp32 / int8 = speed-up
@@ -222,14 +230,27 @@ def markdown(p: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for rt, e in p["runtimes"].items():
-        t, a = e["timing"], e["agreement"]
-        q = (e["int8"].get("quantization") or {}).get("method", "?")
+        c = int8_cells(e)
         lines.append(
-            f"| {rt} | {t['median_b_ms']:.2f} | {t['median_a_ms']:.2f} | {t['speedup_paired']:.3f} | "
-            f"{t['slow_blocks']} of {t['blocks']} | {a['top1_int8_vs_fp32']:.3f} | {a['top1_int8_vs_torch']:.3f} | "
-            f"{a['cosine_min']:.4f} / {a['cosine_median']:.4f} | {q} |"
+            f"| {rt} | {c['fp32_ms']} | {c['int8_ms']} | {c['ratio']} | {c['slow']} | {c['top1']} | "
+            f"{c['top1_torch']} | {c['cosine']} | {c['method']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def int8_cells(entry: dict[str, Any]) -> dict[str, str]:
+    """The formatted table cells of one runtime's int8-vs-fp32 entry (times in ms, ratio fp32 / int8)."""
+    t, a = entry["timing"], entry["agreement"]
+    return {
+        "fp32_ms": f"{t['median_b_ms']:.2f}",
+        "int8_ms": f"{t['median_a_ms']:.2f}",
+        "ratio": f"{t['speedup_paired']:.3f}",
+        "slow": f"{t['slow_blocks']} of {t['blocks']}",
+        "top1": f"{a['top1_int8_vs_fp32']:.3f}",
+        "top1_torch": f"{a['top1_int8_vs_torch']:.3f}",
+        "cosine": f"{a['cosine_min']:.4f} / {a['cosine_median']:.4f}",
+        "method": (entry["int8"].get("quantization") or {}).get("method", "?"),
+    }
 
 
 if __name__ == "__main__":

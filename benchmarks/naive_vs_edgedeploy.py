@@ -49,33 +49,26 @@ import argparse
 import os
 import sys
 
-
-def _threads_from_argv(argv: list[str]) -> str:
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "2"
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _threads import threads_from_argv
 
 # OpenBLAS (numpy's matmul, the GEMM ceiling) reads its thread count at import
-os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads_from_argv(sys.argv))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_from_argv(sys.argv, "2"))
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before anything imports onnxruntime
 
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import (  # noqa: E402
+from _common import (
     cpu_flags,
     dual_interleaved,
     gemm_ceiling,
@@ -86,14 +79,14 @@ from _common import (  # noqa: E402
     write_results,
 )
 
-from edgedeploy._util import captured_fd_output  # noqa: E402
-from edgedeploy.cards import get_card  # noqa: E402
-from edgedeploy.data import real_image  # noqa: E402
-from edgedeploy.export.mnn import onnx_to_mnn  # noqa: E402
-from edgedeploy.export.pipeline import export_model  # noqa: E402
-from edgedeploy.runtimes.base import get_runtime  # noqa: E402
-from edgedeploy.runtimes.mnn_rt import import_mnn  # noqa: E402
-from edgedeploy.zoo import build_model, count_macs  # noqa: E402
+from edgedeploy._util import captured_fd_output
+from edgedeploy.cards import get_card
+from edgedeploy.data import real_image
+from edgedeploy.export.mnn import onnx_to_mnn
+from edgedeploy.export.pipeline import export_model
+from edgedeploy.runtimes.base import get_runtime
+from edgedeploy.runtimes.mnn_rt import import_mnn
+from edgedeploy.zoo import build_model, count_macs
 
 DEFAULT_MODELS = "edgeformer_s,mobilevit_s,emo_5m,edgevit_xs"
 #: runtime -> (edgedeploy format, label in session names and tables)
