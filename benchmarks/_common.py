@@ -220,3 +220,9 @@ def machine_markdown(m: dict[str, Any]) -> str:
         f"load average at start {m['loadavg_1_5_15'][0]:.2f}; {m['date']}; edgedeploy {m['edgedeploy']} "
         f"(commit {str(m.get('package_commit') or '?')[:10]}).\n"
     )
+
+
+def first_line(e: BaseException | str) -> str:
+    """The first non-blank line of an error (its type name when it has no message), at most 300 characters."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     cpu_flags,
     dual_interleaved,
+    first_line,
     gemm_ceiling,
     load_note,
     machine_description,
@@ -63,11 +64,6 @@ from edgedeploy.zoo import build_model, count_macs
 FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn", "litert": "tflite"}
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
-
-
 def run_runtime(
     model: str, runtime: str, inputs: list[np.ndarray], ref: list[np.ndarray], names: list[str], args: Any
 ) -> dict[str, Any]:
@@ -81,7 +77,7 @@ def run_runtime(
         try:
             outcome = edgedeploy.export(model, fmt, precision=precision, cache=True)
         except Exception as e:  # noqa: BLE001 - an export that fails is a result
-            entry["error"] = f"{precision} export failed: {type(e).__name__}: {_first_line(e)}"
+            entry["error"] = f"{precision} export failed: {type(e).__name__}: {first_line(e)}"
             return entry
         if not outcome.parity.passed:  # a wrong artifact is a result, never timed
             entry["error"] = f"{precision} artifact failed parity ({outcome.parity.status}): not timed"

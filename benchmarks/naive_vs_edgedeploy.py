@@ -71,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     cpu_flags,
     dual_interleaved,
+    first_line,
     gemm_ceiling,
     interleaved,
     load_note,
@@ -99,10 +100,6 @@ WRONG_ABS = 1e-2
 
 
 # ------------------------------------------------------------------------------------------------ naive path
-def _first_line(e: BaseException | str) -> str:
-    text = str(e).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
 
 
 def naive_onnx(module: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
@@ -241,7 +238,7 @@ def _naive_runtime(
         except Exception as e:
             names = ", ".join(f"{k} ×{len(v)}" for k, v in left.items())
             raise RuntimeError(
-                f"pnnx left ops ncnn has no layer for ({names}); ncnn: {_first_line(e)}" if left else _first_line(e)
+                f"pnnx left ops ncnn has no layer for ({names}); ncnn: {first_line(e)}" if left else first_line(e)
             ) from e
         out = sessions[0].run(xn).reshape(ref.shape)
         fns = [s.prepare(xn) for s in sessions]
@@ -272,7 +269,7 @@ def naive_sessions(
         try:
             (fn, again), info[runtime] = _naive_runtime(runtime, module, x, ref, folder, threads)
         except Exception as e:  # noqa: BLE001 - a naive path that fails is a result
-            info[runtime] = {"error": f"{type(e).__name__}: {_first_line(e)}"}
+            info[runtime] = {"error": f"{type(e).__name__}: {first_line(e)}"}
             print(f"   naive {label} failed: {info[runtime]['error']}", flush=True)
             continue
         fns[f"naive {label}"] = fn
