@@ -339,8 +339,9 @@ def render_md(doc: dict[str, Any]) -> str:
         "`python benchmarks/corpus.py --commit` (public API, parity on with the default gates, one child process "
         "and one thread per case). Architectures are built with random weights (seed 0).",
         "",
-        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; python {m.get('python', '?')}; "
-        f"torch {m.get('torch', '?')}; date {m.get('date', '?')}; load {m.get('loadavg_1_5_15', '?')}."
+        f"Machine: {m.get('cpu_model', '?')} ({m.get('machine', '?')}), {m.get('cores', '?')} cores (affinity "
+        f"{m.get('affinity', '?')}); python {m.get('python', '?')}; edgedeploy {m.get('edgedeploy', '?')} at "
+        f"{str(m.get('git_commit', '?'))[:10]}; started {m.get('date', '?')}; load {m.get('loadavg_1_5_15', '?')}."
         + ("" if doc["complete"] else " **Incomplete run** (some cases have no record yet)."),
         "",
         f"**{s['pairs_passed']} of {s['pairs_applicable']} applicable (case × format) pairs pass with parity "
@@ -430,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=CASE_TIMEOUT_S, help="per-case timeout, s")
     ap.add_argument("--fresh", action="store_true", help="rerun cases that already have a record")
     ap.add_argument("--list", action="store_true", help="print the case names and exit")
+    ap.add_argument("--report-only", action="store_true", help="write the tables from --out's records; run nothing")
     ap.add_argument("--watch-pid", type=int, help="exit (killing the children) when this process is gone")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -448,8 +450,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown case(s): {', '.join(unknown)} (see --list)")
     out = args.out or Path(tempfile.mkdtemp(prefix="edgedeploy-corpus-"))
-    print(f"corpus: {len(names)} cases into {out}", flush=True)
-    doc = run_corpus([CASE_BY_NAME[n] for n in names], out, args.jobs, args.timeout, args.fresh)
+    if args.report_only:
+        if not args.out:
+            ap.error("--report-only needs --out (the folder of a run)")
+        sys.path.insert(0, str(ROOT))
+        from benchmarks._common import machine_description
+
+        recs = [r for r in load_records(out) if r["case"] in set(names)]
+        prev = out / "corpus.json"  # the run's machine description (taken at its start), when there is one
+        machine = json.loads(prev.read_text())["machine"] if prev.is_file() else machine_description()
+        doc = write_tables(out, recs, machine, complete=len(recs) == len(names))
+    else:
+        print(f"corpus: {len(names)} cases into {out}", flush=True)
+        doc = run_corpus([CASE_BY_NAME[n] for n in names], out, args.jobs, args.timeout, args.fresh)
     if args.commit:
         _write_json(RESULTS / "corpus.json", doc)
         (RESULTS / "corpus.md").write_text(render_md(doc))
