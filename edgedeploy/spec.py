@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edgedeploy.compat import ensure_torchvision
 from edgedeploy.errors import ArtifactError, ConfigError, UserCodeError
 from edgedeploy.usercode import check_name, user_code
 
@@ -350,6 +351,7 @@ def callable_factory(spec: str, kwargs: dict[str, Any] | None = None, where: str
     if not m:
         raise ConfigError(f"{what}: {spec!r} is not file.py:callable or package.module:callable")
     target, attr = m.group("target"), m.group("attr")
+    ensure_torchvision()  # a user's `import timm` / `import torchvision` works beside the pinned CPU torch
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():

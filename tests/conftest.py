@@ -42,3 +42,23 @@ def private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def spine_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder for artifacts exported once per test session."""
     return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The corpus tests run last; when any is selected, the corpus starts now in the background (corpus_bg)."""
+    corpus = [it for it in items if it.nodeid.startswith("tests/test_corpus.py")]
+    if not corpus or config.option.collectonly:
+        return
+    items[:] = [it for it in items if it not in corpus] + corpus
+    if any(it.get_closest_marker("corpus") for it in corpus):
+        from tests import corpus_bg
+
+        corpus_bg.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop a background corpus run that is still going (end of session, Ctrl-C, SIGTERM)."""
+    mod = sys.modules.get("tests.corpus_bg")
+    if mod is not None:
+        mod.stop()

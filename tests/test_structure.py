@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "edgedeploy._version": 1,
     "edgedeploy.signals": 1,
     "edgedeploy.registry": 1,
+    "edgedeploy.compat": 1,  # torch-family packages beside the pinned CPU torch (import_torchvision)
     "edgedeploy.usercode": 1,  # runs a user's callable / module: its failures become one-line UserCodeErrors
     "edgedeploy.outpaths": 1,  # output-path checks before any work (OutputError)
     # 2: records
