@@ -296,59 +296,66 @@ def high_rank_to_4d(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list
     return records, notes
 
 
-def _slice_step(idx: Any) -> tuple[int, slice] | None:
-    """``(dim, slice)`` of the one stepped slice in a getitem index of full slices and one ``a:b:s`` (s > 1)."""
+def _stepped_slices(idx: Any) -> list[tuple[int, slice]] | None:
+    """``[(dim, slice), ...]`` of the stepped slices (``a:b:s``, s > 1) in a getitem index of slices only, when the
+    other slices are full (``:``); None when the index holds anything else or no step."""
     items = idx if isinstance(idx, tuple) else (idx,)
-    found = None
+    found = []
     for d, s in enumerate(items):
         if not isinstance(s, slice):
             return None
         if s.step not in (None, 1):
-            if found is not None or not isinstance(s.step, int) or s.step < 1:
+            if not isinstance(s.step, int) or s.step < 1:
                 return None
             if not all(isinstance(v, int) or v is None for v in (s.start, s.stop)):
                 return None
-            found = (d, s)
+            found.append((d, s))
         elif s.start is not None or s.stop is not None:
             return None
-    return found
+    return found or None
+
+
+def _strided(b: _Builder, x: fx.Node, dim: int, s: slice) -> tuple[fx.Node, str]:
+    """``x`` sliced ``a:b:step`` along ``dim`` with contiguous slices and reshapes only; returns (node, form)."""
+    shape = list(b.rec.shapes[x])
+    start, stop, step = s.indices(shape[dim])
+    count = len(range(start, stop, step))
+    pre, post = math.prod(shape[:dim]), math.prod(shape[dim + 1 :])
+    whole = count if start + step * count <= shape[dim] else count - 1  # strided rows that fit in full
+    parts = []
+    if whole:
+        span = b.narrow(x, dim, start, step * whole)
+        rows = b.narrow(b.reshape(span, (pre, whole, step, post)), 2, 0, 1)
+        parts.append(b.reshape(rows, shape[:dim] + [whole] + shape[dim + 1 :]))
+    if whole < count:
+        parts.append(b.narrow(x, dim, start + step * whole, 1))
+    form = "contiguous slice + reshape + slice" + (" + concat" if len(parts) > 1 else "")
+    return (parts[0] if len(parts) == 1 else b.cat(parts, dim)), form
 
 
 def strided_slice(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[PassRecord], list[str]]:
-    """Rewrite ``x[..., a:b:s, ...]`` (step > 1, one axis) of ``gm`` as a contiguous slice + reshapes."""
+    """Rewrite ``x[..., a:b:s, ...]`` (step > 1 on one or more axes) of ``gm`` as contiguous slices + reshapes."""
     records: list[PassRecord] = []
     graph = gm.graph
     for n in list(graph.nodes):
         if not (n.op == "call_function" and n.target is operator.getitem and isinstance(n.args[0], fx.Node)):
             continue
         x = n.args[0]
-        found = _slice_step(n.args[1])
-        if found is None or x not in rec.shapes or n not in rec.shapes:
+        found = _stepped_slices(n.args[1])
+        if found is None or x not in rec.shapes or n not in rec.shapes or len(rec.shapes[x]) > 4:
             continue
-        dim, s = found
-        shape = list(rec.shapes[x])
-        if len(shape) > 4:
-            continue
-        start, stop, step = s.indices(shape[dim])
-        count = rec.shapes[n][dim]
-        if count == 0:
+        if 0 in rec.shapes[n]:
             continue
         b = _Builder(graph, rec, n)
-        pre, post = math.prod(shape[:dim]), math.prod(shape[dim + 1 :])
-        whole = count if start + step * count <= shape[dim] else count - 1  # strided rows that fit in full
-        parts = []
-        if whole:
-            span = b.narrow(x, dim, start, step * whole)
-            rows = b.narrow(b.reshape(span, (pre, whole, step, post)), 2, 0, 1)
-            parts.append(b.reshape(rows, shape[:dim] + [whole] + shape[dim + 1 :]))
-        if whole < count:
-            parts.append(b.narrow(x, dim, start + step * whole, 1))
-        out = parts[0] if len(parts) == 1 else b.cat(parts, dim)
+        out, was, form = x, [], ""
+        for dim, s in found:
+            start, stop, step = s.indices(rec.shapes[x][dim])
+            out, form = _strided(b, out, dim, s)
+            was.append(f"dim {dim} {start}:{stop}:{step}")
         n.replace_all_uses_with(out)
         records.append(
-            PassRecord("strided_slice", unit, n.name, f"slice(dim {dim}, {start}:{stop}:{step})",
-                       "contiguous slice + reshape + slice" + (" + concat" if len(parts) > 1 else ""), list(shape))
-        )  # fmt: skip
+            PassRecord("strided_slice", unit, n.name, f"slice({', '.join(was)})", form, list(rec.shapes[x]))
+        )
     if records:
         graph.eliminate_dead_code()
     return records, []
