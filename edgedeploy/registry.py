@@ -72,6 +72,9 @@ class FormatSpec:
     directory: bool = False
     opsets: tuple[int, int] | None = None
     options: tuple[str, ...] = ()
+    #: torch.fx pattern lowerings the converter needs (names in :data:`edgedeploy.export.fx_patterns.PATTERN_PASSES`,
+    #: run in this order after the generic passes); a converter that takes the original ops lists none
+    graph_passes: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -387,7 +390,9 @@ for _spec in (
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
                side_suffixes=(".bin",), side_required=True,
-               description="ncnn .param + .bin pair with pnnx from TorchScript"),
+               description="ncnn .param + .bin pair with pnnx from TorchScript",
+               # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2"
+               graph_passes=("high_rank_to_4d", "strided_slice")),
 ):  # fmt: skip
     register_format(_spec)
 

@@ -205,3 +205,74 @@ def _static_ancestry(node: fx.Node, dep: dict[fx.Node, str]) -> tuple[set[str], 
         ops.add(_name_of(n).rsplit(".", 1)[-1])
         stack.extend(a for a in n.all_input_nodes if dep.get(a) == _STATIC or a.op == "get_attr")
     return ops, sorted(attrs)
+
+
+class _ConcreteProxy(fx.Proxy):
+    """A proxy that also holds the node's concrete value at the recorded arguments: shape queries (``x.shape``,
+    ``x.ndim``, ``x.size()``, ``x.dim()``, ``len(x)``) give Python values, so shape-dependent control flow traces
+    (for that one input shape); control flow on tensor *values* still fails, as in plain fx."""
+
+    value: Any = None
+
+    def __getattr__(self, k: str) -> Any:
+        if k in ("shape", "ndim", "dtype", "device", "is_cuda", "layout") and isinstance(self.value, torch.Tensor):
+            return getattr(self.value, k)
+        return super().__getattr__(k)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self) -> Any:
+        return iter([self[i] for i in range(len(self.value))])
+
+
+class _ConcreteTracer(_Tracer):
+    """:class:`_Tracer` that evaluates every node on concrete arguments while tracing (see :class:`_ConcreteProxy`)."""
+
+    def __init__(self, args: tuple, leaves: frozenset[int] = frozenset()) -> None:
+        super().__init__(leaves)
+        self.inputs = list(args)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ConcreteProxy(node, self)
+
+    def _fetch(self, target: str) -> Any:
+        obj: Any = self.root
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, *rest: Any, **kw: Any) -> Any:
+        def val(v: Any) -> Any:
+            return v.value if isinstance(v, _ConcreteProxy) else v
+
+        a, k = map_aggregate(args, val), map_aggregate(kwargs, val)
+        if kind == "call_method" and target in _META_METHODS and isinstance(a[0], torch.Tensor):
+            return getattr(a[0], target)(*a[1:], **k)
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **kw)
+        from torch.fx._symbolic_trace import _maybe_revert_all_patches
+
+        with torch.no_grad(), _maybe_revert_all_patches():  # evaluate with fx's module patches undone
+            if kind == "placeholder":
+                value = self.inputs.pop(0) if self.inputs else None
+            elif kind == "get_attr":
+                value = self._fetch(str(target))
+            elif kind == "call_function":
+                value = target(*a, **k)
+            elif kind == "call_method":
+                value = getattr(a[0], target)(*a[1:], **k)
+            elif kind == "call_module":
+                value = self._fetch(str(target))(*a, **k)
+            else:
+                value = None
+        if isinstance(proxy, _ConcreteProxy):
+            proxy.value = value
+        return proxy
+
+
+def trace_concrete(module: nn.Module, args: tuple, leaves: frozenset[int] = frozenset()) -> fx.GraphModule:
+    """Trace ``module`` for the one call ``module(*args)``: shapes are Python values while tracing (the graph
+    holds them as literals), so a ``forward`` branching on ``x.shape`` traces. Raises whatever fx raises."""
+    name = module.__class__.__name__
+    graph = _ConcreteTracer(args, leaves).trace(module)
+    return fx.GraphModule(module, graph, name)

@@ -48,6 +48,7 @@ from edgedeploy.export.fx_graph import (
     PassResult,
     _Recorder,
     trace,
+    trace_concrete,
 )
 from edgedeploy.export.fx_passes import (
     PASSES,
@@ -146,8 +147,9 @@ class _Scout(torch.overrides.TorchFunctionMode):
     """One eager forward that notes whether any generic pass could have work: a circular pad, a roll, or a
     non-view op computing a tensor from parameters / buffers / constants only (what ``fold_constants`` folds)."""
 
-    def __init__(self, static: list[torch.Tensor]) -> None:
+    def __init__(self, static: list[torch.Tensor], patterns: bool = False) -> None:
         super().__init__()
+        self.patterns = patterns
         self.keep = list(static)  # holds references so ids stay unique during the forward
         self.static = {id(t) for t in static}
         self.found: list[str] = []
@@ -163,6 +165,8 @@ class _Scout(torch.overrides.TorchFunctionMode):
             self.found.append("circular pad")
         elif name == "roll":
             self.found.append("roll")
+        if self.patterns:
+            self.found += _pattern_hints(name, args, out)
         tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         if outs and name not in _VOLATILE_NAMES and all(id(t) in self.static for t in tensors):
@@ -173,6 +177,18 @@ class _Scout(torch.overrides.TorchFunctionMode):
         return out
 
 
+def _pattern_hints(name: str, args: Any, out: Any) -> list[str]:
+    """What a pattern pass (:mod:`edgedeploy.export.fx_patterns`) could rewrite in one op call."""
+    hints = []
+    if any(isinstance(t, torch.Tensor) and t.dim() > 4 for t in torch.utils._pytree.tree_leaves(out)):
+        hints.append("tensor of rank > 4")
+    if name == "__getitem__" and len(args) > 1:
+        idx = args[1] if isinstance(args[1], tuple) else (args[1],)
+        if any(isinstance(s, slice) and s.step not in (None, 1) for s in idx):
+            hints.append("stepped slice")
+    return hints
+
+
 def _tensor_attributes(root: nn.Module) -> list[torch.Tensor]:
     found = [*root.parameters(), *root.buffers()]
     for m in root.modules():
@@ -180,12 +196,15 @@ def _tensor_attributes(root: nn.Module) -> list[torch.Tensor]:
     return found
 
 
-def scout(root: nn.Module, example: torch.Tensor, leaves: frozenset[int] = frozenset()) -> list[str]:
+def scout(
+    root: nn.Module, example: torch.Tensor, leaves: frozenset[int] = frozenset(), patterns: bool = False
+) -> list[str]:
     """What in one forward of ``root`` on ``example`` a generic pass could rewrite (empty: nothing to do).
 
-    Computations inside the modules in ``leaves`` (ids) are not looked at.
+    Computations inside the modules in ``leaves`` (ids) are not looked at. ``patterns``: also what the pattern
+    passes of :mod:`edgedeploy.export.fx_patterns` rewrite (a tensor of rank > 4, a stepped slice).
     """
-    mode = _Scout(_tensor_attributes(root))
+    mode = _Scout(_tensor_attributes(root), patterns)
     handles = []
 
     def enter(*_: Any) -> None:
@@ -204,6 +223,17 @@ def scout(root: nn.Module, example: torch.Tensor, leaves: frozenset[int] = froze
         for h in handles:
             h.remove()
     return sorted(set(mode.found))
+
+
+def _trace_unit(mod: nn.Module, args: tuple, leaves: frozenset[int], concrete: bool) -> fx.GraphModule:
+    """Plain fx trace; with ``concrete`` (pattern passes, static shapes anyway), a module whose ``forward`` branches
+    on its input's shape is traced again with concrete shapes (:func:`~edgedeploy.export.fx_graph.trace_concrete`)."""
+    try:
+        return trace(mod, len(args), leaves)
+    except Exception:
+        if not concrete:
+            raise
+        return trace_concrete(mod, args, leaves)
 
 
 def run_passes(
@@ -225,7 +255,8 @@ def run_passes(
     checks: dict[str, UnitCheck] = {}
     notes: list[str] = results[0].notes
     leaves = frozenset(id(m) for m in keep)
-    if not scout(root, example, leaves):  # one eager forward: no circular pad, roll or constant computation
+    patterns = any(fn not in dict(PASSES).values() for _, fn in passes)
+    if not scout(root, example, leaves, patterns):  # one eager forward: nothing any of the passes rewrites
         return root, results, checks
     pending = [""]
     depth = 0
@@ -249,7 +280,7 @@ def run_passes(
                 reason = "is called with keyword arguments"
             else:
                 try:
-                    gm = trace(mod, len(seen[0][0]), leaves)
+                    gm = _trace_unit(mod, seen[0][0], leaves, patterns)
                     rec = _Recorder(gm)
                     with torch.no_grad():
                         rec.run(*seen[0][0])

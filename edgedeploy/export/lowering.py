@@ -125,7 +125,11 @@ def lower(model: nn.Module, example: torch.Tensor, target: str = "onnx") -> tupl
     rewritten, registered = _registered(lowered, example, target)
     report: dict[str, Any] = {"registered": registered, "passes": [], "notes": []}
     keep = [lowered.get_submodule(name) for name in rewritten]  # registered export forms: not traced into
-    lowered, results, checks = generic.run_passes(lowered, example, keep=keep)
+    from edgedeploy.export.fx_passes import PASSES
+    from edgedeploy.export.fx_patterns import PATTERN_PASSES
+
+    patterns = tuple((name, PATTERN_PASSES[name]) for name in registry.format_spec(target).graph_passes)
+    lowered, results, checks = generic.run_passes(lowered, example, passes=PASSES + patterns, keep=keep)
     for result in results:
         entry: dict[str, Any] = {"pass": result.name, "rewrites": [r.to_dict() for r in result.records]}
         report["notes"] += result.notes
