@@ -114,7 +114,7 @@ def _simplify(shape: Sequence[int], perm: Sequence[int]) -> tuple[list[int], lis
         for j in range(len(prm) - 1):
             a, b = prm[j], prm[j + 1]
             if b == a + 1:
-                shp = shp[:a] + [shp[a] * shp[b]] + shp[b + 1 :]
+                shp = [*shp[:a], shp[a] * shp[b], *shp[b + 1 :]]
                 prm = [p if p <= a else p - 1 for p in prm[: j + 1] + prm[j + 2 :]]
                 merged = True
                 break
@@ -326,7 +326,7 @@ def _strided(b: _Builder, x: fx.Node, dim: int, s: slice) -> tuple[fx.Node, str]
     if whole:
         span = b.narrow(x, dim, start, step * whole)
         rows = b.narrow(b.reshape(span, (pre, whole, step, post)), 2, 0, 1)
-        parts.append(b.reshape(rows, shape[:dim] + [whole] + shape[dim + 1 :]))
+        parts.append(b.reshape(rows, [*shape[:dim], whole, *shape[dim + 1 :]]))
     if whole < count:
         parts.append(b.narrow(x, dim, start + step * whole, 1))
     form = "contiguous slice + reshape + slice" + (" + concat" if len(parts) > 1 else "")
@@ -353,9 +353,7 @@ def strided_slice(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[P
             out, form = _strided(b, out, dim, s)
             was.append(f"dim {dim} {start}:{stop}:{step}")
         n.replace_all_uses_with(out)
-        records.append(
-            PassRecord("strided_slice", unit, n.name, f"slice({', '.join(was)})", form, list(rec.shapes[x]))
-        )
+        records.append(PassRecord("strided_slice", unit, n.name, f"slice({', '.join(was)})", form, list(rec.shapes[x])))
     if records:
         graph.eliminate_dead_code()
     return records, []
