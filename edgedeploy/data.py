@@ -69,8 +69,15 @@ def real_image(
 def model_input(
     shape: Sequence[int], mean: Sequence[float] | None = None, std: Sequence[float] | None = None
 ) -> np.ndarray:
-    """The photo for an NCHW ``shape`` ``(1, C, H, W)``: RGB when C == 3, its grey mean repeated otherwise."""
+    """The photo for an NCHW ``shape`` ``(1, C, H, W)``: RGB when C == 3, its grey mean repeated otherwise.
+
+    ``mean`` / ``std``: 1 or C values on the [0, 1] scale (default ImageNet's for RGB, 0.5 / 0.25 otherwise).
+    Raises ValueError for another count (3 values cannot normalise a 1-channel photo).
+    """
     _, c, h, w = (int(d) for d in shape)
+    for label, v in (("mean", mean), ("std", std)):
+        if v is not None and len(v) not in (1, c):
+            raise ValueError(f"{label} has {len(v)} values for a {c}-channel input (give 1 or {c})")
     if c == 3:
         return real_image((h, w), mean, std)
     grey = real_image((h, w), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).mean(axis=1, keepdims=True)

@@ -46,6 +46,9 @@ Kind = Literal["zoo", "card", "callable", "module", "onnx"]
 OUTPUT_KINDS = ("classifier", "dense", "features", "detection", "other", "auto")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the mean / std of a non-RGB input (1 or C > 3 channels) when none is given: one value for every channel, the
+#: grey photo's convention of :func:`edgedeploy.data.model_input`
+GREY_MEAN, GREY_STD = (0.5,), (0.25,)
 _CALLABLE = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
@@ -95,7 +98,8 @@ class ModelSource:
     """A resolved model: where it comes from, how to build it, and what its input looks like.
 
     ``input_shape`` is NCHW ``(1, C, H, W)``. ``output`` is the output kind (``auto``: class scores when the
-    single output is 2-D ``(1, N)``). ``mean`` / ``std`` preprocess the real photo used for parity and timing.
+    single output is 2-D ``(1, N)``). ``mean`` / ``std`` preprocess the real photo used for parity and timing
+    (default: ImageNet's for C == 3, 0.5 / 0.25 for every channel otherwise).
     ``card`` is the zoo card (``kind == "zoo"``); ``onnx_path`` the source file (``kind == "onnx"``).
     """
 
@@ -103,14 +107,21 @@ class ModelSource:
     kind: Kind
     spec: str
     input_shape: tuple[int, ...]
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     output: str = "auto"
     family: str | None = None
     card: ModelCard | None = None
     onnx_path: Path | None = None
     factory: Callable[[], nn.Module] | None = field(default=None, repr=False)
     module: nn.Module | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # no mean / std given: ImageNet's for RGB input, a single grey value otherwise (3 values cannot broadcast
+        # over a 1-channel input: they made the photo 3-channel and the export traced the wrong shape)
+        rgb = int(self.input_shape[1]) == 3
+        self.mean = self.mean or (IMAGENET_MEAN if rgb else GREY_MEAN)
+        self.std = self.std or (IMAGENET_STD if rgb else GREY_STD)
 
     @property
     def input_size(self) -> int:
@@ -281,8 +292,9 @@ def _card_source(
         ch = check_input_shape(card.input_shape)
         final = shape or ch
         nch = final[1]
-        mean = tuple(card.mean) if card.mean is not None else IMAGENET_MEAN
-        std = tuple(card.std) if card.std is not None else IMAGENET_STD
+        rgb = nch == 3
+        mean = tuple(card.mean) if card.mean is not None else (IMAGENET_MEAN if rgb else GREY_MEAN)
+        std = tuple(card.std) if card.std is not None else (IMAGENET_STD if rgb else GREY_STD)
         for label, v in (("mean", mean), ("std", std)):
             if len(v) not in (1, nch):
                 raise ConfigError(f"model card {p}: field '{label}': {len(v)} values for {nch} input channels")

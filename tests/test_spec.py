@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgedeploy.errors import ArtifactError, ConfigError, UnknownModelError
 from edgedeploy.spec import callable_name, parse_input_shape, resolve_model
@@ -72,3 +73,36 @@ def test_bad_card_fields_name_file_and_field(tmp_path: Path) -> None:
     card.write_text(f"entry: {USER_NET}:build\ninput_shape: [1, 3, 8, 8]\nmean: [0.5, 0.5]\n")
     with pytest.raises(ConfigError, match="field 'mean': 2 values for 3 input channels"):
         resolve_model(str(card))
+
+
+class _Gemm(torch.nn.Module):
+    """Channel-agnostic: a Linear over W, so a wrong channel count would still trace (and go unnoticed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_non_rgb_input_keeps_its_channel_count(channels: int, tmp_path: Path) -> None:
+    """ImageNet's 3-value mean once broadcast a (1, 1, H, W) photo to 3 channels: the ONNX file took (1, 3, H, W)."""
+    import onnx
+
+    import edgedeploy
+
+    src = resolve_model(_Gemm(), input_shape=(1, channels, 12, 16))
+    assert tuple(src.example().shape) == (1, channels, 12, 16)
+    assert len(src.mean) == (3 if channels == 3 else 1)
+    out = edgedeploy.export(_Gemm(), "onnx", input_shape=(1, channels, 12, 16), out=tmp_path)
+    dims = [d.dim_value for d in onnx.load(str(out.artifact)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, channels, 12, 16] and out.parity.passed
+
+
+def test_a_grey_card_needs_no_mean(tmp_path: Path) -> None:
+    card = tmp_path / "grey.yaml"
+    card.write_text(f"entry: {USER_NET}:build\ninput_shape: [1, 1, 32, 32]\n")
+    src = resolve_model(str(card))
+    assert (src.input_shape, src.mean, src.std) == ((1, 1, 32, 32), (0.5,), (0.25,))
