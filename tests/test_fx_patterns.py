@@ -50,10 +50,16 @@ class WindowPartition(nn.Module):
 
 
 class Stepped(nn.Module):
-    """LeViT's subsample: ``x[:, :, ::2, ::2]`` (two axes) and a one-axis step-2 slice."""
+    """LeViT's subsample: ``x[:, :, ::2, ::2]`` (two axes) and a one-axis step-2 slice, between convs (pnnx infers
+    the batch axis from them: a graph of slices and reshapes only gets ncnn axes off by one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, ::2, ::2] + x[:, :, 1::2, :][:, :, :, ::2]
+        x = self.conv(x)
+        return self.out(x[:, :, ::2, ::2] + x[:, :, 1::2, :][:, :, :, ::2])
 
 
 class Plain(nn.Module):

@@ -21,7 +21,7 @@ holds literal shapes and is valid for that input shape only.
     Other consumers of a > 4-D tensor (an elementwise op on it, a matmul) keep the original nodes; a note says so.
 ``strided_slice``
     ``x[..., a:b:s, ...]`` with a step ``s > 1`` (pnnx: "slice with step 2 is not supported") becomes a
-    contiguous slice, ``reshape(P, n, s, Q)[:, :, 0:1]`` and a reshape back; the last element is concatenated
+    contiguous slice, ``reshape(1, P·n, s·Q)[:, :, :Q]`` and a reshape back; the last element is concatenated
     on its own when the strided span runs past the end of the axis.
 
 :data:`PATTERN_PASSES` names them; :func:`edgedeploy.registry.format_spec` (``FormatSpec.graph_passes``) says
@@ -325,7 +325,9 @@ def _strided(b: _Builder, x: fx.Node, dim: int, s: slice) -> tuple[fx.Node, str]
     parts = []
     if whole:
         span = b.narrow(x, dim, start, step * whole)
-        rows = b.narrow(b.reshape(span, (pre, whole, step, post)), 2, 0, 1)
+        # (1, pre·whole, step·post)[..., :post]: a leading unit (batch) axis, because pnnx takes the first axis of a
+        # tensor whose first dimension is not 1 as batch-less and then slices the graph input on the wrong ncnn axis
+        rows = b.narrow(b.reshape(span, (1, pre * whole, step * post)), 2, 0, post)
         parts.append(b.reshape(rows, [*shape[:dim], whole, *shape[dim + 1 :]]))
     if whole < count:
         parts.append(b.narrow(x, dim, start + step * whole, 1))
