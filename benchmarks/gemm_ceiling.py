@@ -116,7 +116,7 @@ def sessions(runtimes: list[str], threads: int, workdir: Path) -> tuple[dict[str
             fns[rt_name] = rt.load(outcome.artifact, threads).prepare(x)
         except Exception as e:  # noqa: BLE001  (a runtime missing here must not stop the others)
             skipped[rt_name] = first_line(e)
-    if "onnxruntime" in runtimes and "onnxruntime" in fns:
+    if "onnxruntime" in fns:
         fns["onnxruntime int8 (MatMulInteger u8s8)"] = _ort_int8(threads, workdir)
     return fns, skipped
 

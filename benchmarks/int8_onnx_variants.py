@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from _common import dual_interleaved, first_line, summarize_pair
-from int8_speedup import _other_pictures, agreement_set
+from int8_speedup import agreement_set, other_pictures
 from onnxruntime import quantization as q
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -50,7 +50,7 @@ from edgedeploy._util import captured_fd_output
 from edgedeploy.cards import get_card
 from edgedeploy.data import IMAGENET_MEAN, IMAGENET_STD
 from edgedeploy.export.calibration import default_calibration_set
-from edgedeploy.export.quantize import _prepare_for_quantization
+from edgedeploy.export.quantize import prepare_for_quantization
 from edgedeploy.runtimes.onnxruntime_rt import OrtSession, create_session, session_options
 
 
@@ -75,7 +75,7 @@ def calibration_arrays(size: int, kind: str) -> list[np.ndarray]:
     if "invert" in kind:
         out += [_norm(ImageOps.invert(i)) for i in ims[:8]]
     if "mpl" in kind:  # an upper bound only: the agreement set draws views from these pictures too
-        out += [_norm(im.resize((size, size))) for _, im in _other_pictures()]
+        out += [_norm(im.resize((size, size))) for _, im in other_pictures()]
     return out
 
 
@@ -114,7 +114,7 @@ def run_variant(model: str, fp32: Path, v: dict[str, Any], blocks: int, tmp: Pat
     label = v.pop("label")
     size = get_card(model).input_size
     t0 = time.time()
-    src, excl = _prepare_for_quantization(onnx, fp32, tmp, "full")
+    src, excl = prepare_for_quantization(onnx, fp32, tmp, "full")
     if v.pop("pre", False):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -51,7 +51,7 @@ FORMAT_OF = {"onnxruntime": "onnx", "mnn": "mnn"}
 
 
 # ------------------------------------------------------------------------------------------- agreement set
-def _other_pictures() -> list[tuple[str, Any]]:
+def other_pictures() -> list[tuple[str, Any]]:
     """matplotlib's other bundled pictures as RGB PIL images (grids and the MRI slice as grey images)."""
     import matplotlib
     from PIL import Image
@@ -113,7 +113,7 @@ def agreement_set(size: int, photo_views: int = 160, per_other: int = 8, seed: i
     with Image.open(sample_image_path()) as raw:
         photo = raw.convert("RGB")
         views += [(f"photo_{i:03d}", _random_view(photo, size, rng, jitter=True)) for i in range(photo_views)]
-    for name, im in _other_pictures():
+    for name, im in other_pictures():
         views += [(f"{name}_{i}", _random_view(im, size, rng, jitter=False)) for i in range(per_other)]
     arrays, names = [], []
     for name, v in views:

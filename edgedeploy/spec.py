@@ -53,6 +53,12 @@ _CALLABLE = re.compile(r"^(?P<target>[^:]+):(?P<attr>[A-Za-z_][\w.]*)$")
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
+def default_normalisation(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` when none is given: ImageNet's for RGB (3 channels), one grey value otherwise (3 values
+    cannot broadcast over a 1-channel input: they made the photo 3-channel and the export traced the wrong shape)."""
+    return (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GREY_MEAN, GREY_STD)
+
+
 class UserModelCard(BaseModel):
     """A user's model card (see the module docstring): a callable spec plus what export needs to know."""
 
@@ -117,11 +123,8 @@ class ModelSource:
     module: nn.Module | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        # no mean / std given: ImageNet's for RGB input, a single grey value otherwise (3 values cannot broadcast
-        # over a 1-channel input: they made the photo 3-channel and the export traced the wrong shape)
-        rgb = int(self.input_shape[1]) == 3
-        self.mean = self.mean or (IMAGENET_MEAN if rgb else GREY_MEAN)
-        self.std = self.std or (IMAGENET_STD if rgb else GREY_STD)
+        mean, std = default_normalisation(int(self.input_shape[1]))
+        self.mean, self.std = self.mean or mean, self.std or std
 
     @property
     def input_size(self) -> int:
@@ -292,9 +295,9 @@ def _card_source(
         ch = check_input_shape(card.input_shape)
         final = shape or ch
         nch = final[1]
-        rgb = nch == 3
-        mean = tuple(card.mean) if card.mean is not None else (IMAGENET_MEAN if rgb else GREY_MEAN)
-        std = tuple(card.std) if card.std is not None else (IMAGENET_STD if rgb else GREY_STD)
+        mean, std = default_normalisation(nch)
+        mean = tuple(card.mean) if card.mean is not None else mean
+        std = tuple(card.std) if card.std is not None else std
         for label, v in (("mean", mean), ("std", std)):
             if len(v) not in (1, nch):
                 raise ConfigError(f"model card {p}: field '{label}': {len(v)} values for {nch} input channels")

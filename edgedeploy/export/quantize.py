@@ -93,7 +93,7 @@ def quantize_onnx(
 def _quantize_onnx_int8(
     onnx: Any, q: Any, src: Path, dst: Path, calib: CalibrationSet | None, mode: str, tmp: Path
 ) -> dict[str, Any]:
-    src, excluded = _prepare_for_quantization(onnx, src, tmp, mode)
+    src, excluded = prepare_for_quantization(onnx, src, tmp, mode)
     try:
         with warnings.catch_warnings(), captured_fd_output():
             warnings.simplefilter("ignore")
@@ -135,7 +135,7 @@ def _quantize_onnx_int8(
     }
 
 
-def _prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "full") -> tuple[Path, list[str]]:
+def prepare_for_quantization(onnx: Any, src: Path, folder: Path, mode: str = "full") -> tuple[Path, list[str]]:
     """Turn ``Constant`` nodes into initializers and list the Conv/MatMul/Gemm nodes whose weight is still computed
     at run time (onnxruntime's quantizer requires initializer weights; those nodes stay float). In ``"full"`` mode
     a conv reading the graph input with ≤ 4 input channels (the stem on the RGB image) stays float. In ``"weight"``
