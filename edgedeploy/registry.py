@@ -391,8 +391,9 @@ for _spec in (
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
                side_suffixes=(".bin",), side_required=True,
                description="ncnn .param + .bin pair with pnnx from TorchScript",
-               # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2"
-               graph_passes=("high_rank_to_4d", "strided_slice")),
+               # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2",
+               # "chunk with non-perfect divided size"
+               graph_passes=("high_rank_to_4d", "strided_slice", "uneven_split")),
 ):  # fmt: skip
     register_format(_spec)
 

@@ -62,6 +62,22 @@ class Stepped(nn.Module):
         return self.out(x[:, :, ::2, ::2] + x[:, :, 1::2, :][:, :, :, ::2])
 
 
+class UnevenChunk(nn.Module):
+    """EdgeNeXt's ``SplitTransposeBlock``: ``x.chunk(3, dim=1)`` of 88 channels (pieces 30, 30, 28), a conv per
+    piece, then concatenated; plus a ``split(32)`` along width (pieces 32, 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(8, 88, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(n, n, 3, padding=1, groups=n) for n in (30, 30))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (1, 8, H, 40)
+        spx = self.stem(x).chunk(3, dim=1)
+        y = [self.convs[0](spx[0]), self.convs[1](spx[1] + spx[0]), spx[-1]]
+        a, b = torch.cat(y, 1).split(32, dim=3)
+        return torch.cat([b, a], 3)
+
+
 class Plain(nn.Module):
     """Nothing for a pattern pass: ≤ 4-D reshapes and unit-step slices only."""
 
@@ -93,6 +109,7 @@ CASES = [
     (Attention5D, (1, 32, 4, 6)),
     (WindowPartition, (1, 8, 4, 6)),
     (Stepped, (1, 3, 8, 10)),
+    (UnevenChunk, (1, 8, 4, 40)),
 ]
 
 
@@ -102,7 +119,7 @@ def test_ncnn_lowering_is_exact_and_at_most_4d(cls: type[nn.Module], shape: tupl
     module = cls().eval()
     x = torch.randn(shape)
     rank_before, ref = max_rank(module, x)
-    assert rank_before > 4 or cls is Stepped  # the pattern is really there
+    assert rank_before > 4 or cls in (Stepped, UnevenChunk)  # the pattern is really there
     lowered, _ = lower(module, x, target="ncnn")
     rank_after, y = max_rank(lowered, x)
     assert rank_after <= 4, f"{cls.__name__}: a rank-{rank_after} tensor is still computed"
@@ -146,8 +163,19 @@ def test_onnx_keeps_the_original_high_rank_ops() -> None:
     assert max_rank(lowered, x)[0] == 5  # onnxruntime / MNN take 5-D permutes: no pattern pass runs for them
 
 
-@pytest.mark.parametrize(("cls", "shape"), [(Attention5D, (1, 32, 4, 6)), (Stepped, (1, 3, 8, 10))],
-                         ids=["Attention5D", "Stepped"])  # fmt: skip
+def test_uneven_chunks_become_slices_for_ncnn() -> None:
+    """pnnx refuses a chunk / split into unequal pieces; the ncnn lowering leaves none, with torch's piece sizes."""
+    x = torch.randn(1, 8, 4, 40)
+    module = UnevenChunk().eval()
+    lowered, _ = lower(module, x, target="ncnn")
+    assert ".chunk(" not in lowered.code and ".split(" not in lowered.code, lowered.code
+    assert torch.equal(lowered(x), module(x))
+    assert type(lower(module, x, target="onnx")[0]) is UnevenChunk  # onnxruntime / MNN take uneven chunks
+
+
+@pytest.mark.parametrize(("cls", "shape"), [(Attention5D, (1, 32, 4, 6)), (Stepped, (1, 3, 8, 10)),
+                                            (UnevenChunk, (1, 8, 4, 40))],
+                         ids=["Attention5D", "Stepped", "UnevenChunk"])  # fmt: skip
 def test_ncnn_export_of_the_pattern_passes_parity(cls: type[nn.Module], shape: tuple[int, ...], tmp_path: Any) -> None:
     """Through the public API: pnnx takes the lowered graph (it refuses the 5-D permute and the step-2 slice)."""
     pytest.importorskip("pnnx")
@@ -157,6 +185,5 @@ def test_ncnn_export_of_the_pattern_passes_parity(cls: type[nn.Module], shape: t
     torch.manual_seed(0)
     out = edgedeploy.export(cls().eval(), "ncnn", input_shape=shape, out=tmp_path)
     assert out.parity.passed, out.parity
-    assert any(
-        p["rewrites"] for p in out.manifest.lowering["passes"] if p["pass"] in ("high_rank_to_4d", "strided_slice")
-    )
+    patterns = ("high_rank_to_4d", "strided_slice", "uneven_split")
+    assert any(p["rewrites"] for p in out.manifest.lowering["passes"] if p["pass"] in patterns)

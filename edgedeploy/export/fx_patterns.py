@@ -23,6 +23,10 @@ holds literal shapes and is valid for that input shape only.
     ``x[..., a:b:s, ...]`` with a step ``s > 1`` (pnnx: "slice with step 2 is not supported") becomes a
     contiguous slice, ``reshape(1, P·n, s·Q)[:, :, :Q]`` and a reshape back; the last element is concatenated
     on its own when the strided span runs past the end of the axis.
+``uneven_split``
+    ``x.chunk(k, d)`` / ``x.split(s, d)`` whose pieces are not all equal (pnnx: "chunk with non-perfect divided size
+    88 / 3 is not supported"; EdgeNeXt's ``chunk(3)`` of 88 channels) becomes one contiguous slice per piece used,
+    with torch's own piece sizes (``ceil(n / k)`` each, the last one shorter).
 
 :data:`PATTERN_PASSES` names them; :func:`edgedeploy.registry.format_spec` (``FormatSpec.graph_passes``) says
 which formats run which ones (a format whose converter takes the original ops runs none).
@@ -48,7 +52,8 @@ _SAME = {"contiguous", "clone"}
 _FUNCS: dict[Any, str] = {
     torch.reshape: "reshape", torch.permute: "permute", torch.transpose: "transpose", torch.swapaxes: "swapaxes",
     torch.swapdims: "swapdims", torch.flatten: "flatten", torch.unflatten: "unflatten", torch.unsqueeze: "unsqueeze",
-    torch.unbind: "unbind", torch.select: "select", operator.getitem: "getitem",
+    torch.unbind: "unbind", torch.select: "select", operator.getitem: "getitem", torch.chunk: "chunk",
+    torch.split: "split", torch.tensor_split: "tensor_split",
 }  # fmt: skip
 
 
@@ -361,5 +366,52 @@ def strided_slice(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[P
     return records, []
 
 
+def _split_sizes(name: str, n: fx.Node, shape: Sequence[int]) -> tuple[int, list[int]] | None:
+    """``(dim, piece sizes)`` of a chunk / split node of a tensor of ``shape``; None when its arguments are not
+    literal ints (a list of split sizes is left alone: pnnx slices it with explicit sizes)."""
+    args, kw = list(n.args[1:]), dict(n.kwargs)
+    arg = args[0] if args else kw.get("chunks", kw.get("split_size_or_sections", kw.get("split_size")))
+    dim = args[1] if len(args) > 1 else kw.get("dim", 0)
+    if not isinstance(arg, int) or not isinstance(dim, int) or arg < 1 or not shape:
+        return None
+    dim = _norm_dim(dim, len(shape))
+    size = shape[dim]
+    each = -(-size // arg) if name == "chunk" else arg  # torch.chunk: ceil(n / k) per piece
+    return dim, [min(each, size - start) for start in range(0, size, each)]
+
+
+def uneven_split(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[PassRecord], list[str]]:
+    """Rewrite chunk / split of ``gm`` into unequal pieces as one contiguous slice per piece (torch's sizes)."""
+    records: list[PassRecord] = []
+    notes: list[str] = []
+    graph = gm.graph
+    for n in list(graph.nodes):
+        name = _method_or_func(n)
+        if name not in ("chunk", "split") or not n.args or not isinstance(n.args[0], fx.Node):
+            continue
+        x = n.args[0]
+        shape = rec.shapes.get(x)
+        found = None if shape is None else _split_sizes(name, n, shape)
+        if found is None or len(set(found[1])) <= 1:
+            continue
+        dim, sizes = found
+        users = list(n.users)
+        if not all(_method_or_func(u) == "getitem" and isinstance(u.args[1], int) for u in users):
+            notes.append(f"{unit or 'model'}:{n.name}: {name} into {sizes} used other than by index: left as is")
+            continue
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for u in users:
+            i = u.args[1] % len(sizes)
+            piece = _Builder(graph, rec, u).narrow(x, dim, starts[i], sizes[i])
+            u.replace_all_uses_with(piece)
+        records.append(
+            PassRecord("uneven_split", unit, n.name, f"{name} of {shape[dim]} along dim {dim} into {sizes}",
+                       f"{len(users)} contiguous slice(s)", list(shape))
+        )  # fmt: skip
+    if records:
+        graph.eliminate_dead_code()
+    return records, notes
+
+
 #: the pattern passes by name (a format lists the ones it runs in ``FormatSpec.graph_passes``)
-PATTERN_PASSES = {"high_rank_to_4d": high_rank_to_4d, "strided_slice": strided_slice}
+PATTERN_PASSES = {"high_rank_to_4d": high_rank_to_4d, "strided_slice": strided_slice, "uneven_split": uneven_split}

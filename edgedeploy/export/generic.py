@@ -186,6 +186,8 @@ def _pattern_hints(name: str, args: Any, out: Any) -> list[str]:
         idx = args[1] if isinstance(args[1], tuple) else (args[1],)
         if any(isinstance(s, slice) and s.step not in (None, 1) for s in idx):
             hints.append("stepped slice")
+    if name in ("chunk", "split") and isinstance(out, (tuple, list)) and len({tuple(t.shape) for t in out}) > 1:
+        hints.append("uneven split")
     return hints
 
 
@@ -202,7 +204,8 @@ def scout(
     """What in one forward of ``root`` on ``example`` a generic pass could rewrite (empty: nothing to do).
 
     Computations inside the modules in ``leaves`` (ids) are not looked at. ``patterns``: also what the pattern
-    passes of :mod:`edgedeploy.export.fx_patterns` rewrite (a tensor of rank > 4, a stepped slice).
+    passes of :mod:`edgedeploy.export.fx_patterns` rewrite (a tensor of rank > 4, a stepped slice, an uneven
+    chunk / split).
     """
     mode = _Scout(_tensor_attributes(root), patterns)
     handles = []
