@@ -385,15 +385,17 @@ for _spec in (
                description="MNN from ONNX with MNN's compiled converter (in-process)", opsets=OPSET_RANGE,
                options=("int8_mode", "calibration")),
     FormatSpec("tflite", (".tflite",), "edgedeploy.export.tflite", "tflite", PRECISIONS, "litert",
-               layouts=LAYOUTS, description="TFLite with litert-torch", options=("int8_mode", "calibration")),
+               layouts=LAYOUTS, description="TFLite with litert-torch", options=("int8_mode", "calibration"),
+               # litert-torch: "'tfl.mul' op operands don't have broadcast-compatible shapes" after an expand_as
+               graph_passes=("broadcast_expand",)),
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
                side_suffixes=(".bin",), side_required=True,
                description="ncnn .param + .bin pair with pnnx from TorchScript",
                # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2",
-               # "chunk with non-perfect divided size"
-               graph_passes=("high_rank_to_4d", "strided_slice", "uneven_split")),
+               # "chunk with non-perfect divided size"; a BatchNorm1d over tokens merged into the batch axis (NaN)
+               graph_passes=("high_rank_to_4d", "strided_slice", "uneven_split", "batch_flatten_norm")),
 ):  # fmt: skip
     register_format(_spec)
 

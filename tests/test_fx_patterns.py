@@ -78,6 +78,55 @@ class UnevenChunk(nn.Module):
         return torch.cat([b, a], 3)
 
 
+class ExpandedContext(nn.Module):
+    """MobileViT v2's ``LinearSelfAttention``: ``relu(v) * context.expand_as(v)`` (LiteRT's converter rejects the
+    product: "'tfl.mul' op operands don't have broadcast-compatible shapes")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.out = nn.Conv2d(8, 1 + 16 + 16, 1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (1, 8, P, N)
+        q, k, v = self.qkv(x).split([1, 16, 16], dim=1)
+        context = (k * q.softmax(dim=-1)).sum(dim=-1, keepdim=True)
+        return self.out(torch.relu(v) * context.expand_as(v))
+
+
+class LinearNorm(nn.Module):
+    """LeViT's ``LinearNorm``: ``bn(linear(x).flatten(0, 1)).reshape_as(x)`` on ``(1, N, C)`` tokens."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__()
+        self.linear, self.bn = nn.Linear(a, b, bias=False), nn.BatchNorm1d(b)
+        with torch.no_grad():  # a non-trivial normalisation (eval mode: running statistics)
+            self.bn.running_mean.uniform_(-1, 1), self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+class TokenBatchNorm(nn.Module):
+    """LeViT's token path: LinearNorms, a residual, a step-2 token subsample; without the ncnn lowering pnnx takes
+    the flattened token axis for ncnn's batch and the artifact is far off (max abs 1e20, cosine -0.59)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.a, self.b, self.head = (
+            nn.Conv2d(8, 16, 3, 2, 1),
+            LinearNorm(16, 32),
+            LinearNorm(32, 16),
+            nn.Linear(16, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (1, 8, 14, 14)
+        t = self.conv(x).flatten(2).transpose(1, 2)  # (1, 49, 16)
+        t = t + self.b(torch.relu(self.a(t)))
+        b, _, c = t.shape
+        t = self.a(t.view(b, 7, 7, c)[:, ::2, ::2].reshape(b, -1, c))
+        return self.head(self.b(t).mean(1))
+
+
 class Plain(nn.Module):
     """Nothing for a pattern pass: ≤ 4-D reshapes and unit-step slices only."""
 
@@ -110,6 +159,7 @@ CASES = [
     (WindowPartition, (1, 8, 4, 6)),
     (Stepped, (1, 3, 8, 10)),
     (UnevenChunk, (1, 8, 4, 40)),
+    (TokenBatchNorm, (1, 8, 14, 14)),
 ]
 
 
@@ -119,7 +169,7 @@ def test_ncnn_lowering_is_exact_and_at_most_4d(cls: type[nn.Module], shape: tupl
     module = cls().eval()
     x = torch.randn(shape)
     rank_before, ref = max_rank(module, x)
-    assert rank_before > 4 or cls in (Stepped, UnevenChunk)  # the pattern is really there
+    assert rank_before > 4 or cls in (Stepped, UnevenChunk, TokenBatchNorm)  # the pattern is really there
     lowered, _ = lower(module, x, target="ncnn")
     rank_after, y = max_rank(lowered, x)
     assert rank_after <= 4, f"{cls.__name__}: a rank-{rank_after} tensor is still computed"
@@ -174,8 +224,8 @@ def test_uneven_chunks_become_slices_for_ncnn() -> None:
 
 
 @pytest.mark.parametrize(("cls", "shape"), [(Attention5D, (1, 32, 4, 6)), (Stepped, (1, 3, 8, 10)),
-                                            (UnevenChunk, (1, 8, 4, 40))],
-                         ids=["Attention5D", "Stepped", "UnevenChunk"])  # fmt: skip
+                                            (UnevenChunk, (1, 8, 4, 40)), (TokenBatchNorm, (1, 8, 14, 14))],
+                         ids=["Attention5D", "Stepped", "UnevenChunk", "TokenBatchNorm"])  # fmt: skip
 def test_ncnn_export_of_the_pattern_passes_parity(cls: type[nn.Module], shape: tuple[int, ...], tmp_path: Any) -> None:
     """Through the public API: pnnx takes the lowered graph (it refuses the 5-D permute and the step-2 slice)."""
     pytest.importorskip("pnnx")
@@ -185,5 +235,21 @@ def test_ncnn_export_of_the_pattern_passes_parity(cls: type[nn.Module], shape: t
     torch.manual_seed(0)
     out = edgedeploy.export(cls().eval(), "ncnn", input_shape=shape, out=tmp_path)
     assert out.parity.passed, out.parity
-    patterns = ("high_rank_to_4d", "strided_slice", "uneven_split")
+    patterns = ("high_rank_to_4d", "strided_slice", "uneven_split", "batch_flatten_norm")
     assert any(p["rewrites"] for p in out.manifest.lowering["passes"] if p["pass"] in patterns)
+
+
+def test_tflite_drops_an_expand_before_a_broadcast_product(tmp_path: Any) -> None:
+    """The tflite lowering multiplies by the un-expanded context (same broadcast); LiteRT converts it, parity passes."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 4, 16)
+    module = ExpandedContext().eval()
+    lowered, _ = lower(module, x, target="tflite")
+    assert "expand" not in lowered.code, lowered.code
+    assert torch.equal(lowered(x), module(x))
+    assert type(lower(module, x, target="onnx")[0]) is ExpandedContext
+    pytest.importorskip("litert_torch")
+    import edgedeploy
+
+    out = edgedeploy.export(module, "tflite", input_shape=x.shape, out=tmp_path)
+    assert out.parity.passed, out.parity

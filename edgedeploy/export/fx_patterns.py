@@ -27,6 +27,15 @@ holds literal shapes and is valid for that input shape only.
     ``x.chunk(k, d)`` / ``x.split(s, d)`` whose pieces are not all equal (pnnx: "chunk with non-perfect divided size
     88 / 3 is not supported"; EdgeNeXt's ``chunk(3)`` of 88 channels) becomes one contiguous slice per piece used,
     with torch's own piece sizes (``ceil(n / k)`` each, the last one shorter).
+``broadcast_expand``
+    ``a * b.expand_as(a)`` (an ``expand`` / ``expand_as`` feeding an elementwise op whose other operand already has
+    the expanded shape; MobileViT v2's linear attention) becomes ``a * b``: the same broadcast, without the expand
+    that LiteRT's converter rejects ("'tfl.mul' op operands don't have broadcast-compatible shapes").
+``batch_flatten_norm``
+    ``bn(x.flatten(0, 1)).reshape_as(x)`` — a ``BatchNorm1d`` over the tokens of a ``(1, N, C)`` tensor merged into
+    the batch axis (LeViT's ``LinearNorm``); pnnx takes the merged axis for ncnn's batch and the artifact computes
+    NaN — becomes ``bn(x.transpose(1, 2)).transpose(1, 2)``: the same per-channel normalisation of every element,
+    on a ``(1, C, N)`` tensor.
 
 :data:`PATTERN_PASSES` names them; :func:`edgedeploy.registry.format_spec` (``FormatSpec.graph_passes``) says
 which formats run which ones (a format whose converter takes the original ops runs none).
@@ -413,5 +422,90 @@ def uneven_split(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[Pa
     return records, notes
 
 
+_ELEMENTWISE = {operator.mul, operator.add, operator.sub, operator.truediv, torch.mul, torch.add, torch.sub, torch.div}
+_ELEMENTWISE_METHODS = {"mul", "add", "sub", "div"}
+
+
+def _elementwise(n: fx.Node) -> bool:
+    return (n.op == "call_function" and n.target in _ELEMENTWISE) or (
+        n.op == "call_method" and n.target in _ELEMENTWISE_METHODS
+    )
+
+
+def broadcast_expand(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[PassRecord], list[str]]:
+    """Drop an ``expand`` / ``expand_as`` whose users are elementwise ops that broadcast it to the same shape."""
+    records: list[PassRecord] = []
+    graph = gm.graph
+    for n in list(graph.nodes):
+        if not (n.op == "call_method" and n.target in ("expand", "expand_as") and isinstance(n.args[0], fx.Node)):
+            continue
+        src, shape = n.args[0], rec.shapes.get(n)
+        if shape is None or src not in rec.shapes:
+            continue
+        users = list(n.users)
+        fits = all(
+            _elementwise(u)
+            and len(u.args) == 2
+            and not u.kwargs
+            and all(a is n or (isinstance(a, fx.Node) and rec.shapes.get(a) == shape) for a in u.args)
+            and any(a is not n for a in u.args)
+            for u in users
+        )
+        if not users or not fits:
+            continue
+        n.replace_all_uses_with(src)
+        records.append(
+            PassRecord("broadcast_expand", unit, n.name, f"{n.target} {list(rec.shapes[src])} → {list(shape)}",
+                       "the elementwise op's own broadcast", list(shape))
+        )  # fmt: skip
+    if records:
+        graph.eliminate_dead_code()
+    return records, []
+
+
+def _merged_batch_source(rec: _Recorder, n: Any) -> fx.Node | None:
+    """``x`` when ``n`` is ``x.flatten(0, 1)`` / ``x.reshape(N, C)`` of a ``(1, N, C)`` tensor ``x``; else None."""
+    if not isinstance(n, fx.Node) or _method_or_func(n) not in ("flatten", *_RESHAPES) or len(n.users) != 1:
+        return None
+    x = n.args[0] if n.args else None
+    src, out = (rec.shapes.get(x) if isinstance(x, fx.Node) else None), rec.shapes.get(n)
+    if src is None or out is None or len(src) != 3 or src[0] != 1 or tuple(out) != tuple(src[1:]):
+        return None
+    return x
+
+
+def batch_flatten_norm(gm: fx.GraphModule, rec: _Recorder, unit: str) -> tuple[list[PassRecord], list[str]]:
+    """Rewrite ``BatchNorm1d(x.flatten(0, 1))`` of a ``(1, N, C)`` ``x`` as a BatchNorm1d over ``(1, C, N)``."""
+    records: list[PassRecord] = []
+    graph = gm.graph
+    for n in list(graph.nodes):
+        if n.op != "call_module" or not isinstance(gm.get_submodule(str(n.target)), torch.nn.BatchNorm1d):
+            continue
+        x = _merged_batch_source(rec, n.args[0] if n.args else None)
+        if x is None:
+            continue
+        tokens, channels = rec.shapes[x][1:]
+        b = _Builder(graph, rec, n)
+        t = b.permute(x, (0, 2, 1))
+        with graph.inserting_before(n):
+            normed = graph.call_module(str(n.target), (t,))
+        rec.shapes[normed], rec.dep[normed] = (1, channels, tokens), _INPUT
+        back = _Builder(graph, rec, n).permute(normed, (0, 2, 1))
+        for u in list(n.users):  # reshape_as(x) / reshape(1, N, C): the (1, N, C) tensor itself
+            if _method_or_func(u) in ("reshape_as", *_RESHAPES) and rec.shapes.get(u) == rec.shapes[x]:
+                u.replace_all_uses_with(back)
+        if n.users:
+            n.replace_all_uses_with(_Builder(graph, rec, n).reshape(back, (tokens, channels)))
+        records.append(
+            PassRecord("batch_flatten_norm", unit, n.name, f"BatchNorm1d of a (1, N, C) = {list(rec.shapes[x])} "
+                       "tensor flattened to (N, C)", "BatchNorm1d over (1, C, N) between transposes",
+                       list(rec.shapes[x]))
+        )  # fmt: skip
+    if records:
+        graph.eliminate_dead_code()
+    return records, []
+
+
 #: the pattern passes by name (a format lists the ones it runs in ``FormatSpec.graph_passes``)
-PATTERN_PASSES = {"high_rank_to_4d": high_rank_to_4d, "strided_slice": strided_slice, "uneven_split": uneven_split}
+PATTERN_PASSES = {"high_rank_to_4d": high_rank_to_4d, "strided_slice": strided_slice, "uneven_split": uneven_split,
+                  "broadcast_expand": broadcast_expand, "batch_flatten_norm": batch_flatten_norm}  # fmt: skip

@@ -147,7 +147,7 @@ class _Scout(torch.overrides.TorchFunctionMode):
     """One eager forward that notes whether any generic pass could have work: a circular pad, a roll, or a
     non-view op computing a tensor from parameters / buffers / constants only (what ``fold_constants`` folds)."""
 
-    def __init__(self, static: list[torch.Tensor], patterns: bool = False) -> None:
+    def __init__(self, static: list[torch.Tensor], patterns: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.patterns = patterns
         self.keep = list(static)  # holds references so ids stay unique during the forward
@@ -166,7 +166,7 @@ class _Scout(torch.overrides.TorchFunctionMode):
         elif name == "roll":
             self.found.append("roll")
         if self.patterns:
-            self.found += _pattern_hints(name, args, out)
+            self.found += [hint for pass_name, hint in _pattern_hints(name, args, out) if pass_name in self.patterns]
         tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         outs = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         if outs and name not in _VOLATILE_NAMES and all(id(t) in self.static for t in tensors):
@@ -177,17 +177,23 @@ class _Scout(torch.overrides.TorchFunctionMode):
         return out
 
 
-def _pattern_hints(name: str, args: Any, out: Any) -> list[str]:
-    """What a pattern pass (:mod:`edgedeploy.export.fx_patterns`) could rewrite in one op call."""
+def _pattern_hints(name: str, args: Any, out: Any) -> list[tuple[str, str]]:
+    """``(pattern pass, what)`` for what a pattern pass (:mod:`edgedeploy.export.fx_patterns`) could rewrite in one
+    op call."""
     hints = []
     if any(isinstance(t, torch.Tensor) and t.dim() > 4 for t in torch.utils._pytree.tree_leaves(out)):
-        hints.append("tensor of rank > 4")
+        hints.append(("high_rank_to_4d", "tensor of rank > 4"))
     if name == "__getitem__" and len(args) > 1:
         idx = args[1] if isinstance(args[1], tuple) else (args[1],)
         if any(isinstance(s, slice) and s.step not in (None, 1) for s in idx):
-            hints.append("stepped slice")
+            hints.append(("strided_slice", "stepped slice"))
     if name in ("chunk", "split") and isinstance(out, (tuple, list)) and len({tuple(t.shape) for t in out}) > 1:
-        hints.append("uneven split")
+        hints.append(("uneven_split", "uneven split"))
+    if name in ("flatten", "reshape", "view") and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 3:
+        if args[0].shape[0] == 1 and isinstance(out, torch.Tensor) and out.dim() == 2:
+            hints.append(("batch_flatten_norm", "(1, N, C) flattened to (N, C)"))
+    if name in ("expand", "expand_as"):
+        hints.append(("broadcast_expand", "expand"))
     return hints
 
 
@@ -199,13 +205,16 @@ def _tensor_attributes(root: nn.Module) -> list[torch.Tensor]:
 
 
 def scout(
-    root: nn.Module, example: torch.Tensor, leaves: frozenset[int] = frozenset(), patterns: bool = False
+    root: nn.Module,
+    example: torch.Tensor,
+    leaves: frozenset[int] = frozenset(),
+    patterns: frozenset[str] = frozenset(),
 ) -> list[str]:
     """What in one forward of ``root`` on ``example`` a generic pass could rewrite (empty: nothing to do).
 
-    Computations inside the modules in ``leaves`` (ids) are not looked at. ``patterns``: also what the pattern
-    passes of :mod:`edgedeploy.export.fx_patterns` rewrite (a tensor of rank > 4, a stepped slice, an uneven
-    chunk / split).
+    Computations inside the modules in ``leaves`` (ids) are not looked at. ``patterns``: also what these pattern
+    passes of :mod:`edgedeploy.export.fx_patterns` (names) rewrite (a tensor of rank > 4, a stepped slice, an uneven
+    chunk / split, an expand).
     """
     mode = _Scout(_tensor_attributes(root), patterns)
     handles = []
@@ -258,7 +267,7 @@ def run_passes(
     checks: dict[str, UnitCheck] = {}
     notes: list[str] = results[0].notes
     leaves = frozenset(id(m) for m in keep)
-    patterns = any(fn not in dict(PASSES).values() for _, fn in passes)
+    patterns = frozenset(name for name, fn in passes if fn not in dict(PASSES).values())
     if not scout(root, example, leaves, patterns):  # one eager forward: nothing any of the passes rewrites
         return root, results, checks
     pending = [""]
@@ -283,7 +292,7 @@ def run_passes(
                 reason = "is called with keyword arguments"
             else:
                 try:
-                    gm = _trace_unit(mod, seen[0][0], leaves, patterns)
+                    gm = _trace_unit(mod, seen[0][0], leaves, bool(patterns))
                     rec = _Recorder(gm)
                     with torch.no_grad():
                         rec.run(*seen[0][0])
