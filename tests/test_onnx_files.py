@@ -84,6 +84,19 @@ def test_scaled_gate_fits_the_output_and_says_how_far() -> None:
     assert "near miss" in how_far(1.2) and "far off" not in how_far(1.2)
 
 
+def test_nan_in_an_artifact_output_fails_whatever_the_gates() -> None:
+    """A NaN is counted and named (LeViT's ncnn artifact computed NaN; the metrics then read max abs 0, cosine 0)."""
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 1000)).astype(np.float32)
+    out = ref.copy()
+    out[0, :3] = np.nan
+    loose = DEFAULT_THRESHOLDS["fp32"].__class__(min_cosine=0.0)
+    report = compare_outputs({"a": ref}, {"a": out}, loose)
+    assert not report.passed and report.outputs[0]["non_finite"] == 3
+    assert "3 of 1000 values are NaN or inf" in report.failures[0]
+    assert compare_outputs({"a": ref}, {"a": ref}, loose).passed
+
+
 @pytest.mark.slow
 def test_artifact_keeps_the_whole_file_stem(tmp_path: Path) -> None:
     """``a_v2.0_b.onnx`` -> ``a_v2.0_b.mnn`` + ``a_v2.0_b.mnn.json`` (not ``a_v2.mnn``); ``--name`` wins."""

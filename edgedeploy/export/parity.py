@@ -171,7 +171,7 @@ def compare_outputs(
     ]
     per = [{"name": names[i], "shape": list(first[i].shape), "max_abs_error": 0.0, "max_rel_error": 0.0,
             "cosine_similarity": 1.0, "agree": 0, "kind": output_kind(first[i].shape, classifier),
-            "scaled_error": 0.0, "error_over_rms": 0.0} for i in range(n_out)]  # fmt: skip
+            "scaled_error": 0.0, "error_over_rms": 0.0, "non_finite": 0} for i in range(n_out)]  # fmt: skip
     spans = [0.0] * n_out  # the output's range, the largest over the inputs
     sq = [(0.0, 0)] * n_out  # sum of squares and count of the reference, for the RMS
     for name, refs in reference.items():
@@ -184,6 +184,10 @@ def compare_outputs(
             if out.shape != ref.shape:
                 raise ValueError(f"output {names[i]} shape mismatch on {name}: {out.shape} vs reference {ref.shape}")
             row = per[i]
+            finite = np.isfinite(out)
+            if not finite.all():  # NaN / inf: counted and reported; the metrics below are over the finite values
+                row["non_finite"] += int(out.size - finite.sum())
+                out = np.where(finite, out, 0.0)
             diff = np.abs(out - ref)
             row["max_abs_error"] = max(row["max_abs_error"], float(diff.max()) if diff.size else 0.0)
             scale = max(float(np.abs(ref).max()) if ref.size else 0.0, 1e-12)
@@ -208,6 +212,11 @@ def compare_outputs(
     top1s = [r["top1_agreement"] for r in per if r["top1_agreement"] is not None]
     top1 = min(top1s) if top1s else None
     failures = []
+    for row in per:  # whatever the gates: a NaN or inf in an artifact's output is never within tolerance
+        if row["non_finite"]:
+            total = int(np.prod(row["shape"])) * len(reference)
+            failures.append(f"{row['name']}: {row['non_finite']} of {total} values are NaN or inf (metrics below are "
+                            "over the finite ones; the artifact computes something else)")  # fmt: skip
     t = thresholds
     if t.max_abs_error is not None and not max_abs <= t.max_abs_error:
         far = how_far(_ratio(max_abs, t.max_abs_error))
