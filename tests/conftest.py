@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-_CACHE = tempfile.mkdtemp(prefix="edgedeploy-test-cache-")
+_CACHE = tempfile.mkdtemp(prefix="edgedeploy-test-cache-")  # removed at the end of the session (pytest_unconfigure)
 os.environ.setdefault("EDGEDEPLOY_CACHE", _CACHE)
 
 
@@ -58,7 +59,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Stop a background corpus run that is still going (end of session, Ctrl-C, SIGTERM)."""
+    """Stop a background corpus run that is still going (end of session, Ctrl-C, SIGTERM); remove the session's
+    artifact cache (each session left one in the temporary folder before)."""
     mod = sys.modules.get("tests.corpus_bg")
     if mod is not None:
         mod.stop()
+    shutil.rmtree(_CACHE, ignore_errors=True)
