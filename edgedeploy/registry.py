@@ -66,6 +66,9 @@ class FormatSpec:
     side_required: bool = False
     onnx_based: bool = False
     from_onnx: bool = False
+    #: ONNX-level passes run on an ONNX file a user brings before conversion (names in
+    #: :data:`edgedeploy.export.onnx_passes.ONNX_FILE_PASSES`)
+    onnx_passes: tuple[str, ...] = ()
     bisectable: bool = False
     description: str = ""
     #: an artifact may be a directory (CoreML's ``.mlpackage``); a directory given for any other format is refused
@@ -383,7 +386,8 @@ for _spec in (
     FormatSpec("mnn", (".mnn",), "edgedeploy.export.mnn", "mnn", PRECISIONS, "mnn",
                onnx_based=True, from_onnx=True, bisectable=True,
                description="MNN from ONNX with MNN's compiled converter (in-process)", opsets=OPSET_RANGE,
-               options=("int8_mode", "calibration")),
+               options=("int8_mode", "calibration"),
+               onnx_passes=("wrap_pad",)),  # MNN: "MNN only support ['constant', 'reflect'] Pad mode"
     FormatSpec("tflite", (".tflite",), "edgedeploy.export.tflite", "tflite", PRECISIONS, "litert",
                layouts=LAYOUTS, description="TFLite with litert-torch", options=("int8_mode", "calibration"),
                # litert-torch: "'tfl.mul' op operands don't have broadcast-compatible shapes" after an expand_as
@@ -391,8 +395,8 @@ for _spec in (
     FormatSpec("coreml", (".mlpackage", ".mlmodel"), "edgedeploy.export.coreml", "coreml", PRECISIONS, "coreml",
                description="CoreML ML program with coremltools via torch.export (iOS 16+)", directory=True),
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
-               side_suffixes=(".bin",), side_required=True,
-               description="ncnn .param + .bin pair with pnnx from TorchScript",
+               side_suffixes=(".bin",), side_required=True, from_onnx=True,
+               description="ncnn .param + .bin pair with pnnx from TorchScript (or an ONNX file)",
                # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2",
                # "chunk with non-perfect divided size"; a BatchNorm1d over tokens merged into the batch axis (NaN)
                graph_passes=("high_rank_to_4d", "strided_slice", "uneven_split", "batch_flatten_norm")),

@@ -49,6 +49,34 @@ def tiny_onnx(path: Path) -> Path:
     return path
 
 
+def paddle_hardsigmoid_onnx(path: Path) -> Path:
+    """PP-OCR's squeeze-excite gate as Paddle writes it: conv, global pool, 1x1 conv,
+    ``HardSigmoid(alpha=0.2, beta=0.5)``, the channel-wise product."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    se = rng.standard_normal((4, 4, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+            helper.make_node("Conv", ["p", "se"], ["s"], name="se"),
+            helper.make_node("HardSigmoid", ["s"], ["g"], alpha=0.2, beta=0.5, name="gate"),
+            helper.make_node("Mul", ["c", "g"], ["y"], name="scale"),
+        ],
+        "paddle_gate",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(se, "se")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def perturb_first_weight(src: Path, dst: Path) -> str:
     """``src`` with its first float weight tensor of rank >= 2 (initializer or Constant node) scaled by 1.01."""
     import onnx
@@ -170,3 +198,19 @@ def test_one_weight_perturbed_by_one_percent_fails(tmp_path: Path) -> None:
     assert reports["good"].passed, reports["good"].failures
     assert not reports["bad"].passed and reports["bad"].scaled_error > 3 * DEFAULT_SCALED_GATES["fp32"]["scores"]
     assert any("of the output's range" in f for f in reports["bad"].failures)
+
+
+@pytest.mark.slow
+def test_onnx_file_to_ncnn(tmp_path: Path) -> None:
+    """An ONNX file goes to ncnn through pnnx's ONNX front end: the pair under the whole file stem, blobs in0 / out0,
+    parity against onnxruntime on the source file (Paddle's HardSigmoid alpha 0.2 kept: pnnx scales its input)."""
+    pytest.importorskip("pnnx")
+    pytest.importorskip("ncnn")
+    import edgedeploy
+
+    src = paddle_hardsigmoid_onnx(tmp_path / "gate_v2.0.onnx")
+    out = edgedeploy.export(src, "ncnn", out=tmp_path / "out")
+    assert out.parity.passed and out.parity.max_abs_error < 1e-5, out.parity
+    assert out.artifact.name == "gate_v2.0.param" and out.artifact.with_suffix(".bin").is_file()
+    assert out.manifest.input.name == "in0" and out.manifest.exporter.endswith("pnnx (ONNX front end)")
+    assert out.manifest.side_files == {"gate_v2.0.bin": out.manifest.side_files["gate_v2.0.bin"]}

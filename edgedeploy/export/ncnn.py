@@ -40,10 +40,12 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -101,6 +103,45 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def _run_pnnx(tmp: Path, source: str, shape: Sequence[int], out_path: Path, precision: str) -> float:
+    """Run pnnx on ``tmp/source`` (TorchScript ``.pt`` or ``.onnx``), check the ncnn pair it writes and move it to
+    ``out_path`` (``.bin`` first, then ``.param``, each atomically); returns pnnx's wall time (s)."""
+    import time
+
+    exe = pnnx_executable()
+    dims = ",".join(str(int(d)) for d in shape)
+    cmd = [
+        str(exe), source, f"inputshape=[{dims}]f32", "device=cpu", f"optlevel={PNNX_OPTLEVEL}",
+        f"fp16={1 if precision == 'fp16' else 0}",
+        "pnnxparam=model.pnnx.param", "pnnxbin=model.pnnx.bin", "pnnxpy=model_pnnx.py",
+        "pnnxonnx=model.pnnx.onnx", "ncnnparam=model.ncnn.param", "ncnnbin=model.ncnn.bin",
+        "ncnnpy=model_ncnn.py",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=tmp, capture_output=True, text=True, errors="replace", timeout=PNNX_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ExportError(f"pnnx did not finish within {PNNX_TIMEOUT_S} s") from e
+    pnnx_s = time.perf_counter() - t0
+    log = proc.stdout + proc.stderr
+    param, weights = tmp / "model.ncnn.param", tmp / "model.ncnn.bin"
+    if proc.returncode != 0 or not param.is_file() or not weights.is_file():
+        raise ExportError(f"pnnx failed (exit {proc.returncode}): {_last_line(log)}")
+    left = unconverted_layers(param)
+    if left:
+        raise _refuse(left, log)
+    check_ncnn(param, precision)
+    os.replace(weights, bin_path(out_path))
+    os.replace(param, out_path)
+    return pnnx_s
+
+
+def _pnnx_notes(precision: str) -> list[str]:
+    return [f"pnnx optlevel={PNNX_OPTLEVEL}, weights stored {'fp16' if precision == 'fp16' else 'fp32'}"]
+
+
 def torch_to_ncnn(
     module: nn.Module, example: torch.Tensor, out_path: Path, precision: str = "fp32"
 ) -> tuple[list[str], float]:
@@ -109,12 +150,9 @@ def torch_to_ncnn(
     Returns ``(notes, pnnx_seconds)``. Raises :class:`UnsupportedOpError` (pnnx left an operator unconverted),
     :class:`ExportError` (tracing or pnnx failed, or ncnn cannot load the pair), :class:`MissingExtraError`.
     """
-    import time
-
-    exe = pnnx_executable()
+    pnnx_executable()  # the missing extra before any tracing work
     module, circular = explicit_circular_padding(module.eval())
     module = _TupleOutputs(module).eval()
-    shape = ",".join(str(int(d)) for d in example.shape)
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix=".edgedeploy-ncnn-", dir=out_path.parent) as tmp_dir:
         tmp = Path(tmp_dir)
@@ -125,35 +163,21 @@ def torch_to_ncnn(
             traced.save(str(tmp / "model.pt"))
         except Exception as e:
             raise ExportError(f"TorchScript tracing for pnnx failed: {_last_line(str(e)) or type(e).__name__}") from e
-        cmd = [
-            str(exe), "model.pt", f"inputshape=[{shape}]f32", "device=cpu", f"optlevel={PNNX_OPTLEVEL}",
-            f"fp16={1 if precision == 'fp16' else 0}",
-            "pnnxparam=model.pnnx.param", "pnnxbin=model.pnnx.bin", "pnnxpy=model_pnnx.py",
-            "pnnxonnx=model.pnnx.onnx", "ncnnparam=model.ncnn.param", "ncnnbin=model.ncnn.bin",
-            "ncnnpy=model_ncnn.py",
-        ]  # fmt: skip
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                cmd, cwd=tmp, capture_output=True, text=True, errors="replace", timeout=PNNX_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as e:
-            raise ExportError(f"pnnx did not finish within {PNNX_TIMEOUT_S} s") from e
-        pnnx_s = time.perf_counter() - t0
-        log = proc.stdout + proc.stderr
-        param, weights = tmp / "model.ncnn.param", tmp / "model.ncnn.bin"
-        if proc.returncode != 0 or not param.is_file() or not weights.is_file():
-            raise ExportError(f"pnnx failed (exit {proc.returncode}): {_last_line(log)}")
-        left = unconverted_layers(param)
-        if left:
-            raise _refuse(left, log)
-        check_ncnn(param, precision)
-        os.replace(weights, bin_path(out_path))
-        os.replace(param, out_path)
-    notes = [f"pnnx optlevel={PNNX_OPTLEVEL}, weights stored {'fp16' if precision == 'fp16' else 'fp32'}"]
+        pnnx_s = _run_pnnx(tmp, "model.pt", example.shape, out_path, precision)
+    notes = _pnnx_notes(precision)
     if circular:
         notes.append(f"{len(circular)} circular-padded conv(s) exported as explicit wrap-around + unpadded conv")
     return notes, pnnx_s
+
+
+def onnx_to_ncnn(onnx_path: Path, shape: Sequence[int], out_path: Path, precision: str = "fp32") -> float:
+    """Convert a static-shape ONNX file (NCHW input ``shape``) to ``out_path`` (``.param``) + ``.bin`` with pnnx's
+    ONNX front end; returns pnnx's wall time (s). Raises as :func:`torch_to_ncnn`."""
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix=".edgedeploy-ncnn-", dir=out_path.parent) as tmp_dir:
+        tmp = Path(tmp_dir)
+        shutil.copyfile(onnx_path, tmp / "model.onnx")
+        return _run_pnnx(tmp, "model.onnx", shape, out_path, precision)
 
 
 class _CircularPadConv(nn.Module):
@@ -238,29 +262,20 @@ class NcnnExporter(Exporter):
     format = "ncnn"
 
     def export(self, module: nn.Module, example: Tensor, out_path: Path, settings: ExportSettings) -> ExportedFile:
-        precision = settings.precision
-        notes, pnnx_s = torch_to_ncnn(module, example, out_path, precision)
-        graph = read_param(out_path)
-        weights = bin_path(out_path)
-        return ExportedFile(
-            path=out_path,
-            exporter="torch.jit.trace + pnnx",
-            opset=None,
-            input_name=graph.inputs[0],
-            input_layout="NCHW",
-            input_shape=[int(d) for d in example.shape],
-            output_names=graph.outputs,
-            notes=notes,
-            extra={
-                "side_files": {weights.name: sha256_file(weights)},
-                "ncnn": {
-                    "options": precision_flags(precision),
-                    "pnnx_s": round(pnnx_s, 3),
-                    "layers": len(graph.layers),
-                },
-                "load_kw": {"precision": precision},
-            },
-        )
+        notes, pnnx_s = torch_to_ncnn(module, example, out_path, settings.precision)
+        return _exported(out_path, "torch.jit.trace + pnnx", example.shape, settings.precision, notes, pnnx_s)
+
+    def export_onnx(self, onnx_path: Path, out_path: Path, settings: ExportSettings) -> ExportedFile:
+        """An ONNX file a user brings (static shape, prepared by :mod:`edgedeploy.export.onnx_source`) through
+        pnnx's ONNX front end; the ncnn pair's blobs are ``in0`` / ``out0``… as for a PyTorch module."""
+        from edgedeploy.spec import graph_inputs, import_onnx
+
+        model = import_onnx().load(str(onnx_path), load_external_data=False)
+        dims = graph_inputs(model)[0].type.tensor_type.shape.dim
+        shape = [int(d.dim_value) for d in dims]
+        pnnx_s = onnx_to_ncnn(onnx_path, shape, out_path, settings.precision)
+        return _exported(out_path, "pnnx (ONNX front end)", shape, settings.precision, _pnnx_notes(settings.precision),
+                         pnnx_s)  # fmt: skip
 
     def op_census(self, path: Path) -> dict[str, int]:
         return ncnn_op_census(path)
@@ -276,3 +291,30 @@ class NcnnExporter(Exporter):
             except PackageNotFoundError:
                 pass
         return versions
+
+
+def _exported(
+    out_path: Path, tool: str, shape: Sequence[int], precision: str, notes: list[str], pnnx_s: float
+) -> ExportedFile:
+    """The :class:`ExportedFile` of an ncnn pair pnnx wrote to ``out_path``."""
+    graph = read_param(out_path)
+    weights = bin_path(out_path)
+    return ExportedFile(
+        path=out_path,
+        exporter=tool,
+        opset=None,
+        input_name=graph.inputs[0],
+        input_layout="NCHW",
+        input_shape=[int(d) for d in shape],
+        output_names=graph.outputs,
+        notes=notes,
+        extra={
+            "side_files": {weights.name: sha256_file(weights)},
+            "ncnn": {
+                "options": precision_flags(precision),
+                "pnnx_s": round(pnnx_s, 3),
+                "layers": len(graph.layers),
+            },
+            "load_kw": {"precision": precision},
+        },
+    )

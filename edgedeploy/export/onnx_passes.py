@@ -12,6 +12,9 @@ at a time (``concat(x[-before:], x, x[:after])`` along the axis, which is exactl
 for pads no larger than the axis). MNN's converter refuses wrap padding ("MNN only support ['constant',
 'reflect'] Pad mode"); Slice and Concat every converter has. :func:`prove_equal` runs the original and the
 rewritten graph in onnxruntime on seeded inputs and reports the largest difference.
+
+:data:`ONNX_FILE_PASSES` names the passes a format runs on an ONNX file a user brings
+(:attr:`edgedeploy.registry.FormatSpec.onnx_passes`).
 """
 
 from __future__ import annotations
@@ -319,3 +322,10 @@ def prove_equal(original: Path, rewritten: Path, input_shape: tuple[int, ...], n
         for ya, yb in zip(a.run(None, {name_a: x}), b.run(None, {name_b: x}), strict=True):
             worst = max(worst, float(np.max(np.abs(np.asarray(ya, np.float64) - np.asarray(yb, np.float64)))))
     return worst
+
+
+#: pass name -> (rewrite, what it does, the op it rewrites): the ONNX-file passes a format lists in
+#: :attr:`edgedeploy.registry.FormatSpec.onnx_passes`
+ONNX_FILE_PASSES: dict[str, tuple[Any, str, str]] = {
+    "wrap_pad": (rewrite_wrap_pad, "wrap Pad -> Slice + Concat", "Pad"),
+}

@@ -1,10 +1,11 @@
 """Export from an ONNX file a user brings (``edgedeploy export model.onnx --to mnn``).
 
 Steps: read the file; fix its input shape (the file's static dims, or ``--input-shape`` for dynamic ones); apply
-the ONNX-level lowering the target needs (:mod:`edgedeploy.export.onnx_passes`: wrap Pad → Slice + Concat for
-MNN), proven equal with onnxruntime; simplify with onnxsim (input shape overwritten, constant folding) and check
-with ``onnx.checker``; then convert (MNN's converter, saving a static model: no ``Shape`` / ``Rank`` ops left) or
-write it (``--to onnx``; fp16 / int8 with onnxruntime's tools).
+the ONNX-level lowering the target needs (:attr:`~edgedeploy.registry.FormatSpec.onnx_passes`, from
+:mod:`edgedeploy.export.onnx_passes`: wrap Pad → Slice + Concat for MNN), proven equal with onnxruntime; simplify
+with onnxsim (input shape overwritten, constant folding) and check with ``onnx.checker``; then convert (MNN's
+converter, saving a static model: no ``Shape`` / ``Rank`` ops left), write it (``--to onnx``; fp16 / int8 with
+onnxruntime's tools), or hand it to the format's exporter (``export_onnx``: ncnn through pnnx's ONNX front end).
 Only formats whose :attr:`~edgedeploy.registry.FormatSpec.from_onnx` is true can start from ONNX; others
 (TFLite via litert-torch and CoreML via coremltools convert PyTorch modules) raise :class:`ConfigError`.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,8 @@ def prepare(src: Path, shape: tuple[int, ...], fmt: str, work: Path) -> tuple[Pa
     Raises :class:`ExportError` when a rewrite changes the outputs (max abs > :data:`PASS_TOLERANCE`) or the
     result fails ``onnx.checker``.
     """
-    from edgedeploy.export.onnx_passes import prove_equal, rewrite_wrap_pad
+    from edgedeploy.export.onnx_passes import ONNX_FILE_PASSES, prove_equal
+    from edgedeploy.registry import format_spec
 
     onnx = import_onnx()
     model = load_onnx(src)
@@ -64,17 +67,18 @@ def prepare(src: Path, shape: tuple[int, ...], fmt: str, work: Path) -> tuple[Pa
     _set_input_shape(model, inp.name, shape)
     onnx.save(model, str(fixed))
     current = fixed
-    if fmt == "mnn":
-        model, names = rewrite_wrap_pad(model)
+    for pass_name in format_spec(fmt).onnx_passes:
+        rewrite, what, op = ONNX_FILE_PASSES[pass_name]
+        model, names = rewrite(model)
         if names:
-            rewritten = work / "lowered.onnx"
+            rewritten = work / f"lowered_{pass_name}.onnx"
             onnx.save(model, str(rewritten))
             err = prove_equal(current, rewritten, shape)
             if err > PASS_TOLERANCE:
-                raise ExportError(f"the wrap-Pad rewrite changed the outputs (max abs error {err:.3g}); "
-                                  "this is a bug in edgedeploy", op="Pad", node=names[0])  # fmt: skip
-            info["passes"].append({"pass": "wrap Pad -> Slice + Concat", "nodes": names, "max_abs_error": err})
-            info["rewritten"] = names
+                raise ExportError(f"the {what} rewrite changed the outputs (max abs error {err:.3g}); "
+                                  "this is a bug in edgedeploy", op=op, node=names[0])  # fmt: skip
+            info["passes"].append({"pass": what, "nodes": names, "max_abs_error": err})
+            info["rewritten"] += names
             current = rewritten
     simplified = work / "simplified.onnx"
     model = onnx.load(str(current))
@@ -159,7 +163,10 @@ def export_onnx_file(src: Path, shape: tuple[int, ...], fmt: str, out_path: Path
             exporter = get_exporter(fmt)
             if not hasattr(exporter, "export_onnx"):
                 raise ConfigError(f"format {fmt} says from_onnx but its exporter has no export_onnx(path, out)")
-            exporter.export_onnx(prepared, out_path, settings)
+            made = exporter.export_onnx(prepared, out_path, settings)
+            if isinstance(made, ExportedFile):  # the exporter's own names (ncnn: in0 / out0), notes, side files
+                return replace(made, exporter=f"{tool} -> {made.exporter}", opset=opset, input_shape=list(shape),
+                               notes=notes + made.notes, extra={**extra, **made.extra})  # fmt: skip
             tool += f" -> {fmt} exporter"
         final = onnx.load(str(prepared), load_external_data=False)
     return ExportedFile(
