@@ -68,10 +68,12 @@ def export(
     (``precision="fp32"``, ``parity=True``, ``opset``, ``weights``, gates, ``layout``, ``int8_mode`` …).
 
     Returns an :class:`~edgedeploy.export.pipeline.ExportOutcome`: ``.artifact`` (path), ``.manifest``,
-    ``.parity`` (``.passed`` True / False / None when not run). A failed parity does not raise: the artifact is
-    kept and marked failed. Raises :class:`~edgedeploy.errors.ConfigError` / ``ArtifactError`` /
-    ``UnknownModelError`` / ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming
-    the op and node (4).
+    ``.parity`` (``.passed`` True / False / None when not run), ``.summary()`` (text). A failed parity does not
+    raise: the artifact is kept and marked failed. ``precision="int8"`` with ``int8_speed_check`` (default on;
+    see :class:`ExportOptions`) also times the int8 artifact against the same module's fp32 artifact of ``to``
+    on this host and records it as the manifest's ``int8_speed`` (:mod:`edgedeploy.bench.int8_speed`).
+    Raises :class:`~edgedeploy.errors.ConfigError` / ``ArtifactError`` / ``UnknownModelError`` /
+    ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming the op and node (4).
     """
     opts = _export_options(options)
     from edgedeploy.export.parity import gates_for
@@ -84,9 +86,53 @@ def export(
         custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
         if custom:
             raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
-        return cached_export(model, to, opts, input_shape=input_shape, name=name)
-    gates_for(opts)  # a bad thresholds value fails here, before any model is built
-    return export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
+        outcome = cached_export(model, to, opts, input_shape=input_shape, name=name)
+    else:
+        gates_for(opts)  # a bad thresholds value fails here, before any model is built
+        outcome = export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
+    if opts.precision == "int8" and opts.int8_speed_check and outcome.manifest.int8_speed is None:
+        shape = input_shape if example is None else tuple(example.shape)
+        _measure_int8_speed(outcome, model, to, opts, shape, name)
+    return outcome
+
+
+def _measure_int8_speed(
+    outcome: ExportOutcome, model: Any, to: str, opts: ExportOptions, input_shape: Any, name: str | None
+) -> None:
+    """Time ``outcome``'s int8 artifact against the fp32 artifact of the same model and format (exported into the
+    cache or reused from it, :func:`~edgedeploy.export.pipeline.cached_export`), record it in the manifest
+    (``int8_speed``) and rewrite the manifest. A failed fp32 export or parity is recorded as the reason."""
+    from edgedeploy.bench.int8_speed import Int8SpeedCheck, measure_int8_speed
+    from edgedeploy.errors import EdgeDeployError
+    from edgedeploy.export.manifest import Int8Speed, write_manifest
+    from edgedeploy.export.pipeline import cached_export
+    from edgedeploy.registry import default_runtime
+
+    def not_measured(reason: str) -> Int8Speed:
+        return Int8Speed(measured=False, runtime=default_runtime(to), reason=reason)
+
+    say = opts.progress or (lambda _msg: None)
+    if outcome.parity.status == "failed":
+        speed = not_measured("the int8 artifact failed parity")
+    else:
+        say(f"exporting the fp32 {to} artifact to time int8 against")
+        request = ExportOptions(
+            precision="fp32", opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+            lowering=opts.lowering, progress=opts.progress,
+        )  # fmt: skip
+        try:
+            fp32 = cached_export(model, to, request, input_shape=input_shape, name=name)
+        except EdgeDeployError as e:
+            fp32 = None
+            speed = not_measured(f"the fp32 export failed: {str(e).splitlines()[0]}")
+        if fp32 is not None and fp32.parity.status == "failed":
+            speed = not_measured(f"the fp32 artifact {fp32.artifact} failed parity")
+        elif fp32 is not None:
+            say(f"timing int8 against fp32 on {default_runtime(to)} (at most {opts.int8_speed_seconds:g} s)")
+            check = Int8SpeedCheck(max_seconds=opts.int8_speed_seconds)
+            speed = measure_int8_speed(outcome.artifact, fp32.artifact, to, check)
+    outcome.manifest.int8_speed = speed
+    write_manifest(outcome.manifest, outcome.artifact)
 
 
 def export_all(
