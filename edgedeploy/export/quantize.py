@@ -199,8 +199,9 @@ def fuse_silu(model: Any) -> int:
     returns how many. The quantizer leaves the op float (DequantizeLinear in, QuantizeLinear out), computed by one
     vectorised onnxruntime kernel — what onnxruntime's own fp32 graph does (``QuickGeluFusion``). Left to the
     quantizer, each SiLU became QLinearSigmoid + QLinearMul: 5.3 of EdgeFormer-S's 13.3 ms at 1 thread (int8
-    profile) against 1.7 ms of QuickGelu in fp32; fused, int8 ran 1.69× fp32 instead of 1.50× (10 interleaved
-    blocks, CPU time, AMD EPYC), top-1 unchanged (``benchmarks/results/int8_onnx_edgeformer.md``). Keeping the
+    profile) against 1.7 ms of QuickGelu in fp32; fused, int8 ran 1.77× fp32 instead of 1.48× (10 interleaved
+    blocks, CPU time, AMD EPYC), top-1 vs fp32 1.000 on 200 inputs
+    (``benchmarks/results/int8_per_runtime_onnx_silu.md``, ``int8_onnx_edgeformer_s.md``). Keeping the
     Sigmoid and Mul float without fusing them was slower (1.19×: two float ops and their Q/DQ). A Sigmoid whose
     output feeds anything else is left alone.
     """
