@@ -91,28 +91,36 @@ def export(
         gates_for(opts)  # a bad thresholds value fails here, before any model is built
         outcome = export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
     if opts.precision == "int8" and opts.int8_speed_check and outcome.manifest.int8_speed is None:
+        from edgedeploy.export.pipeline import cached_export
+
         shape = input_shape if example is None else tuple(example.shape)
-        _measure_int8_speed(outcome, model, to, opts, shape, name)
+
+        def fp32_of(request: ExportOptions) -> ExportOutcome:
+            return cached_export(model, to, request, input_shape=shape, name=name)
+
+        _measure_int8_speed(outcome.artifact, outcome.manifest, outcome.parity.status, to, opts, fp32_of)
     return outcome
 
 
 def _measure_int8_speed(
-    outcome: ExportOutcome, model: Any, to: str, opts: ExportOptions, input_shape: Any, name: str | None
-) -> None:
-    """Time ``outcome``'s int8 artifact against the fp32 artifact of the same model and format (exported into the
-    cache or reused from it, :func:`~edgedeploy.export.pipeline.cached_export`), record it in the manifest
-    (``int8_speed``) and rewrite the manifest. A failed fp32 export or parity is recorded as the reason."""
+    artifact: Path, manifest: Any, parity_status: str, to: str, opts: ExportOptions,
+    fp32_of: Callable[[ExportOptions], ExportOutcome],
+) -> Any:  # fmt: skip
+    """Time the int8 ``artifact`` (its :class:`~edgedeploy.export.manifest.Manifest` ``manifest``, its parity
+    status) against the fp32 artifact of the same model and format that ``fp32_of(request)`` returns (the cache's,
+    :func:`~edgedeploy.export.pipeline.cached_export`), record the
+    :class:`~edgedeploy.export.manifest.Int8Speed` in the manifest, rewrite it and return it. A failed fp32 export
+    or parity is recorded as the reason."""
     from edgedeploy.bench.int8_speed import Int8SpeedCheck, measure_int8_speed
     from edgedeploy.errors import EdgeDeployError
     from edgedeploy.export.manifest import Int8Speed, write_manifest
-    from edgedeploy.export.pipeline import cached_export
     from edgedeploy.registry import default_runtime
 
     def not_measured(reason: str) -> Int8Speed:
         return Int8Speed(measured=False, runtime=default_runtime(to), reason=reason)
 
     say = opts.progress or (lambda _msg: None)
-    if outcome.parity.status == "failed":
+    if parity_status == "failed":
         speed = not_measured("the int8 artifact failed parity")
     else:
         say(f"exporting the fp32 {to} artifact to time int8 against")
@@ -121,7 +129,7 @@ def _measure_int8_speed(
             lowering=opts.lowering, progress=opts.progress,
         )  # fmt: skip
         try:
-            fp32 = cached_export(model, to, request, input_shape=input_shape, name=name)
+            fp32 = fp32_of(request)
         except EdgeDeployError as e:
             fp32 = None
             speed = not_measured(f"the fp32 export failed: {str(e).splitlines()[0]}")
@@ -130,9 +138,10 @@ def _measure_int8_speed(
         elif fp32 is not None:
             say(f"timing int8 against fp32 on {default_runtime(to)} (at most {opts.int8_speed_seconds:g} s)")
             check = Int8SpeedCheck(max_seconds=opts.int8_speed_seconds)
-            speed = measure_int8_speed(outcome.artifact, fp32.artifact, to, check)
-    outcome.manifest.int8_speed = speed
-    write_manifest(outcome.manifest, outcome.artifact)
+            speed = measure_int8_speed(artifact, fp32.artifact, to, check)
+    manifest.int8_speed = speed
+    write_manifest(manifest, artifact)
+    return speed
 
 
 def export_all(
@@ -177,7 +186,29 @@ def export_all(
 
     gates_for(opts)  # a bad thresholds value is one error for the whole request
     results = export_each(source, list(to), out, replace(opts, progress=progress), **extra)
+    if opts.precision == "int8" and opts.int8_speed_check:
+        _int8_speed_each(source, results, replace(opts, progress=progress), extra)
     return MultiExport(str(model), results)
+
+
+def _int8_speed_each(source: Any, results: list[Any], opts: ExportOptions, target: dict[str, Any]) -> None:
+    """``export_all``'s int8 rows: each exported artifact timed against its format's fp32 one
+    (:func:`_measure_int8_speed`); the record goes into the manifest and the row's ``int8_speed``."""
+    from edgedeploy.export.manifest import read_manifest
+    from edgedeploy.export.pipeline import cached_export
+
+    for r in results:
+        if r.artifact is None or r.status not in ("parity passed", "exported", "parity failed"):
+            continue
+        manifest = read_manifest(r.artifact, verify=False)
+        if manifest is None:
+            continue
+        status = {"parity passed": "passed", "parity failed": "failed"}.get(r.status, "not run")
+
+        def fp32_of(request: ExportOptions, fmt: str = r.format) -> ExportOutcome:
+            return cached_export(source, fmt, request, **target)
+
+        r.int8_speed = _measure_int8_speed(Path(r.artifact), manifest, status, r.format, opts, fp32_of).model_dump()
 
 
 def bench(

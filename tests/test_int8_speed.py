@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import edgedeploy
+from edgedeploy import api
 from edgedeploy.bench.int8_speed import Int8SpeedCheck, measure_int8_speed
 from edgedeploy.errors import ConfigError
 from edgedeploy.export.manifest import Int8Speed, int8_speed_line, read_manifest
@@ -129,3 +130,22 @@ def test_cli_prints_the_line(tmp_path: Path) -> None:
     proc = run_cli(*args, "--out", str(tmp_path / "c"), "--no-int8-speed-check", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["int8_speed"] is None
+
+
+@pytest.mark.slow
+def test_export_all_int8_rows_carry_the_measurement(tmp_path: Path) -> None:
+    done = api.export_all(_net(), ["onnx", "mnn"], input_shape=SHAPE, out=tmp_path, precision="int8",
+                                 name="tiny")  # fmt: skip
+    for r in done.results:
+        assert r.status == "parity passed", r
+        speed = Int8Speed.model_validate(r.int8_speed)
+        assert speed.measured and speed.ratio > 0 and speed.runtime == {"onnx": "onnxruntime", "mnn": "mnn"}[r.format]
+        on_disk = read_manifest(r.artifact, verify=True)
+        assert on_disk is not None and on_disk.int8_speed == speed
+    from edgedeploy.commands.tables import export_all_table
+
+    caption = str(export_all_table(done.model, done.results).caption)
+    assert "than fp32 on onnxruntime here" in caption and "than fp32 on mnn here" in caption
+    off = api.export_all(_net(), ["onnx"], input_shape=SHAPE, out=tmp_path / "off", precision="int8",
+                                name="tiny", int8_speed_check=False)  # fmt: skip
+    assert off.results[0].int8_speed is None
