@@ -149,3 +149,11 @@ def test_export_all_int8_rows_carry_the_measurement(tmp_path: Path) -> None:
     off = api.export_all(_net(), ["onnx"], input_shape=SHAPE, out=tmp_path / "off", precision="int8",
                                 name="tiny", int8_speed_check=False)  # fmt: skip
     assert off.results[0].int8_speed is None
+
+
+def test_cli_refuses_a_zero_budget(tmp_path: Path) -> None:
+    proc = run_cli("export", "edgeformer_s", "--to", "onnx", "--precision", "int8", "--int8-speed-seconds", "0",
+                   "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--int8-speed-seconds must be in (0, 600]" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
