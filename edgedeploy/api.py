@@ -68,10 +68,12 @@ def export(
     (``precision="fp32"``, ``parity=True``, ``opset``, ``weights``, gates, ``layout``, ``int8_mode`` …).
 
     Returns an :class:`~edgedeploy.export.pipeline.ExportOutcome`: ``.artifact`` (path), ``.manifest``,
-    ``.parity`` (``.passed`` True / False / None when not run). A failed parity does not raise: the artifact is
-    kept and marked failed. Raises :class:`~edgedeploy.errors.ConfigError` / ``ArtifactError`` /
-    ``UnknownModelError`` / ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming
-    the op and node (4).
+    ``.parity`` (``.passed`` True / False / None when not run), ``.summary()`` (text). A failed parity does not
+    raise: the artifact is kept and marked failed. ``precision="int8"`` with ``int8_speed_check`` (default on;
+    see :class:`ExportOptions`) also times the int8 artifact against the same module's fp32 artifact of ``to``
+    on this host and records it as the manifest's ``int8_speed`` (:mod:`edgedeploy.bench.int8_speed`).
+    Raises :class:`~edgedeploy.errors.ConfigError` / ``ArtifactError`` / ``UnknownModelError`` /
+    ``UnknownFormatError`` (exit 2), ``MissingExtraError`` (3), ``ExportError`` naming the op and node (4).
     """
     opts = _export_options(options)
     from edgedeploy.export.parity import gates_for
@@ -84,9 +86,62 @@ def export(
         custom += [f"int8_mode={opts.int8_mode}"] * (opts.int8_mode not in (None, "full"))
         if custom:
             raise ConfigError(f"cache=True exports with the default gates and options; drop {', '.join(custom)}")
-        return cached_export(model, to, opts, input_shape=input_shape, name=name)
-    gates_for(opts)  # a bad thresholds value fails here, before any model is built
-    return export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
+        outcome = cached_export(model, to, opts, input_shape=input_shape, name=name)
+    else:
+        gates_for(opts)  # a bad thresholds value fails here, before any model is built
+        outcome = export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
+    if opts.precision == "int8" and opts.int8_speed_check and outcome.manifest.int8_speed is None:
+        from edgedeploy.export.pipeline import cached_export
+
+        shape = input_shape if example is None else tuple(example.shape)
+
+        def fp32_of(request: ExportOptions) -> ExportOutcome:
+            return cached_export(model, to, request, input_shape=shape, name=name)
+
+        _measure_int8_speed(outcome.artifact, outcome.manifest, outcome.parity.status, to, opts, fp32_of)
+    return outcome
+
+
+def _measure_int8_speed(
+    artifact: Path, manifest: Any, parity_status: str, to: str, opts: ExportOptions,
+    fp32_of: Callable[[ExportOptions], ExportOutcome],
+) -> Any:  # fmt: skip
+    """Time the int8 ``artifact`` (its :class:`~edgedeploy.export.manifest.Manifest` ``manifest``, its parity
+    status) against the fp32 artifact of the same model and format that ``fp32_of(request)`` returns (the cache's,
+    :func:`~edgedeploy.export.pipeline.cached_export`), record the
+    :class:`~edgedeploy.export.manifest.Int8Speed` in the manifest, rewrite it and return it. A failed fp32 export
+    or parity is recorded as the reason."""
+    from edgedeploy.bench.int8_speed import Int8SpeedCheck, measure_int8_speed
+    from edgedeploy.errors import EdgeDeployError
+    from edgedeploy.export.manifest import Int8Speed, write_manifest
+    from edgedeploy.registry import default_runtime
+
+    def not_measured(reason: str) -> Int8Speed:
+        return Int8Speed(measured=False, runtime=default_runtime(to), reason=reason)
+
+    say = opts.progress or (lambda _msg: None)
+    if parity_status == "failed":
+        speed = not_measured("the int8 artifact failed parity")
+    else:
+        say(f"exporting the fp32 {to} artifact to time int8 against")
+        request = ExportOptions(
+            precision="fp32", opset=opts.opset, weights=opts.weights, input_size=opts.input_size,
+            lowering=opts.lowering, progress=opts.progress,
+        )  # fmt: skip
+        try:
+            fp32 = fp32_of(request)
+        except EdgeDeployError as e:
+            fp32 = None
+            speed = not_measured(f"the fp32 export failed: {str(e).splitlines()[0]}")
+        if fp32 is not None and fp32.parity.status == "failed":
+            speed = not_measured(f"the fp32 artifact {fp32.artifact} failed parity")
+        elif fp32 is not None:
+            say(f"timing int8 against fp32 on {default_runtime(to)} (at most {opts.int8_speed_seconds:g} s)")
+            check = Int8SpeedCheck(max_seconds=opts.int8_speed_seconds)
+            speed = measure_int8_speed(artifact, fp32.artifact, to, check)
+    manifest.int8_speed = speed
+    write_manifest(manifest, artifact)
+    return speed
 
 
 def export_all(
@@ -131,7 +186,29 @@ def export_all(
 
     gates_for(opts)  # a bad thresholds value is one error for the whole request
     results = export_each(source, list(to), out, replace(opts, progress=progress), **extra)
+    if opts.precision == "int8" and opts.int8_speed_check:
+        _int8_speed_each(source, results, replace(opts, progress=progress), extra)
     return MultiExport(str(model), results)
+
+
+def _int8_speed_each(source: Any, results: list[Any], opts: ExportOptions, target: dict[str, Any]) -> None:
+    """``export_all``'s int8 rows: each exported artifact timed against its format's fp32 one
+    (:func:`_measure_int8_speed`); the record goes into the manifest and the row's ``int8_speed``."""
+    from edgedeploy.export.manifest import read_manifest
+    from edgedeploy.export.pipeline import cached_export
+
+    for r in results:
+        if r.artifact is None or r.status not in ("parity passed", "exported", "parity failed"):
+            continue
+        manifest = read_manifest(r.artifact, verify=False)
+        if manifest is None:
+            continue
+        status = {"parity passed": "passed", "parity failed": "failed"}.get(r.status, "not run")
+
+        def fp32_of(request: ExportOptions, fmt: str = r.format) -> ExportOutcome:
+            return cached_export(source, fmt, request, **target)
+
+        r.int8_speed = _measure_int8_speed(Path(r.artifact), manifest, status, r.format, opts, fp32_of).model_dump()
 
 
 def bench(

@@ -143,12 +143,17 @@ def models_cmd(as_json: bool, no_macs: bool) -> None:
               help="TFLite input layout.")  # fmt: skip
 @click.option("--int8", "int8_mode", type=click.Choice(["full", "weight"]), default="full", show_default=True,
               help="int8: full-integer with calibration, or weight-only.")  # fmt: skip
+@click.option("--int8-speed-check/--no-int8-speed-check", default=True, show_default=True,
+              help="int8: time the int8 artifact against the fp32 one of the format on this host (1 thread, CPU "
+              "time, interleaved) and say which is faster; off for CI / fast exports.")  # fmt: skip
+@click.option("--int8-speed-seconds", type=float, default=5.0, show_default=True,
+              help="int8: at most this many seconds of timing for --int8-speed-check.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_cmd(
     model: str, formats: str, out_dir: str, precision: str, opset: int | None, weights: str | None,
     input_size: int | None, input_shape: str | None, name: str | None, lowering: str, atol: float | None,
     min_cosine: float | None, min_top1: float | None, no_parity: bool, calibration: str | None, layout: str,
-    int8_mode: str, as_json: bool,
+    int8_mode: str, int8_speed_check: bool, int8_speed_seconds: float, as_json: bool,
 ) -> None:  # fmt: skip
     """Export MODEL_SPEC to a format, check parity, write the artifact and its manifest.
 
@@ -171,10 +176,12 @@ def export_cmd(
     opts = api.ExportOptions(
         precision=precision, parity=not no_parity, opset=opset, weights=weights, input_size=input_size,
         lowering=lowering, atol=atol, min_cosine=min_cosine, min_top1=min_top1, layout=layout,
-        int8_mode=int8_mode, calibration=calibration,
+        int8_mode=int8_mode, calibration=calibration, int8_speed_check=int8_speed_check,
+        int8_speed_seconds=int8_speed_seconds,
     )  # fmt: skip
     kwargs = {f: getattr(opts, f) for f in ("opset", "weights", "input_size", "lowering", "atol", "min_cosine",
-                                             "min_top1", "layout", "int8_mode", "calibration")}  # fmt: skip
+                                             "min_top1", "layout", "int8_mode", "calibration", "int8_speed_check",
+                                             "int8_speed_seconds")}  # fmt: skip
     if len(fmts) > 1:
         from edgedeploy.commands.export_all import run_export_all
 
@@ -207,6 +214,12 @@ def export_cmd(
             verdict = "[green]passed[/]" if p.passed else "[red]FAILED[/]"
             against = f" vs {p.reference}" if p.reference and p.reference != "pytorch fp32" else ""
             table.add_row("parity", f"{verdict}  {escape(p.summary())}{escape(against)}")
+        if m.int8_speed is not None:
+            from edgedeploy.export.manifest import int8_speed_line
+
+            line = escape(int8_speed_line(m.int8_speed))
+            slower = m.int8_speed.ratio is not None and m.int8_speed.ratio < 1
+            table.add_row("int8 speed", f"[yellow]{line}[/]" if slower else line)
         Console().print(table)
     bisection = outcome.manifest.bisection
     if p.status == "failed" and bisection and bisection.get("culprit"):

@@ -227,6 +227,9 @@ def check_export_options(opts: Any) -> None:
     check_opset(opts.opset)
     check_input_size(opts.input_size)
     check_parity_thresholds(atol=opts.atol, min_cosine=opts.min_cosine, min_top1=opts.min_top1)
+    seconds = _finite("--int8-speed-seconds", opts.int8_speed_seconds)
+    if not 0 < seconds <= 600:
+        raise ConfigError(f"--int8-speed-seconds must be in (0, 600] (got {opts.int8_speed_seconds})")
 
 
 def check_alpha(alpha: Any) -> float:

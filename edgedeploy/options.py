@@ -24,6 +24,15 @@ class ExportOptions:
     (``full`` / ``weight``), ``calibration`` (a folder of images) are format options. ``progress(msg)`` is
     called at each step. ``cache``: reuse (or make) the artifact in edgedeploy's cache (``$EDGEDEPLOY_CACHE``,
     keyed by the weights' hash and every setting; what ``bench`` of a model does) instead of writing into ``out``.
+
+    ``int8_speed_check`` (int8 only): after the export, time the int8 artifact against the same module's fp32
+    artifact of the format (exported into the cache, or reused from it) on this host with the format's host
+    runtime, 1 thread, process CPU time, interleaved blocks, at most ``int8_speed_seconds`` (s) of timing
+    (:mod:`edgedeploy.bench.int8_speed`); the manifest's ``int8_speed`` and the outcome's summary say whether int8
+    is faster or slower here. On by default: int8 exists to be faster, it is not on every runtime and CPU (MNN's
+    int8 on x86 ran at 0.70× its fp32), an int8 export already spends seconds calibrating, and the check costs at
+    most ``int8_speed_seconds`` plus one fp32 export that the cache keeps. Turn it off (``False``,
+    ``--no-int8-speed-check``) for CI or fast exports: the manifest then has no ``int8_speed``.
     """
 
     precision: str = "fp32"
@@ -41,6 +50,8 @@ class ExportOptions:
     calibration: str | Path | None = None
     progress: Callable[[str], None] | None = None
     cache: bool = False
+    int8_speed_check: bool = True
+    int8_speed_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         from edgedeploy.apitypes import check_field_types

@@ -6,7 +6,9 @@ second position, and a slow phase of the host (other processes time-slicing the 
 sides of a block alike. Alternating run by run rather than side by side (a whole block of one side, then of the
 other) cut the spread of the log block ratios 7–15× on this 2-vCPU machine under load (sd 0.057 vs 0.39 and 0.0075
 vs 0.12 in two 15 s A/A runs of a 5 ms model, 20 runs per side per block). Each inference is timed alone
-(``time.perf_counter_ns``); every sample is kept, per block. After each block pair ``should_stop(block_ratios)``
+(``time.perf_counter_ns``, or with ``BlockPlan(clock="cpu")`` the process CPU time, ``time.process_time_ns``:
+with 1 runtime thread, the work an inference does, nearly independent of other processes sharing the core);
+every sample is kept, per block. After each block pair ``should_stop(block_ratios)``
 decides whether to go on (the sequential verdict of :mod:`edgedeploy.results.ab_verdict` is passed in by the API;
 this layer does not decide), and the loop always ends at ``max_seconds`` of timing or ``max_blocks`` blocks. A
 ``KeyboardInterrupt`` ends it too, with the blocks measured so far kept (``stopped == "interrupted"``).
@@ -24,18 +26,22 @@ from edgedeploy.errors import ConfigError
 #: default target length of one side's block when no --block-size is given (ms of inference)
 DEFAULT_BLOCK_MS = 100.0
 MAX_BLOCKS = 2000
+#: the clocks an interleaved run can time with: wall (latency) or the process's CPU time (ns counters)
+CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
 
 
 @dataclass(frozen=True)
 class BlockPlan:
     """How to interleave: ``block_size`` timed runs per side per block (None: sized to ``block_ms`` from the
-    warm-up timings), ``max_seconds`` of timing at most (> 0), ``warmup`` untimed runs per side first."""
+    warm-up timings), ``max_seconds`` of timing at most (> 0), ``warmup`` untimed runs per side first; ``clock``
+    ``"wall"`` (``time.perf_counter_ns``) or ``"cpu"`` (process CPU time, ``time.process_time_ns``)."""
 
     block_size: int | None = None
     block_ms: float = DEFAULT_BLOCK_MS
     max_seconds: float = 60.0
     warmup: int = 5
     max_blocks: int = MAX_BLOCKS
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if not self.max_seconds > 0:
@@ -46,6 +52,8 @@ class BlockPlan:
             raise ConfigError(f"block_ms must be > 0 (got {self.block_ms})")
         if self.warmup < 0 or self.max_blocks < 1:
             raise ConfigError("warmup must be >= 0 and max_blocks >= 1")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {', '.join(CLOCKS)} (got {self.clock!r})")
 
 
 @dataclass
@@ -59,12 +67,12 @@ class ABTiming:
     block_size: int = 0
     elapsed_s: float = 0.0
     stopped: str = "rule"  # rule | max_seconds | max_blocks | interrupted
+    clock: str = "wall"  # wall | cpu (BlockPlan.clock)
     #: the one process that timed both sides: ``pid``, ``arch`` (and ``runtime_version`` on a board)
     process: dict[str, Any] = field(default_factory=dict)
 
 
-def _time_block(infer: Callable[[], Any], n: int) -> list[float]:
-    clock = time.perf_counter_ns
+def _time_block(infer: Callable[[], Any], n: int, clock: Callable[[], int] = time.perf_counter_ns) -> list[float]:
     out = []
     for _ in range(n):
         t0 = clock()
@@ -73,9 +81,10 @@ def _time_block(infer: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def _time_pairs(first: Callable[[], Any], second: Callable[[], Any], n: int) -> tuple[list[float], list[float]]:
+def _time_pairs(
+    first: Callable[[], Any], second: Callable[[], Any], n: int, clock: Callable[[], int] = time.perf_counter_ns
+) -> tuple[list[float], list[float]]:
     """``n`` runs of each, alternating first/second, second/first, …; the samples (ms) of ``first``, ``second``."""
-    clock = time.perf_counter_ns
     a: list[float] = []
     b: list[float] = []
     for j in range(n):
@@ -101,22 +110,23 @@ def run_interleaved(
 ) -> ABTiming:
     """Warm both sides up, then time interleaved blocks until ``should_stop(baseline_blocks, candidate_blocks)``,
     ``plan.max_seconds`` or ``plan.max_blocks``. ``baseline`` / ``candidate`` run one batch-1 inference each."""
+    clock = CLOCKS[plan.clock]
     warm: list[float] = []
     for infer in (baseline, candidate):
         infer()  # first inference (allocations, lazy init): never timed
-        warm += _time_block(infer, plan.warmup)
+        warm += _time_block(infer, plan.warmup, clock)
     n = plan.block_size or size_block(warm, plan.block_ms)
     import os
     import platform
 
-    timing = ABTiming(block_size=n, process={"pid": os.getpid(), "arch": platform.machine()})
+    timing = ABTiming(block_size=n, clock=plan.clock, process={"pid": os.getpid(), "arch": platform.machine()})
     sides = {"baseline": baseline, "candidate": candidate}
     start = time.monotonic()
     try:
         while True:
             b = len(timing.baseline)
             order = ("baseline", "candidate") if b % 2 == 0 else ("candidate", "baseline")
-            first, second = _time_pairs(sides[order[0]], sides[order[1]], n)
+            first, second = _time_pairs(sides[order[0]], sides[order[1]], n, clock)
             got = {order[0]: first, order[1]: second}
             timing.baseline.append(got["baseline"])
             timing.candidate.append(got["candidate"])

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgedeploy._util import si_format
 from edgedeploy.export.bisect import BisectReport
+from edgedeploy.export.manifest import Int8Speed, int8_speed_line
 from edgedeploy.export.multi import FormatResult
 from edgedeploy.opprof.record import Profile, named
 from edgedeploy.opprof.render import compare_rows, module_rows, op_type_rows
@@ -71,6 +72,9 @@ def export_all_table(model: str, results: Sequence[FormatResult]) -> Table:
         size = f"{r.size_bytes / 1e6:.2f} MB" if r.size_bytes is not None else "–"
         t = f"{r.export_s:.1f} s" if r.export_s is not None else "–"
         table.add_row(r.format, r.precision, _status_cell(r), size, t, _metrics_cell(r.parity))
+    speeds = [Int8Speed.model_validate(r.int8_speed) for r in results if r.int8_speed]
+    if speeds:
+        table.caption = "\n".join(int8_speed_line(s) for s in speeds)
     return table
 
 

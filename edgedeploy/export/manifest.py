@@ -6,7 +6,9 @@ pass its rewrites — module, node, was, now, shape — and check; ``notes``; se
 :func:`edgedeploy.export.lowering.lowering_report`), tool versions, sha256 and size (bytes) of the artifact,
 op census (op type → count), parity (status, passed, metrics, thresholds), the command line, timings (s).
 Formats whose artifact is several files add ``side_files`` (file name → sha256; ncnn's ``.bin``), checked with
-the artifact by :func:`read_manifest`.
+the artifact by :func:`read_manifest`. An int8 artifact exported through :func:`edgedeploy.export` carries
+``int8_speed`` (:class:`Int8Speed`): its speed measured on the export host against the same module's fp32
+artifact of the format (:mod:`edgedeploy.bench.int8_speed`), or why it was not measured.
 """
 
 from __future__ import annotations
@@ -31,6 +33,48 @@ class TensorSpec(BaseModel):
     shape: list[int]
     layout: str = "NCHW"
     dtype: str = "float32"
+
+
+class Int8Speed(BaseModel):
+    """An int8 artifact's speed against the fp32 artifact of the same module and format, measured on the export
+    host with the format's host runtime (:func:`edgedeploy.bench.int8_speed.measure_int8_speed`).
+
+    ``ratio`` is fp32 time ÷ int8 time, the median of the per-block paired ratios (each block: median fp32 ms ÷
+    median int8 ms of its interleaved runs): > 1 int8 is faster, < 1 slower. ``fp32_ms`` / ``int8_ms``: medians
+    of all timed runs (ms per batch-1 inference on ``clock``: ``"cpu"`` process CPU time, ``"wall"``).
+    ``measured`` False: ``reason`` says why (runtime absent, an inference too slow for the budget, parity
+    failed); the numbers are then None.
+    """
+
+    measured: bool
+    runtime: str
+    reason: str | None = None
+    ratio: float | None = Field(None, description="fp32 ms ÷ int8 ms: > 1 int8 faster")
+    fp32_ms: float | None = None
+    int8_ms: float | None = None
+    blocks: int = 0
+    runs_per_block: int = 0
+    block_ratios: list[float] = Field(default_factory=list)
+    clock: str = "cpu"
+    threads: int = 1
+    elapsed_s: float | None = Field(None, description="seconds spent timing, warm-up included")
+    fp32_artifact: str | None = None
+    host: str | None = Field(None, description="CPU model, logical cores, architecture of the measuring host")
+
+
+_CLOCK_NAMES = {"cpu": "CPU time", "wall": "wall clock"}
+
+
+def int8_speed_line(speed: Int8Speed) -> str:
+    """One line for the export summary, worded by the measured ratio: ``int8 is slower than fp32 on mnn here
+    (measured 0.70× fp32 speed, 5 blocks, CPU time, this host)``, ``int8 is 1.48× faster than fp32 on onnxruntime
+    here (…)`` or ``int8 speed vs fp32 not measured: <reason>``."""
+    if not speed.measured or speed.ratio is None:
+        return f"int8 speed vs fp32 not measured on {speed.runtime}: {speed.reason or 'unknown reason'}"
+    how = f"{speed.blocks} block{'s' * (speed.blocks != 1)}, {_CLOCK_NAMES.get(speed.clock, speed.clock)}, this host"
+    if speed.ratio < 1:
+        return f"int8 is slower than fp32 on {speed.runtime} here (measured {speed.ratio:.2f}× fp32 speed, {how})"
+    return f"int8 is {speed.ratio:.2f}× faster than fp32 on {speed.runtime} here (measured, {how})"
 
 
 class Manifest(BaseModel):
@@ -60,6 +104,7 @@ class Manifest(BaseModel):
     weights: str | None = None
     notes: list[str] = Field(default_factory=list)
     bisection: dict[str, Any] | None = Field(None, description="first drifting module when parity failed")
+    int8_speed: Int8Speed | None = Field(None, description="int8 vs fp32 measured at export (int8 artifacts)")
     timings_s: dict[str, float] = Field(default_factory=dict)
     command_line: str = Field(default_factory=lambda: " ".join(["edgedeploy", *sys.argv[1:]]))
     edgedeploy_version: str = __version__

@@ -39,6 +39,8 @@ class FormatResult:
     error: str | None = None
     op: str | None = None
     node: str | None = None
+    #: int8 rows: the manifest's ``int8_speed`` (measured against fp32 at export, :mod:`edgedeploy.bench.int8_speed`)
+    int8_speed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,7 +34,14 @@ from edgedeploy.cards import ModelCard
 from edgedeploy.errors import ConfigError, ExportError, OutputError, RuntimeUnavailableError
 from edgedeploy.export.base import ExportSettings, get_exporter, settings_for
 from edgedeploy.export.lowering import lower, lowering_report, verify_lowering
-from edgedeploy.export.manifest import Manifest, TensorSpec, manifest_path, read_manifest, write_manifest
+from edgedeploy.export.manifest import (
+    Manifest,
+    TensorSpec,
+    int8_speed_line,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from edgedeploy.export.parity import (
     DEFAULT_THRESHOLDS,
     ParityReport,
@@ -68,7 +75,23 @@ class ExportOutcome:
     manifest: Manifest
     parity: ParityReport
 
+    def summary_lines(self) -> list[str]:
+        """The export in a few lines: what was written, the parity verdict, and for int8 the speed measured
+        against fp32 on this host (:func:`~edgedeploy.export.manifest.int8_speed_line`)."""
+        m = self.manifest
+        lines = [f"{m.model} → {m.format} ({m.precision}): {m.status}, {self.artifact} ({m.size_bytes / 1e6:.2f} MB)"]
+        p = self.parity
+        lines.append(f"parity not run: {p.reason}" if p.status == "not run" else f"parity {p.status}: {p.summary()}")
+        if m.int8_speed is not None:
+            lines.append(int8_speed_line(m.int8_speed))
+        return lines
+
+    def summary(self) -> str:
+        """:meth:`summary_lines` joined by newlines."""
+        return "\n".join(self.summary_lines())
+
     def to_json_dict(self) -> dict:
+        speed = self.manifest.int8_speed
         return {
             "artifact": str(self.artifact),
             "manifest": str(self.manifest_path),
@@ -76,6 +99,8 @@ class ExportOutcome:
             "precision": self.manifest.precision,
             "status": self.manifest.status,
             "parity": self.parity.to_dict(),
+            "int8_speed": speed.model_dump() if speed is not None else None,
+            "summary": self.summary(),
         }
 
 
