@@ -170,19 +170,23 @@ class UnrolledGCCBlock(nn.Module):
     does not commute with them).
     """
 
-    def __init__(self, baked: BakedGCCBlock, pooled_ca: bool = False) -> None:
+    def __init__(self, baked: BakedGCCBlock, pooled_ca: bool = False, unroll: bool = True) -> None:
         super().__init__()
         if baked.mixer is not None:
             raise ConfigError("the unrolled GCC block needs mid_mix=False (a channel shuffle between the GCCs)")
         h, w = baked.size
         channels = 2 * baked.dim
         self.size = (h, w)
+        self.unroll = unroll
         kernels, pes = baked.constants()
         k_1_h, k_1_w, k_2_h, k_2_w = kernels
         with torch.no_grad():
             a = torch.cat([bn_affine(baked.pre_Norm_1)[0], bn_affine(baked.pre_Norm_2)[0]])
-            k_h, pad_h = unrolled_circular_kernel(torch.cat([k_1_h, k_2_h]) * a[:, None, None, None], "H")
-            k_w, pad_w = unrolled_circular_kernel(torch.cat([k_2_w, k_1_w]), "W")
+            k_h, pad_h = torch.cat([k_1_h, k_2_h]) * a[:, None, None, None], (0, 0)
+            k_w, pad_w = torch.cat([k_2_w, k_1_w]), (0, 0)
+            if unroll:
+                k_h, pad_h = unrolled_circular_kernel(k_h, "H")
+                k_w, pad_w = unrolled_circular_kernel(k_w, "W")
             offset = gcc_token_mixer(baked, torch.zeros(1, channels, h, w), kernels, pes)
             bias = offset.mean(dim=(0, 2, 3))
             rest = offset - bias[None, :, None, None]
@@ -207,7 +211,11 @@ class UnrolledGCCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
         _check_size(x, self.size, "lowered")
-        t = self.gcc_w(self.gcc_h(x))
+        if self.unroll:
+            t = self.gcc_w(self.gcc_h(x))
+        else:  # cat-then-conv: x[:, :, :-1] appended along the GCC's axis, then the n-tap conv (no padding)
+            t = self.gcc_h(torch.cat((x, x[:, :, :-1, :]), dim=2))
+            t = self.gcc_w(torch.cat((t, t[:, :, :, :-1]), dim=3))
         if self.pe_bias is not None:
             t = t + self.pe_bias
         x = x + t
@@ -239,8 +247,9 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     """
     _, _, h, w = nchw_input(module, GCCBlock, input_shape, "GCC block")
     baked = BakedGCCBlock(module, h, w)
-    if GCC_BLOCK_FORM.get(target) == "unrolled" and baked.mixer is None:
-        return UnrolledGCCBlock(baked, pooled_ca=target in POOLED_CA_TARGETS)
+    form = GCC_BLOCK_FORM.get(target, "baked")
+    if form in ("unrolled", "merged-cat") and baked.mixer is None:
+        return UnrolledGCCBlock(baked, pooled_ca=target in POOLED_CA_TARGETS, unroll=form == "unrolled")
     return baked
 
 
