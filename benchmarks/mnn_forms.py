@@ -100,8 +100,9 @@ def main() -> None:
         fns["naive"] = rt.load(naive_mnn, args.threads).prepare(x)
         for v in variants:
             outcome = export_variant(args.model, v, folder)
+            census = outcome.manifest.op_census
             info[v] = {"parity": outcome.parity.status, "max_abs": outcome.parity.to_dict().get("max_abs_error"),
-                       "ops": sum(outcome.manifest.op_census.values()), "op_census": outcome.manifest.op_census}  # fmt: skip
+                       "ops": sum(census.values()), "op_census": census}  # fmt: skip
             print(f"   {v}: parity {info[v]['parity']} ({info[v]['max_abs']}), {info[v]['ops']} ops", flush=True)
             if outcome.parity.status == "passed":
                 fns[v] = rt.load(outcome.artifact, args.threads).prepare(x)
