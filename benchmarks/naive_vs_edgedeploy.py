@@ -40,6 +40,11 @@ Efficiency: the 2048 × 2048 × 2048 fp32 GEMM (``numpy.matmul``, OpenBLAS with 
 ``--gemm-reps`` times before and after every model, on the same clock; its median GMAC/s (2048³ MACs / time) is the
 machine's ceiling. Per model and runtime: GMAC/s = the un-lowered zoo module's MACs (``edgedeploy.zoo.count_macs``:
 conv + linear + matmul, the EdgeFormer / MobileViT convention) ÷ the median time, and its share of the ceiling.
+With ``--ceiling runtime`` each runtime's own 2048³ product is timed as well, the same number of times and on
+the same clock (``gemm_ceiling.sessions``: edgedeploy's parity-checked artifact of ``nn.Linear(2048, 2048)``
+loaded as ``bench`` loads it), and each runtime's table uses that runtime's GEMM as its ceiling (MNN: its
+MatMul / convolution kernel, not OpenBLAS); numpy's stays in the JSON. MNN shares its CPU thread pool between at
+most two multi-threaded runtimes of a process, so use it with ``--threads 1`` for MNN.
 The load average is recorded before and after.
 """
 
@@ -95,6 +100,8 @@ RUNTIMES = {"onnxruntime": ("onnx", "onnxruntime"), "mnn": ("mnn", "MNN"), "lite
             "ncnn": ("ncnn", "ncnn")}  # fmt: skip
 FORMAT_OF = {rt: fmt for rt, (fmt, _) in RUNTIMES.items()}
 LABEL_OF = {rt: label for rt, (_, label) in RUNTIMES.items()}
+#: runtime → its 2048³ product (``--ceiling runtime``), filled by :func:`main`
+GEMM_SESSIONS: dict[str, Callable[[], Any]] = {}
 #: a naive artifact whose output is further than this from PyTorch's (max abs, logits) is flagged "wrong"
 WRONG_ABS = 1e-2
 
@@ -325,9 +332,25 @@ def edgedeploy_sessions(
 
 
 # ----------------------------------------------------------------------------------------------------- main
+def runtime_gemm(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[dict[str, float]]]:
+    """``reps`` timings of each runtime's 2048³ product (``gemm_ceiling.sessions``), as :func:`gemm_ceiling`."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for name, fn in fns.items():
+        fn()  # warm-up
+        out[name] = []
+        for _ in range(reps):
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            w1, c1 = time.perf_counter(), time.process_time()
+            out[name].append({"cpu_s": c1 - c0, "wall_s": w1 - w0, "gmacs_cpu": 2048**3 / (c1 - c0) / 1e9,
+                              "gmacs_wall": 2048**3 / (w1 - w0) / 1e9})  # fmt: skip
+    return out
+
+
 def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list[str]) -> dict[str, Any]:
     print(f"== {model}", flush=True)
     gemm_before = gemm_ceiling(args.gemm_reps)
+    rt_gemm_before = runtime_gemm(GEMM_SESSIONS, args.gemm_reps)
     mfolder = folder / model
     mfolder.mkdir(parents=True, exist_ok=True)
     naive, ninfo = naive_sessions(model, mfolder, args.threads, runtimes)
@@ -340,6 +363,7 @@ def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list
     else:
         samples, wall = dual_interleaved(fns, args.blocks, args.iters)
     gemm_after = gemm_ceiling(args.gemm_reps)
+    rt_gemm_after = runtime_gemm(GEMM_SESSIONS, args.gemm_reps)
     res: dict[str, Any] = {
         "model": model,
         "input_size": get_card(model).input_size,
@@ -348,6 +372,8 @@ def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list
         "edgedeploy": einfo,
         "gemm": gemm_before + gemm_after,
     }
+    if GEMM_SESSIONS:
+        res["gemm_runtime"] = {k: rt_gemm_before[k] + rt_gemm_after[k] for k in GEMM_SESSIONS}
     res["samples_ms"] = samples
     if args.clock == "cpu":
         res["wall_samples_ms"] = wall
@@ -383,9 +409,12 @@ def _runtime_of(session: str) -> str:
     return next(rt for rt, lab in LABEL_OF.items() if lab == label)
 
 
-def ceiling(payload: dict[str, Any]) -> float:
-    """The GEMM ceiling in GMAC/s on the run's clock: the median over every timed 2048³ product of the run."""
+def ceiling(payload: dict[str, Any], runtime: str | None = None) -> float:
+    """The GEMM ceiling in GMAC/s on the run's clock: the median over every timed 2048³ product of the run —
+    ``runtime``'s own product when the run timed it (``--ceiling runtime``), else numpy's."""
     key = "gmacs_cpu" if payload["clock"] == "cpu" else "gmacs_wall"
+    if runtime and all(runtime in r.get("gemm_runtime", {}) for r in payload["models"]):
+        return float(np.median([g[key] for r in payload["models"] for g in r["gemm_runtime"][runtime]]))
     return float(np.median([g[key] for r in payload["models"] for g in r["gemm"]]))
 
 
@@ -443,10 +472,20 @@ def markdown(payload: dict[str, Any]) -> str:
     ]
     for rt in payload["runtimes"]:
         label = LABEL_OF[rt]
+        rt_ceil = ceiling(payload, rt)
         lines += [
             "",
             f"## {label}",
             "",
+            *(
+                [
+                    f"Ceiling of this table: {label}'s own 2048³ fp32 GEMM (`gemm_ceiling.py`'s session), same clock, "
+                    f"before / after each model: median **{rt_ceil:.1f} GMAC/s**.",
+                    "",
+                ]
+                if rt_ceil != ceil
+                else []
+            ),
             "| model | GMACs | naive ms | edgedeploy ms | edgedeploy ÷ naive (paired) | wall-clock paired | "
             "control (same file) | slow blocks pair / control | naive GMAC/s (% ceiling) | "
             "edgedeploy GMAC/s (% ceiling) | naive path |",
@@ -461,7 +500,7 @@ def markdown(payload: dict[str, Any]) -> str:
                 f"{f'{med[a]:.2f}' if a in med else '–'} | {f'{med[b]:.2f}' if b in med else '–'} | "
                 f"{_ratio(p)} | {_ratio(wp)} | {_ratio(c)} | "
                 f"{p['slow_blocks'] if p else '–'} / {c['slow_blocks'] if c else '–'} of {payload['blocks']} | "
-                f"{_eff(r, a, ceil)} | {_eff(r, b, ceil)} | {_naive_why(n)} |"
+                f"{_eff(r, a, rt_ceil)} | {_eff(r, b, rt_ceil)} | {_naive_why(n)} |"
             )
     if len(payload["runtimes"]) > 1:
         lines += ["", "## Best edgedeploy artifact vs best naive one (paired)", ""]
@@ -518,6 +557,10 @@ def main() -> None:
     ap.add_argument("--cache-dir", default="", help="keep naive artifacts here; edgedeploy's from its export cache")
     ap.add_argument("--gemm-reps", type=int, default=3, help="2048³ GEMM timings before and after every model")
     ap.add_argument(
+        "--ceiling", choices=("numpy", "runtime"), default="numpy",
+        help="runtime: each runtime's table against that runtime's own 2048³ GEMM (gemm_ceiling.py's sessions)",
+    )  # fmt: skip
+    ap.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: perf_counter latency; cpu: process CPU time per inference (use with --threads 1 on a busy host)",
     )  # fmt: skip
@@ -537,6 +580,7 @@ def main() -> None:
         "blocks": args.blocks,
         "iters": args.iters,
         "conditions": args.conditions,
+        "ceiling": args.ceiling,
         "cpu_flags": cpu_flags(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "load_before": list(os.getloadavg()),
@@ -546,6 +590,13 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="edgedeploy-naive-") as tmp:
         folder = Path(args.cache_dir) if args.cache_dir else Path(tmp)
+        if args.ceiling == "runtime":
+            from gemm_ceiling import sessions as gemm_sessions
+
+            (Path(tmp) / "gemm").mkdir()
+            fns, skipped = gemm_sessions(runtimes, args.threads, Path(tmp) / "gemm")
+            GEMM_SESSIONS.update({rt: fns[rt] for rt in runtimes if rt in fns})
+            payload["gemm_runtime_skipped"] = skipped
         for model in args.models.split(","):
             payload["models"].append(run_model(model, args, folder, runtimes))
             payload["load_after"] = list(os.getloadavg())

@@ -149,6 +149,8 @@ class UnrolledGCCBlock(nn.Module):
 
     Built by :func:`lower_gcc_block` (targets ``"onnx"``, ``"mnn"``: :data:`GCC_BLOCK_FORM`) from a
     :class:`BakedGCCBlock` without ``mid_mix``. Input and output ``(N, 2 * dim, H, W)`` at the recorded ``H, W``.
+    With ``unroll=False`` ("merged-cat", MNN) each GCC stays cat-then-conv (``cat([x, x[:-1]])`` along its axis, then
+    the ``n``-tap depth-wise conv without padding): the same block, half the GCC MACs, one Slice + Concat per GCC.
     Equal in real arithmetic to the official block because
 
     * the token mixer is affine: ``T(x) = L(x) + T(0)``; ``T(0)`` (``(1, 2·dim, H, W)``, from the BatchNorm shifts,
@@ -162,27 +164,32 @@ class UnrolledGCCBlock(nn.Module):
     Why: onnxruntime runs convs in its blocked NCHWc layout and leaves it for every Split, Slice and spatial Concat
     (``ReorderOutput`` / ``ReorderInput`` around each GCC of :class:`BakedGCCBlock`); this form keeps whole blocks
     in NCHWc (EdgeFormer-S: 0.87× the cat-then-conv artifact on onnxruntime; on MNN, whose Raster ops do the
-    Slice / Concat, 0.98×; ``benchmarks/results/lowering_forms_issue13.md``).
-    Submodules: ``gcc_h``, ``gcc_w`` (depth-wise ``Conv2d``), ``ffn`` (``"1"`` folded conv, ``"2"`` Hardswish,
-    ``"4"`` conv: the official indices), ``ca`` (the original :class:`ChannelAttention`, or with ``pooled_ca``
-    its :class:`PooledChannelAttention`).
+    Slice / Concat, the unrolled kernel's doubled taps cost more than they save: there ``unroll=False``;
+    ``benchmarks/results/lowering_forms_issue13.md``, ``lowering_forms_mnn.md``).
+    Submodules: ``gcc_h``, ``gcc_w`` (depth-wise ``Conv2d``; ``2n − 1`` taps, or ``n`` without ``unroll``),
+    ``ffn`` (``"1"`` folded conv, ``"2"`` Hardswish, ``"4"`` conv: the official indices), ``ca`` (the original
+    :class:`ChannelAttention`, or with ``pooled_ca`` its :class:`PooledChannelAttention`).
     Raises :class:`~edgedeploy.errors.ConfigError` for a block with ``mid_mix`` (the shuffle between the GCC stages
     does not commute with them).
     """
 
-    def __init__(self, baked: BakedGCCBlock, pooled_ca: bool = False) -> None:
+    def __init__(self, baked: BakedGCCBlock, pooled_ca: bool = False, unroll: bool = True) -> None:
         super().__init__()
         if baked.mixer is not None:
             raise ConfigError("the unrolled GCC block needs mid_mix=False (a channel shuffle between the GCCs)")
         h, w = baked.size
         channels = 2 * baked.dim
         self.size = (h, w)
+        self.unroll = unroll
         kernels, pes = baked.constants()
         k_1_h, k_1_w, k_2_h, k_2_w = kernels
         with torch.no_grad():
             a = torch.cat([bn_affine(baked.pre_Norm_1)[0], bn_affine(baked.pre_Norm_2)[0]])
-            k_h, pad_h = unrolled_circular_kernel(torch.cat([k_1_h, k_2_h]) * a[:, None, None, None], "H")
-            k_w, pad_w = unrolled_circular_kernel(torch.cat([k_2_w, k_1_w]), "W")
+            k_h, pad_h = torch.cat([k_1_h, k_2_h]) * a[:, None, None, None], (0, 0)
+            k_w, pad_w = torch.cat([k_2_w, k_1_w]), (0, 0)
+            if unroll:
+                k_h, pad_h = unrolled_circular_kernel(k_h, "H")
+                k_w, pad_w = unrolled_circular_kernel(k_w, "W")
             offset = gcc_token_mixer(baked, torch.zeros(1, channels, h, w), kernels, pes)
             bias = offset.mean(dim=(0, 2, 3))
             rest = offset - bias[None, :, None, None]
@@ -207,7 +214,11 @@ class UnrolledGCCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
         _check_size(x, self.size, "lowered")
-        t = self.gcc_w(self.gcc_h(x))
+        if self.unroll:
+            t = self.gcc_w(self.gcc_h(x))
+        else:  # cat-then-conv: x[:, :, :-1] appended along the GCC's axis, then the n-tap conv (no padding)
+            t = self.gcc_h(torch.cat((x, x[:, :, :-1, :]), dim=2))
+            t = self.gcc_w(torch.cat((t, t[:, :, :, :-1]), dim=3))
         if self.pe_bias is not None:
             t = t + self.pe_bias
         x = x + t
@@ -217,11 +228,14 @@ class UnrolledGCCBlock(nn.Module):
         return x + y
 
 
-#: export form of a GCC block per target: "unrolled" (:class:`UnrolledGCCBlock`) where a benchmark shows it
-#: faster, else cat-then-conv (:class:`BakedGCCBlock`: TFLite, CoreML, ncnn). EdgeFormer-S @256, 2 threads, quiet
-#: 2-vCPU Xeon, against the cat-then-conv artifact: onnxruntime 0.87-0.88×, MNN 0.98× (12 interleaved blocks; the
-#: same file against itself 1.01×); ``benchmarks/results/lowering_forms_issue13.md``.
-GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled", "mnn": "unrolled"}
+#: export form of a GCC block per target: "unrolled" (:class:`UnrolledGCCBlock`), "merged-cat" (the same block with
+#: cat-then-conv n-tap GCCs, ``unroll=False``) where a benchmark shows it faster, else cat-then-conv per half
+#: (:class:`BakedGCCBlock`: TFLite, CoreML, ncnn). EdgeFormer-S @256: onnxruntime unrolled 0.87-0.88× the
+#: cat-then-conv artifact (2 threads, quiet 2-vCPU Xeon; ``benchmarks/results/lowering_forms_issue13.md``); MNN
+#: merged-cat 0.988× / 0.976× the naive MNN file where unrolled gave 1.010× / 1.012× (1 thread, CPU clock, AMD
+#: EPYC, 16 / 20 interleaved blocks, same-file control 0.999 / 0.990; ``benchmarks/results/lowering_forms_mnn.md``):
+#: MNN's depth-wise kernel pays for the unrolled kernel's doubled taps and its Rasters do the Slice / Concat cheaply.
+GCC_BLOCK_FORM: dict[str, str] = {"onnx": "unrolled", "mnn": "merged-cat"}
 #: targets whose unrolled GCC block pools its channel attention with an ``AveragePool``
 #: (:class:`PooledChannelAttention`): measured on onnxruntime only (int8 0.95×, fp32 0.995×)
 POOLED_CA_TARGETS: frozenset[str] = frozenset({"onnx"})
@@ -233,14 +247,15 @@ def lower_gcc_block(module: nn.Module, input_shape: tuple[int, ...], target: str
     recorded ``(N, C, H, W)``.
 
     Baking is needed on every target (the run-time interpolation is what no exporter handles: "kernel of unknown
-    shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime, MNN) and the block has no ``mid_mix``, the
-    baked block is further rewritten to :class:`UnrolledGCCBlock`. Raises :class:`ExportError` when the recorded
-    input is not 4-D.
+    shape"); where :data:`GCC_BLOCK_FORM` says ``"unrolled"`` (onnxruntime) or ``"merged-cat"`` (MNN) and the block
+    has no ``mid_mix``, the baked block is further rewritten to :class:`UnrolledGCCBlock` (``unroll=False`` for
+    ``"merged-cat"``). Raises :class:`ExportError` when the recorded input is not 4-D.
     """
     _, _, h, w = nchw_input(module, GCCBlock, input_shape, "GCC block")
     baked = BakedGCCBlock(module, h, w)
-    if GCC_BLOCK_FORM.get(target) == "unrolled" and baked.mixer is None:
-        return UnrolledGCCBlock(baked, pooled_ca=target in POOLED_CA_TARGETS)
+    form = GCC_BLOCK_FORM.get(target, "baked")
+    if form in ("unrolled", "merged-cat") and baked.mixer is None:
+        return UnrolledGCCBlock(baked, pooled_ca=target in POOLED_CA_TARGETS, unroll=form == "unrolled")
     return baked
 
 

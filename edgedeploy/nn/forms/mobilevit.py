@@ -241,8 +241,9 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 
 
 #: per export target: the MobileViT block's export form; every other target (plug-ins included) gets ``"static"``.
-#: MNN keeps the official attention and its ONNX the opset-20 export (MNN's converter was not tried on opset 23's
-#: ``Attention``).
+#: MNN keeps the official attention and its ONNX the opset-20 export: MNN 3.6.1's converter refuses opset 23's
+#: ``Attention`` ("These Op Not Support: ONNX::Attention"); channels-last 0.987× the naive MNN file, static 1.002×
+#: (1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_mnn.md``).
 MOBILEVIT_FORM: dict[str, str] = {"onnx": "channels-last, fused-attention", "mnn": "channels-last"}
 
 
