@@ -186,6 +186,15 @@ def publish(name: str, machine: dict[str, Any], args: argparse.Namespace, rows: 
     print("".join(md))
 
 
+def comma_choices(text: str, allowed: Any, what: str) -> list[str]:
+    """The names in the comma list ``text``; SystemExit naming the unknown ones and the ``allowed`` names."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {what}(s) {', '.join(unknown)}: use {', '.join(allowed)}")
+    return names
+
+
 def block_parser(doc: str | None, blocks: int, iters: int, threads: int = 2) -> argparse.ArgumentParser:
     """The options of an interleaved suite: ``--blocks``, ``--iters`` (timed iterations per block and variant),
     ``--threads``; the description is the first line of ``doc`` (the script's docstring)."""

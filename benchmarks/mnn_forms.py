@@ -29,7 +29,15 @@ import tempfile
 
 import numpy as np
 import torch
-from _common import dual_interleaved, load_note, machine_description, machine_markdown, summarize_pair, write_results
+from _common import (
+    comma_choices,
+    dual_interleaved,
+    load_note,
+    machine_description,
+    machine_markdown,
+    summarize_pair,
+    write_results,
+)
 from naive_vs_edgedeploy import naive_onnx
 
 import edgedeploy
@@ -79,10 +87,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="")
     args = ap.parse_args()
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}: use {', '.join(VARIANTS)}")
+    variants = comma_choices(args.variants, VARIANTS, "variant")
     torch.set_num_threads(args.threads)
     load_before = list(os.getloadavg())
     started = time.time()

@@ -74,6 +74,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
+    comma_choices,
     cpu_flags,
     dual_interleaved,
     first_line,
@@ -565,10 +566,7 @@ def main() -> None:
         help="wall: perf_counter latency; cpu: process CPU time per inference (use with --threads 1 on a busy host)",
     )  # fmt: skip
     args = ap.parse_args()
-    runtimes = [r for r in args.runtimes.split(",") if r]
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise SystemExit(f"unknown runtime(s) {', '.join(unknown)}: use {', '.join(RUNTIMES)}")
+    runtimes = comma_choices(args.runtimes, RUNTIMES, "runtime")
     torch.set_num_threads(args.threads)
     started = time.time()
     payload: dict[str, Any] = {
