@@ -100,5 +100,6 @@ def ab_on_device(profile: DeviceProfile, req: BoardABRequest) -> ABTiming:
         raise RemoteCommandError(shlex.join(argv), r.exit_status, r.stderr or "runner printed no RESULT line")
     n = len(res["baseline"])
     return ABTiming(res["baseline"], res["candidate"], ["baseline" if i % 2 == 0 else "candidate" for i in range(n)],
-                    int(res["block_size"]), float(res["elapsed_s"]), str(res["stopped"]),
-                    {k: res.get(k) for k in ("pid", "arch", "runtime_version")})  # fmt: skip
+                    block_size=int(res["block_size"]), elapsed_s=float(res["elapsed_s"]), stopped=str(res["stopped"]),
+                    clock="wall",  # the board's runner times with time.perf_counter_ns
+                    process={k: res.get(k) for k in ("pid", "arch", "runtime_version")})  # fmt: skip
