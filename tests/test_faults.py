@@ -298,15 +298,17 @@ def test_interrupted_export_leaves_nothing_under_the_final_name(tmp_path: Path) 
     """SIGINT and SIGKILL while the artifact is written and parity runs; an older artifact of the same name (with
     its manifest) must come out untouched, and a later bench of the folder must find only complete artifacts."""
     runs = {}
-    for name, sig in (("sigint", signal.SIGINT), ("sigkill", signal.SIGKILL)):
-        out = tmp_path / name
-        out.mkdir()
-        old = tiny_onnx(out / "mobilevit_xxs.128.onnx")  # "the previous export": must survive intact
-        write_manifest_for(old, model="mobilevit_xxs", shape=[1, 3, 32, 32])
-        argv = [*CLI, "export", "mobilevit_xxs", "--to", "onnx", "--input-size", "128", "--out", str(out)]
-        runs[name] = (sig, out, snapshot(out), *spawn_on_pty(argv, _env(tmp_path)))
     try:
-        for name, (sig, out, _before, proc, master) in runs.items():
+        # one export at a time: spawned together, the second one finished its (short) parity check while the
+        # first was being signalled, and there was nothing left to interrupt
+        for name, sig in (("sigint", signal.SIGINT), ("sigkill", signal.SIGKILL)):
+            out = tmp_path / name
+            out.mkdir()
+            old = tiny_onnx(out / "mobilevit_xxs.128.onnx")  # "the previous export": must survive intact
+            write_manifest_for(old, model="mobilevit_xxs", shape=[1, 3, 32, 32])
+            argv = [*CLI, "export", "mobilevit_xxs", "--to", "onnx", "--input-size", "128", "--out", str(out)]
+            runs[name] = (sig, out, snapshot(out), *spawn_on_pty(argv, _env(tmp_path)))
+            proc, master = runs[name][3:]
             seen, m = read_until(master, r"checking parity", timeout=400)
             assert m, f"{name}: the export never reached parity:\n{seen[-2000:]}"
             # the new artifact is complete in the staging folder, its manifest not yet written
