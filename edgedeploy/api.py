@@ -91,8 +91,6 @@ def export(
         gates_for(opts)  # a bad thresholds value fails here, before any model is built
         outcome = export_model(model, to, out, opts, input_shape=input_shape, example=example, name=name)
     if opts.precision == "int8" and opts.int8_speed_check and outcome.manifest.int8_speed is None:
-        from edgedeploy.export.pipeline import cached_export
-
         shape = input_shape if example is None else tuple(example.shape)
 
         def fp32_of(request: ExportOptions) -> ExportOutcome:

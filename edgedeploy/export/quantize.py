@@ -207,13 +207,12 @@ def fuse_silu(model: Any) -> int:
     """
     from onnx import helper
 
+    from edgedeploy.export.onnx_passes import _readers
+
     graph = model.graph
     nodes = list(graph.node)
     made_by = {o: i for i, n in enumerate(nodes) for o in n.output}
-    readers: dict[str, int] = {}
-    for n in nodes:
-        for name in n.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = {name: len(nodes_reading) for name, nodes_reading in _readers(graph).items()}
     graph_outputs = {o.name for o in graph.output}
     fused: dict[int, Any] = {}  # index of a Mul node → its QuickGelu (node names may be empty)
     dropped: set[int] = set()  # indices of the Sigmoids folded in
