@@ -62,7 +62,7 @@ _FUNCS: dict[Any, str] = {
     torch.reshape: "reshape", torch.permute: "permute", torch.transpose: "transpose", torch.swapaxes: "swapaxes",
     torch.swapdims: "swapdims", torch.flatten: "flatten", torch.unflatten: "unflatten", torch.unsqueeze: "unsqueeze",
     torch.unbind: "unbind", torch.select: "select", operator.getitem: "getitem", torch.chunk: "chunk",
-    torch.split: "split", torch.tensor_split: "tensor_split",
+    torch.split: "split",
 }  # fmt: skip
 
 

@@ -214,7 +214,7 @@ def scout(
 
     Computations inside the modules in ``leaves`` (ids) are not looked at. ``patterns``: also what these pattern
     passes of :mod:`edgedeploy.export.fx_patterns` (names) rewrite (a tensor of rank > 4, a stepped slice, an uneven
-    chunk / split, an expand).
+    chunk / split, a ``(1, N, C)`` tensor flattened to ``(N, C)``, an expand).
     """
     mode = _Scout(_tensor_attributes(root), patterns)
     handles = []
