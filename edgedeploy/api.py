@@ -108,11 +108,14 @@ def _measure_int8_speed(
     status) against the fp32 artifact of the same model and format that ``fp32_of(request)`` returns (the cache's,
     :func:`~edgedeploy.export.pipeline.cached_export`), record the
     :class:`~edgedeploy.export.manifest.Int8Speed` in the manifest, rewrite it and return it. A failed fp32 export
-    or parity is recorded as the reason."""
-    from edgedeploy.bench.int8_speed import Int8SpeedCheck, measure_int8_speed
+    or parity is recorded as the reason. An interrupt during the timing
+    (:class:`~edgedeploy.bench.int8_speed.Int8SpeedInterrupted`) is re-raised after the partial record is written:
+    the artifact and its manifest are complete, and the command ends with 130 / 143."""
+    from edgedeploy.bench.int8_speed import Int8SpeedCheck, Int8SpeedInterrupted, measure_int8_speed
     from edgedeploy.errors import EdgeDeployError
     from edgedeploy.export.manifest import Int8Speed, write_manifest
     from edgedeploy.registry import default_runtime
+    from edgedeploy.signals import signals_deferred
 
     def not_measured(reason: str) -> Int8Speed:
         return Int8Speed(measured=False, runtime=default_runtime(to), reason=reason)
@@ -136,7 +139,13 @@ def _measure_int8_speed(
         elif fp32 is not None:
             say(f"timing int8 against fp32 on {default_runtime(to)} (at most {opts.int8_speed_seconds:g} s)")
             check = Int8SpeedCheck(max_seconds=opts.int8_speed_seconds)
-            speed = measure_int8_speed(artifact, fp32.artifact, to, check)
+            try:
+                speed = measure_int8_speed(artifact, fp32.artifact, to, check)
+            except Int8SpeedInterrupted as e:  # keep what was timed, then let the interrupt end the command
+                manifest.int8_speed = e.speed
+                with signals_deferred():
+                    write_manifest(manifest, artifact)
+                raise
     manifest.int8_speed = speed
     write_manifest(manifest, artifact)
     return speed

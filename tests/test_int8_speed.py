@@ -9,7 +9,10 @@ the "too slow to time" skip are checked on the same artifacts; the CLI prints th
 from __future__ import annotations
 
 import json
+import os
+import signal
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,49 @@ def test_cli_refuses_a_zero_budget(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "--int8-speed-seconds must be in (0, 600]" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_speed_check_keeps_the_record_and_exits_130(tmp_path: Path) -> None:
+    """A real SIGINT to a real ``edgedeploy export --precision int8`` while it times int8 against fp32: exit 130,
+    one line, and the artifact with its manifest complete, the manifest holding the blocks timed so far."""
+    from tests.test_faults import CLI, _env, read_until, signal_and_collect, spawn_on_pty
+
+    spec = tmp_path / "heavy_net.py"  # ~0.2 s per fp32 inference at 1 thread: the timing lasts several seconds
+    spec.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+
+            def build():
+                torch.manual_seed(0)
+                return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                                     *[m for _ in range(8) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.ReLU())],
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+            """
+        )
+    )
+    out = tmp_path / "out"
+    argv = [*CLI, "export", f"{spec}:build", "--to", "onnx", "--precision", "int8", "--input-shape", "1,3,256,256",
+            "--int8-speed-seconds", "120", "--name", "heavy_net", "--out", str(out)]  # fmt: skip
+    proc, master = spawn_on_pty(argv, _env(tmp_path))
+    try:
+        seen, m = read_until(master, r"timing int8 against fp32", timeout=600)
+        assert m, f"the export never reached the int8 speed check:\n{seen[-2000:]}"
+        time.sleep(2.0)  # past the sessions' load and warm-up: inside the timed blocks
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        raise
+    _stdout, tail = signal_and_collect(proc, master, signal.SIGINT)
+    assert proc.returncode == 130, tail[-2000:]
+    assert "interrupted (SIGINT)" in tail and "Traceback" not in tail
+    artifact = out / "heavy_net.int8.onnx"
+    manifest = read_manifest(artifact, verify=True)  # complete: the hash matches the file
+    assert manifest is not None and manifest.precision == "int8"
+    speed = manifest.int8_speed
+    assert speed is not None and speed.reason is not None and "interrupted" in speed.reason, speed
+    assert speed.blocks < 7 and len(speed.block_ratios) == speed.blocks
+    assert not list(out.glob(".edgedeploy-staging-*"))

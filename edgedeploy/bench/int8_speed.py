@@ -15,12 +15,17 @@ while onnxruntime's was 1.48×, ``benchmarks/results/int8_per_runtime.md``), whi
 
 Not measured (``Int8Speed.measured`` False, with the reason): the runtime is not installed or cannot load the
 artifact here, or one inference takes more than a tenth of the budget (a huge input: a few blocks would not fit).
+
+Interrupted (Ctrl-C, or SIGTERM under the CLI): :class:`Int8SpeedInterrupted` carries the record of the blocks
+timed so far (its reason says "interrupted"); the caller writes it into the manifest and lets the interrupt end
+the command (exit 130 / 143).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from edgedeploy.errors import ConfigError, EdgeDeployError
 from edgedeploy.export.manifest import Int8Speed, read_manifest
 from edgedeploy.registry import default_runtime
 from edgedeploy.runtimes.base import get_runtime
+from edgedeploy.signals import Interrupted, received_signal
 
 #: default budget of the whole measurement (s, warm-up included); ``ExportOptions.int8_speed_seconds``
 DEFAULT_SECONDS = 5.0
@@ -62,6 +68,15 @@ class Int8SpeedCheck:
             raise ConfigError("int8 speed check: blocks and threads must be >= 1, warmup >= 0")
 
 
+class Int8SpeedInterrupted(Interrupted):
+    """SIGINT / SIGTERM during :func:`measure_int8_speed`; ``speed`` is the record of what was timed before it
+    (``measured`` True with the blocks so far, or False when no block was complete), reason "interrupted ..."."""
+
+    def __init__(self, signum: int, speed: Int8Speed) -> None:
+        super().__init__(signum)
+        self.speed = speed
+
+
 def host_description() -> str:
     """``<CPU model>, <n> logical cores, <arch>``: where the ratio was measured."""
     return f"{cpu_model()}, {os.cpu_count()} logical cores, {platform.machine()}"
@@ -82,7 +97,8 @@ def measure_int8_speed(
     (module docstring). Inputs: each artifact's manifest input shape (NCHW or NHWC), float32, batch 1. Returns an
     :class:`~edgedeploy.export.manifest.Int8Speed` (times in ms per inference, CPU time); never raises for a
     runtime that is missing or fails here (``measured`` False with the reason). Raises :class:`ConfigError` for
-    an artifact without a manifest.
+    an artifact without a manifest, :class:`Int8SpeedInterrupted` (a ``KeyboardInterrupt``, with the partial
+    record) when SIGINT / SIGTERM stops the timing.
     """
     check = check or Int8SpeedCheck()
     runtime_name = default_runtime(fmt)
@@ -119,12 +135,15 @@ def measure_int8_speed(
         statistics.median(f) / max(statistics.median(q), 1e-9)
         for f, q in zip(timing.baseline, timing.candidate, strict=True)
     ]
+    interrupted = timing.stopped == "interrupted"
     if not ratios:
-        return Int8Speed(measured=False, reason="no block was timed (interrupted)", **base)
+        speed = Int8Speed(measured=False, reason="interrupted before a block was timed", **base)
+        raise Int8SpeedInterrupted(received_signal() or signal.SIGINT, speed)
     fp32_all = [ms for block in timing.baseline for ms in block]
     int8_all = [ms for block in timing.candidate for ms in block]
-    return Int8Speed(
+    speed = Int8Speed(
         measured=True,
+        reason=f"interrupted after {len(ratios)} of {check.blocks} blocks" if interrupted else None,
         ratio=round(statistics.median(ratios), 4),
         fp32_ms=round(statistics.median(fp32_all), 4),
         int8_ms=round(statistics.median(int8_all), 4),
@@ -136,3 +155,6 @@ def measure_int8_speed(
         host=host_description(),
         **base,
     )
+    if interrupted:
+        raise Int8SpeedInterrupted(received_signal() or signal.SIGINT, speed)
+    return speed
