@@ -1,7 +1,8 @@
 """MNN's export forms (issue 22): the "merged-cat" GCC block (:class:`UnrolledGCCBlock` with ``unroll=False``).
 
-References computed independently of the forms: the official :class:`GCCBlock` itself and, with PEs, the
-roll-based written-out block of ``tests/test_gcc.py``.
+Its equality with the official :class:`GCCBlock` (and, with PEs, the roll-based written-out block) is checked by
+``tests/test_gcc.py::test_unrolled_block_equals_official``, parametrized over both targets; here: which target gets
+which form, and the MNN export's parity.
 """
 
 from __future__ import annotations
@@ -15,29 +16,7 @@ from torch import nn
 import edgedeploy
 from edgedeploy.nn.forms.gcc import GCC_BLOCK_FORM, BakedGCCBlock, UnrolledGCCBlock, lower_gcc_block
 from edgedeploy.nn.gcc import GCCBlock
-from tests.test_gcc import _randomise_norms_, block_reference
-
-
-@pytest.mark.parametrize(
-    ("use_pe", "bias", "hw"), [(True, False, (12, 12)), (False, True, (8, 14)), (True, True, (5, 9))]
-)
-def test_merged_cat_block_equals_official(use_pe: bool, bias: bool, hw: tuple[int, int]) -> None:
-    """No Split, commuted full-channel GCCs as cat-then-conv with n-tap kernels, BatchNorms folded: the same block."""
-    torch.manual_seed(7)
-    blk = _randomise_norms_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=use_pe, bias=bias, ffn_dim=48)).eval()
-    low = lower_gcc_block(blk, (1, 32, *hw), "mnn")
-    assert isinstance(low, UnrolledGCCBlock) and not low.unroll
-    assert low.gcc_h.kernel_size == (hw[0], 1) and low.gcc_w.kernel_size == (1, hw[1])
-    assert low.gcc_h.padding == (0, 0) and low.gcc_w.padding == (0, 0)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in (low.gcc_h, low.gcc_w, *low.ffn))
-    x = torch.randn(2, 32, *hw)
-    with torch.no_grad():
-        ref = block_reference(blk, x) if use_pe and not bias else blk(x)
-        torch.testing.assert_close(low(x), ref, atol=2e-5, rtol=1e-5)
-        unrolled = lower_gcc_block(blk, (1, 32, *hw), "onnx")
-        torch.testing.assert_close(low(x), unrolled(x), atol=2e-5, rtol=1e-5)
-        with pytest.raises(ValueError, match="lowered for"):
-            low(torch.randn(1, 32, hw[0], hw[1] + 1))
+from tests.test_gcc import _randomise_norms_
 
 
 def test_merged_cat_is_selected_for_mnn_only() -> None:
