@@ -251,8 +251,9 @@ def _randomise_norms_(module: nn.Module) -> nn.Module:
     return module
 
 
-#: per target: the UnrolledGCCBlock variant it gets, and its kernel's taps for an ``n``-long axis
-UNROLLED_FORMS = {"onnx": (True, lambda n: 2 * n - 1), "mnn": (False, lambda n: n)}
+#: per target: the UnrolledGCCBlock variant it gets, its kernel's taps and the conv's zero padding for an
+#: ``n``-long axis (onnxruntime: the circular wrap is in the 2n − 1 taps; MNN: in the cat, so no padding)
+UNROLLED_FORMS = {"onnx": (True, lambda n: 2 * n - 1, lambda n: n - 1), "mnn": (False, lambda n: n, lambda n: 0)}
 
 
 @pytest.mark.parametrize("target", sorted(UNROLLED_FORMS))
@@ -262,7 +263,7 @@ UNROLLED_FORMS = {"onnx": (True, lambda n: 2 * n - 1), "mnn": (False, lambda n: 
 def test_unrolled_block_equals_official(target: str, use_pe: bool, bias: bool, hw: tuple[int, int]) -> None:
     """Both no-Split forms (commuted full-channel GCCs, BatchNorms folded) compute the official block: onnxruntime's
     with unrolled 2n − 1-tap kernels, MNN's "merged-cat" with cat-then-conv n-tap kernels (issue 22)."""
-    unroll, taps = UNROLLED_FORMS[target]
+    unroll, taps, pad = UNROLLED_FORMS[target]
     torch.manual_seed(6)
     blk = _randomise_norms_(GCCBlock(dim=16, meta_kernel_size=16, use_pe=use_pe, bias=bias, ffn_dim=48)).eval()
     low = lower_gcc_block(blk, (1, 32, *hw), target)
@@ -270,7 +271,7 @@ def test_unrolled_block_equals_official(target: str, use_pe: bool, bias: bool, h
     assert (low.pe_bias is not None) == use_pe
     assert not any(isinstance(m, nn.BatchNorm2d) for m in (low.gcc_h, low.gcc_w, *low.ffn))
     assert low.gcc_h.kernel_size == (taps(hw[0]), 1) and low.gcc_w.kernel_size == (1, taps(hw[1]))
-    assert low.gcc_h.padding == (0, 0) and low.gcc_w.padding == (0, 0)
+    assert low.gcc_h.padding == (pad(hw[0]), 0) and low.gcc_w.padding == (0, pad(hw[1]))
     x = torch.randn(2, 32, *hw)
     with torch.no_grad():
         ref = block_reference(blk, x) if use_pe and not bias else blk(x)
