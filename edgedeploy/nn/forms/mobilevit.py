@@ -285,8 +285,10 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 #: (1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_mnn.md``).
 #: ncnn: the static (rank ≤ 4) block with each attention as one ``nn.MultiheadAttention``
 #: (:class:`TorchMultiheadAttention`), which pnnx 20261020 maps onto ncnn's native ``MultiHeadAttention`` layer
-#: (MobileViT-S: 325 → 199 ncnn layers, 36 head-split Permutes and Reshapes gone); ``"static, <attention>"`` names
-#: a static block with an :data:`ATTENTION_FORMS` attention (``benchmarks/results/lowering_forms_ncnn.md``).
+#: (MobileViT-S: 325 → 199 ncnn layers, 36 head-split Permutes and 36 Reshapes gone). edgedeploy ÷ the naive pnnx
+#: file 0.948 / 0.924 / 0.940 for MobileViT-S / XXS / XS @256 (the static form 0.990 / 0.996 / 1.007, the SDPA form
+#: 0.962 / 0.907 / 0.943; 1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_ncnn.md``).
+#: ``"static, <attention>"`` names a static block with an :data:`ATTENTION_FORMS` attention.
 MOBILEVIT_FORM: dict[str, str] = {
     "onnx": "channels-last, fused-attention",
     "mnn": "channels-last",
