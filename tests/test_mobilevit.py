@@ -245,3 +245,39 @@ def test_onnx_export_is_one_attention_op_on_token_tensors_per_layer(tmp_path: Pa
     assert older.opset == 20
     ops = {n.op_type for n in onnx.load(str(tmp_path / "o.onnx")).graph.node}
     assert "Attention" not in ops and "Softmax" in ops
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevit_s"])
+def test_ncnn_form_is_static_with_torch_multihead_attention_and_exact(name: str) -> None:
+    """ncnn: the static (rank ≤ 4) block with each attention as one ``nn.MultiheadAttention`` (pnnx's route to
+    ncnn's ``MultiHeadAttention`` layer), the same numbers as the official module."""
+    from edgedeploy.nn.forms.mobilevit import MOBILEVIT_FORM, TorchMultiheadAttention
+
+    assert MOBILEVIT_FORM["ncnn"] == "static, torch-mha"
+    model = fill_deterministic_(build_model(name))
+    example = reference_input(256)
+    lowered, names = lower(model, example, "ncnn")
+    assert len(names) == 3 and all(isinstance(lowered.get_submodule(n), StaticMobileViTBlock) for n in names)
+    kinds = [type(m) for m in lowered.modules() if isinstance(m, (MultiHeadAttention, TorchMultiheadAttention))]
+    assert kinds == [TorchMultiheadAttention] * (2 + 4 + 3)  # every transformer layer's attention, none official
+    with torch.no_grad():
+        want, got = model(example), lowered(example)
+    assert torch.allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(want.abs().max())))
+    assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
+    # the weights are the source's: q, k, v rows of the fused qkv_proj in order, the same out_proj
+    src = model.get_submodule(names[0]).global_rep[0].pre_norm_mha[1]
+    mha = lowered.get_submodule(names[0]).global_rep[0].pre_norm_mha[1].mha
+    assert torch.equal(mha.in_proj_weight, src.qkv_proj.weight) and torch.equal(mha.out_proj.bias, src.out_proj.bias)
+
+
+def test_torch_multihead_attention_equals_the_official_attention() -> None:
+    from edgedeploy.nn.forms.mobilevit import FusedAttention, TorchMultiheadAttention
+
+    torch.manual_seed(0)
+    src = MultiHeadAttention(96, 4).eval()
+    x = torch.randn(4, 64, 96)
+    with torch.no_grad():
+        want = src(x)
+        for form in (TorchMultiheadAttention(src), FusedAttention(src)):
+            got = form.eval()(x)
+            assert got.shape == want.shape and (got - want).abs().max() < 1e-5, type(form).__name__

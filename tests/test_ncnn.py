@@ -262,6 +262,20 @@ def test_every_supported_family_exports_with_parity(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.slow
+def test_mobilevit_attention_is_ncnns_native_layer_with_parity(tmp_path: Path) -> None:
+    """MobileViT-XXS for ncnn: every attention one ``MultiHeadAttention`` layer (no MatMul / Softmax left), parity
+    passed on the ncnn wheel with the usual gates."""
+    _needs_pnnx()
+    import edgedeploy
+
+    outcome = edgedeploy.export("mobilevit_xxs", "ncnn", out=tmp_path)
+    assert outcome.parity.passed, outcome.parity.failures
+    census = outcome.manifest.op_census
+    assert census.get("MultiHeadAttention") == 2 + 4 + 3, census
+    assert not {"MatMul", "Softmax", "SDPA"} & set(census), census
+
+
+@pytest.mark.slow
 def test_unlowered_emo_is_refused_naming_the_ops(tmp_path: Path) -> None:
     """Without the ncnn lowering pnnx leaves ops ncnn lacks: exit 4, one line, op types and layer names."""
     _needs_pnnx()

@@ -22,7 +22,8 @@ ncnn test script (``_ncnn.py``). Here:
   (``Tensor.reshape`` for a 6-D reshape, ``torch.unbind``, ``Tensor.slice`` with a step), which ncnn refuses to
   load. Such a file is refused: :class:`UnsupportedOpError` names each op type, how many layers, the first layer
   name, and pnnx's own reason when it gave one. The zoo's lowerings avoid them for ``target="ncnn"`` (EMO's 4-D
-  window attention, EdgeViT's pooled delegate sampling).
+  window attention, EdgeViT's pooled delegate sampling). MobileViT's attention is lowered to ``nn.MultiheadAttention``,
+  which pnnx maps onto ncnn's native ``MultiHeadAttention`` layer (``benchmarks/results/lowering_forms_ncnn.md``).
 
 Input blob ``in0``: ``(1, C, H, W)`` float32 NCHW (ncnn drops the batch axis: ``Mat(w=W, h=H, c=C)``); output
 blobs ``out0``, ``out1``, … in the model's output order (the zoo's: ``out0``, the logits). Precisions: ``fp32``

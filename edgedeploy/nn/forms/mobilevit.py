@@ -1,5 +1,8 @@
 """The export forms of the MobileViT block: :class:`StaticMobileViTBlock` and :class:`ChannelsLastMobileViTBlock`
-(:data:`MOBILEVIT_FORM`), with :class:`FusedAttention`.
+(:data:`MOBILEVIT_FORM`), with the attention forms :class:`FusedAttention` (SDPA) and
+:class:`TorchMultiheadAttention` (``nn.MultiheadAttention``; :data:`ATTENTION_FORMS`). The block and its attention
+are the MobileViT paper's (Mehta & Rastegari, ICLR 2022; apple/ml-cvnets ``MobileViTBlock`` /
+``MultiHeadAttention``), rewritten only in layout.
 
 Registered when :mod:`edgedeploy.nn.forms` is imported (see there); imports :mod:`edgedeploy.nn.mobilevit`.
 """
@@ -55,14 +58,18 @@ class StaticMobileViTBlock(_RecordedShapeBlock):
       → transpose(1, 3) → ``(B, P, N, d)`` → reshape ``(B·P, N, d)``;
     * fold: the exact inverse.
 
-    When ``H`` / ``W`` are not patch multiples, the bilinear resizes use constant sizes. Raises ``ValueError``
-    for an input of another shape.
+    ``attention``: ``"official"`` (the source's :class:`MultiHeadAttention`) or a key of :data:`ATTENTION_FORMS`
+    (``"sdpa"``, ``"torch-mha"``: ncnn's form). When ``H`` / ``W`` are not patch multiples, the bilinear resizes
+    use constant sizes. Raises ``ValueError`` for an input of another shape; ``KeyError`` for an unknown
+    ``attention``.
     """
 
-    def __init__(self, block: MobileViTBlock, input_shape: tuple[int, int, int, int]) -> None:
+    def __init__(
+        self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], attention: str = "official"
+    ) -> None:
         super().__init__()
         self.local_rep = block.local_rep
-        self.global_rep = block.global_rep
+        self.global_rep = _global_rep(block, attention)
         self.conv_proj = block.conv_proj
         self.fusion = block.fusion
         b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
@@ -159,19 +166,60 @@ class FusedAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, s, self.embed_dim))
 
 
-class FusedAttentionTransformerEncoder(nn.Module):
-    """A :class:`TransformerEncoder` whose attention is :class:`FusedAttention` (norms and FFN shared)."""
+class TorchMultiheadAttention(nn.Module):
+    """:class:`MultiHeadAttention` as one ``nn.MultiheadAttention`` (``batch_first``): ``(B, S, C)`` → ``(B, S, C)``.
 
-    def __init__(self, src: TransformerEncoder) -> None:
+    ``in_proj_weight`` / ``in_proj_bias`` are the source's fused ``qkv_proj`` (rows q, k, v, the same order as the
+    source's ``split``), ``out_proj`` its output projection (copied: ``nn.MultiheadAttention`` owns a
+    ``NonDynamicallyQuantizableLinear``). pnnx maps the module onto ncnn's native ``MultiHeadAttention`` layer.
+    Exact up to fp32 rounding (torch scales q by ``head_dim ** -0.5`` as the source does).
+    """
+
+    def __init__(self, src: MultiHeadAttention) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(src.embed_dim, src.num_heads, bias=True, batch_first=True)
+        with torch.no_grad():
+            self.mha.in_proj_weight.copy_(src.qkv_proj.weight)
+            self.mha.in_proj_bias.copy_(src.qkv_proj.bias)
+            self.mha.out_proj.weight.copy_(src.out_proj.weight)
+            self.mha.out_proj.bias.copy_(src.out_proj.bias)
+        self.mha.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, S, C)`` → ``(B, S, C)``."""
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+#: attention name -> export form of :class:`MultiHeadAttention` (``"official"``: the module itself)
+ATTENTION_FORMS: dict[str, type[nn.Module]] = {"sdpa": FusedAttention, "torch-mha": TorchMultiheadAttention}
+
+
+class FusedAttentionTransformerEncoder(nn.Module):
+    """A :class:`TransformerEncoder` whose attention is an export form (:data:`ATTENTION_FORMS`, default
+    :class:`FusedAttention`); norms and FFN shared."""
+
+    def __init__(self, src: TransformerEncoder, attention: str = "sdpa") -> None:
         super().__init__()
         mha = list(src.pre_norm_mha)
-        self.pre_norm_mha = nn.Sequential(mha[0], FusedAttention(mha[1]), *mha[2:])
+        self.pre_norm_mha = nn.Sequential(mha[0], ATTENTION_FORMS[attention](mha[1]), *mha[2:])
         self.pre_norm_ffn = src.pre_norm_ffn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, S, C)`` → ``(B, S, C)``."""
         x = x + self.pre_norm_mha(x)
         return x + self.pre_norm_ffn(x)
+
+
+def _global_rep(block: MobileViTBlock, attention: str) -> nn.Module:
+    """``block.global_rep`` with each :class:`TransformerEncoder`'s attention in the form ``attention``."""
+    if attention == "official":
+        return block.global_rep
+    return nn.Sequential(
+        *(
+            FusedAttentionTransformerEncoder(m, attention) if isinstance(m, TransformerEncoder) else m
+            for m in block.global_rep
+        )
+    )
 
 
 class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
@@ -203,16 +251,7 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
         self.local_rep = nn.Sequential()
         self.local_rep.add_module("conv_3x3", block.local_rep.conv_3x3)
         self.local_rep.add_module("conv_1x1", PointwiseChannelsLast(block.local_rep.conv_1x1))
-        self.global_rep = (
-            nn.Sequential(
-                *(
-                    FusedAttentionTransformerEncoder(m) if isinstance(m, TransformerEncoder) else m
-                    for m in block.global_rep
-                )
-            )
-            if fused_attention
-            else block.global_rep
-        )
+        self.global_rep = _global_rep(block, "sdpa" if fused_attention else "official")
         self.conv_proj = PointwiseChannelsLast(block.conv_proj)
         self.fusion = block.fusion
         b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
@@ -244,7 +283,17 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 #: MNN keeps the official attention and its ONNX the opset-20 export: MNN 3.6.1's converter refuses opset 23's
 #: ``Attention`` ("These Op Not Support: ONNX::Attention"); channels-last 0.987× the naive MNN file, static 1.002×
 #: (1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_mnn.md``).
-MOBILEVIT_FORM: dict[str, str] = {"onnx": "channels-last, fused-attention", "mnn": "channels-last"}
+#: ncnn: the static (rank ≤ 4) block with each attention as one ``nn.MultiheadAttention``
+#: (:class:`TorchMultiheadAttention`), which pnnx 20261020 maps onto ncnn's native ``MultiHeadAttention`` layer
+#: (MobileViT-S: 325 → 199 ncnn layers, 36 head-split Permutes and 36 Reshapes gone). edgedeploy ÷ the naive pnnx
+#: file 0.948 / 0.924 / 0.940 for MobileViT-S / XXS / XS @256 (the static form 0.990 / 0.996 / 1.007, the SDPA form
+#: 0.962 / 0.907 / 0.943; 1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_ncnn.md``).
+#: ``"static, <attention>"`` names a static block with an :data:`ATTENTION_FORMS` attention.
+MOBILEVIT_FORM: dict[str, str] = {
+    "onnx": "channels-last, fused-attention",
+    "mnn": "channels-last",
+    "ncnn": "static, torch-mha",
+}
 
 
 @register_lowering(MobileViTBlock)
@@ -258,7 +307,10 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
       form with per-head projection MatMuls, 0.96×; ``benchmarks/results/lowering_forms_issue13.md``). The
       profile (``edgedeploy profile mobilevit_s --runtime onnxruntime``) showed the official unfold / fold and
       head-split Transposes as 3.0 ms of onnxruntime's 26.5 ms.
-    * every other target: :class:`StaticMobileViTBlock` (ranks ≤ 4: CoreML, ncnn, TFLite).
+    * ncnn: :class:`StaticMobileViTBlock` with :class:`TorchMultiheadAttention` (ncnn's ``MultiHeadAttention``
+      layer; measured faster than the static block with the official attention and than the SDPA form, which
+      pnnx maps onto ncnn's ``SDPA`` layer: ``benchmarks/results/lowering_forms_ncnn.md``).
+    * every other target: :class:`StaticMobileViTBlock` (ranks ≤ 4: CoreML, TFLite).
 
     Raises :class:`ExportError` when the recorded input is not 4-D.
     """
@@ -266,4 +318,5 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
     form = MOBILEVIT_FORM.get(target, "static")
     if form.startswith("channels-last"):
         return ChannelsLastMobileViTBlock(module, (n, c, h, w), fused_attention=form.endswith("fused-attention"))
-    return StaticMobileViTBlock(module, (n, c, h, w))
+    attention = form.split(", ", 1)[1] if ", " in form else "official"
+    return StaticMobileViTBlock(module, (n, c, h, w), attention=attention)
