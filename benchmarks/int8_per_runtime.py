@@ -54,7 +54,7 @@ from _common import (
     summarize_pair,
     write_results,
 )
-from int8_speedup import agreement, agreement_set, int8_cells
+from int8_speedup import agreement_of, agreement_set, int8_cells
 
 import edgedeploy
 from edgedeploy.cards import get_card
@@ -93,8 +93,7 @@ def run_runtime(
             "op_census": m.op_census,
             "settings": getattr(sessions[precision], "settings", {}),
         }
-    outs = {p: [s.run(x).reshape(r.shape) for x, r in zip(inputs, ref, strict=True)] for p, s in sessions.items()}
-    entry["agreement"] = {"inputs": len(inputs), **agreement(outs, ref, names)}
+    entry["agreement"] = agreement_of({p: s.run for p, s in sessions.items()}, inputs, ref, names)
     x = inputs[0]
     cpu, wall = dual_interleaved({p: s.prepare(x) for p, s in sessions.items()}, args.blocks, args.iters)
     samples = cpu if args.clock == "cpu" else wall

@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +143,20 @@ def agreement(outs: dict[str, list[np.ndarray]], ref: list[np.ndarray], names: l
         "disagreeing_inputs": [n for n, ok in zip(names, agree, strict=True) if not ok],
         "cosine_min": float(np.min(cos)),
         "cosine_median": float(np.median(cos)),
+        "cosine_min_vs_torch": float(min(_cos(a, r) for a, r in zip(outs["int8"], ref, strict=True))),
         "distinct_fp32_classes": len(set(top1["fp32"])),
     }
+
+
+def agreement_of(
+    runs: dict[str, Callable[[np.ndarray], np.ndarray]], inputs: list[np.ndarray], ref: list[np.ndarray],
+    names: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """:func:`agreement` of ``runs["fp32"]`` and ``runs["int8"]`` (each: one ``(1, 3, H, W)`` float32 input →
+    logits) over ``inputs``, plus ``"inputs"`` (how many); ``ref`` the PyTorch fp32 logits per input."""
+    pairs = list(zip(inputs, ref, strict=True))
+    outs = {p: [np.asarray(run(x)).reshape(r.shape) for x, r in pairs] for p, run in runs.items()}
+    return {"inputs": len(inputs), **agreement(outs, ref, names)}
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/naive_vs_edgedeploy.py [--models edgeformer_s,mobilevit_s,emo_5m,edgevit_xs]
 [--runtimes onnxruntime,mnn,litert,ncnn] [--blocks 8] [--iters 10] [--threads 2] [--clock wall|cpu]
-[--cache-dir DIR] [--gemm-reps 3] [--name naive_vs_edgedeploy]``.
+[--cache-dir DIR] [--gemm-reps 3] [--int8] [--name naive_vs_edgedeploy]``.
 ``--clock cpu --threads 1`` records process CPU time per inference instead of latency (for a busy host); the wall
 latency of every sample is recorded beside it. ``--cache-dir`` keeps the naive artifacts for re-runs (edgedeploy's
 own artifacts come from its export cache, ``edgedeploy.export(..., cache=True)``).
@@ -35,6 +35,17 @@ block after 2 warm-up runs. Reported: the median over all samples per session; p
 paired ratios edgedeploy / naive and naive-again / naive (the control); best-vs-best: the paired ratio of
 edgedeploy's fastest runtime (by median) against the naive path's fastest runtime; slow blocks (a block median
 above 1.3× the fastest block median of the same session).
+
+``--int8`` (onnxruntime): two int8 candidates join the same interleaved blocks. naive int8 = what a user gets
+without edgedeploy: ``onnxruntime.quantization.quantize_static(naive.onnx, out, reader)`` with its defaults (QDQ,
+per-tensor int8 weights and activations, MinMax; no ``quant_pre_process``), calibrated on the calibration images
+edgedeploy uses (``edgedeploy.export.calibration.default_calibration_set``); edgedeploy int8 =
+``edgedeploy.export(model, "onnx", precision="int8")`` (parity-checked; a failed parity is reported, not timed).
+Each gets its top-1 agreement with PyTorch fp32 and with its own fp32 file, and the logits' cosine, on
+``int8_speedup.agreement_set`` (≥ 200 inputs, none a calibration image; ``int8_speedup.agreement_of``). The best-
+vs-best table then takes, per side, the fastest qualifying candidate of any precision: fp32 whose output matches
+PyTorch, or int8 with top-1 agreement ≥ ``INT8_GATE`` (0.99) vs PyTorch fp32; int8 rows that do not qualify are
+listed with the reason. The fp32-only best vs best stays beside it.
 
 Efficiency: the 2048 × 2048 × 2048 fp32 GEMM (``numpy.matmul``, OpenBLAS with ``threads`` threads) is timed
 ``--gemm-reps`` times before and after every model, on the same clock; its median GMAC/s (2048³ MACs / time) is the
@@ -85,10 +96,12 @@ from _common import (
     summarize_pair,
     write_results,
 )
+from int8_speedup import agreement_of, agreement_set
 
 from edgedeploy._util import captured_fd_output
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
+from edgedeploy.export.calibration import default_calibration_set
 from edgedeploy.export.mnn import onnx_to_mnn
 from edgedeploy.export.pipeline import export_model
 from edgedeploy.runtimes.base import get_runtime
@@ -182,6 +195,53 @@ def naive_mnn(path: Path, threads: int) -> Any:
     with captured_fd_output():
         rt = mnn.nn.create_runtime_manager(({"backend": "CPU", "numThread": threads},))
         return mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=rt)
+
+
+def naive_int8_onnx(src: Path, dst: Path, size: int) -> tuple[Path, list[str]]:
+    """``quantize_static(src, dst, reader)`` with onnxruntime's defaults (QDQ, per-tensor int8 weights and
+    activations, MinMax) on the naive fp32 file, calibrated on edgedeploy's default calibration set
+    (:func:`~edgedeploy.export.calibration.default_calibration_set`: the embedded photo's 16 crops and flips).
+
+    Returns ``(dst, the quantizer's logged warnings)``; exceptions propagate (a failure is a result).
+    """
+    import logging
+
+    import onnx
+    from onnxruntime import quantization as q
+
+    if dst.is_file():  # --cache-dir: quantized once
+        return dst, []
+    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    arrays = default_calibration_set(size).arrays("NCHW")
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(arrays)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            a = next(self.it, None)
+            return None if a is None else {name: a}
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(first_line(record.getMessage()))
+
+    keep = Keep()
+    root = logging.getLogger()
+    root.addHandler(keep)
+    part = dst.with_name(dst.stem + ".part.onnx")
+    try:
+        with warnings.catch_warnings(), captured_fd_output():
+            warnings.simplefilter("ignore")
+            q.quantize_static(str(src), str(part), Reader())
+    finally:
+        root.removeHandler(keep)
+    os.replace(part, dst)
+    return dst, sorted(set(keep.lines))
 
 
 def _naive_runtime(
@@ -332,6 +392,115 @@ def edgedeploy_sessions(
     return fns, info
 
 
+# ------------------------------------------------------------------------------------------- int8 (--int8)
+#: an int8 candidate qualifies for best-vs-best when its top-1 agreement with PyTorch fp32 is at least this
+INT8_GATE = 0.99
+INT8_NAIVE, INT8_OURS = "naive onnxruntime int8", "edgedeploy onnxruntime int8"
+NAIVE_INT8_METHOD = "quantize_static(fp32 file, out, reader) with onnxruntime's defaults: QDQ, per-tensor int8 " \
+    "weights and int8 activations, MinMax; no pre-processing"  # fmt: skip
+
+
+def _qualify(entry: dict[str, Any]) -> None:
+    """Set ``entry["qualifies"]`` and ``entry["reason"]`` from its error or its top-1 agreement (:data:`INT8_GATE`)."""
+    if "error" in entry:
+        entry["qualifies"], entry["reason"] = False, entry["error"]
+        return
+    a = entry["agreement"]
+    top1 = a["top1_int8_vs_torch"]
+    entry["qualifies"] = top1 >= INT8_GATE
+    sign = "≥" if entry["qualifies"] else "<"
+    entry["reason"] = f"top-1 vs PyTorch fp32 {top1:.3f} {sign} {INT8_GATE} on {a['inputs']} inputs"
+
+
+def int8_sessions(
+    model: str, folder: Path, cached: bool, threads: int, ed_fp32: Path
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """The onnxruntime int8 candidates of ``--int8``: ``{INT8_NAIVE: fn, INT8_OURS: fn}`` (those that were made and,
+    for edgedeploy's, passed the export's parity) and per candidate how it was made, its agreement
+    (``int8_speedup.agreement_of`` on ``int8_speedup.agreement_set``: ≥ 200 inputs, none a calibration image) with
+    PyTorch fp32 and with the fp32 file it came from (``folder/<model>.naive.onnx`` / ``ed_fp32``), and whether it
+    qualifies for best-vs-best (:func:`_qualify`). edgedeploy's is ``edgedeploy.export(model, "onnx",
+    precision="int8")`` from the export cache when ``cached``, else written into ``folder / "onnx_int8"``.
+    A candidate that cannot be made is recorded with its error, not raised.
+    """
+    import edgedeploy
+
+    card = get_card(model)
+    size = card.input_size
+    module = build_model(card, size).eval()
+    inputs, names = agreement_set(size)
+    with torch.no_grad():
+        ref = [module(torch.from_numpy(a)).numpy() for a in inputs]
+    xn = real_image(size)
+    fns: dict[str, Callable[[], Any]] = {}
+    naive: dict[str, Any] = {"method": NAIVE_INT8_METHOD, "calibration": default_calibration_set(size).describe()}
+    ours: dict[str, Any] = {}
+    print(f"   {INT8_NAIVE} ...", flush=True)
+    src, t0 = folder / f"{model}.naive.onnx", time.perf_counter()
+    try:
+        path, naive["quantizer_log"] = naive_int8_onnx(src, folder / f"{model}.naive.int8.onnx", size)
+        naive["quantize_s"] = round(time.perf_counter() - t0, 2)
+        naive["artifact"], naive["artifact_bytes"] = str(path), path.stat().st_size
+        f32, i8 = naive_ort(src, threads), naive_ort(path, threads)
+        n32, n8 = f32.get_inputs()[0].name, i8.get_inputs()[0].name
+        runs = {"fp32": lambda a: f32.run(None, {n32: a})[0], "int8": lambda a: i8.run(None, {n8: a})[0]}
+        naive["agreement"] = agreement_of(runs, inputs, ref, names)
+        feed = {n8: xn}
+        fns[INT8_NAIVE] = lambda: i8.run(None, feed)
+    except Exception as e:  # noqa: BLE001 - a naive int8 path that fails is a result
+        naive["error"] = f"{type(e).__name__}: {first_line(e)}"
+    print(f"   {INT8_OURS} ...", flush=True)
+    t0 = time.perf_counter()
+    try:
+        if cached:
+            outcome = edgedeploy.export(model, "onnx", precision="int8", cache=True)
+        else:
+            outcome = edgedeploy.export(model, "onnx", precision="int8", out=folder / "onnx_int8")
+        m = outcome.manifest
+        ours.update(export_s=round(time.perf_counter() - t0, 2), artifact=str(outcome.artifact),
+                    artifact_bytes=m.size_bytes, method=(m.quantization or {}).get("method", "?"),
+                    calibration=(m.quantization or {}).get("calibration"), parity=outcome.parity.to_dict())  # fmt: skip
+        if outcome.parity.status != "passed":
+            ours["error"] = f"edgedeploy's int8 artifact failed its export parity ({outcome.parity.status}): not timed"
+        else:
+            rt = get_runtime("onnxruntime")
+            s8, s32 = rt.load(outcome.artifact, threads), rt.load(ed_fp32, threads)
+            ours["agreement"] = agreement_of({"fp32": s32.run, "int8": s8.run}, inputs, ref, names)
+            fns[INT8_OURS] = s8.prepare(xn)
+    except Exception as e:  # noqa: BLE001 - an export that fails is a result
+        ours["error"] = f"{type(e).__name__}: {first_line(e)}"
+    for entry in (naive, ours):
+        _qualify(entry)
+    info = {"agreement_inputs": len(inputs), "gate_top1_vs_torch": INT8_GATE, INT8_NAIVE: naive, INT8_OURS: ours}
+    for k in (INT8_NAIVE, INT8_OURS):
+        print(f"   {k}: {info[k]['reason']}", flush=True)
+    return fns, info
+
+
+def _int8_results(res: dict[str, Any], samples: dict[str, Any], wall: dict[str, Any]) -> None:
+    """``res["int8_pairs"]``: each int8 candidate paired with the fp32 session of its own side (b / a = int8 /
+    fp32, < 1: int8 faster) and edgedeploy's int8 with the naive int8 (``"int8 vs int8"``), on both clocks."""
+    pairs: dict[str, Any] = {}
+    for a, b in (("naive onnxruntime", INT8_NAIVE), ("edgedeploy onnxruntime", INT8_OURS), (INT8_NAIVE, INT8_OURS)):
+        if a in samples and b in samples:
+            key = "int8 vs int8" if a == INT8_NAIVE else b
+            wp = summarize_pair(wall[a], wall[b])["median_paired_ratio"]
+            pairs[key] = {**summarize_pair(samples[a], samples[b]), "wall_median_paired_ratio": wp}
+    res["int8_pairs"] = pairs
+
+
+def _best(res: dict[str, Any], samples: dict[str, Any], wall: dict[str, Any], candidates: tuple[list, list]) -> Any:
+    """The paired ratio of the fastest (by median) of ``candidates[1]`` (edgedeploy) against the fastest of
+    ``candidates[0]`` (naive), on both clocks; None when either side has no candidate."""
+    naive, ours = candidates
+    if not naive or not ours:
+        return None
+    nb = min(naive, key=lambda k: res["median_ms"][k])
+    eb = min(ours, key=lambda k: res["median_ms"][k])
+    return {"naive": nb, "edgedeploy": eb, **summarize_pair(samples[nb], samples[eb]),
+            "wall_median_paired_ratio": summarize_pair(wall[nb], wall[eb])["median_paired_ratio"]}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------- main
 def runtime_gemm(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[dict[str, float]]]:
     """``reps`` timings of each runtime's 2048³ product (``gemm_ceiling.sessions``), as :func:`gemm_ceiling`."""
@@ -356,8 +525,11 @@ def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list
     mfolder.mkdir(parents=True, exist_ok=True)
     naive, ninfo = naive_sessions(model, mfolder, args.threads, runtimes)
     ours, einfo = edgedeploy_sessions(model, None if args.cache_dir else mfolder, args.threads, runtimes)
+    int8: dict[str, Callable[[], Any]] = {}
+    if args.int8:
+        int8, iinfo = int8_sessions(model, mfolder, bool(args.cache_dir), args.threads, Path(einfo["onnx"]["artifact"]))
     controls = {k: naive.pop(k) for k in [k for k in naive if k.endswith(" again")]}
-    fns = {**naive, **ours, **controls}  # controls last: each is timed after a different session than its pair
+    fns = {**naive, **ours, **int8, **controls}  # controls last: each is timed after a different session than its pair
     if args.clock == "wall":
         samples = interleaved(fns, args.blocks, args.iters)
         wall = samples
@@ -389,19 +561,27 @@ def run_model(model: str, args: argparse.Namespace, folder: Path, runtimes: list
             res["wall_pairs"][rt] = summarize_pair(wall[a], wall[b])
         if a in samples and c in samples:
             res["controls"][rt] = summarize_pair(samples[a], samples[c])
-    naive_keys = [k for k in samples if k.startswith("naive") and not k.endswith("again")]
-    naive_ok = [k for k in naive_keys if not ninfo.get(_runtime_of(k), {}).get("wrong_output")]
-    ed_best = min((k for k in samples if k.startswith("edgedeploy")), key=lambda k: res["median_ms"][k])
-    if naive_ok:
-        naive_best = min(naive_ok, key=lambda k: res["median_ms"][k])
-        res["best"] = {"naive": naive_best, "edgedeploy": ed_best,
-                       **summarize_pair(samples[naive_best], samples[ed_best])}  # fmt: skip
+    fp32_keys = [k for k in samples if not k.endswith((" again", " int8"))]
+    naive_ok = [k for k in fp32_keys if k.startswith("naive") and not ninfo.get(_runtime_of(k), {}).get("wrong_output")]
+    ed_fp32 = [k for k in fp32_keys if k.startswith("edgedeploy")]  # every one passed parity (else the run stops)
+    if best := _best(res, samples, wall, (naive_ok, ed_fp32)):
+        res["best"] = best  # fp32 only
+    if args.int8:
+        res["int8"] = iinfo
+        _int8_results(res, samples, wall)
+        ok = [k for k in (INT8_NAIVE, INT8_OURS) if iinfo[k]["qualifies"] and k in samples]
+        naive_any = naive_ok + [k for k in ok if k.startswith("naive")]
+        res["best_qualifying"] = _best(res, samples, wall, (naive_any, ed_fp32 + [k for k in ok if k == INT8_OURS]))
     for k, v in res["median_ms"].items():
         print(f"   {k:26s} median {v:7.2f} ms ({args.clock}); wall {res['wall_median_ms'][k]:7.2f} ms", flush=True)
     for rt, p in res["pairs"].items():
         c = res["controls"].get(rt, {}).get("median_paired_ratio", float("nan"))
         print(f"   {rt:11s} edgedeploy/naive paired {p['median_paired_ratio']:.3f} (slow blocks {p['slow_blocks']}); "
               f"control {c:.3f}", flush=True)  # fmt: skip
+    for k, p in res.get("int8_pairs", {}).items():
+        print(f"   {k:28s} paired {p['median_paired_ratio']:.3f} (slow blocks {p['slow_blocks']})", flush=True)
+    if b := res.get("best_qualifying"):
+        print(f"   best qualifying: {b['edgedeploy']} / {b['naive']} paired {b['median_paired_ratio']:.3f}", flush=True)
     return res
 
 
@@ -503,8 +683,11 @@ def markdown(payload: dict[str, Any]) -> str:
                 f"{p['slow_blocks'] if p else '–'} / {c['slow_blocks'] if c else '–'} of {payload['blocks']} | "
                 f"{_eff(r, a, rt_ceil)} | {_eff(r, b, rt_ceil)} | {_naive_why(n)} |"
             )
+    if payload.get("int8"):
+        lines += int8_markdown(payload)
     if len(payload["runtimes"]) > 1:
-        lines += ["", "## Best edgedeploy artifact vs best naive one (paired)", ""]
+        title = "fp32 only" if payload.get("int8") else "paired"
+        lines += ["", f"## Best edgedeploy artifact vs best naive one ({title})", ""]
         lines += ["| model | best naive | best edgedeploy | paired ratio | slow blocks |", "|---|---|---|---:|---:|"]
         for r in payload["models"]:
             b = r.get("best")
@@ -527,6 +710,95 @@ def markdown(payload: dict[str, Any]) -> str:
                 + (f"; runtime settings {e['runtime_settings']}" if e.get("runtime_settings") else "")
             )
     return "\n".join(lines) + "\n"
+
+
+def _agreement_cells(a: dict[str, Any]) -> str:
+    return (
+        f"{a['top1_int8_vs_torch']:.3f} ({a['inputs']}; {a['distinct_fp32_classes']}) | {a['top1_int8_vs_fp32']:.3f} | "
+        f"{a['cosine_min']:.4f} / {a['cosine_median']:.4f} | {a['cosine_min_vs_torch']:.4f}"
+    )
+
+
+def int8_markdown(payload: dict[str, Any]) -> list[str]:
+    """The ``--int8`` sections: the int8 candidates (qualifying or not, with the reason) and best vs best over
+    every qualifying candidate."""
+    gate = payload.get("int8_gate", INT8_GATE)
+    lines = [
+        "",
+        "## int8 candidates (onnxruntime)",
+        "",
+        f"naive int8: {NAIVE_INT8_METHOD}, calibrated on edgedeploy's default calibration set (the embedded photo's "
+        '16 crops and flips, `edgedeploy.export.calibration`). edgedeploy int8: `edgedeploy.export(model, "onnx", '
+        'precision="int8")` (its method column). Agreement: `int8_speedup.agreement_set` (seeded views of the '
+        "embedded photo and of matplotlib's other sample pictures; none equals a calibration image, checked by "
+        "sha256), top-1 of int8 vs PyTorch fp32 and vs the fp32 file it was quantized from; cosine of the logits. "
+        f"Qualifies for best vs best: top-1 vs PyTorch fp32 ≥ {gate}. int8 ÷ fp32: paired ratio against the fp32 "
+        "session of the same side (< 1: int8 faster), same blocks and clock as the tables above.",
+        "",
+        "| model | candidate | int8 ms | int8 ÷ its fp32 (paired) | wall paired | slow blocks | top-1 vs PyTorch "
+        "fp32 (inputs; distinct fp32 classes) | top-1 vs its fp32 file | cosine vs fp32 file min / median | "
+        "cosine vs PyTorch min | qualifies | method |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
+    ]
+    for r in payload["models"]:
+        for k in (INT8_NAIVE, INT8_OURS):
+            e, p = r["int8"][k], r.get("int8_pairs", {}).get(k)
+            a = e.get("agreement")
+            ms = f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "–"
+            timing = f"{_ratio(p)} | {p['wall_median_paired_ratio']:.3f} | {p['slow_blocks']} of {p['blocks']}" if p \
+                else "– | – | –"  # fmt: skip
+            agree = _agreement_cells(a) if a else "– | – | – | –"
+            verdict = ("yes" if e["qualifies"] else "**no**") + f": {e['reason']}"
+            lines.append(f"| {r['model']} @{r['input_size']} | {k} | {ms} | {timing} | {agree} | {verdict} | "
+                         f"{e.get('method', '?')} |")  # fmt: skip
+    one = [
+        r["model"]
+        for r in payload["models"]
+        if any(r["int8"][k].get("agreement", {}).get("distinct_fp32_classes") == 1 for k in (INT8_NAIVE, INT8_OURS))
+    ]
+    if one:
+        lines += [
+            "",
+            f"Caveat: for {', '.join(one)} PyTorch fp32 gives every agreement input the same top-1 class (1 distinct "
+            "class; the zoo's weights are random-init), so top-1 agreement there tests little: the cosine columns are "
+            "the stronger evidence that int8 tracks fp32.",
+        ]
+    lines += [
+        "",
+        "edgedeploy int8 ÷ naive int8 (paired, same blocks): "
+        + "; ".join(
+            f"{r['model']} {_ratio(r['int8_pairs'].get('int8 vs int8'))}"
+            for r in payload["models"]
+            if r.get("int8_pairs")
+        )
+        + ".",
+        "",
+        "## Best edgedeploy artifact vs best naive one, any precision (paired)",
+        "",
+        "Candidates: every session of the tables above. Qualifying = an fp32 artifact whose output matches PyTorch "
+        f"(naive: max abs ≤ {WRONG_ABS:g} on the photo; edgedeploy: its export parity passed), or an int8 artifact "
+        f"with top-1 agreement ≥ {gate} vs PyTorch fp32 on the agreement inputs. Best = the qualifying candidate "
+        "with the lowest median; ratio = median of per-block paired ratios best edgedeploy / best naive "
+        "(< 1: edgedeploy faster). Issue 22's target: ≤ 0.80.",
+        "",
+        "| model | best naive | best edgedeploy | paired ratio | wall paired | slow blocks | fp32-only ratio | "
+        "≤ 0.80 | int8 candidates left out |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in payload["models"]:
+        b, f = r.get("best_qualifying"), r.get("best")
+        out = "; ".join(
+            f"{k}: {r['int8'][k]['reason']}" for k in (INT8_NAIVE, INT8_OURS) if not r["int8"][k]["qualifies"]
+        )
+        if not b:
+            lines.append(f"| {r['model']} | – | – | – | – | – | {_ratio(f)} | – | {out or 'none'} |")
+            continue
+        lines.append(
+            f"| {r['model']} | {b['naive']} {b['median_a_ms']:.2f} ms | {b['edgedeploy']} {b['median_b_ms']:.2f} ms | "
+            f"**{b['median_paired_ratio']:.3f}** | {b['wall_median_paired_ratio']:.3f} | {b['slow_blocks']} | "
+            f"{_ratio(f)} | {'yes' if b['median_paired_ratio'] <= 0.80 else 'no'} | {out or 'none'} |"
+        )
+    return lines
 
 
 def _versions(runtimes: list[str]) -> dict[str, str]:
@@ -565,8 +837,15 @@ def main() -> None:
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: perf_counter latency; cpu: process CPU time per inference (use with --threads 1 on a busy host)",
     )  # fmt: skip
+    ap.add_argument(
+        "--int8", action="store_true",
+        help="add onnxruntime int8 candidates (naive quantize_static defaults, edgedeploy's int8 export) with their "
+        "top-1 agreement; best vs best over every qualifying candidate",
+    )  # fmt: skip
     args = ap.parse_args()
     runtimes = comma_choices(args.runtimes, RUNTIMES, "runtime")
+    if args.int8 and "onnxruntime" not in runtimes:
+        raise SystemExit("--int8 compares onnxruntime int8 artifacts: add onnxruntime to --runtimes")
     torch.set_num_threads(args.threads)
     started = time.time()
     payload: dict[str, Any] = {
@@ -579,6 +858,8 @@ def main() -> None:
         "iters": args.iters,
         "conditions": args.conditions,
         "ceiling": args.ceiling,
+        "int8": args.int8,
+        "int8_gate": INT8_GATE if args.int8 else None,
         "cpu_flags": cpu_flags(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "load_before": list(os.getloadavg()),
