@@ -50,7 +50,7 @@ from edgedeploy._util import captured_fd_output
 from edgedeploy.cards import get_card
 from edgedeploy.data import IMAGENET_MEAN, IMAGENET_STD
 from edgedeploy.export.calibration import default_calibration_set
-from edgedeploy.export.quantize import prepare_for_quantization
+from edgedeploy.export.quantize import ort_calibration_reader, prepare_for_quantization
 from edgedeploy.runtimes.onnxruntime_rt import OrtSession, create_session, session_options
 
 
@@ -126,17 +126,10 @@ def run_variant(model: str, fp32: Path, v: dict[str, Any], blocks: int, tmp: Pat
     name = m.graph.input[0].name
     arrays = calibration_arrays(size, v.pop("calib", "default"))
 
-    class Reader(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(arrays)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            a = next(self.it, None)
-            return None if a is None else {name: a}
-
     dst = tmp / f"{label}.onnx"
     with captured_fd_output():
-        q.quantize_static(str(src), str(dst), Reader(), nodes_to_exclude=excl, **quantize_kwargs(v))
+        reader = ort_calibration_reader(name, arrays)
+        q.quantize_static(str(src), str(dst), reader, nodes_to_exclude=excl, **quantize_kwargs(v))
     rec: dict[str, Any] = {"model": model, "label": label, "quant_s": round(time.time() - t0, 1)}
     inputs, _ = agreement_set(size)
     fp, s8 = _load(fp32), _load(dst)

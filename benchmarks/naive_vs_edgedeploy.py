@@ -104,6 +104,7 @@ from edgedeploy.data import real_image
 from edgedeploy.export.calibration import default_calibration_set
 from edgedeploy.export.mnn import onnx_to_mnn
 from edgedeploy.export.pipeline import export_model
+from edgedeploy.export.quantize import ort_calibration_reader
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.runtimes.mnn_rt import import_mnn
 from edgedeploy.zoo import build_model, count_macs
@@ -214,14 +215,6 @@ def naive_int8_onnx(src: Path, dst: Path, size: int) -> tuple[Path, list[str]]:
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     arrays = default_calibration_set(size).arrays("NCHW")
 
-    class Reader(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(arrays)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            a = next(self.it, None)
-            return None if a is None else {name: a}
-
     class Keep(logging.Handler):
         def __init__(self) -> None:
             super().__init__(logging.WARNING)
@@ -237,7 +230,7 @@ def naive_int8_onnx(src: Path, dst: Path, size: int) -> tuple[Path, list[str]]:
     try:
         with warnings.catch_warnings(), captured_fd_output():
             warnings.simplefilter("ignore")
-            q.quantize_static(str(src), str(part), Reader())
+            q.quantize_static(str(src), str(part), ort_calibration_reader(name, arrays))
     finally:
         root.removeHandler(keep)
     os.replace(part, dst)

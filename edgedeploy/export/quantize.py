@@ -31,6 +31,7 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +91,22 @@ def quantize_onnx(
         tmp.cleanup()
 
 
+def ort_calibration_reader(input_name: str, arrays: Iterable[np.ndarray]) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` feeding each array of ``arrays`` (float32, the model's input
+    shape and layout, e.g. ``(1, 3, H, W)`` NCHW) as ``{input_name: array}``, once; needs onnxruntime."""
+    from onnxruntime import quantization as q
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(arrays)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            a = next(self.it, None)
+            return None if a is None else {input_name: a}
+
+    return Reader()
+
+
 def _quantize_onnx_int8(
     onnx: Any, q: Any, src: Path, dst: Path, calib: CalibrationSet | None, mode: str, tmp: Path
 ) -> dict[str, Any]:
@@ -109,17 +126,9 @@ def _quantize_onnx_int8(
             if calib is None:
                 raise ConfigError("full-integer ONNX quantization needs a calibration set")
             name = onnx.load(str(src), load_external_data=False).graph.input[0].name
-
-            class Reader(q.CalibrationDataReader):
-                def __init__(self) -> None:
-                    self.it = iter(calib.arrays("NCHW"))
-
-                def get_next(self) -> dict[str, np.ndarray] | None:
-                    a = next(self.it, None)
-                    return None if a is None else {name: a}
-
+            reader = ort_calibration_reader(name, calib.arrays("NCHW"))
             q.quantize_static(
-                str(src), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                str(src), str(dst), reader, quant_format=q.QuantFormat.QDQ, per_channel=True,
                 activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                 calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=excluded,
             )  # fmt: skip
