@@ -425,7 +425,7 @@ def split_qkv_5d(model: Any) -> tuple[Any, list[str]]:
             elif r.op_type == "Slice":
                 starts, ends = _int_list(graph, r, 1, "starts"), _int_list(graph, r, 2, "ends")
                 axes, steps = _int_list(graph, r, 3, "axes"), _int_list(graph, r, 4, "steps")
-                if any(t and _const_value(graph, t) is None for t in r.input[1:]):
+                if any(c and _const_value(graph, c) is None for c in r.input[1:]):
                     return None  # starts / ends / axes / steps computed at run time
                 if starts is None or ends is None or len(starts) != 1 or (axes or [0]) not in ([0], [-5]):
                     return None
@@ -439,6 +439,8 @@ def split_qkv_5d(model: Any) -> tuple[Any, list[str]]:
                 taken.append((lo, sq.output[0]))
                 nodes += [r, sq]
             elif r.op_type == "Split":
+                if len(r.input) > 1 and r.input[1] and _const_value(graph, r.input[1]) is None:
+                    return None  # sizes computed at run time
                 sizes = _int_list(graph, r, 1, "split") or [1] * len(r.output)
                 if _attrs(r).get("axis", 0) not in (0, -5) or len(r.output) != s or sizes != [1] * s:
                     return None
