@@ -397,6 +397,8 @@ for _spec in (
     FormatSpec("ncnn", (".param",), "edgedeploy.export.ncnn", "ncnn", ("fp32", "fp16"), "ncnn",
                side_suffixes=(".bin",), side_required=True, from_onnx=True,
                description="ncnn .param + .bin pair with pnnx from TorchScript (or an ONNX file)",
+               # an ONNX file's 5-D qkv split (PaddleOCR SVTR): "permute 5-rank tensor is not supported yet!"
+               onnx_passes=("qkv_5d",),
                # pnnx: "permute 5-rank tensor is not supported yet", torch.unbind of a 5-D tensor, "slice with step 2",
                # "chunk with non-perfect divided size"; a BatchNorm1d over tokens merged into the batch axis (NaN)
                graph_passes=("high_rank_to_4d", "strided_slice", "uneven_split", "batch_flatten_norm")),

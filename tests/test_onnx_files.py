@@ -214,3 +214,22 @@ def test_onnx_file_to_ncnn(tmp_path: Path) -> None:
     assert out.artifact.name == "gate_v2.0.param" and out.artifact.with_suffix(".bin").is_file()
     assert out.manifest.input.name == "in0" and out.manifest.exporter.endswith("pnnx (ONNX front end)")
     assert out.manifest.side_files == {"gate_v2.0.bin": out.manifest.side_files["gate_v2.0.bin"]}
+
+
+@pytest.mark.slow
+def test_ppocr_rec_to_ncnn_splits_the_5d_qkv(tmp_path: Path) -> None:
+    """PP-OCRv4 rec's SVTR attention (qkv reshaped to 5-D, pnnx: "permute 5-rank tensor is not supported yet!")
+    goes to ncnn after the ONNX pass splits it into 4-D heads: both attentions rewritten and proven equal in
+    onnxruntime, ncnn parity passed against onnxruntime on the source file, no pnnx leftovers in the .param."""
+    pytest.importorskip("pnnx")
+    pytest.importorskip("ncnn")
+    import edgedeploy
+    from edgedeploy.runtimes.ncnn_rt import ncnn_op_census
+
+    out = edgedeploy.export(ocr_file(REC), "ncnn", input_shape=(1, 3, 48, 320), out=tmp_path)
+    assert out.parity.passed, out.parity.failures
+    assert out.parity.outputs[0]["shape"] == [1, 40, 6625] and out.parity.cosine_similarity > 0.99999
+    (qkv,) = [p for p in out.manifest.lowering["passes"] if p["pass"].startswith("5-D qkv")]
+    assert len(qkv["nodes"]) == 2 and qkv["max_abs_error"] == 0.0
+    census = ncnn_op_census(out.artifact)
+    assert census.get("Permute", 0) >= 6 and not [op for op in census if "." in op], census

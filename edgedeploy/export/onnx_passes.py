@@ -13,6 +13,10 @@ for pads no larger than the axis). MNN's converter refuses wrap padding ("MNN on
 'reflect'] Pad mode"); Slice and Concat every converter has. :func:`prove_equal` runs the original and the
 rewritten graph in onnxruntime on seeded inputs and reports the largest difference.
 
+:func:`split_qkv_5d` splits a 5-D qkv tensor (``Reshape (B, N, 3, heads, d)`` → ``Transpose [2, 0, 3, 1, 4]`` →
+Gather / Slice + Squeeze / Split on axis 0, PaddleOCR's SVTR attention) into a Slice + 4-D Reshape + Transpose per
+head tensor, the same elements in the same order: ncnn's Mat has at most 4 dims and pnnx refuses the 5-D permute.
+
 :data:`ONNX_FILE_PASSES` names the passes a format runs on an ONNX file a user brings
 (:attr:`edgedeploy.registry.FormatSpec.onnx_passes`).
 """
@@ -116,12 +120,18 @@ def _readers(graph: Any) -> dict[str, list[Any]]:
     return readers
 
 
-def _rebuild(graph: Any, drop: set[int], replace: dict[int, Any], stale: set[str]) -> None:
-    """Remove the nodes whose ``id`` is in ``drop``, swap in ``replace[id(node)]``, and forget what went with them:
-    the ``value_info`` of tensors no kept node writes any more, and the initializers named in ``stale`` that no
-    kept node (nor the graph's outputs) reads."""
+def _rebuild(
+    graph: Any, drop: set[int], replace: dict[int, Any], stale: set[str], before: dict[int, list[Any]] | None = None
+) -> None:
+    """Remove the nodes whose ``id`` is in ``drop``, swap in ``replace[id(node)]``, put ``before[id(node)]`` (new
+    nodes) in that node's place, ahead of it, and forget what went with them: the ``value_info`` of tensors no kept
+    node writes any more, and the initializers named in ``stale`` that no kept node (nor the graph's outputs)
+    reads."""
     made = {t for n in graph.node for t in n.output}
-    kept = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+    before = before or {}
+    kept = [
+        m for n in graph.node for m in (*before.get(id(n), ()), *(() if id(n) in drop else (replace.get(id(n), n),)))
+    ]
     del graph.node[:]
     graph.node.extend(kept)
     live = {t for n in kept for t in n.output}
@@ -296,6 +306,221 @@ def fold_batchnorm_into_next_conv(model: Any) -> tuple[Any, list[str]]:
     return model, folded
 
 
+#: the perm that moves the q / k / v axis of a ``(B, N, S, heads, d)`` qkv tensor to the front
+_QKV_PERM = [2, 0, 3, 1, 4]
+
+
+def _static_shapes(model: Any, names: set[str]) -> dict[str, list[int]]:
+    """Fully static shapes of the tensors ``names``: from ONNX shape inference (with data propagation), and for the
+    ones it leaves open (a Reshape whose target is computed from ``Shape`` ops, as Paddle2ONNX writes) from one
+    onnxruntime run on zeros, which needs every graph input static. Tensors neither can type are left out."""
+    from onnx import TensorProto, helper, shape_inference
+
+    def dims(v: Any) -> list[int] | None:
+        t = v.type.tensor_type
+        if not t.HasField("shape") or any(not d.HasField("dim_value") for d in t.shape.dim):
+            return None
+        return [int(d.dim_value) for d in t.shape.dim]
+
+    graph = model.graph
+    found: dict[str, list[int]] = {}
+    elem: dict[str, int] = {}
+    try:
+        typed = shape_inference.infer_shapes(model, data_prop=True)
+        infos = [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]
+    except Exception:  # noqa: BLE001 - an untypable graph: onnxruntime below, or nothing
+        infos = [*graph.value_info, *graph.input, *graph.output]
+    for v in infos:
+        if v.name in names:
+            elem[v.name] = v.type.tensor_type.elem_type
+            d = dims(v)
+            if d is not None:
+                found[v.name] = d
+    missing = sorted(names - set(found))
+    inits = {i.name for i in graph.initializer}
+    feeds = [i for i in graph.input if i.name not in inits]
+    if not missing or any(dims(i) is None for i in feeds):
+        return found
+    import onnxruntime as ort
+
+    probe = type(model)()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    for name in missing:
+        if name not in outputs:
+            probe.graph.output.append(helper.make_tensor_value_info(name, elem.get(name) or TensorProto.FLOAT, None))
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {
+            i.name: np.zeros(dims(i), dtype=helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+            for i in feeds
+        }
+        values = sess.run(missing, feed)
+    except Exception:  # noqa: BLE001 - a graph onnxruntime cannot run here is simply not rewritten
+        return found
+    found.update({n: [int(d) for d in np.shape(v)] for n, v in zip(missing, values, strict=True)})
+    return found
+
+
+def _int_list(graph: Any, node: Any, index: int, attr: str) -> list[int] | None:
+    """A node's integer list from its input ``index`` (a constant) or, for older opsets, its attribute ``attr``;
+    None when it is computed at run time or absent."""
+    if len(node.input) > index and node.input[index]:
+        v = _const_value(graph, node.input[index])
+        return None if v is None else [int(a) for a in np.asarray(v).reshape(-1)]
+    at = _attrs(node)
+    return [int(a) for a in at[attr]] if attr in at else None
+
+
+def split_qkv_5d(model: Any) -> tuple[Any, list[str]]:
+    """Split a 5-D qkv tensor into 4-D q, k, v heads, in place; returns ``(model, rewritten Reshape names)``.
+
+    Matched (by graph structure, not names): ``X → Reshape → R (B, N, S, h, d)`` read only by ``Transpose(perm=[2,
+    0, 3, 1, 4]) → T (S, B, h, N, d)``, every reader of ``T`` one of: ``Gather(axis=0, scalar constant index i)``;
+    ``Slice`` of one index ``i`` on axis 0 (constant starts / ends / axes, step 1) read only by ``Squeeze(axes=[0])``;
+    ``Split(axis=0)`` into pieces of 1, each piece unused or read only by ``Squeeze(axes=[0])``. That is the
+    attention of PaddleOCR's SVTR blocks (PP-OCRv4 rec: ``qkv(x).reshape((0, -1, 3, heads, C // heads))
+    .transpose((2, 0, 3, 1, 4))`` then ``qkv[0]``, ``qkv[1]``, ``qkv[2]``) and timm's ``.permute(2, 0, 3, 1, 4)
+    .unbind(0)``. ``R`` and ``X`` need fully static shapes (the input shape is fixed before the passes run).
+
+    Each head tensor ``(B, h, N, d)`` taken is rebuilt from the 3-D view ``V = X as (B, N, S·h·d)`` (``X`` itself
+    when it has that shape, else a Reshape, which row-major data allows) as ``Slice(V, [i·h·d, (i+1)·h·d), axis
+    -1) → Reshape (B, N, h, d) → Transpose [0, 2, 1, 3]``, written under the original head tensor's name. Exact:
+    ``T[i, b, j, n, e] = R[b, n, i, j, e] = V[b, n, i·h·d + j·d + e]``, the same elements in the same order, only
+    data movement (no arithmetic). Why: ncnn's Mat has at most 4 dims, and pnnx refuses the 5-D permute
+    ("permute 5-rank tensor is not supported yet!", then leaves ``Tensor.reshape`` / ``torch.unbind`` ncnn cannot
+    run). Anything that does not match exactly (another perm, a reader of other kind, ``R`` or ``T`` a graph
+    output, an unknown shape) is left untouched.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    readers = _readers(graph)
+    outputs = {o.name for o in graph.output}
+
+    def sole_reader(t: str, op: str) -> Any:
+        r = readers.get(t, [])
+        return r[0] if len(r) == 1 and r[0].op_type == op and t not in outputs else None
+
+    def squeezes_axis0(t: str) -> Any:
+        sq = sole_reader(t, "Squeeze")
+        return sq if sq is not None and sq.input[0] == t and _int_list(graph, sq, 1, "axes") == [0] else None
+
+    def heads_taken(t: str, s: int) -> tuple[list[tuple[int, str]], list[Any]] | None:
+        """``[(index i, head tensor name)]`` and the nodes that took them from ``T``; None if any reader differs."""
+        taken: list[tuple[int, str]] = []
+        nodes: list[Any] = []
+        for r in readers.get(t, []):
+            if r.input[0] != t or t in r.input[1:]:
+                return None
+            if r.op_type == "Gather":
+                idx = _const_value(graph, r.input[1])
+                if _attrs(r).get("axis", 0) != 0 or idx is None or np.ndim(idx) != 0 or not -s <= int(idx) < s:
+                    return None
+                taken.append((int(idx) % s, r.output[0]))
+                nodes.append(r)
+            elif r.op_type == "Slice":
+                starts, ends = _int_list(graph, r, 1, "starts"), _int_list(graph, r, 2, "ends")
+                axes, steps = _int_list(graph, r, 3, "axes"), _int_list(graph, r, 4, "steps")
+                if any(c and _const_value(graph, c) is None for c in r.input[1:]):
+                    return None  # starts / ends / axes / steps computed at run time
+                if starts is None or ends is None or len(starts) != 1 or (axes or [0]) not in ([0], [-5]):
+                    return None
+                if (steps or [1]) != [1]:
+                    return None
+                lo = starts[0] + s if starts[0] < 0 else starts[0]
+                hi = min(ends[0] + s if ends[0] < 0 else ends[0], s)
+                sq = squeezes_axis0(r.output[0])
+                if not 0 <= lo < s or hi != lo + 1 or sq is None:
+                    return None
+                taken.append((lo, sq.output[0]))
+                nodes += [r, sq]
+            elif r.op_type == "Split":
+                if len(r.input) > 1 and r.input[1] and _const_value(graph, r.input[1]) is None:
+                    return None  # sizes computed at run time
+                sizes = _int_list(graph, r, 1, "split") or [1] * len(r.output)
+                if _attrs(r).get("axis", 0) not in (0, -5) or len(r.output) != s or sizes != [1] * s:
+                    return None
+                nodes.append(r)
+                for i, piece in enumerate(r.output):
+                    if not piece or (piece not in outputs and not readers.get(piece)):
+                        continue
+                    sq = squeezes_axis0(piece)
+                    if sq is None:
+                        return None
+                    taken.append((i, sq.output[0]))
+                    nodes.append(sq)
+            else:
+                return None
+        return (taken, nodes) if taken else None
+
+    candidates = []
+    for rs in graph.node:
+        if rs.op_type != "Reshape":
+            continue
+        tr = sole_reader(rs.output[0], "Transpose")
+        if tr is None or list(_attrs(tr).get("perm", [])) != _QKV_PERM or tr.output[0] in outputs:
+            continue
+        candidates.append((rs, tr))
+    if not candidates:
+        return model, []
+    shapes = _static_shapes(model, {t for rs, _ in candidates for t in (rs.input[0], rs.output[0])})
+
+    drop: set[int] = set()
+    before: dict[int, list[Any]] = {}  # id(Transpose) -> the nodes that take its place
+    new_inits: list[Any] = []
+    rewritten: list[str] = []
+    for k, (rs, tr) in enumerate(candidates):
+        r_shape, x_shape = shapes.get(rs.output[0]), shapes.get(rs.input[0])
+        if r_shape is None or x_shape is None or len(r_shape) != 5 or 0 in r_shape:
+            continue
+        b, n, s, h, d = r_shape
+        found = heads_taken(tr.output[0], s)
+        if found is None:
+            continue
+        taken, took = found
+        label = rs.name or rs.output[0]
+        prefix = f"{label}_qkv4d{k}"
+        made: list[Any] = []
+
+        def const(name: str, values: list[int]) -> str:
+            new_inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
+            return name
+
+        view = rs.input[0]
+        if x_shape != [b, n, s * h * d]:
+            view = f"{prefix}_view"
+            made.append(helper.make_node("Reshape", [rs.input[0], const(f"{prefix}_view_shape", [b, n, s * h * d])],
+                                         [view], name=f"{prefix}_view"))  # fmt: skip
+        heads_shape = const(f"{prefix}_heads_shape", [b, n, h, d])
+        axes = const(f"{prefix}_axes", [-1])
+        first: dict[int, str] = {}
+        for i, name in taken:
+            if i in first:  # the same head taken twice: one copy
+                made.append(helper.make_node("Identity", [first[i]], [name], name=f"{prefix}_{i}_{name}_id"))
+                continue
+            first[i] = name
+            p = f"{prefix}_{i}"
+            lo, hi = const(f"{p}_starts", [i * h * d]), const(f"{p}_ends", [(i + 1) * h * d])
+            made += [
+                helper.make_node("Slice", [view, lo, hi, axes], [f"{p}_slice"], name=f"{p}_slice"),
+                helper.make_node("Reshape", [f"{p}_slice", heads_shape], [f"{p}_heads"], name=f"{p}_reshape"),
+                helper.make_node("Transpose", [f"{p}_heads"], [name], name=f"{p}_transpose", perm=[0, 2, 1, 3]),
+            ]
+        drop.update(id(x) for x in (rs, tr, *took))
+        before[id(tr)] = made
+        rewritten.append(label)
+    if rewritten:
+        stale = {t for x in graph.node if id(x) in drop for t in x.input}
+        graph.initializer.extend(new_inits)
+        # the new nodes go where the Transpose was: after X, before every reader of the head tensors
+        _rebuild(graph, drop, {}, stale, before)
+    return model, rewritten
+
+
 def _slice(nodes: list, inits: list, x: str, start: int, end: int, axis: int, name: str) -> str:
     from onnx import helper
 
@@ -328,4 +553,5 @@ def prove_equal(original: Path, rewritten: Path, input_shape: tuple[int, ...], n
 #: :attr:`edgedeploy.registry.FormatSpec.onnx_passes`
 ONNX_FILE_PASSES: dict[str, tuple[Any, str, str]] = {
     "wrap_pad": (rewrite_wrap_pad, "wrap Pad -> Slice + Concat", "Pad"),
+    "qkv_5d": (split_qkv_5d, "5-D qkv Reshape + Transpose + unbind -> 4-D Slice + Reshape + Transpose", "Transpose"),
 }

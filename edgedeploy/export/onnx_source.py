@@ -2,12 +2,13 @@
 
 Steps: read the file; fix its input shape (the file's static dims, or ``--input-shape`` for dynamic ones); apply
 the ONNX-level lowering the target needs (:attr:`~edgedeploy.registry.FormatSpec.onnx_passes`, from
-:mod:`edgedeploy.export.onnx_passes`: wrap Pad → Slice + Concat for MNN), proven equal with onnxruntime; simplify
-with onnxsim (input shape overwritten, constant folding) and check with ``onnx.checker``; then convert (MNN's
-converter, saving a static model: no ``Shape`` / ``Rank`` ops left), write it (``--to onnx``; fp16 / int8 with
-onnxruntime's tools), or hand it to the format's exporter (``export_onnx``: ncnn through pnnx's ONNX front end).
-Only formats whose :attr:`~edgedeploy.registry.FormatSpec.from_onnx` is true can start from ONNX; others
-(TFLite via litert-torch and CoreML via coremltools convert PyTorch modules) raise :class:`ConfigError`.
+:mod:`edgedeploy.export.onnx_passes`: wrap Pad → Slice + Concat for MNN, the 5-D qkv split → 4-D for ncnn), proven
+equal with onnxruntime; simplify with onnxsim (input shape overwritten, constant folding) and check with
+``onnx.checker``; then convert (MNN's converter, saving a static model: no ``Shape`` / ``Rank`` ops left), write it
+(``--to onnx``; fp16 / int8 with onnxruntime's tools), or hand it to the format's exporter (``export_onnx``: ncnn
+through pnnx's ONNX front end). Only formats whose :attr:`~edgedeploy.registry.FormatSpec.from_onnx` is true can
+start from ONNX; others (TFLite via litert-torch and CoreML via coremltools convert PyTorch modules) raise
+:class:`ConfigError`.
 
 The parity reference is onnxruntime running the *source* file (:func:`reference_runner`), recorded in the manifest.
 """
