@@ -8,6 +8,10 @@ blocks (order reversed every other block) on the process-CPU-time clock; a secon
 (``naive again``) is the same-file control. Ratios are medians of per-block paired ratios variant / naive.
 
     taskset -c 0 python benchmarks/ncnn_forms.py --model mobilevit_s --variants mobilevit-static,mobilevit-sdpa
+    taskset -c 0 python benchmarks/ncnn_forms.py --model edgeformer_s --variants gcc-baked,gcc-unrolled,gcc-merged-cat
+
+The markdown also lists, per session, the ncnn layer census of the layer types that move data rather than compute
+(Crop, Concat, Split, Permute, Reshape, ...; :data:`CENSUS_TYPES`): where a form's layout round trips show.
 
 Writes ``benchmarks/results/<name>.json`` / ``.md`` (``--name``, default ``ncnn_forms_<model>``).
 """
@@ -43,7 +47,7 @@ from naive_vs_edgedeploy import naive_ncnn
 import edgedeploy
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
-from edgedeploy.nn.forms import mobilevit
+from edgedeploy.nn.forms import gcc, mobilevit
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.runtimes.ncnn_rt import ncnn_op_census
 from edgedeploy.zoo import build_model
@@ -54,7 +58,14 @@ VARIANTS: dict[str, list[tuple[Any, str, Any]]] = {
     "mobilevit-static": [(mobilevit, "MOBILEVIT_FORM", "static")],
     "mobilevit-sdpa": [(mobilevit, "MOBILEVIT_FORM", "static, sdpa")],
     "mobilevit-torch-mha": [(mobilevit, "MOBILEVIT_FORM", "static, torch-mha")],
+    "gcc-baked": [(gcc, "GCC_BLOCK_FORM", "baked")],
+    "gcc-unrolled": [(gcc, "GCC_BLOCK_FORM", "unrolled")],
+    "gcc-merged-cat": [(gcc, "GCC_BLOCK_FORM", "merged-cat")],
 }
+
+#: ncnn layer types listed per session in the markdown's census table (data movement and the GCCs' own layers)
+CENSUS_TYPES = ("Crop", "Concat", "Split", "Slice", "Permute", "Reshape", "Padding", "BinaryOp", "BatchNorm",
+                "ConvolutionDepthWise", "Convolution")  # fmt: skip
 
 
 def export_variant(model: str, variant: str, folder: Path) -> Any:
@@ -125,6 +136,12 @@ def main() -> None:
         i = info.get(k, info["naive"] if k == "naive again" else {})
         md.append(f"| {k} | {p['median_b_ms']:.2f} | {p['median_paired_ratio']:.3f} | {p['slow_blocks']} | "
                   f"{i.get('ops', '–')} | {i.get('max_abs', '–')} |\n")  # fmt: skip
+    md += ["\n| session | " + " | ".join(CENSUS_TYPES) + " | all layers |\n",
+           "|---|" + "---:|" * (len(CENSUS_TYPES) + 1) + "\n"]  # fmt: skip
+    for k in ("naive", *variants):
+        if k in info:
+            c = info[k]["op_census"]
+            md.append(f"| {k} | " + " | ".join(str(c.get(t, 0)) for t in CENSUS_TYPES) + f" | {info[k]['ops']} |\n")
     write_results(args.name or f"ncnn_forms_{args.model}", payload, "".join(md))
     print("".join(md))
 
