@@ -47,13 +47,55 @@ from naive_vs_edgedeploy import naive_ncnn
 import edgedeploy
 from edgedeploy.cards import get_card
 from edgedeploy.data import real_image
+from edgedeploy.nn import rewrites
 from edgedeploy.nn.forms import gcc, mobilevit
+from edgedeploy.nn.gcc import GCCBlock
 from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.runtimes.ncnn_rt import ncnn_op_census
 from edgedeploy.zoo import build_model
 
-#: variant name → the form-table entries it sets for target "ncnn": (module, table name, value)
-VARIANTS: dict[str, list[tuple[Any, str, Any]]] = {
+
+class CirculantGCCBlock(gcc.UnrolledGCCBlock):
+    """Trial form (benchmark only): the merged-cat block with each GCC as a batched MatMul by a circulant matrix.
+
+    ``(N, 2·dim, H, W)`` → same shape. A full-length circular depth-wise conv along H is, per channel ``c``, the
+    product ``M_c x_c`` with ``M_c[i, j] = k_c[(j − i) mod H]`` (``(C, H, H)``), along W ``x_c M_c^T``: the same MACs
+    as cat-then-conv, run by ncnn's ``MatMul`` (GEMM) instead of ``ConvolutionDepthWise`` with an ``n``-long kernel,
+    and no Crop / Concat.
+    """
+
+    def __init__(self, baked: gcc.BakedGCCBlock, pooled_ca: bool = False) -> None:
+        super().__init__(baked, pooled_ca=pooled_ca, unroll=False)
+        h, w = self.size
+        with torch.no_grad():
+            k_h, k_w = self.gcc_h.weight[:, 0, :, 0], self.gcc_w.weight[:, 0, 0, :]  # (C, H), (C, W)
+            i_h, i_w = torch.arange(h), torch.arange(w)
+            m_h = k_h[:, (i_h[None, :] - i_h[:, None]) % h]  # (C, H, H): m_h[c, i, j] = k_h[c, (j - i) mod H]
+            m_w_t = k_w[:, (i_w[:, None] - i_w[None, :]) % w]  # (C, W, W): m_w_t[c, j, i] = k_w[c, (j - i) mod W]
+        self.register_buffer("m_h", m_h.contiguous())
+        self.register_buffer("m_w_t", m_w_t.contiguous())
+        self.register_buffer("gcc_bias", self.gcc_w.bias.detach().clone()[:, None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 2·dim, H, W)`` at the recorded ``H, W`` → same shape."""
+        t = torch.matmul(torch.matmul(self.m_h, x), self.m_w_t) + self.gcc_bias
+        if self.pe_bias is not None:
+            t = t + self.pe_bias
+        x = x + t
+        y = self.ffn(x)
+        if self.ca is not None:
+            y = self.ca(y)
+        return x + y
+
+
+def lower_gcc_block_circulant(module: Any, input_shape: tuple[int, ...], target: str) -> Any:
+    """:func:`gcc.lower_gcc_block` with :class:`CirculantGCCBlock` for a block without ``mid_mix``."""
+    baked = gcc.lower_gcc_block(module, input_shape, "baked")
+    return CirculantGCCBlock(baked) if baked.mixer is None else baked
+
+
+#: variant name → the table entries it sets: (module, table name, value[, key]); the key defaults to "ncnn"
+VARIANTS: dict[str, list[tuple[Any, ...]]] = {
     "current": [],
     "mobilevit-static": [(mobilevit, "MOBILEVIT_FORM", "static")],
     "mobilevit-sdpa": [(mobilevit, "MOBILEVIT_FORM", "static, sdpa")],
@@ -61,6 +103,7 @@ VARIANTS: dict[str, list[tuple[Any, str, Any]]] = {
     "gcc-baked": [(gcc, "GCC_BLOCK_FORM", "baked")],
     "gcc-unrolled": [(gcc, "GCC_BLOCK_FORM", "unrolled")],
     "gcc-merged-cat": [(gcc, "GCC_BLOCK_FORM", "merged-cat")],
+    "gcc-circulant": [(rewrites, "LOWERINGS", lower_gcc_block_circulant, GCCBlock)],
 }
 
 #: ncnn layer types listed per session in the markdown's census table (data movement and the GCCs' own layers)
@@ -69,18 +112,19 @@ CENSUS_TYPES = ("Crop", "Concat", "Split", "Slice", "Permute", "Reshape", "Paddi
 
 
 def export_variant(model: str, variant: str, folder: Path) -> Any:
-    """``edgedeploy.export(model, "ncnn")`` with ``variant``'s form entries for "ncnn"; the tables are restored."""
-    saved = [(mod, table, getattr(mod, table).get("ncnn")) for mod, table, _ in VARIANTS[variant]]
+    """``edgedeploy.export(model, "ncnn")`` with ``variant``'s table entries set; the tables are restored."""
+    entries = [(mod, table, value, *(rest or ("ncnn",))) for mod, table, value, *rest in VARIANTS[variant]]
+    saved = [(mod, table, getattr(mod, table).get(key), key) for mod, table, _, key in entries]
     try:
-        for mod, table, value in VARIANTS[variant]:
-            getattr(mod, table)["ncnn"] = value
+        for mod, table, value, key in entries:
+            getattr(mod, table)[key] = value
         return edgedeploy.export(model, "ncnn", out=folder / variant)
     finally:
-        for mod, table, value in saved:
+        for mod, table, value, key in saved:
             if value is None:
-                getattr(mod, table).pop("ncnn", None)
+                getattr(mod, table).pop(key, None)
             else:
-                getattr(mod, table)["ncnn"] = value
+                getattr(mod, table)[key] = value
 
 
 def main() -> None:
