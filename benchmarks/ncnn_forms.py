@@ -106,6 +106,42 @@ VARIANTS: dict[str, list[tuple[Any, ...]]] = {
     "gcc-circulant": [(rewrites, "LOWERINGS", lower_gcc_block_circulant, GCCBlock)],
 }
 
+VARIANTS["gcc-merged-cat-hswish-fused"] = VARIANTS["gcc-merged-cat"]
+
+
+def fuse_conv_hardswish(param: Path, out: Path) -> int:
+    """Trial post-pass (benchmark only): every ``Convolution → HardSwish`` pair whose conv output feeds only the
+    HardSwish becomes one ``Convolution`` with ncnn's fused activation 6 (hard-swish, ``10 = [alpha, beta]``), which
+    pnnx 20261020 does not fuse (it fuses ReLU, Clip, Sigmoid, Mish). Writes ``out`` (``.param``) and a copy of the
+    ``.bin`` next to it; returns the number of pairs fused."""
+    lines = param.read_text().splitlines()
+    rows = [line.split() for line in lines[2:]]
+    producer, consumers = {}, {}
+    for i, r in enumerate(rows):
+        n_in, n_out = int(r[2]), int(r[3])
+        for b in r[4 : 4 + n_in]:
+            consumers.setdefault(b, []).append(i)
+        for b in r[4 + n_in : 4 + n_in + n_out]:
+            producer[b] = i
+    dropped = set()
+    for i, r in enumerate(rows):
+        if r[0] != "HardSwish" or r[4] not in producer:
+            continue
+        conv = rows[producer[r[4]]]
+        if conv[0] != "Convolution" or len(consumers[r[4]]) != 1 or any(t.startswith("9=") for t in conv):
+            continue
+        params = dict(t.split("=", 1) for t in r[6:])
+        conv[4 + int(conv[2])] = r[5]
+        conv += ["9=6", f"-23310=2,{params.get('0', '0.2')},{params.get('1', '0.5')}"]
+        dropped.add(i)
+    counts = lines[1].split()
+    counts[0] = str(int(counts[0]) - len(dropped))
+    kept = [" ".join(r) for i, r in enumerate(rows) if i not in dropped]
+    out.write_text("\n".join([lines[0], " ".join(counts), *kept]) + "\n")
+    out.with_suffix(".bin").write_bytes(param.with_suffix(".bin").read_bytes())
+    return len(dropped)
+
+
 #: ncnn layer types listed per session in the markdown's census table (data movement and the GCCs' own layers)
 CENSUS_TYPES = ("Crop", "Concat", "Split", "Slice", "Permute", "Reshape", "Padding", "BinaryOp", "BatchNorm",
                 "ConvolutionDepthWise", "Convolution")  # fmt: skip
@@ -157,8 +193,20 @@ def main() -> None:
             info[v] = {"parity": outcome.parity.status, "max_abs": outcome.parity.to_dict().get("max_abs_error"),
                        "ops": sum(census.values()), "op_census": census}  # fmt: skip
             print(f"   {v}: parity {info[v]['parity']} ({info[v]['max_abs']}), {info[v]['ops']} ops", flush=True)
+            artifact = Path(outcome.artifact)
+            if v == "gcc-merged-cat-hswish-fused":  # the post-pass must not change the artifact's outputs
+                fused = folder / f"{v}.param"
+                n_fused = fuse_conv_hardswish(artifact, fused)
+                diff = float(
+                    np.abs(np.asarray(rt.load(fused, 1).run(x)) - np.asarray(rt.load(artifact, 1).run(x))).max()
+                )
+                census = ncnn_op_census(fused)
+                info[v].update(ops=sum(census.values()), op_census=census, fused_pairs=n_fused, vs_unfused=diff)
+                info[v]["max_abs"] = f"{info[v]['max_abs']} (fused {n_fused} pairs; vs unfused {diff:.1e})"
+                artifact = fused if diff <= 1e-6 else artifact
+                print(f"   {v}: {n_fused} Convolution + HardSwish fused, max abs vs unfused {diff:.1e}", flush=True)
             if outcome.parity.status == "passed":
-                fns[v] = rt.load(outcome.artifact, args.threads).prepare(x)
+                fns[v] = rt.load(artifact, args.threads).prepare(x)
         fns["naive again"] = rt.load(naive, args.threads).prepare(x)
         cpu, wall = dual_interleaved(fns, args.blocks, args.iters)
     pairs = {k: summarize_pair(cpu["naive"], cpu[k]) for k in fns if k != "naive"}
