@@ -37,6 +37,10 @@ VARIANTS: dict[str, list[FormEntry]] = {
     "mobilevit-sdpa": [(mobilevit, "MOBILEVIT_FORM", "static, sdpa")],
     "mobilevit-torch-mha": [(mobilevit, "MOBILEVIT_FORM", "static, torch-mha")],
     "mobilevit-channels-last": [(mobilevit, "MOBILEVIT_FORM", "channels-last")],
+    "mobilevit-head-major": [(mobilevit, "MOBILEVIT_FORM", "static, head-major")],
+    "mobilevit-cl4d": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d")],
+    "mobilevit-cl4d-head-major": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, head-major")],
+    "mobilevit-cl4d-sdpa": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, sdpa")],
 }
 
 
