@@ -40,6 +40,9 @@ VARIANTS: dict[str, list[FormEntry]] = {
     "mobilevit-head-major": [(mobilevit, "MOBILEVIT_FORM", "static, head-major")],
     "mobilevit-cl4d": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d")],
     "mobilevit-cl4d-head-major": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, head-major")],
+    "mobilevit-head-batched": [(mobilevit, "MOBILEVIT_FORM", "static, head-batched")],
+    "mobilevit-cl4d-head-batched": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, head-batched")],
+    "mobilevit-cl6d-head-batched": [(mobilevit, "MOBILEVIT_FORM", "channels-last, head-batched")],
     "mobilevit-cl4d-sdpa": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, sdpa")],
 }
 

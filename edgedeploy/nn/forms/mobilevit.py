@@ -223,11 +223,51 @@ class HeadMajorAttention(nn.Module):
         return self.out_proj(torch.matmul(attn, v).transpose(1, 2).reshape(b, s, self.embed_dim))
 
 
+class HeadBatchedAttention(nn.Module):
+    """:class:`MultiHeadAttention` with the heads split by the weights instead of by Transposes:
+    ``(B, S, C)`` → ``(B, S, C)``.
+
+    The source's ``qkv_proj`` is regrouped per head into ``w_qkv`` ``(h, C, 3·d)`` (q rows scaled by
+    ``head_dim ** -0.5``) and ``b_qkv`` ``(h, 1, 3·d)``, so one batched matmul of the tokens ``(1, B·S, C)`` gives
+    every head's q, k, v as ``(h, B·S, 3·d)`` → reshape ``(h·B, S, 3·d)``; the heads' outputs ``(h, B·S, d)`` go
+    through ``out_proj`` regrouped as ``w_out`` ``(h, d, C)`` and are summed over the heads (+ bias). No head-split
+    or head-merge Transpose is left (only ``kᵀ``). Exact up to fp32 rounding (summation order, folded scale).
+    """
+
+    def __init__(self, src: MultiHeadAttention) -> None:
+        super().__init__()
+        c, h, d = src.embed_dim, src.num_heads, src.head_dim
+        with torch.no_grad():
+            w = src.qkv_proj.weight.detach().clone().reshape(3, h, d, c)  # rows: (q|k|v, head, dim)
+            b = src.qkv_proj.bias.detach().clone().reshape(3, h, d)
+            w[0] *= src.scaling
+            b[0] *= src.scaling
+            w_qkv = w.permute(1, 3, 0, 2).reshape(h, c, 3 * d)  # (h, C, [q d | k d | v d])
+            b_qkv = b.permute(1, 0, 2).reshape(h, 1, 3 * d)
+            w_out = src.out_proj.weight.detach().clone().t().reshape(h, d, c)  # input rows grouped by head
+        self.w_qkv = nn.Parameter(w_qkv, requires_grad=False)
+        self.b_qkv = nn.Parameter(b_qkv, requires_grad=False)
+        self.w_out = nn.Parameter(w_out.contiguous(), requires_grad=False)
+        self.b_out = nn.Parameter(src.out_proj.bias.detach().clone(), requires_grad=False)
+        self.embed_dim, self.num_heads, self.head_dim = c, h, d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, S, C)`` → ``(B, S, C)``."""
+        b, s, c = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = (torch.matmul(x.reshape(1, b * s, c), self.w_qkv) + self.b_qkv).reshape(h * b, s, 3 * d)
+        q, k, v = torch.split(qkv, d, dim=-1)
+        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
+        out = torch.matmul(torch.matmul(attn, v).reshape(h, b * s, d), self.w_out).sum(0) + self.b_out
+        return out.reshape(b, s, c)
+
+
 #: attention name -> export form of :class:`MultiHeadAttention` (``"official"``: the module itself)
 ATTENTION_FORMS: dict[str, type[nn.Module]] = {
     "sdpa": FusedAttention,
     "torch-mha": TorchMultiheadAttention,
     "head-major": HeadMajorAttention,
+    "head-batched": HeadBatchedAttention,
 }
 
 
@@ -269,7 +309,8 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
       into the conv's NCHWc ``ReorderOutput``) → ``local_rep.conv_1x1`` as a channels-last Linear
       (:class:`PointwiseChannelsLast`) → ``(B, n_h, p_h, n_w, p_w, d)`` → permute ``(0, 2, 4, 1, 3, 5)`` →
       patches ``(B·P, N, d)``;
-    * ``global_rep`` unchanged, or with ``fused_attention`` its attentions as :class:`FusedAttention`; fold is the
+    * ``global_rep`` unchanged, or with ``fused_attention`` its attentions as :class:`FusedAttention` (``attention``:
+      a key of :data:`ATTENTION_FORMS` instead); fold is the
       exact inverse permute → ``(B, H, W, d)`` → ``conv_proj`` as a
       channels-last Linear with its BatchNorm folded (+ SiLU) → permute to NCHW (folded into the fusion conv's
       ``ReorderInput``) → ``fusion`` on ``cat(input, ·)``.
@@ -282,13 +323,17 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
     """
 
     def __init__(
-        self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], fused_attention: bool = False
+        self,
+        block: MobileViTBlock,
+        input_shape: tuple[int, int, int, int],
+        fused_attention: bool = False,
+        attention: str | None = None,
     ) -> None:
         super().__init__()
         self.local_rep = nn.Sequential()
         self.local_rep.add_module("conv_3x3", block.local_rep.conv_3x3)
         self.local_rep.add_module("conv_1x1", PointwiseChannelsLast(block.local_rep.conv_1x1))
-        self.global_rep = _global_rep(block, "sdpa" if fused_attention else "official")
+        self.global_rep = _global_rep(block, attention or ("sdpa" if fused_attention else "official"))
         self.conv_proj = PointwiseChannelsLast(block.conv_proj)
         self.fusion = block.fusion
         b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
@@ -403,5 +448,7 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
     if form.startswith("channels-last-4d"):
         return ChannelsLast4dMobileViTBlock(module, (n, c, h, w), attention=attention)
     if form.startswith("channels-last"):
-        return ChannelsLastMobileViTBlock(module, (n, c, h, w), fused_attention=form.endswith("fused-attention"))
+        if attention == "fused-attention":
+            return ChannelsLastMobileViTBlock(module, (n, c, h, w), fused_attention=True)
+        return ChannelsLastMobileViTBlock(module, (n, c, h, w), attention=attention)
     return StaticMobileViTBlock(module, (n, c, h, w), attention=attention)
