@@ -317,7 +317,7 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
 
     Both 1×1 convs are per-pixel maps, so running them on tokens is exact (same patch order as the official
     ``unfolding``: ``patches[b·P + py·p_w + px, iy·n_w + ix] = fm[b, :, iy·p_h + py, ix·p_w + px]``). Tensors
-    reach rank 6, so this form is for targets that take it (ONNX, MNN; :func:`lower_mobilevit_block`).
+    reach rank 6, so this form is for targets that take it (ONNX, MNN, TFLite; :func:`lower_mobilevit_block`).
     When ``H`` / ``W`` are not patch multiples the bilinear resizes run on the NCHW map with constant sizes.
     Raises ``ValueError`` for an input of another shape.
     """
@@ -416,11 +416,22 @@ class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
 #: (MobileViT-S: 325 → 199 ncnn layers, 36 head-split Permutes and 36 Reshapes gone). edgedeploy ÷ the naive pnnx
 #: file 0.948 / 0.924 / 0.940 for MobileViT-S / XXS / XS @256 (the static form 0.990 / 0.996 / 1.007, the SDPA form
 #: 0.962 / 0.907 / 0.943; 1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_ncnn.md``).
-#: ``"static, <attention>"`` names a static block with an :data:`ATTENTION_FORMS` attention.
+#: TFLite (LiteRT, XNNPACK): the channels-last block with the official attention. litert_torch 0.10 converts its
+#: rank-6 unfold / fold permutes as one TRANSPOSE each (MobileViT-S: 56 → 44 TRANSPOSE, 28 → 22 CONV_2D, 37 → 43
+#: FULLY_CONNECTED); 0.963 / 0.978 / 0.977 × the naive ``litert_torch.convert`` file in three runs (same-file
+#: controls 0.999 / 1.013 / 1.013), where the static form measured 0.996. Tried and dropped (not faster than the
+#: control): the SDPA attention (litert_torch decomposes it into BATCH_MATMUL + SOFTMAX: 1.002),
+#: ``nn.MultiheadAttention`` (1.010), :class:`HeadMajorAttention` (1.014), :class:`HeadBatchedAttention` (1.019),
+#: the rank-4 :class:`ChannelsLast4dMobileViTBlock` (1.001; with head-major / SDPA / head-batched attention 0.987)
+#: and channels-last + head-batched (0.987) (1 thread, CPU clock, AMD EPYC;
+#: ``benchmarks/results/lowering_forms_litert.md``).
+#: ``"static, <attention>"`` / ``"channels-last, <attention>"`` / ``"channels-last-4d, <attention>"`` name a block
+#: with an :data:`ATTENTION_FORMS` attention (``"channels-last, fused-attention"``: :class:`FusedAttention`).
 MOBILEVIT_FORM: dict[str, str] = {
     "onnx": "channels-last, fused-attention",
     "mnn": "channels-last",
     "ncnn": "static, torch-mha",
+    "tflite": "channels-last",
 }
 
 
@@ -438,7 +449,10 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
     * ncnn: :class:`StaticMobileViTBlock` with :class:`TorchMultiheadAttention` (ncnn's ``MultiHeadAttention``
       layer; measured faster than the static block with the official attention and than the SDPA form, which
       pnnx maps onto ncnn's ``SDPA`` layer: ``benchmarks/results/lowering_forms_ncnn.md``).
-    * every other target: :class:`StaticMobileViTBlock` (ranks ≤ 4: CoreML, TFLite).
+    * TFLite: :class:`ChannelsLastMobileViTBlock` with the official attention (LiteRT / XNNPACK runs the rank-6
+      TRANSPOSE; 0.963–0.978× the naive file against the static form's 0.996×:
+      ``benchmarks/results/lowering_forms_litert.md``).
+    * every other target: :class:`StaticMobileViTBlock` (ranks ≤ 4: CoreML).
 
     Raises :class:`ExportError` when the recorded input is not 4-D.
     """
