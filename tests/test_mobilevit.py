@@ -328,3 +328,15 @@ def test_rank4_channels_last_block_equals_original(hw: tuple[int, int], attentio
     assert max(len(s) for s in shapes) <= 4
     with torch.no_grad():
         torch.testing.assert_close(form(x), blk(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 7), (6, 10)])
+def test_channels_last_block_equals_original_also_when_resized(hw: tuple[int, int]) -> None:
+    """The ONNX / MNN / TFLite form at sizes that are not patch multiples too: ``conv_proj``'s SiLU runs after the
+    resize back, as in the official block (it ran before it once, 0.2 off at 7×7)."""
+    from edgedeploy.nn.forms.mobilevit import ChannelsLastMobileViTBlock
+
+    blk = small_block()
+    x = torch.randn(1, 8, *hw)
+    with torch.no_grad():
+        torch.testing.assert_close(ChannelsLastMobileViTBlock(blk, tuple(x.shape)).eval()(x), blk(x), atol=1e-5, rtol=0)

@@ -313,7 +313,8 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
       a key of :data:`ATTENTION_FORMS` instead); fold is the
       exact inverse permute → ``(B, H, W, d)`` → ``conv_proj`` as a
       channels-last Linear with its BatchNorm folded (+ SiLU) → permute to NCHW (folded into the fusion conv's
-      ``ReorderInput``) → ``fusion`` on ``cat(input, ·)``.
+      ``ReorderInput``) → ``fusion`` on ``cat(input, ·)``. When the input is resized, ``conv_proj`` stays the NCHW
+      conv after the resize back (its activation does not commute with the resize).
 
     Both 1×1 convs are per-pixel maps, so running them on tokens is exact (same patch order as the official
     ``unfolding``: ``patches[b·P + py·p_w + px, iy·n_w + ix] = fm[b, :, iy·p_h + py, ix·p_w + px]``). Tensors
@@ -334,13 +335,21 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
         self.local_rep.add_module("conv_3x3", block.local_rep.conv_3x3)
         self.local_rep.add_module("conv_1x1", PointwiseChannelsLast(block.local_rep.conv_1x1))
         self.global_rep = _global_rep(block, attention or ("sdpa" if fused_attention else "official"))
-        self.conv_proj = PointwiseChannelsLast(block.conv_proj)
         self.fusion = block.fusion
         b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
+        # conv_proj's activation does not commute with the resize back to the input size: NCHW after the resize then
+        self.conv_proj = block.conv_proj if self.interpolate else PointwiseChannelsLast(block.conv_proj)
         self.s_grid = (b, nh, ph, nw, pw, d)
         self.s_patches = (b * ph * pw, nh * nw, d)
         self.s_fold = (b, ph, pw, nh, nw, d)
         self.s_map = (b, nh * ph, nw * pw, d)
+
+    def _project(self, t: torch.Tensor) -> torch.Tensor:
+        """Folded channels-last map ``(B, H', W', d)`` → ``conv_proj`` output ``(B, C, H, W)`` at the input size."""
+        if not self.interpolate:
+            return self.conv_proj(t).permute(0, 3, 1, 2)
+        fm = F.interpolate(t.permute(0, 3, 1, 2), size=self.orig_size, mode="bilinear", align_corners=False)
+        return self.conv_proj(fm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` at the recorded shape → same shape."""
@@ -353,9 +362,7 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
         t = t.reshape(self.s_grid).permute(0, 2, 4, 1, 3, 5).reshape(self.s_patches)
         t = self.global_rep(t)
         t = t.reshape(self.s_fold).permute(0, 3, 1, 4, 2, 5).reshape(self.s_map)
-        fm = self.conv_proj(t).permute(0, 3, 1, 2)  # (B, C, H, W)
-        if self.interpolate:
-            fm = F.interpolate(fm, size=self.orig_size, mode="bilinear", align_corners=False)
+        fm = self._project(t)
         if self.fusion is not None:
             fm = self.fusion(torch.cat((res, fm), dim=1))
         return fm
@@ -399,9 +406,7 @@ class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
         t = t.reshape(self.s_rows).transpose(1, 2).reshape(self.s_cols).transpose(1, 2).reshape(self.s_patches)
         t = self.global_rep(t)
         t = t.reshape(self.s_fold_cols).transpose(1, 2).reshape(self.s_fold_rows).transpose(1, 2).reshape(self.s_map)
-        fm = self.conv_proj(t).permute(0, 3, 1, 2)  # (B, C, H, W)
-        if self.interpolate:
-            fm = F.interpolate(fm, size=self.orig_size, mode="bilinear", align_corners=False)
+        fm = self._project(t)
         if self.fusion is not None:
             fm = self.fusion(torch.cat((res, fm), dim=1))
         return fm
