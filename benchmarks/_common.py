@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,155 @@ def first_line(e: BaseException | str) -> str:
     """The first non-blank line of an error (its type name when it has no message), at most 300 characters."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return (lines[0] if lines else type(e).__name__)[:300]
+
+
+# ----------------------------------------------------- export forms, A/B (ncnn_forms, mnn_forms, litert_forms)
+#: one form-table entry a variant sets for its target: (module, table name, value)
+#: one form-table entry of a variant: ``(module, table name, value)`` sets ``module.table[target] = value``;
+#: ``(module, table name, value, key)`` sets ``module.table[key] = value`` (e.g. a lowering keyed by module class)
+FormEntry = tuple[Any, ...]
+
+
+def export_with_forms(model: str, target: str, entries: list[FormEntry], out: Path) -> Any:
+    """``edgedeploy.export(model, target, out=out)`` with each entry of ``entries`` (:data:`FormEntry`) set for the
+    export; the tables are restored afterwards (also on errors)."""
+    keyed = [(mod, table, value, *(rest or (target,))) for mod, table, value, *rest in entries]
+    saved = [(mod, table, getattr(mod, table).get(key), key) for mod, table, _, key in keyed]
+    try:
+        for mod, table, value, key in keyed:
+            getattr(mod, table)[key] = value
+        return edgedeploy.export(model, target, out=out)
+    finally:
+        for mod, table, value, key in saved:
+            if value is None:
+                getattr(mod, table).pop(key, None)
+            else:
+                getattr(mod, table)[key] = value
+
+
+@dataclass
+class FormsRun:
+    """What one target's forms A/B needs (:func:`run_forms`).
+
+    ``target``: the export format (``"ncnn"``, ``"mnn"``, ``"tflite"``); ``runtime``: edgedeploy's runtime name;
+    ``title``: the Markdown heading's runtime name; ``variants``: variant name → its form entries;
+    ``make_naive(module, x, folder) -> Path``: the naive artifact; ``census(path) -> {op: count}`` of it (or None).
+    ``post_passes``: variant → ``f(artifact, folder) -> (rewritten artifact, note)``, a trial rewrite of the exported
+    file; it is timed only when its outputs equal the export's (max abs ≤ 1e-6 on the photo), else the export is.
+    ``census_types``: op types listed per session in a census table (data movement, the forms' own layers).
+    """
+
+    target: str
+    runtime: str
+    title: str
+    variants: dict[str, list[FormEntry]]
+    make_naive: Callable[[Any, Any, Path], Path]
+    census: Callable[[Path], dict[str, int]] | None = None
+    post_passes: dict[str, Callable[[Path, Path], tuple[Path, str]]] = field(default_factory=dict)
+    census_types: tuple[str, ...] = ()
+
+
+def forms_parser(doc: str | None, variants: dict[str, Any], model: str) -> argparse.ArgumentParser:
+    """``--model``, ``--variants`` (comma list of ``variants``), ``--blocks``, ``--iters``, ``--threads``, ``--name``,
+    ``--cache-dir`` (keep the naive artifact there, ``<dir>/<model>/``, as ``naive_vs_edgedeploy.py`` does)."""
+    ap = block_parser(doc, 12, 10, threads=1)
+    ap.add_argument("--model", default=model)
+    ap.add_argument("--variants", default="current", help=f"comma list of {', '.join(variants)}")
+    ap.add_argument("--name", default="")
+    ap.add_argument("--cache-dir", default="", help="keep the naive artifact here (<dir>/<model>/)")
+    return ap
+
+
+def run_forms(spec: FormsRun, args: argparse.Namespace) -> dict[str, Any]:
+    """The naive artifact and one parity-checked export per variant, all loaded in one process with edgedeploy's
+    ``spec.runtime`` runtime (``args.threads``) and timed in interleaved blocks (:func:`dual_interleaved`, CPU and
+    wall clock) with a second session of the naive file as the same-file control (``naive again``).
+
+    Writes ``results/<args.name or <target>_forms_<model>>.json`` / ``.md`` and returns the payload. A variant
+    whose parity does not pass is reported and not timed.
+    """
+    import tempfile
+
+    import torch
+
+    variants = comma_choices(args.variants, spec.variants, "variant")
+    torch.set_num_threads(args.threads)
+    load_before = list(os.getloadavg())
+    started = time.time()
+    card = get_card(args.model)
+    x = real_image(card.input_size)
+    rt = get_runtime(spec.runtime)
+    info: dict[str, Any] = {}
+    fns: dict[str, Callable[[], Any]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"edgedeploy-{spec.target}-forms-") as tmp:
+        folder = Path(tmp)
+        naive_dir = Path(args.cache_dir) / args.model if args.cache_dir else folder
+        naive_dir.mkdir(parents=True, exist_ok=True)
+        module = build_model(card, card.input_size).eval()
+        naive = spec.make_naive(module, torch.from_numpy(x), naive_dir)
+        census = spec.census(naive) if spec.census else {}
+        info["naive"] = {"ops": sum(census.values()) if census else None, "op_census": census}
+        fns["naive"] = rt.load(naive, args.threads).prepare(x)
+        for v in variants:
+            t0 = time.perf_counter()
+            outcome = export_with_forms(args.model, spec.target, spec.variants[v], folder / v.replace(" ", "_"))
+            census = outcome.manifest.op_census
+            info[v] = {"parity": outcome.parity.status, "max_abs": outcome.parity.to_dict().get("max_abs_error"),
+                       "ops": sum(census.values()), "op_census": census,
+                       "export_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
+            print(f"   {v}: parity {info[v]['parity']} ({info[v]['max_abs']}), {info[v]['ops']} ops", flush=True)
+            artifact = Path(outcome.artifact)
+            if v in spec.post_passes and outcome.parity.status == "passed":
+                artifact = _post_pass(spec, v, artifact, folder, rt, x, info[v])
+            if outcome.parity.status == "passed":
+                fns[v] = rt.load(artifact, args.threads).prepare(x)
+        fns["naive again"] = rt.load(naive, args.threads).prepare(x)
+        cpu, wall = dual_interleaved(fns, args.blocks, args.iters)
+    pairs = {k: summarize_pair(cpu["naive"], cpu[k]) for k in fns if k != "naive"}
+    payload = {"model": args.model, "target": spec.target, "variants": variants, "args": vars(args), "info": info,
+               "pairs": pairs, "wall_pairs": {k: summarize_pair(wall["naive"], wall[k]) for k in fns if k != "naive"},
+               "samples_ms": cpu, "machine": machine_description(), "load_before": load_before,
+               "load_after": list(os.getloadavg()), "wall_s": round(time.time() - started, 1)}  # fmt: skip
+    m = payload["machine"]
+    md = [
+        f"# {spec.title} export forms, {args.model} @{card.input_size}\n\n",
+        machine_markdown(m),
+        f"{load_note(load_before[0], payload['load_after'][0], m['cores'])}. Clock: process CPU time; "
+        f"{args.threads} thread(s); {args.blocks} interleaved blocks × {args.iters} runs per session.\n\n",
+        "| session | median ms (CPU) | ÷ naive (paired) | wall-clock paired | slow blocks | ops | parity max abs |\n",
+        "|---|---:|---:|---:|---:|---:|---:|\n",
+        f"| naive | {float(np.median(np.concatenate(cpu['naive']))):.2f} | 1 | 1 | – | "
+        f"{info['naive']['ops'] or '–'} | – |\n",
+    ]
+    for k, p in pairs.items():
+        i = info.get(k, info["naive"] if k == "naive again" else {})
+        md.append(f"| {k} | {p['median_b_ms']:.2f} | {p['median_paired_ratio']:.3f} | "
+                  f"{payload['wall_pairs'][k]['median_paired_ratio']:.3f} | {p['slow_blocks']} | "
+                  f"{i.get('ops') or '–'} | {i.get('max_abs', '–')} |\n")  # fmt: skip
+    if spec.census_types:
+        md += ["\n| session | " + " | ".join(spec.census_types) + " | all ops |\n",
+               "|---|" + "---:|" * (len(spec.census_types) + 1) + "\n"]  # fmt: skip
+        for k in ("naive", *variants):
+            if k in info and info[k]["op_census"]:
+                c = info[k]["op_census"]
+                md.append(f"| {k} | " + " | ".join(str(c.get(t, 0)) for t in spec.census_types)
+                          + f" | {info[k]['ops']} |\n")  # fmt: skip
+    write_results(args.name or f"{spec.target}_forms_{args.model}", payload, "".join(md))
+    print("".join(md))
+    return payload
+
+
+def _post_pass(spec: FormsRun, v: str, artifact: Path, folder: Path, rt: Any, x: Any, rec: dict[str, Any]) -> Path:
+    """Run variant ``v``'s post-pass on ``artifact``; the rewritten file when its outputs equal the export's (its
+    census and the comparison recorded in ``rec``), else ``artifact``."""
+    rewritten, note = spec.post_passes[v](artifact, folder)
+    diff = float(np.abs(np.asarray(rt.load(rewritten, 1).run(x)) - np.asarray(rt.load(artifact, 1).run(x))).max())
+    rec["max_abs"] = f"{rec['max_abs']} ({note}; vs the export {diff:.1e})"
+    rec["post_pass"] = {"note": note, "max_abs_vs_export": diff, "timed": diff <= 1e-6}
+    print(f"   {v}: {note}, max abs vs the export {diff:.1e}", flush=True)
+    if diff > 1e-6:
+        return artifact
+    if spec.census:
+        census = spec.census(rewritten)
+        rec.update(ops=sum(census.values()), op_census=census)
+    return rewritten

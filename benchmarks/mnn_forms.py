@@ -10,14 +10,13 @@ blocks (order reversed every other block) on the process-CPU-time clock; a secon
     taskset -c 0 python benchmarks/mnn_forms.py --model edgeformer_s --variants unrolled,merged-cat,baked
 
 Writes ``benchmarks/results/<name>.json`` / ``.md`` (``--name``, default ``mnn_forms_<model>``).
+The shared loop is ``_common.run_forms``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +24,14 @@ from _threads import threads_from_argv
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_from_argv(sys.argv, "1"))
 
-import tempfile
-
-import numpy as np
-import torch
-from _common import (
-    comma_choices,
-    dual_interleaved,
-    load_note,
-    machine_description,
-    machine_markdown,
-    summarize_pair,
-    write_results,
-)
+from _common import FormEntry, FormsRun, forms_parser, run_forms
 from naive_vs_edgedeploy import naive_onnx
 
-import edgedeploy
-from edgedeploy.cards import get_card
-from edgedeploy.data import real_image
 from edgedeploy.export.mnn import onnx_to_mnn
 from edgedeploy.nn.forms import edgevit, emo, gcc, mobilevit
-from edgedeploy.runtimes.base import get_runtime
-from edgedeploy.zoo import build_model
 
 #: variant name → the form-table entries it sets for target "mnn": (module, table name, value)
-VARIANTS: dict[str, list[tuple[Any, str, Any]]] = {
+VARIANTS: dict[str, list[FormEntry]] = {
     "current": [],
     "unrolled": [(gcc, "GCC_BLOCK_FORM", "unrolled")],
     "merged-cat": [(gcc, "GCC_BLOCK_FORM", "merged-cat")],
@@ -63,77 +45,17 @@ VARIANTS: dict[str, list[tuple[Any, str, Any]]] = {
 }
 
 
-def export_variant(model: str, variant: str, folder: Path) -> Any:
-    """``edgedeploy.export(model, "mnn")`` with ``variant``'s form entries for "mnn"; the tables are restored."""
-    saved = [(mod, table, getattr(mod, table).get("mnn")) for mod, table, _ in VARIANTS[variant]]
-    try:
-        for mod, table, value in VARIANTS[variant]:
-            getattr(mod, table)["mnn"] = value
-        return edgedeploy.export(model, "mnn", out=folder / variant)
-    finally:
-        for mod, table, value in saved:
-            if value is None:
-                getattr(mod, table).pop("mnn", None)
-            else:
-                getattr(mod, table)["mnn"] = value
+def make_naive(module: Any, x: Any, folder: Path) -> Path:
+    """The naive MNN file of ``module`` in ``folder`` (ONNX + MNN's converter; reused when present)."""
+    mnn_path = folder / f"{folder.name}.naive.mnn"
+    if not mnn_path.is_file():
+        onnx_to_mnn(naive_onnx(module, x, folder / f"{folder.name}.naive.onnx"), mnn_path)
+    return mnn_path
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="edgeformer_s")
-    ap.add_argument("--variants", default="current", help=f"comma list of {', '.join(VARIANTS)}")
-    ap.add_argument("--blocks", type=int, default=12)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--name", default="")
-    args = ap.parse_args()
-    variants = comma_choices(args.variants, VARIANTS, "variant")
-    torch.set_num_threads(args.threads)
-    load_before = list(os.getloadavg())
-    started = time.time()
-    card = get_card(args.model)
-    x = real_image(card.input_size)
-    rt = get_runtime("mnn")
-    info: dict[str, Any] = {}
-    fns = {}
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-mnn-forms-") as tmp:
-        folder = Path(tmp)
-        module = build_model(card, card.input_size).eval()
-        naive = naive_onnx(module, torch.from_numpy(x), folder / f"{args.model}.naive.onnx")
-        naive_mnn = folder / f"{args.model}.naive.mnn"
-        onnx_to_mnn(naive, naive_mnn)
-        fns["naive"] = rt.load(naive_mnn, args.threads).prepare(x)
-        for v in variants:
-            outcome = export_variant(args.model, v, folder)
-            census = outcome.manifest.op_census
-            info[v] = {"parity": outcome.parity.status, "max_abs": outcome.parity.to_dict().get("max_abs_error"),
-                       "ops": sum(census.values()), "op_census": census}  # fmt: skip
-            print(f"   {v}: parity {info[v]['parity']} ({info[v]['max_abs']}), {info[v]['ops']} ops", flush=True)
-            if outcome.parity.status == "passed":
-                fns[v] = rt.load(outcome.artifact, args.threads).prepare(x)
-        fns["naive again"] = rt.load(naive_mnn, args.threads).prepare(x)
-        cpu, wall = dual_interleaved(fns, args.blocks, args.iters)
-    pairs = {k: summarize_pair(cpu["naive"], cpu[k]) for k in fns if k != "naive"}
-    payload = {"model": args.model, "variants": variants, "args": vars(args), "info": info, "pairs": pairs,
-               "wall_pairs": {k: summarize_pair(wall["naive"], wall[k]) for k in fns if k != "naive"},
-               "samples_ms": cpu, "machine": machine_description(), "load_before": load_before,
-               "load_after": list(os.getloadavg()), "wall_s": round(time.time() - started, 1)}  # fmt: skip
-    m = payload["machine"]
-    md = [
-        f"# MNN export forms, {args.model} @{card.input_size}\n\n",
-        machine_markdown(m),
-        f"{load_note(load_before[0], payload['load_after'][0], m['cores'])}. Clock: process CPU time; "
-        f"{args.threads} thread(s); {args.blocks} interleaved blocks × {args.iters} runs per session.\n\n",
-        "| session | median ms (CPU) | ÷ naive (paired) | slow blocks | ops | parity max abs |\n",
-        "|---|---:|---:|---:|---:|---:|\n",
-        f"| naive | {float(np.median(np.concatenate(cpu['naive']))):.2f} | 1 | – | – | – |\n",
-    ]
-    for k, p in pairs.items():
-        i = info.get(k, {})
-        md.append(f"| {k} | {p['median_b_ms']:.2f} | {p['median_paired_ratio']:.3f} | {p['slow_blocks']} | "
-                  f"{i.get('ops', '–')} | {i.get('max_abs', '–')} |\n")  # fmt: skip
-    write_results(args.name or f"mnn_forms_{args.model}", payload, "".join(md))
-    print("".join(md))
+    args = forms_parser(__doc__, VARIANTS, "edgeformer_s").parse_args()
+    run_forms(FormsRun("mnn", "mnn", "MNN", VARIANTS, make_naive, None), args)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ The markdown also lists, per session, the ncnn layer census of the layer types t
 (Crop, Concat, Split, Permute, Reshape, ...; :data:`CENSUS_TYPES`): where a form's layout round trips show.
 
 Writes ``benchmarks/results/<name>.json`` / ``.md`` (``--name``, default ``ncnn_forms_<model>``).
+The shared loop is ``_common.run_forms``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +28,14 @@ from _threads import threads_from_argv
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_from_argv(sys.argv, "1"))
 
-import tempfile
-
-import numpy as np
 import torch
-from _common import (
-    comma_choices,
-    dual_interleaved,
-    load_note,
-    machine_description,
-    machine_markdown,
-    summarize_pair,
-    write_results,
-)
+from _common import FormEntry, FormsRun, forms_parser, run_forms
 from naive_vs_edgedeploy import naive_ncnn
 
-import edgedeploy
-from edgedeploy.cards import get_card
-from edgedeploy.data import real_image
 from edgedeploy.nn import rewrites
 from edgedeploy.nn.forms import gcc, mobilevit
 from edgedeploy.nn.gcc import GCCBlock
-from edgedeploy.runtimes.base import get_runtime
 from edgedeploy.runtimes.ncnn_rt import ncnn_op_census
-from edgedeploy.zoo import build_model
 
 
 class CirculantGCCBlock(gcc.UnrolledGCCBlock):
@@ -94,8 +77,8 @@ def lower_gcc_block_circulant(module: Any, input_shape: tuple[int, ...], target:
     return CirculantGCCBlock(baked) if baked.mixer is None else baked
 
 
-#: variant name → the table entries it sets: (module, table name, value[, key]); the key defaults to "ncnn"
-VARIANTS: dict[str, list[tuple[Any, ...]]] = {
+#: variant name → the form-table entries it sets (:data:`_common.FormEntry`; the key defaults to "ncnn")
+VARIANTS: dict[str, list[FormEntry]] = {
     "current": [],
     "mobilevit-static": [(mobilevit, "MOBILEVIT_FORM", "static")],
     "mobilevit-sdpa": [(mobilevit, "MOBILEVIT_FORM", "static, sdpa")],
@@ -147,96 +130,28 @@ CENSUS_TYPES = ("Crop", "Concat", "Split", "Slice", "Permute", "Reshape", "Paddi
                 "ConvolutionDepthWise", "Convolution")  # fmt: skip
 
 
-def export_variant(model: str, variant: str, folder: Path) -> Any:
-    """``edgedeploy.export(model, "ncnn")`` with ``variant``'s table entries set; the tables are restored."""
-    entries = [(mod, table, value, *(rest or ("ncnn",))) for mod, table, value, *rest in VARIANTS[variant]]
-    saved = [(mod, table, getattr(mod, table).get(key), key) for mod, table, _, key in entries]
-    try:
-        for mod, table, value, key in entries:
-            getattr(mod, table)[key] = value
-        return edgedeploy.export(model, "ncnn", out=folder / variant)
-    finally:
-        for mod, table, value, key in saved:
-            if value is None:
-                getattr(mod, table).pop(key, None)
-            else:
-                getattr(mod, table)[key] = value
+#: ncnn layer types listed per session in the markdown's census table (data movement and the GCCs' own layers)
+CENSUS_TYPES = ("Crop", "Concat", "Split", "Slice", "Permute", "Reshape", "Padding", "BinaryOp", "BatchNorm",
+                "ConvolutionDepthWise", "Convolution")  # fmt: skip
+
+
+def hswish_post_pass(param: Path, folder: Path) -> tuple[Path, str]:
+    """:func:`fuse_conv_hardswish` of the exported ``.param`` into ``folder``: (the fused file, a note)."""
+    fused = folder / "gcc-merged-cat-hswish-fused.param"
+    return fused, f"fused {fuse_conv_hardswish(param, fused)} Convolution + HardSwish pairs"
+
+
+def make_naive(module: Any, x: Any, folder: Path) -> Path:
+    """The naive ncnn pair of ``module`` in ``folder`` (the .param path; reused when present: ``--cache-dir``)."""
+    return naive_ncnn(module, x, folder / f"{folder.name}.naive.param")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilevit_s")
-    ap.add_argument("--variants", default="current", help=f"comma list of {', '.join(VARIANTS)}")
-    ap.add_argument("--blocks", type=int, default=12)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--name", default="")
-    args = ap.parse_args()
-    variants = comma_choices(args.variants, VARIANTS, "variant")
-    torch.set_num_threads(args.threads)
-    load_before = list(os.getloadavg())
-    started = time.time()
-    card = get_card(args.model)
-    x = real_image(card.input_size)
-    rt = get_runtime("ncnn")
-    info: dict[str, Any] = {}
-    fns = {}
-    with tempfile.TemporaryDirectory(prefix="edgedeploy-ncnn-forms-") as tmp:
-        folder = Path(tmp)
-        module = build_model(card, card.input_size).eval()
-        naive = naive_ncnn(module, torch.from_numpy(x), folder / f"{args.model}.naive.param")
-        info["naive"] = {"ops": sum(ncnn_op_census(naive).values()), "op_census": ncnn_op_census(naive)}
-        fns["naive"] = rt.load(naive, args.threads).prepare(x)
-        for v in variants:
-            outcome = export_variant(args.model, v, folder)
-            census = outcome.manifest.op_census
-            info[v] = {"parity": outcome.parity.status, "max_abs": outcome.parity.to_dict().get("max_abs_error"),
-                       "ops": sum(census.values()), "op_census": census}  # fmt: skip
-            print(f"   {v}: parity {info[v]['parity']} ({info[v]['max_abs']}), {info[v]['ops']} ops", flush=True)
-            artifact = Path(outcome.artifact)
-            if v == "gcc-merged-cat-hswish-fused":  # the post-pass must not change the artifact's outputs
-                fused = folder / f"{v}.param"
-                n_fused = fuse_conv_hardswish(artifact, fused)
-                diff = float(
-                    np.abs(np.asarray(rt.load(fused, 1).run(x)) - np.asarray(rt.load(artifact, 1).run(x))).max()
-                )
-                census = ncnn_op_census(fused)
-                info[v].update(ops=sum(census.values()), op_census=census, fused_pairs=n_fused, vs_unfused=diff)
-                info[v]["max_abs"] = f"{info[v]['max_abs']} (fused {n_fused} pairs; vs unfused {diff:.1e})"
-                artifact = fused if diff <= 1e-6 else artifact
-                print(f"   {v}: {n_fused} Convolution + HardSwish fused, max abs vs unfused {diff:.1e}", flush=True)
-            if outcome.parity.status == "passed":
-                fns[v] = rt.load(artifact, args.threads).prepare(x)
-        fns["naive again"] = rt.load(naive, args.threads).prepare(x)
-        cpu, wall = dual_interleaved(fns, args.blocks, args.iters)
-    pairs = {k: summarize_pair(cpu["naive"], cpu[k]) for k in fns if k != "naive"}
-    payload = {"model": args.model, "variants": variants, "args": vars(args), "info": info, "pairs": pairs,
-               "wall_pairs": {k: summarize_pair(wall["naive"], wall[k]) for k in fns if k != "naive"},
-               "samples_ms": cpu, "machine": machine_description(), "load_before": load_before,
-               "load_after": list(os.getloadavg()), "wall_s": round(time.time() - started, 1)}  # fmt: skip
-    m = payload["machine"]
-    md = [
-        f"# ncnn export forms, {args.model} @{card.input_size}\n\n",
-        machine_markdown(m),
-        f"{load_note(load_before[0], payload['load_after'][0], m['cores'])}. Clock: process CPU time; "
-        f"{args.threads} thread(s); {args.blocks} interleaved blocks × {args.iters} runs per session.\n\n",
-        "| session | median ms (CPU) | ÷ naive (paired) | slow blocks | ncnn layers | parity max abs |\n",
-        "|---|---:|---:|---:|---:|---:|\n",
-        f"| naive | {float(np.median(np.concatenate(cpu['naive']))):.2f} | 1 | – | {info['naive']['ops']} | – |\n",
-    ]
-    for k, p in pairs.items():
-        i = info.get(k, info["naive"] if k == "naive again" else {})
-        md.append(f"| {k} | {p['median_b_ms']:.2f} | {p['median_paired_ratio']:.3f} | {p['slow_blocks']} | "
-                  f"{i.get('ops', '–')} | {i.get('max_abs', '–')} |\n")  # fmt: skip
-    md += ["\n| session | " + " | ".join(CENSUS_TYPES) + " | all layers |\n",
-           "|---|" + "---:|" * (len(CENSUS_TYPES) + 1) + "\n"]  # fmt: skip
-    for k in ("naive", *variants):
-        if k in info:
-            c = info[k]["op_census"]
-            md.append(f"| {k} | " + " | ".join(str(c.get(t, 0)) for t in CENSUS_TYPES) + f" | {info[k]['ops']} |\n")
-    write_results(args.name or f"ncnn_forms_{args.model}", payload, "".join(md))
-    print("".join(md))
+    args = forms_parser(__doc__, VARIANTS, "mobilevit_s").parse_args()
+    post = {"gcc-merged-cat-hswish-fused": hswish_post_pass}
+    spec = FormsRun("ncnn", "ncnn", "ncnn", VARIANTS, make_naive, ncnn_op_census, post, CENSUS_TYPES)
+    run_forms(spec, args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

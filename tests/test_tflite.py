@@ -115,3 +115,20 @@ def test_bench_tflite_artifact_with_litert(tflite_artifacts: Path) -> None:
     res = json.loads(proc.stdout)
     assert res["runtime"] == "litert" and len(res["samples_ms"]) == 3
     assert all(s > 0 for s in res["samples_ms"])
+
+
+@pytest.mark.slow
+def test_mobilevit_xxs_tflite_channels_last_form_passes_parity(tmp_path: Path) -> None:
+    """MobileViT's TFLite form (channels-last block, rank-6 unfold / fold) converts to builtin ops and passes fp32
+    parity; each block's unfold and fold is one rank-6 TRANSPOSE in the file (3 blocks → 6)."""
+    import edgedeploy
+    from edgedeploy.runtimes.litert_rt import import_interpreter
+
+    outcome = edgedeploy.export("mobilevit_xxs", "tflite", out=tmp_path)
+    assert outcome.parity.status == "passed", outcome.parity.to_dict()
+    assert outcome.parity.to_dict()["max_abs_error"] < 1e-3
+    assert outcome.manifest.lowering["rewritten"] and len(outcome.manifest.lowering["rewritten"]) >= 3
+    interpreter = import_interpreter()(model_path=str(outcome.artifact))
+    ranks = {t["index"]: len(t["shape"]) for t in interpreter.get_tensor_details()}
+    six = [op for op in interpreter._get_ops_details() if op["op_name"] == "TRANSPOSE" and ranks[op["inputs"][0]] == 6]
+    assert len(six) == 2 * 3

@@ -18,9 +18,10 @@ the feature (bilinear, ``align_corners=False``) before unfolding and back after 
 same.
 
 :func:`lower_mobilevit_block` (registered with :func:`edgedeploy.nn.rewrites.register_lowering`) replaces each
-block with :class:`StaticMobileViTBlock`, whose unfold / fold use only ≤4-D reshapes and transposes with shapes
-fixed at export time (no Shape / Gather arithmetic in the graph), and whose attention splits heads with 4-D
-tensors only (the official attention reshapes to 5-D).
+block with an export form chosen per target (``edgedeploy.nn.forms.mobilevit.MOBILEVIT_FORM``), with shapes fixed
+at export time (no Shape / Gather arithmetic in the graph): :class:`StaticMobileViTBlock` (only ≤4-D reshapes and
+transposes; CoreML, ncnn) or the channels-last block (1×1 convs on tokens, rank-6 unfold / fold; ONNX, MNN,
+TFLite). The attention splits heads with 4-D tensors only (the official attention reshapes to 5-D).
 """
 
 from __future__ import annotations
