@@ -59,16 +59,9 @@ class CirculantGCCBlock(gcc.UnrolledGCCBlock):
         self.register_buffer("m_w_t", m_w_t.contiguous())
         self.register_buffer("gcc_bias", self.gcc_w.bias.detach().clone()[:, None, None])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 2·dim, H, W)`` at the recorded ``H, W`` → same shape."""
-        t = torch.matmul(torch.matmul(self.m_h, x), self.m_w_t) + self.gcc_bias
-        if self.pe_bias is not None:
-            t = t + self.pe_bias
-        x = x + t
-        y = self.ffn(x)
-        if self.ca is not None:
-            y = self.ca(y)
-        return x + y
+    def circular_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """The two GCCs as circulant products: ``(N, 2·dim, H, W)`` → same shape (bias included)."""
+        return torch.matmul(torch.matmul(self.m_h, x), self.m_w_t) + self.gcc_bias
 
 
 def lower_gcc_block_circulant(module: Any, input_shape: tuple[int, ...], target: str) -> Any:

@@ -214,11 +214,7 @@ class UnrolledGCCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 2 * dim, H, W)`` at the recorded ``H, W`` → same shape; ``ValueError`` at another size."""
         _check_size(x, self.size, "lowered")
-        if self.unroll:
-            t = self.gcc_w(self.gcc_h(x))
-        else:  # cat-then-conv: x[:, :, :-1] appended along the GCC's axis, then the n-tap conv (no padding)
-            t = self.gcc_h(torch.cat((x, x[:, :, :-1, :]), dim=2))
-            t = self.gcc_w(torch.cat((t, t[:, :, :, :-1]), dim=3))
+        t = self.circular_convs(x)
         if self.pe_bias is not None:
             t = t + self.pe_bias
         x = x + t
@@ -226,6 +222,14 @@ class UnrolledGCCBlock(nn.Module):
         if self.ca is not None:
             y = self.ca(y)
         return x + y
+
+    def circular_convs(self, x: torch.Tensor) -> torch.Tensor:
+        """The two full-channel GCCs, H then W: ``(N, 2 * dim, H, W)`` → same shape (bias included, no PE)."""
+        if self.unroll:
+            return self.gcc_w(self.gcc_h(x))
+        # cat-then-conv: x[:, :, :-1] appended along the GCC's axis, then the n-tap conv (no padding)
+        t = self.gcc_h(torch.cat((x, x[:, :, :-1, :]), dim=2))
+        return self.gcc_w(torch.cat((t, t[:, :, :, :-1]), dim=3))
 
 
 #: export form of a GCC block per target: "unrolled" (:class:`UnrolledGCCBlock`), "merged-cat" (the same block with
