@@ -25,12 +25,15 @@ from _threads import threads_from_argv
 os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_from_argv(sys.argv, "1"))
 
 from _common import FormEntry, FormsRun, forms_parser, run_forms
+from mobilevit_trial_forms import cl4d_entry, register
 from naive_vs_edgedeploy import naive_tflite
 
 from edgedeploy.nn.forms import mobilevit
 from edgedeploy.runtimes.litert_rt import tflite_op_census
 
-#: variant name → the form-table entries it sets for target "tflite"
+register()  # the dropped attention forms' names ("head-major", "head-batched") for the trial variants
+
+#: variant name → the form-table entries it sets for target "tflite" (or, ``cl4d_entry``, a lowering by class)
 VARIANTS: dict[str, list[FormEntry]] = {
     "current": [],
     "mobilevit-static": [(mobilevit, "MOBILEVIT_FORM", "static")],
@@ -38,12 +41,12 @@ VARIANTS: dict[str, list[FormEntry]] = {
     "mobilevit-torch-mha": [(mobilevit, "MOBILEVIT_FORM", "static, torch-mha")],
     "mobilevit-channels-last": [(mobilevit, "MOBILEVIT_FORM", "channels-last")],
     "mobilevit-head-major": [(mobilevit, "MOBILEVIT_FORM", "static, head-major")],
-    "mobilevit-cl4d": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d")],
-    "mobilevit-cl4d-head-major": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, head-major")],
+    "mobilevit-cl4d": [cl4d_entry()],
+    "mobilevit-cl4d-head-major": [cl4d_entry("head-major")],
     "mobilevit-head-batched": [(mobilevit, "MOBILEVIT_FORM", "static, head-batched")],
-    "mobilevit-cl4d-head-batched": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, head-batched")],
+    "mobilevit-cl4d-head-batched": [cl4d_entry("head-batched")],
     "mobilevit-cl6d-head-batched": [(mobilevit, "MOBILEVIT_FORM", "channels-last, head-batched")],
-    "mobilevit-cl4d-sdpa": [(mobilevit, "MOBILEVIT_FORM", "channels-last-4d, sdpa")],
+    "mobilevit-cl4d-sdpa": [cl4d_entry("sdpa")],
 }
 
 

@@ -271,24 +271,14 @@ def test_ncnn_form_is_static_with_torch_multihead_attention_and_exact(name: str)
 
 
 def test_torch_multihead_attention_equals_the_official_attention() -> None:
-    from edgedeploy.nn.forms.mobilevit import (
-        FusedAttention,
-        HeadBatchedAttention,
-        HeadMajorAttention,
-        TorchMultiheadAttention,
-    )
+    from edgedeploy.nn.forms.mobilevit import FusedAttention, TorchMultiheadAttention
 
     torch.manual_seed(0)
     src = MultiHeadAttention(96, 4).eval()
     x = torch.randn(4, 64, 96)
     with torch.no_grad():
         want = src(x)
-        for form in (
-            TorchMultiheadAttention(src),
-            FusedAttention(src),
-            HeadMajorAttention(src),
-            HeadBatchedAttention(src),
-        ):
+        for form in (TorchMultiheadAttention(src), FusedAttention(src)):
             got = form.eval()(x)
             assert got.shape == want.shape and (got - want).abs().max() < 1e-5, type(form).__name__
 
@@ -312,22 +302,6 @@ def test_tflite_form_is_channels_last_with_the_official_attention_and_exact(name
         want, got = model(example), lowered(example)
     assert torch.allclose(got, want, rtol=0, atol=1e-5 * max(1.0, float(want.abs().max())))
     assert verify_lowering(model, lowered, example).max_abs_error < 1e-4
-
-
-@pytest.mark.parametrize("hw", [(8, 8), (7, 7), (6, 10)])
-@pytest.mark.parametrize("attention", ["official", "head-major", "head-batched", "sdpa"])
-def test_rank4_channels_last_block_equals_original(hw: tuple[int, int], attention: str) -> None:
-    """The trial form :class:`ChannelsLast4dMobileViTBlock` (kept for the record, selected by no target): exact, and
-    every tensor of its unfold / fold has rank ≤ 4."""
-    from edgedeploy.nn.forms.mobilevit import ChannelsLast4dMobileViTBlock
-
-    blk = small_block()
-    x = torch.randn(1, 8, *hw)
-    form = ChannelsLast4dMobileViTBlock(blk, tuple(x.shape), attention=attention).eval()
-    shapes = [form.s_rows, form.s_cols, form.s_patches, form.s_fold_cols, form.s_fold_rows, form.s_map]
-    assert max(len(s) for s in shapes) <= 4
-    with torch.no_grad():
-        torch.testing.assert_close(form(x), blk(x), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (7, 7), (6, 10)])

@@ -190,84 +190,10 @@ class TorchMultiheadAttention(nn.Module):
         return self.mha(x, x, x, need_weights=False)[0]
 
 
-class HeadMajorAttention(nn.Module):
-    """:class:`MultiHeadAttention` with one head-split Transpose for q, k and v together and the query scale folded
-    into the projection: ``(B, S, C)`` → ``(B, S, C)``.
-
-    ``qkv_proj`` is copied with its q rows (weight and bias) multiplied by ``head_dim ** -0.5``; its output
-    ``(B, S, 3C)`` is reshaped to ``(B, S, 3·h, d)``, transposed once to ``(B, 3·h, S, d)`` and split into q, k, v
-    ``(B, h, S, d)``; then ``softmax(q kᵀ) v``, the heads merged by one Transpose + Reshape, and ``out_proj``
-    (shared). The official attention needs three head-split Transposes and a ``MUL`` by the scale. Exact up to fp32
-    rounding of the folded scale.
-    """
-
-    def __init__(self, src: MultiHeadAttention) -> None:
-        super().__init__()
-        c = src.embed_dim
-        self.qkv_proj = nn.Linear(c, 3 * c, bias=True)
-        with torch.no_grad():
-            self.qkv_proj.weight.copy_(src.qkv_proj.weight)
-            self.qkv_proj.bias.copy_(src.qkv_proj.bias)
-            self.qkv_proj.weight[:c].mul_(src.scaling)
-            self.qkv_proj.bias[:c].mul_(src.scaling)
-        self.out_proj = src.out_proj
-        self.embed_dim, self.num_heads, self.head_dim = c, src.num_heads, src.head_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, S, C)`` → ``(B, S, C)``."""
-        b, s, _ = x.shape
-        h = self.num_heads
-        qkv = self.qkv_proj(x).reshape(b, s, 3 * h, self.head_dim).transpose(1, 2)
-        q, k, v = torch.split(qkv, h, dim=1)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
-        return self.out_proj(torch.matmul(attn, v).transpose(1, 2).reshape(b, s, self.embed_dim))
-
-
-class HeadBatchedAttention(nn.Module):
-    """:class:`MultiHeadAttention` with the heads split by the weights instead of by Transposes:
-    ``(B, S, C)`` → ``(B, S, C)``.
-
-    The source's ``qkv_proj`` is regrouped per head into ``w_qkv`` ``(h, C, 3·d)`` (q rows scaled by
-    ``head_dim ** -0.5``) and ``b_qkv`` ``(h, 1, 3·d)``, so one batched matmul of the tokens ``(1, B·S, C)`` gives
-    every head's q, k, v as ``(h, B·S, 3·d)`` → reshape ``(h·B, S, 3·d)``; the heads' outputs ``(h, B·S, d)`` go
-    through ``out_proj`` regrouped as ``w_out`` ``(h, d, C)`` and are summed over the heads (+ bias). No head-split
-    or head-merge Transpose is left (only ``kᵀ``). Exact up to fp32 rounding (summation order, folded scale).
-    """
-
-    def __init__(self, src: MultiHeadAttention) -> None:
-        super().__init__()
-        c, h, d = src.embed_dim, src.num_heads, src.head_dim
-        with torch.no_grad():
-            w = src.qkv_proj.weight.detach().clone().reshape(3, h, d, c)  # rows: (q|k|v, head, dim)
-            b = src.qkv_proj.bias.detach().clone().reshape(3, h, d)
-            w[0] *= src.scaling
-            b[0] *= src.scaling
-            w_qkv = w.permute(1, 3, 0, 2).reshape(h, c, 3 * d)  # (h, C, [q d | k d | v d])
-            b_qkv = b.permute(1, 0, 2).reshape(h, 1, 3 * d)
-            w_out = src.out_proj.weight.detach().clone().t().reshape(h, d, c)  # input rows grouped by head
-        self.w_qkv = nn.Parameter(w_qkv, requires_grad=False)
-        self.b_qkv = nn.Parameter(b_qkv, requires_grad=False)
-        self.w_out = nn.Parameter(w_out.contiguous(), requires_grad=False)
-        self.b_out = nn.Parameter(src.out_proj.bias.detach().clone(), requires_grad=False)
-        self.embed_dim, self.num_heads, self.head_dim = c, h, d
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, S, C)`` → ``(B, S, C)``."""
-        b, s, c = x.shape
-        h, d = self.num_heads, self.head_dim
-        qkv = (torch.matmul(x.reshape(1, b * s, c), self.w_qkv) + self.b_qkv).reshape(h * b, s, 3 * d)
-        q, k, v = torch.split(qkv, d, dim=-1)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1)
-        out = torch.matmul(torch.matmul(attn, v).reshape(h, b * s, d), self.w_out).sum(0) + self.b_out
-        return out.reshape(b, s, c)
-
-
 #: attention name -> export form of :class:`MultiHeadAttention` (``"official"``: the module itself)
 ATTENTION_FORMS: dict[str, type[nn.Module]] = {
     "sdpa": FusedAttention,
     "torch-mha": TorchMultiheadAttention,
-    "head-major": HeadMajorAttention,
-    "head-batched": HeadBatchedAttention,
 }
 
 
@@ -368,50 +294,6 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
         return fm
 
 
-class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
-    """:class:`ChannelsLastMobileViTBlock` with unfold / fold written with tensors of rank ≤ 4 (for TFLite).
-
-    Both 1×1 convs run on channels-last tokens (:class:`PointwiseChannelsLast`), and patches are gathered as
-    whole ``d``-vectors by two rank-4 transposes instead of one rank-6 permute:
-
-    * unfold: ``(B, H, W, d)`` → reshape ``(B, n_h, p_h, n_w·p_w·d)`` → transpose(1, 2) → reshape
-      ``(B·p_h, N, p_w, d)`` → transpose(1, 2) → ``(B·p_h, p_w, N, d)`` → reshape ``(B·P, N, d)``;
-    * fold: the exact inverse.
-
-    Same patch order as the official unfolding. ``attention``: ``"official"`` or a key of :data:`ATTENTION_FORMS`.
-    Raises ``ValueError`` for an input of another shape; ``KeyError`` for an unknown ``attention``.
-    """
-
-    def __init__(
-        self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], attention: str = "official"
-    ) -> None:
-        super().__init__(block, input_shape)
-        self.global_rep = _global_rep(block, attention)
-        b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
-        self.s_rows = (b, nh, ph, nw * pw * d)
-        self.s_cols = (b * ph, nh * nw, pw, d)
-        self.s_patches = (b * ph * pw, nh * nw, d)
-        self.s_fold_cols = (b * ph, pw, nh * nw, d)
-        self.s_fold_rows = (b, ph, nh, nw * pw * d)
-        self.s_map = (b, nh * ph, nw * pw, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` at the recorded shape → same shape."""
-        self._check_shape(x)
-        res = x
-        fm = self.local_rep.conv_3x3(x)
-        if self.interpolate:
-            fm = F.interpolate(fm, size=self.new_size, mode="bilinear", align_corners=False)
-        t = self.local_rep.conv_1x1(fm.permute(0, 2, 3, 1))  # (B, H, W, d)
-        t = t.reshape(self.s_rows).transpose(1, 2).reshape(self.s_cols).transpose(1, 2).reshape(self.s_patches)
-        t = self.global_rep(t)
-        t = t.reshape(self.s_fold_cols).transpose(1, 2).reshape(self.s_fold_rows).transpose(1, 2).reshape(self.s_map)
-        fm = self._project(t)
-        if self.fusion is not None:
-            fm = self.fusion(torch.cat((res, fm), dim=1))
-        return fm
-
-
 #: per export target: the MobileViT block's export form; every other target (plug-ins included) gets ``"static"``.
 #: MNN keeps the official attention and its ONNX the opset-20 export: MNN 3.6.1's converter refuses opset 23's
 #: ``Attention`` ("These Op Not Support: ONNX::Attention"); channels-last 0.987× the naive MNN file, static 1.002×
@@ -426,12 +308,12 @@ class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
 #: FULLY_CONNECTED); 0.963 / 0.978 / 0.977 × the naive ``litert_torch.convert`` file in three runs (same-file
 #: controls 0.999 / 1.013 / 1.013), where the static form measured 0.996. Tried and dropped (not faster than the
 #: control): the SDPA attention (litert_torch decomposes it into BATCH_MATMUL + SOFTMAX: 1.002),
-#: ``nn.MultiheadAttention`` (1.010), :class:`HeadMajorAttention` (1.014), :class:`HeadBatchedAttention` (1.019),
-#: the rank-4 :class:`ChannelsLast4dMobileViTBlock` (1.001; with head-major / SDPA / head-batched attention 0.987)
-#: and channels-last + head-batched (0.987) (1 thread, CPU clock, AMD EPYC;
-#: ``benchmarks/results/lowering_forms_litert.md``).
-#: ``"static, <attention>"`` / ``"channels-last, <attention>"`` / ``"channels-last-4d, <attention>"`` name a block
-#: with an :data:`ATTENTION_FORMS` attention (``"channels-last, fused-attention"``: :class:`FusedAttention`).
+#: ``nn.MultiheadAttention`` (1.010), a head-major attention (1.014), a head-batched attention (1.019), a rank-4
+#: channels-last block (1.001; with head-major / SDPA / head-batched attention 0.987) and channels-last +
+#: head-batched (0.987) (1 thread, CPU clock, AMD EPYC; ``benchmarks/results/lowering_forms_litert.md``; the
+#: dropped forms live in ``benchmarks/mobilevit_trial_forms.py``, not here).
+#: ``"static, <attention>"`` / ``"channels-last, <attention>"`` name a block with an :data:`ATTENTION_FORMS`
+#: attention (``"channels-last, fused-attention"``: :class:`FusedAttention`).
 MOBILEVIT_FORM: dict[str, str] = {
     "onnx": "channels-last, fused-attention",
     "mnn": "channels-last",
@@ -464,8 +346,6 @@ def lower_mobilevit_block(module: nn.Module, input_shape: tuple[int, ...], targe
     n, c, h, w = nchw_input(module, MobileViTBlock, input_shape, "MobileViT block")
     form = MOBILEVIT_FORM.get(target, "static")
     attention = form.split(", ", 1)[1] if ", " in form else "official"
-    if form.startswith("channels-last-4d"):
-        return ChannelsLast4dMobileViTBlock(module, (n, c, h, w), attention=attention)
     if form.startswith("channels-last"):
         if attention == "fused-attention":
             return ChannelsLastMobileViTBlock(module, (n, c, h, w), fused_attention=True)
