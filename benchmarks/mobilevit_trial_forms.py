@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgedeploy.nn.forms import mobilevit
@@ -124,21 +123,13 @@ class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
         self.s_fold_rows = (b, ph, nh, nw * pw * d)
         self.s_map = (b, nh * ph, nw * pw, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` at the recorded shape → same shape."""
-        self._check_shape(x)
-        res = x
-        fm = self.local_rep.conv_3x3(x)
-        if self.interpolate:
-            fm = F.interpolate(fm, size=self.new_size, mode="bilinear", align_corners=False)
-        t = self.local_rep.conv_1x1(fm.permute(0, 2, 3, 1))  # (B, H, W, d)
-        t = t.reshape(self.s_rows).transpose(1, 2).reshape(self.s_cols).transpose(1, 2).reshape(self.s_patches)
-        t = self.global_rep(t)
-        t = t.reshape(self.s_fold_cols).transpose(1, 2).reshape(self.s_fold_rows).transpose(1, 2).reshape(self.s_map)
-        fm = self._project(t)
-        if self.fusion is not None:
-            fm = self.fusion(torch.cat((res, fm), dim=1))
-        return fm
+    def _unfold(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, d)`` → patches ``(B·P, N, d)`` by two rank-4 transposes."""
+        return t.reshape(self.s_rows).transpose(1, 2).reshape(self.s_cols).transpose(1, 2).reshape(self.s_patches)
+
+    def _fold(self, t: torch.Tensor) -> torch.Tensor:
+        """Patches ``(B·P, N, d)`` → ``(B, H, W, d)``: the inverse of :meth:`_unfold`."""
+        return t.reshape(self.s_fold_cols).transpose(1, 2).reshape(self.s_fold_rows).transpose(1, 2).reshape(self.s_map)
 
 
 def register() -> None:

@@ -284,14 +284,19 @@ class ChannelsLastMobileViTBlock(_RecordedShapeBlock):
         fm = self.local_rep.conv_3x3(x)
         if self.interpolate:
             fm = F.interpolate(fm, size=self.new_size, mode="bilinear", align_corners=False)
-        t = self.local_rep.conv_1x1(fm.permute(0, 2, 3, 1))  # (B, H, W, d)
-        t = t.reshape(self.s_grid).permute(0, 2, 4, 1, 3, 5).reshape(self.s_patches)
-        t = self.global_rep(t)
-        t = t.reshape(self.s_fold).permute(0, 3, 1, 4, 2, 5).reshape(self.s_map)
-        fm = self._project(t)
+        t = self.global_rep(self._unfold(self.local_rep.conv_1x1(fm.permute(0, 2, 3, 1))))
+        fm = self._project(self._fold(t))
         if self.fusion is not None:
             fm = self.fusion(torch.cat((res, fm), dim=1))
         return fm
+
+    def _unfold(self, t: torch.Tensor) -> torch.Tensor:
+        """Channels-last map ``(B, H', W', d)`` → patches ``(B·P, N, d)`` (one rank-6 permute)."""
+        return t.reshape(self.s_grid).permute(0, 2, 4, 1, 3, 5).reshape(self.s_patches)
+
+    def _fold(self, t: torch.Tensor) -> torch.Tensor:
+        """Patches ``(B·P, N, d)`` → channels-last map ``(B, H', W', d)``: the inverse of :meth:`_unfold`."""
+        return t.reshape(self.s_fold).permute(0, 3, 1, 4, 2, 5).reshape(self.s_map)
 
 
 #: per export target: the MobileViT block's export form; every other target (plug-ins included) gets ``"static"``.
