@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgedeploy.nn.forms import mobilevit
-from edgedeploy.nn.forms.mobilevit import ChannelsLastMobileViTBlock, _global_rep
+from edgedeploy.nn.forms.mobilevit import ChannelsLastMobileViTBlock
 from edgedeploy.nn.mobilevit import MobileViTBlock, MultiHeadAttention
 from edgedeploy.nn.rewrites import nchw_input
 
@@ -113,8 +113,7 @@ class ChannelsLast4dMobileViTBlock(ChannelsLastMobileViTBlock):
     def __init__(
         self, block: MobileViTBlock, input_shape: tuple[int, int, int, int], attention: str = "official"
     ) -> None:
-        super().__init__(block, input_shape)
-        self.global_rep = _global_rep(block, attention)
+        super().__init__(block, input_shape, attention=attention)
         b, d, ph, pw, nh, nw = self._record_shape(block, input_shape)
         self.s_rows = (b, nh, ph, nw * pw * d)
         self.s_cols = (b * ph, nh * nw, pw, d)
